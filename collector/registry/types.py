@@ -1,0 +1,170 @@
+"""Plain records that cross the registry's boundary.
+
+The gRPC servicers turn wire messages into these and back; the repository
+(collector/registry/repository.py) takes and returns only these, never ORM
+objects, so that callers hold no sessions.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class HostFacts:
+    hostname: str
+    os: str = ""
+    os_version: str = ""
+    agent_version: str = ""
+    addresses: tuple[str, ...] = ()
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class LocationIn:
+    """One location as an agent reported it."""
+
+    store_type: str
+    path: str
+    alias: str
+    chain_index: int
+    der: bytes
+    fingerprint: str            # lower-case hex SHA-256 of der; the registry checks it
+    has_private_key: bool
+    key_encrypted: bool
+    key_match: str              # no_key, matches, mismatch, unknown
+    entry_type: str
+    file_owner: str
+    file_group: str
+    file_mode: int
+    file_mtime: dt.datetime | None
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class LocationKeyIn:
+    store_type: str
+    path: str
+    alias: str
+    chain_index: int
+
+
+@dataclass(frozen=True, slots=True)
+class ScanErrorIn:
+    store_type: str
+    path: str
+    alias: str
+    reason: str
+    message: str
+    observed_at: dt.datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReportHeaderIn:
+    report_id: str
+    full: bool
+    sequence: int
+    base_sequence: int
+    host: HostFacts
+    scanned_at: dt.datetime | None = None
+    stores_scanned: int = 0
+    files_scanned: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ReportResult:
+    stored: bool
+    sequence: int               # the sequence the registry now holds for the agent
+    resync_required: bool
+    message: str = ""
+    locations_upserted: int = 0
+    locations_removed: int = 0
+    certificates_new: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SanView:
+    type: str                   # dns, ip, email, uri
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class LocationView:
+    agent_id: str
+    hostname: str
+    store_type: str
+    path: str
+    alias: str
+    chain_index: int
+    has_private_key: bool
+    key_encrypted: bool
+    key_match: str
+    entry_type: str
+    status: str                 # present, removed
+    first_seen: dt.datetime
+    last_seen: dt.datetime
+    removed_at: dt.datetime | None
+    file_owner: str
+    file_group: str
+    file_mode: int
+    file_mtime: dt.datetime | None
+    labels: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateView:
+    fingerprint: str
+    subject: str
+    issuer: str
+    serial: str                 # hex, lower-case, no separators
+    sans: tuple[SanView, ...]
+    not_before: dt.datetime
+    not_after: dt.datetime
+    key_type: str               # RSA, EC, Ed25519, Ed448, DSA
+    key_size: int
+    key_curve: str
+    signature_algorithm: str
+    is_ca: bool
+    self_signed: bool
+    key_usage: tuple[str, ...]
+    extended_key_usage: tuple[str, ...]
+    issuer_fingerprint: str     # "" when the issuer is not in the registry
+    der: bytes                  # b"" unless asked for
+    locations: tuple[LocationView, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CertFilter:
+    expiring_before: dt.datetime | None = None   # not_after < this
+    hostname: str | None = None
+    issuer_contains: str | None = None           # case-insensitive substring of the issuer DN
+    include_removed: bool = False                # include certificates seen only at removed locations
+
+
+@dataclass(frozen=True, slots=True)
+class ScanErrorView:
+    store_type: str
+    path: str
+    alias: str
+    reason: str
+    message: str
+    observed_at: dt.datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class AgentView:
+    agent_id: str
+    hostname: str
+    os: str
+    os_version: str
+    agent_version: str
+    addresses: tuple[str, ...]
+    labels: dict[str, str]
+    first_seen: dt.datetime
+    last_seen: dt.datetime
+    status: str                 # active, revoked
+    identity_serial: str
+    identity_not_after: dt.datetime | None
+    last_sequence: int
+    location_count: int         # present locations
+    errors: tuple[ScanErrorView, ...]

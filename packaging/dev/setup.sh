@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Prepare a development machine (Debian): system packages the project needs,
+# a virtualenv in .venv, and certfleet installed into it with the collector
+# and test extras. Safe to run again; it only does what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+pick_python() {
+  for py in python3.11 python3.12 python3.13 python3; do
+    if command -v "$py" >/dev/null 2>&1 && "$py" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+      command -v "$py"; return 0
+    fi
+  done
+  return 1
+}
+
+apt_install() {
+  [ $# -eq 0 ] && return 0
+  log "installing Debian packages: $*"
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+need=()
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v keytool >/dev/null 2>&1 || need+=(default-jre-headless)   # real JKS/JCEKS/PKCS#12 stores
+command -v cc >/dev/null 2>&1 || need+=(gcc libc6-dev)                # pyjks -> twofish builds from source
+PY=$(pick_python || true)
+if [ -z "$PY" ]; then
+  need+=(python3 python3-venv python3-dev)
+else
+  "$PY" -c 'import sysconfig, os, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
+    || need+=(python3-dev)
+  "$PY" -c 'import ensurepip' 2>/dev/null || need+=(python3-venv)
+fi
+apt_install "${need[@]}"
+PY=$(pick_python) || { log "no Python 3.11 or newer found"; exit 1; }
+
+if [ ! -x .venv/bin/python ]; then
+  log "creating .venv with $PY"
+  "$PY" -m venv .venv
+fi
+stamp=.venv/.certfleet-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  log "installing certfleet[collector,test] into .venv"
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -e '.[collector,test]'
+  touch "$stamp"
+fi
+log "ready: $(.venv/bin/python --version), certfleet in .venv"

@@ -1,0 +1,1 @@
+"""certfleet wire contract (generated stubs live beside the .proto files)."""
