@@ -1,0 +1,140 @@
+"""Java keystores: JKS and JCEKS (read with pyjks).
+
+``store_type`` is "jks" or "jceks" according to the file's magic number. A
+PKCS#12 file configured as jks (keytool's default since Java 9) is read as
+PKCS#12.
+"""
+from __future__ import annotations
+
+import logging
+import struct
+
+import jks as pyjks
+
+from agent.errors import PasswordUnavailable
+from agent.inventory import MATCHES, MISMATCH, NO_KEY, PRIVATE_KEY_ENTRY, TRUSTED_CERTIFICATE, UNKNOWN, FoundCert
+from agent.stores.base import ReadContext, StoreReader, StoreReadError, der_length_check
+from agent.stores.keys import KEY_ERRORS, cert_spki, der_key_spki
+from agent.stores.sniff import JCEKS_MAGIC, JKS_MAGIC, hint, sniff
+
+log = logging.getLogger(__name__)
+
+
+class JksReader(StoreReader):
+    """Reads JKS and JCEKS keystores.
+
+    Private-key entries give their chain (chain_index 0 = the key's own
+    certificate, which alone has ``has_private_key``); the key is decrypted
+    with the store password to check that it matches (UNKNOWN when its own
+    password differs). Keys in these formats are always encrypted, so
+    ``key_encrypted`` is True. Trusted-certificate entries are
+    TRUSTED_CERTIFICATE; secret-key entries are ignored. Without a password the
+    certificates are still listed (they are not encrypted in these formats) and
+    a ``no_password`` problem says that integrity and keys were not checked.
+    """
+
+    store_type = "jks"
+
+    def read(self, path: str, data: bytes, ctx: ReadContext) -> list[FoundCert]:
+        """Entries of the JKS/JCEKS ``data``."""
+        magic = data[:4]
+        if magic == JKS_MAGIC:
+            stype = "jks"
+        elif magic == JCEKS_MAGIC:
+            stype = "jceks"
+        elif sniff(data) == "pkcs12":
+            from agent.stores.pkcs12 import Pkcs12Reader
+
+            return Pkcs12Reader().read(path, data, ctx)
+        else:
+            raise StoreReadError("corrupt", "the file is not a JKS or JCEKS keystore" + hint(data, "jks"), "jks")
+
+        unavailable: PasswordUnavailable | None = None
+        secret = None
+        try:
+            secret = ctx.password()
+        except PasswordUnavailable as e:
+            unavailable = e
+        password: str | None = secret.reveal() if secret is not None else None  # type: ignore[attr-defined]
+        ks = _load(data, password, stype)
+        if password is None:
+            if unavailable is not None:
+                reason, why = unavailable.reason, unavailable.message
+            else:
+                reason, why = "no_password", "no password is configured for its store"
+            ctx.report(stype, path, reason,
+                       f"certificates listed without checking the keystore's integrity or its keys: {why}")
+
+        out: list[FoundCert] = []
+        for alias, entry in ks.entries.items():
+            if isinstance(entry, pyjks.PrivateKeyEntry):
+                out.extend(self._private(path, stype, alias, entry, password, ctx))
+            elif isinstance(entry, pyjks.TrustedCertEntry):
+                if entry.type != "X.509":
+                    continue
+                if _check(path, stype, alias, 0, entry.cert, ctx):
+                    out.append(ctx.found(stype, path, alias, 0, entry.cert, entry_type=TRUSTED_CERTIFICATE))
+        if not out and not ctx.problems:
+            raise StoreReadError("no_certificates", f"the {stype.upper()} keystore holds no certificates", stype)
+        return out
+
+    @staticmethod
+    def _private(path: str, stype: str, alias: str, entry: pyjks.PrivateKeyEntry, password: str | None,
+                 ctx: ReadContext) -> list[FoundCert]:
+        chain = [der for (ctype, der) in entry.cert_chain if ctype == "X.509"]
+        if not chain:
+            return []
+        match = UNKNOWN
+        if password is not None:
+            try:
+                entry.decrypt(password)
+            except pyjks.DecryptionFailureException:
+                log.debug("%s: key %r has its own password; not checked", path, alias)
+            except Exception:  # noqa: BLE001 - pyjks parses untrusted input
+                log.debug("%s: key %r cannot be decrypted", path, alias, exc_info=True)
+            if entry.is_decrypted():
+                try:
+                    spki = der_key_spki(entry.pkey_pkcs8)
+                except KEY_ERRORS:
+                    spki = None
+                if spki is not None:
+                    match = MATCHES if spki == cert_spki(chain[0]) else MISMATCH
+        out = []
+        for i, der in enumerate(chain):
+            if not _check(path, stype, alias, i, der, ctx):
+                continue
+            if i == 0:
+                out.append(ctx.found(stype, path, alias, 0, der, True, True, match, PRIVATE_KEY_ENTRY))
+            else:
+                out.append(ctx.found(stype, path, alias, i, der, False, False, NO_KEY, PRIVATE_KEY_ENTRY))
+        return out
+
+
+def _check(path: str, stype: str, alias: str, index: int, der: bytes, ctx: ReadContext) -> bool:
+    problem = der_length_check(der)
+    if problem is None:
+        return True
+    ctx.report(stype, path, problem, f"certificate {index} of entry {alias!r} is not a valid DER certificate", alias)
+    return False
+
+
+def _load(data: bytes, password: str | None, stype: str) -> pyjks.KeyStore:
+    label = stype.upper()
+    try:
+        return pyjks.KeyStore.loads(data, password, try_decrypt_keys=False)
+    except pyjks.KeystoreSignatureException:
+        raise StoreReadError(
+            "wrong_password",
+            f"the configured password does not open the {label} keystore (wrong password, or the file is damaged)",
+            stype,
+        ) from None
+    except pyjks.BadKeystoreFormatException as e:
+        cut = isinstance(e.args[0] if e.args else None, struct.error) or "signature size" in str(e)
+        if cut:
+            raise StoreReadError("truncated", f"the {label} keystore is cut short", stype) from None
+        raise StoreReadError("corrupt", f"the {label} keystore is malformed", stype) from None
+    except pyjks.UnsupportedKeystoreVersionException:
+        raise StoreReadError("unsupported", f"the {label} keystore version is not supported", stype) from None
+    except Exception:  # noqa: BLE001 - pyjks parses untrusted input and may raise anything
+        log.debug("pyjks failed", exc_info=True)
+        raise StoreReadError("corrupt", f"the {label} keystore cannot be parsed", stype) from None
