@@ -1,0 +1,106 @@
+"""The agent service: renew its own identity when due, scan, report; on a schedule, with backoff."""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import random
+import threading
+
+import grpc
+
+from agent.config import AgentConfig
+from agent.errors import AgentError
+from agent.identity import AgentIdentity, identity_dir, load_identity, make_key_and_csr, save_identity
+from agent.scanner import Scanner
+from agent.sync import SyncError, SyncOutcome, Syncer, describe_rpc_error
+from certfleet.v1 import agent_pb2, agent_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE = 32 * 1024 * 1024
+BACKOFF_START = 5.0
+BACKOFF_MAX = 300.0
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def next_delay(failures: int, interval: float, rng: random.Random) -> float:
+    """Seconds to wait: the scan interval (±10% jitter) after success; exponential backoff with full jitter after failures."""
+    if failures == 0:
+        return interval * rng.uniform(0.9, 1.1)
+    cap = min(BACKOFF_MAX, BACKOFF_START * 2 ** (failures - 1), interval)
+    return rng.uniform(cap / 2, cap)
+
+
+class AgentService:
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+        self.scanner = Scanner(config)
+        self.identity: AgentIdentity = load_identity(identity_dir(config.data_dir))
+        self.channel: grpc.Channel | None = None
+        self.syncer: Syncer | None = None
+
+    def _connect(self) -> Syncer:
+        if self.syncer is None:
+            self.channel = grpc.secure_channel(
+                self.identity.endpoint,
+                self.identity.channel_credentials(),
+                options=[("grpc.max_send_message_length", MAX_MESSAGE), ("grpc.max_receive_message_length", MAX_MESSAGE)],
+            )
+            self.syncer = Syncer(
+                self.scanner, self.channel, self.config.data_dir / "state.json", self.identity.agent_id,
+                self.config.hostname, dict(self.config.labels),
+            )
+        return self.syncer
+
+    def _reconnect(self) -> None:
+        if self.channel is not None:
+            self.channel.close()
+        self.channel = None
+        self.syncer = None
+
+    def renew_identity_if_due(self, now: dt.datetime) -> bool:
+        if not self.identity.needs_renewal(now):
+            return False
+        log.info("agent certificate expires %s: renewing it", self.identity.not_after.isoformat())
+        self._connect()
+        key, csr = make_key_and_csr()
+        stub = agent_pb2_grpc.AgentServiceStub(self.channel)
+        try:
+            resp = stub.RenewIdentity(agent_pb2.RenewIdentityRequest(csr_der=csr), timeout=60)
+        except grpc.RpcError as e:
+            raise SyncError(f"identity renewal failed: {describe_rpc_error(e)}") from None
+        self.identity = save_identity(
+            self.identity.directory, key, resp.certificate_der, list(resp.ca_chain_der),
+            self.identity.agent_id, self.identity.endpoint,
+        )
+        self._reconnect()
+        log.info("agent certificate renewed, valid until %s", self.identity.not_after.isoformat())
+        return True
+
+    def run_once(self, full: bool = False) -> SyncOutcome:
+        self.renew_identity_if_due(utcnow())
+        return self._connect().sync(full=full)
+
+    def run_forever(self, stop: threading.Event, rng: random.Random) -> None:
+        failures = 0
+        interval = float(self.config.scan_interval)
+        log.info("agent %s running: every %.0fs to %s", self.identity.agent_id, interval, self.identity.endpoint)
+        while not stop.is_set():
+            try:
+                self.run_once()
+                failures = 0
+            except AgentError as e:
+                failures += 1
+                log.warning("sync failed (%d in a row): %s", failures, e)
+                self._reconnect()
+            except Exception:  # noqa: BLE001 - the service must keep running
+                failures += 1
+                log.exception("unexpected error during sync (%d in a row)", failures)
+                self._reconnect()
+            stop.wait(next_delay(failures, interval, rng))
+        if self.channel is not None:
+            self.channel.close()
+        log.info("agent stopped")

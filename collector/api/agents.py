@@ -1,0 +1,101 @@
+"""AgentService servicer: inventory reports and identity renewal, over mutual TLS."""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import datetime as dt
+import logging
+from typing import AsyncIterator, Callable
+
+import grpc
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from certfleet.v1 import agent_pb2, agent_pb2_grpc
+from collector import enrollment, errors
+from collector.api import convert
+from collector.api.auth import Authenticator
+from collector.api.errors import unary
+from collector.pki import CollectorCA
+from collector.registry.repository import Registry
+from collector.registry.types import ReportHeaderIn
+
+log = logging.getLogger(__name__)
+
+
+class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
+    def __init__(
+        self, registry: Registry, ca: CollectorCA, auth: Authenticator,
+        cert_lifetime: dt.timedelta, clock: Callable[[], dt.datetime],
+    ) -> None:
+        self.registry = registry
+        self.ca = ca
+        self.auth = auth
+        self.cert_lifetime = cert_lifetime
+        self.clock = clock
+
+    @unary
+    async def Report(
+        self, request_iterator: AsyncIterator[agent_pb2.ReportChunk], context: grpc.aio.ServicerContext
+    ) -> agent_pb2.ReportAck:
+        agent_id = await self.auth.agent(context)
+        loop = asyncio.get_running_loop()
+        # One thread per report: the report is one database transaction, used
+        # step by step as chunks arrive, never concurrently.
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="report") as pool:
+            txn = None
+            try:
+                async for chunk in request_iterator:
+                    if txn is None:
+                        if not chunk.HasField("header"):
+                            raise errors.InvalidInput("the first chunk of a report must carry its header")
+                        h = chunk.header
+                        header = ReportHeaderIn(
+                            report_id=h.report_id, full=h.full, sequence=h.sequence, base_sequence=h.base_sequence,
+                            host=convert.host_in(h.host),
+                            scanned_at=convert.ts_to_dt(h.scanned_at, h.HasField("scanned_at")),
+                            stores_scanned=h.stores_scanned, files_scanned=h.files_scanned,
+                        )
+                        if not header.report_id:
+                            raise errors.InvalidInput("a report needs a report_id")
+                        txn = await loop.run_in_executor(pool, self.registry.begin_report, agent_id, header, self.clock())
+                    if chunk.upserts:
+                        items = [convert.location_in(m) for m in chunk.upserts]
+                        await loop.run_in_executor(pool, txn.add_upserts, items)
+                    if chunk.removals:
+                        keys = [convert.location_key_in(m) for m in chunk.removals]
+                        await loop.run_in_executor(pool, txn.add_removals, keys)
+                    if chunk.errors:
+                        errs = [convert.scan_error_in(m) for m in chunk.errors]
+                        await loop.run_in_executor(pool, txn.add_errors, errs)
+                if txn is None:
+                    raise errors.InvalidInput("empty report")
+                result = await loop.run_in_executor(pool, txn.finish)
+                txn = None
+            finally:
+                if txn is not None:
+                    await loop.run_in_executor(pool, txn.abort)
+        log.info(
+            "report from %s: stored=%s seq=%d upserted=%d removed=%d new_certs=%d resync=%s",
+            agent_id, result.stored, result.sequence, result.locations_upserted, result.locations_removed,
+            result.certificates_new, result.resync_required,
+        )
+        return agent_pb2.ReportAck(
+            stored=result.stored, sequence=result.sequence, resync_required=result.resync_required,
+            message=result.message, locations_upserted=result.locations_upserted,
+            locations_removed=result.locations_removed, certificates_new=result.certificates_new,
+        )
+
+    @unary
+    async def RenewIdentity(
+        self, request: agent_pb2.RenewIdentityRequest, context: grpc.aio.ServicerContext
+    ) -> agent_pb2.RenewIdentityResponse:
+        agent_id = await self.auth.agent(context)
+        cert = await asyncio.to_thread(
+            enrollment.renew_identity, self.registry, self.ca, agent_id, request.csr_der, self.clock(), self.cert_lifetime
+        )
+        log.info("renewed identity of agent %s until %s", agent_id, cert.not_valid_after_utc.isoformat())
+        return agent_pb2.RenewIdentityResponse(
+            certificate_der=cert.public_bytes(Encoding.DER),
+            ca_chain_der=[self.ca.cert_der],
+            not_after=convert.dt_to_ts(cert.not_valid_after_utc),
+        )

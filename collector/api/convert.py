@@ -1,0 +1,148 @@
+"""Wire messages to registry records and back. No logic beyond field mapping."""
+from __future__ import annotations
+
+import datetime as dt
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from certfleet.v1 import admin_pb2, common_pb2
+from collector.registry import types as t
+
+_KEY_MATCH = {
+    common_pb2.KEY_MATCH_NO_KEY: "no_key",
+    common_pb2.KEY_MATCH_MATCHES: "matches",
+    common_pb2.KEY_MATCH_MISMATCH: "mismatch",
+    common_pb2.KEY_MATCH_UNKNOWN: "unknown",
+}
+
+
+def ts_to_dt(ts: Timestamp, present: bool = True) -> dt.datetime | None:
+    if not present or (ts.seconds == 0 and ts.nanos == 0):
+        return None
+    return ts.ToDatetime(tzinfo=dt.timezone.utc)
+
+
+def dt_to_ts(value: dt.datetime | None) -> Timestamp | None:
+    if value is None:
+        return None
+    ts = Timestamp()
+    ts.FromDatetime(value)
+    return ts
+
+
+def host_in(msg: common_pb2.HostInfo) -> t.HostFacts:
+    return t.HostFacts(
+        hostname=msg.hostname,
+        os=msg.os,
+        os_version=msg.os_version,
+        agent_version=msg.agent_version,
+        addresses=tuple(msg.addresses),
+        labels=dict(msg.labels),
+    )
+
+
+def location_in(msg: common_pb2.Location) -> t.LocationIn:
+    return t.LocationIn(
+        store_type=msg.key.store_type,
+        path=msg.key.path,
+        alias=msg.key.alias,
+        chain_index=msg.key.chain_index,
+        der=msg.certificate_der,
+        fingerprint=msg.fingerprint_sha256.lower(),
+        has_private_key=msg.has_private_key,
+        key_encrypted=msg.key_encrypted,
+        key_match=_KEY_MATCH.get(msg.key_match, "unknown" if msg.has_private_key else "no_key"),
+        entry_type=msg.entry_type,
+        file_owner=msg.file_owner,
+        file_group=msg.file_group,
+        file_mode=msg.file_mode,
+        file_mtime=ts_to_dt(msg.file_mtime, msg.HasField("file_mtime")),
+        labels=dict(msg.labels),
+    )
+
+
+def location_key_in(msg: common_pb2.LocationKey) -> t.LocationKeyIn:
+    return t.LocationKeyIn(store_type=msg.store_type, path=msg.path, alias=msg.alias, chain_index=msg.chain_index)
+
+
+def scan_error_in(msg: common_pb2.ScanError) -> t.ScanErrorIn:
+    return t.ScanErrorIn(
+        store_type=msg.store_type,
+        path=msg.path,
+        alias=msg.alias,
+        reason=msg.reason,
+        message=msg.message,
+        observed_at=ts_to_dt(msg.observed_at, msg.HasField("observed_at")),
+    )
+
+
+def location_out(view: t.LocationView) -> admin_pb2.LocationInfo:
+    return admin_pb2.LocationInfo(
+        agent_id=view.agent_id,
+        hostname=view.hostname,
+        store_type=view.store_type,
+        path=view.path,
+        alias=view.alias,
+        chain_index=view.chain_index,
+        has_private_key=view.has_private_key,
+        key_encrypted=view.key_encrypted,
+        key_match=view.key_match,
+        status=view.status,
+        first_seen=dt_to_ts(view.first_seen),
+        last_seen=dt_to_ts(view.last_seen),
+        removed_at=dt_to_ts(view.removed_at),
+        file_owner=view.file_owner,
+        file_group=view.file_group,
+        file_mode=view.file_mode,
+        file_mtime=dt_to_ts(view.file_mtime),
+        labels=view.labels,
+        entry_type=view.entry_type,
+    )
+
+
+def certificate_out(view: t.CertificateView) -> admin_pb2.CertificateInfo:
+    return admin_pb2.CertificateInfo(
+        fingerprint_sha256=view.fingerprint,
+        subject=view.subject,
+        issuer=view.issuer,
+        serial=view.serial,
+        sans=[admin_pb2.SubjectAltName(type=s.type, value=s.value) for s in view.sans],
+        not_before=dt_to_ts(view.not_before),
+        not_after=dt_to_ts(view.not_after),
+        key_type=view.key_type,
+        key_size=view.key_size,
+        key_curve=view.key_curve,
+        signature_algorithm=view.signature_algorithm,
+        is_ca=view.is_ca,
+        self_signed=view.self_signed,
+        key_usage=list(view.key_usage),
+        extended_key_usage=list(view.extended_key_usage),
+        issuer_fingerprint_sha256=view.issuer_fingerprint,
+        der=view.der,
+        locations=[location_out(loc) for loc in view.locations],
+    )
+
+
+def agent_out(view: t.AgentView) -> admin_pb2.AgentInfo:
+    return admin_pb2.AgentInfo(
+        agent_id=view.agent_id,
+        hostname=view.hostname,
+        os=view.os,
+        os_version=view.os_version,
+        agent_version=view.agent_version,
+        addresses=list(view.addresses),
+        first_seen=dt_to_ts(view.first_seen),
+        last_seen=dt_to_ts(view.last_seen),
+        status=view.status,
+        identity_not_after=dt_to_ts(view.identity_not_after),
+        last_sequence=view.last_sequence,
+        location_count=view.location_count,
+        errors=[
+            admin_pb2.AgentScanError(
+                store_type=e.store_type, path=e.path, alias=e.alias, reason=e.reason,
+                message=e.message, observed_at=dt_to_ts(e.observed_at),
+            )
+            for e in view.errors
+        ],
+        labels=view.labels,
+    )

@@ -1,0 +1,74 @@
+"""Domain errors to gRPC status codes, in one place.
+
+A servicer method wrapped with :func:`unary` or :func:`streaming` turns
+``CollectorError`` subclasses into status codes with their user-safe message;
+anything else becomes INTERNAL with a generic message, and the traceback goes
+to the log only.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+import grpc
+
+from collector import errors
+
+log = logging.getLogger(__name__)
+
+_CODES: list[tuple[type[BaseException], grpc.StatusCode]] = [
+    (errors.NotFound, grpc.StatusCode.NOT_FOUND),
+    (errors.Ambiguous, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.InvalidInput, grpc.StatusCode.INVALID_ARGUMENT),
+    (errors.TokenInvalid, grpc.StatusCode.PERMISSION_DENIED),
+    (errors.TokenUsed, grpc.StatusCode.PERMISSION_DENIED),
+    (errors.TokenExpired, grpc.StatusCode.PERMISSION_DENIED),
+    (errors.PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
+    (errors.Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
+]
+
+
+def status_for(exc: BaseException) -> grpc.StatusCode:
+    for cls, code in _CODES:
+        if isinstance(exc, cls):
+            return code
+    if isinstance(exc, errors.CollectorError):
+        return grpc.StatusCode.FAILED_PRECONDITION
+    return grpc.StatusCode.INTERNAL
+
+
+async def _abort(context: grpc.aio.ServicerContext, exc: BaseException, method: str) -> None:
+    code = status_for(exc)
+    if code is grpc.StatusCode.INTERNAL:
+        log.exception("%s failed", method)
+        await context.abort(code, "internal error in the collector; see its log")
+    log.info("%s refused: %s: %s", method, code.name, exc)
+    await context.abort(code, str(exc))
+
+
+def unary(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    @functools.wraps(fn)
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            return await fn(self, request, context)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - mapped to a status, traceback logged
+            await _abort(context, exc, fn.__qualname__)
+
+    return wrapper
+
+
+def streaming(fn: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
+    @functools.wraps(fn)
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        try:
+            async for item in fn(self, request, context):
+                yield item
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            await _abort(context, exc, fn.__qualname__)
+
+    return wrapper

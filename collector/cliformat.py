@@ -1,0 +1,262 @@
+"""Turning admin API answers into tables, JSON and CSV for people and scripts.
+
+Pure functions of the messages and an injected ``now``.
+"""
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+import math
+from typing import Any, Iterable, Sequence
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from certfleet.v1 import admin_pb2
+
+
+def ts(value: Timestamp, present: bool = True) -> dt.datetime | None:
+    if not present or (value.seconds == 0 and value.nanos == 0):
+        return None
+    return value.ToDatetime(tzinfo=dt.timezone.utc)
+
+
+def iso(value: dt.datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value else None
+
+
+def days_left(not_after: dt.datetime, now: dt.datetime) -> int:
+    """Whole days until expiry, rounded down; negative once expired."""
+    return math.floor((not_after - now).total_seconds() / 86400)
+
+
+def short_dn(dn: str) -> str:
+    """The CN of an RFC 4514 DN if it has one, else the DN."""
+    for part in _split_dn(dn):
+        if part.upper().startswith("CN="):
+            return part[3:]
+    return dn
+
+
+def _split_dn(dn: str) -> list[str]:
+    parts, cur, esc = [], [], False
+    for ch in dn:
+        if esc:
+            cur.append(ch)
+            esc = False
+        elif ch == "\\":
+            cur.append(ch)
+            esc = True
+        elif ch == ",":
+            parts.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+    parts.append("".join(cur))
+    return parts
+
+
+def key_desc(c: admin_pb2.CertificateInfo) -> str:
+    if c.key_curve:
+        return f"{c.key_type} {c.key_curve}"
+    return f"{c.key_type} {c.key_size}" if c.key_size else c.key_type
+
+
+def location_dict(loc: admin_pb2.LocationInfo) -> dict[str, Any]:
+    return {
+        "agent": loc.agent_id,
+        "host": loc.hostname,
+        "store_type": loc.store_type,
+        "path": loc.path,
+        "alias": loc.alias,
+        "chain_index": loc.chain_index,
+        "entry_type": loc.entry_type,
+        "has_private_key": loc.has_private_key,
+        "key_encrypted": loc.key_encrypted,
+        "key_match": loc.key_match,
+        "status": loc.status,
+        "first_seen": iso(ts(loc.first_seen, loc.HasField("first_seen"))),
+        "last_seen": iso(ts(loc.last_seen, loc.HasField("last_seen"))),
+        "removed_at": iso(ts(loc.removed_at, loc.HasField("removed_at"))),
+        "file_owner": loc.file_owner,
+        "file_group": loc.file_group,
+        "file_mode": f"{loc.file_mode:04o}",
+        "file_mtime": iso(ts(loc.file_mtime, loc.HasField("file_mtime"))),
+        "labels": dict(loc.labels),
+    }
+
+
+def cert_dict(c: admin_pb2.CertificateInfo, now: dt.datetime) -> dict[str, Any]:
+    not_after = ts(c.not_after)
+    return {
+        "fingerprint_sha256": c.fingerprint_sha256,
+        "subject": c.subject,
+        "issuer": c.issuer,
+        "serial": c.serial,
+        "sans": [f"{s.type}:{s.value}" for s in c.sans],
+        "not_before": iso(ts(c.not_before)),
+        "not_after": iso(not_after),
+        "days_left": days_left(not_after, now) if not_after else None,
+        "key_type": c.key_type,
+        "key_size": c.key_size,
+        "key_curve": c.key_curve or None,
+        "signature_algorithm": c.signature_algorithm,
+        "is_ca": c.is_ca,
+        "self_signed": c.self_signed,
+        "key_usage": list(c.key_usage),
+        "extended_key_usage": list(c.extended_key_usage),
+        "issuer_fingerprint_sha256": c.issuer_fingerprint_sha256 or None,
+        "locations": [location_dict(loc) for loc in c.locations],
+    }
+
+
+def fit(text: str, width: int) -> str:
+    if width <= 1:
+        return text[:width]
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def render_table(headers: Sequence[str], rows: Iterable[Sequence[str]], width: int, flex: int) -> str:
+    """Columns sized to their content; column ``flex`` gives way so the table fits ``width``."""
+    rows = [list(map(str, r)) for r in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
+    total = sum(widths) + 2 * (len(widths) - 1)
+    if total > width:
+        widths[flex] = max(12, widths[flex] - (total - width))
+    out = io.StringIO()
+    line = "  ".join(fit(h, w).ljust(w) for h, w in zip(headers, widths))
+    out.write(line.rstrip() + "\n")
+    for r in rows:
+        out.write("  ".join(fit(v, w).ljust(w) for v, w in zip(r, widths)).rstrip() + "\n")
+    return out.getvalue()
+
+
+def where(c: admin_pb2.CertificateInfo) -> str:
+    present = [loc for loc in c.locations if loc.status == "present"] or list(c.locations)
+    if not present:
+        return "-"
+    first = present[0]
+    alias = f" [{first.alias}]" if first.alias else ""
+    more = f" (+{len(present) - 1})" if len(present) > 1 else ""
+    return f"{first.hostname}:{first.path}{alias}{more}"
+
+
+def certs_table(certs: Iterable[admin_pb2.CertificateInfo], now: dt.datetime, width: int) -> str:
+    rows = []
+    for c in certs:
+        not_after = ts(c.not_after)
+        left = days_left(not_after, now)
+        rows.append([
+            "EXPIRED" if left < 0 else str(left),
+            not_after.strftime("%Y-%m-%d"),
+            short_dn(c.subject) or "(empty subject)",
+            key_desc(c),
+            where(c),
+            c.fingerprint_sha256[:12],
+        ])
+    if not rows:
+        return "no certificates match\n"
+    table = render_table(["DAYS", "NOT AFTER", "SUBJECT", "KEY", "WHERE", "FINGERPRINT"], rows, width, flex=4)
+    return table + f"{len(rows)} certificate{'s' if len(rows) != 1 else ''}\n"
+
+
+CSV_FIELDS = [
+    "fingerprint_sha256", "subject", "issuer", "serial", "sans", "not_before", "not_after", "days_left",
+    "key_type", "key_size", "signature_algorithm", "is_ca", "self_signed",
+    "host", "store_type", "path", "alias", "chain_index", "has_private_key", "status",
+]
+
+
+def certs_csv(certs: Iterable[admin_pb2.CertificateInfo], now: dt.datetime, out: io.TextIOBase) -> None:
+    """One row per certificate and location (a certificate with no location gets one row)."""
+    w = csv.DictWriter(out, fieldnames=CSV_FIELDS, extrasaction="ignore")
+    w.writeheader()
+    for c in certs:
+        d = cert_dict(c, now)
+        d["sans"] = " ".join(d["sans"])
+        for loc in d["locations"] or [{}]:
+            row = dict(d)
+            row.update({k: loc.get(k, "") for k in ("host", "store_type", "path", "alias", "chain_index", "has_private_key", "status")})
+            w.writerow(row)
+
+
+def cert_detail(c: admin_pb2.CertificateInfo, now: dt.datetime) -> str:
+    d = cert_dict(c, now)
+    lines = [
+        f"Fingerprint:  {d['fingerprint_sha256']}",
+        f"Subject:      {d['subject']}",
+        f"Issuer:       {d['issuer']}" + ("" if not d["issuer_fingerprint_sha256"] else f"  ({d['issuer_fingerprint_sha256'][:12]})"),
+        f"Serial:       {d['serial']}",
+        f"Valid:        {d['not_before']} .. {d['not_after']}  ({'EXPIRED' if d['days_left'] < 0 else str(d['days_left']) + ' days left'})",
+        f"Key:          {key_desc(c)}",
+        f"Signature:    {d['signature_algorithm']}",
+        f"CA:           {'yes' if d['is_ca'] else 'no'}{', self-signed' if d['self_signed'] else ''}",
+        f"SANs:         {', '.join(d['sans']) or '-'}",
+        f"Key usage:    {', '.join(d['key_usage']) or '-'}",
+        f"Ext. usage:   {', '.join(d['extended_key_usage']) or '-'}",
+        f"Locations:    {len(d['locations'])}",
+    ]
+    for loc in d["locations"]:
+        alias = f" alias={loc['alias']}" if loc["alias"] else ""
+        key = "key:" + (loc["key_match"] if loc["has_private_key"] else "none") + (" (encrypted)" if loc["key_encrypted"] else "")
+        lines.append(
+            f"  - [{loc['status']}] {loc['host']}:{loc['path']}{alias} #{loc['chain_index']} ({loc['store_type']}) {key} "
+            f"{loc['file_owner']}:{loc['file_group']} {loc['file_mode']} last seen {loc['last_seen']}"
+            + (f" removed {loc['removed_at']}" if loc["removed_at"] else "")
+        )
+    return "\n".join(lines) + "\n"
+
+
+def agent_dict(a: admin_pb2.AgentInfo) -> dict[str, Any]:
+    return {
+        "agent_id": a.agent_id,
+        "hostname": a.hostname,
+        "os": a.os,
+        "os_version": a.os_version,
+        "agent_version": a.agent_version,
+        "addresses": list(a.addresses),
+        "status": a.status,
+        "first_seen": iso(ts(a.first_seen, a.HasField("first_seen"))),
+        "last_seen": iso(ts(a.last_seen, a.HasField("last_seen"))),
+        "identity_not_after": iso(ts(a.identity_not_after, a.HasField("identity_not_after"))),
+        "last_sequence": a.last_sequence,
+        "locations": a.location_count,
+        "labels": dict(a.labels),
+        "errors": [
+            {"store_type": e.store_type, "path": e.path, "alias": e.alias, "reason": e.reason, "message": e.message}
+            for e in a.errors
+        ],
+    }
+
+
+def agents_table(agents: Iterable[admin_pb2.AgentInfo], now: dt.datetime, width: int) -> str:
+    rows, problems = [], []
+    for a in agents:
+        last = ts(a.last_seen, a.HasField("last_seen"))
+        ago = _ago(now - last) if last else "never"
+        rows.append([a.hostname, a.agent_id[:8], a.status, f"{a.os} {a.os_version}".strip(), a.agent_version,
+                     ago, str(a.location_count), str(len(a.errors))])
+        for e in a.errors:
+            problems.append(f"  {a.hostname}: {e.path}{' [' + e.alias + ']' if e.alias else ''}: {e.reason}: {e.message}")
+    if not rows:
+        return "no agents enrolled yet (certfleet token create, then certfleet-agent enroll on the host)\n"
+    out = render_table(["HOST", "AGENT", "STATUS", "OS", "VERSION", "LAST SEEN", "LOCATIONS", "ERRORS"], rows, width, flex=3)
+    if problems:
+        out += "\nScan errors:\n" + "\n".join(fit(p, max(width, 40)) for p in problems) + "\n"
+    return out
+
+
+def _ago(delta: dt.timedelta) -> str:
+    s = max(0, int(delta.total_seconds()))
+    if s < 120:
+        return f"{s}s ago"
+    if s < 7200:
+        return f"{s // 60}m ago"
+    if s < 172800:
+        return f"{s // 3600}h ago"
+    return f"{s // 86400}d ago"
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, indent=2, sort_keys=False)

@@ -1,0 +1,121 @@
+"""The collector process: registry, CA, and two gRPC listeners on grpc.aio.
+
+- ``listen``: mutual TLS. AgentService for enrolled agents, AdminService for
+  admin certificates. A client without a certificate from the collector CA
+  does not get past the handshake.
+- ``enroll_listen``: TLS with the same server certificate, no client
+  certificate; serves only Enrollment, which needs a single-use token.
+"""
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import signal
+from dataclasses import dataclass
+from typing import Callable
+
+import grpc
+
+from certfleet.v1 import admin_pb2_grpc, agent_pb2_grpc
+from collector.api.admin import AdminServicer
+from collector.api.agents import AgentServicer
+from collector.api.auth import Authenticator
+from collector.api.enrollment import EnrollmentServicer
+from collector.config import CollectorConfig
+from collector.pki import CollectorCA
+from collector.registry.repository import Registry
+
+log = logging.getLogger(__name__)
+MAX_MESSAGE = 32 * 1024 * 1024
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+@dataclass
+class CollectorState:
+    """What a running collector holds open."""
+
+    config: CollectorConfig
+    registry: Registry
+    ca: CollectorCA
+    server_cert_pem: bytes   # server certificate followed by the CA certificate
+    server_key_pem: bytes
+
+
+def prepare(config: CollectorConfig, clock: Callable[[], dt.datetime] = utcnow) -> CollectorState:
+    """Create the data directory, the CA and server identity on first start, open the registry."""
+    config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    config.pki_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    now = clock()
+    ca = CollectorCA.load_or_create(config.pki_dir, now)
+    cert_path, key_path = ca.server_identity(config.pki_dir, list(config.server_names), now)
+    registry = Registry.open(config.database_url)
+    return CollectorState(
+        config=config, registry=registry, ca=ca,
+        server_cert_pem=cert_path.read_bytes(), server_key_pem=key_path.read_bytes(),
+    )
+
+
+class CollectorServer:
+    def __init__(self, state: CollectorState, clock: Callable[[], dt.datetime] = utcnow) -> None:
+        self.state = state
+        self.clock = clock
+        cfg = state.config
+        auth = Authenticator(state.registry)
+        options = [
+            ("grpc.max_receive_message_length", MAX_MESSAGE),
+            ("grpc.max_send_message_length", MAX_MESSAGE),
+        ]
+        self.main = grpc.aio.server(options=options)
+        agent_pb2_grpc.add_AgentServiceServicer_to_server(
+            AgentServicer(state.registry, state.ca, auth, dt.timedelta(seconds=cfg.agent_cert_lifetime), clock),
+            self.main,
+        )
+        admin_pb2_grpc.add_AdminServiceServicer_to_server(
+            AdminServicer(state.registry, state.ca, auth, cfg.enroll_endpoint, cfg.token_ttl, clock), self.main
+        )
+        self.enroll = grpc.aio.server(options=options)
+        agent_pb2_grpc.add_EnrollmentServicer_to_server(
+            EnrollmentServicer(
+                state.registry, state.ca, cfg.agent_endpoint, dt.timedelta(seconds=cfg.agent_cert_lifetime), clock
+            ),
+            self.enroll,
+        )
+        pair = [(state.server_key_pem, state.server_cert_pem)]
+        self.main_port = self.main.add_secure_port(
+            cfg.listen,
+            grpc.ssl_server_credentials(pair, root_certificates=state.ca.cert_pem, require_client_auth=True),
+        )
+        self.enroll_port = self.enroll.add_secure_port(cfg.enroll_listen, grpc.ssl_server_credentials(pair))
+
+    async def start(self) -> None:
+        await self.main.start()
+        await self.enroll.start()
+        log.info(
+            "collector listening: agents/admin on %s (mutual TLS), enrollment on %s; CA fingerprint %s",
+            self.state.config.listen, self.state.config.enroll_listen, self.state.ca.fingerprint_sha256,
+        )
+
+    async def stop(self, grace: float = 5.0) -> None:
+        await asyncio.gather(self.main.stop(grace), self.enroll.stop(grace))
+
+
+async def serve(config: CollectorConfig, ready: Callable[[CollectorServer], None] | None = None) -> None:
+    state = await asyncio.to_thread(prepare, config)
+    server = CollectorServer(state)
+    await server.start()
+    if ready:
+        ready(server)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+        log.info("stopping")
+    finally:
+        await server.stop()
+        state.registry.close()

@@ -1,0 +1,122 @@
+"""``certfleet-collector``: run the collector and set up its admin identities."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import pathlib
+import sys
+
+from collector import __version__
+from collector.errors import CollectorError
+
+log = logging.getLogger("certfleet.collector")
+
+ROLES = ("admin", "operator", "owner", "auditor")
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def cmd_serve(ns: argparse.Namespace) -> int:
+    from collector.config import load_config
+    from collector.server import serve
+
+    config = load_config(ns.config)
+
+    def ready(server) -> None:  # noqa: ANN001
+        print(
+            f"certfleet-collector {__version__} ready: agents/admin on {config.listen}, "
+            f"enrollment on {config.enroll_listen}, CA fingerprint {server.state.ca.fingerprint_sha256}",
+            flush=True,
+        )
+
+    asyncio.run(serve(config, ready))
+    return 0
+
+
+def cmd_init_admin(ns: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from cryptography.hazmat.primitives import serialization
+
+    from collector.clientconfig import write_client_config
+    from collector.config import load_config
+    from collector.enrollment import serial_hex
+    from collector.pki import write_private_file
+    from collector.server import prepare, utcnow
+
+    config = load_config(ns.config)
+    state = prepare(config)
+    try:
+        now = utcnow()
+        cert, key = state.ca.issue_admin_certificate(
+            ns.name, ns.role, now, lifetime=dt.timedelta(seconds=config.admin_cert_lifetime)
+        )
+        state.registry.record_admin_identity(serial_hex(cert), ns.name, ns.role, cert.not_valid_after_utc, now)
+    finally:
+        state.registry.close()
+    out = pathlib.Path(ns.out)
+    out.mkdir(parents=True, exist_ok=True, mode=0o700)
+    write_private_file(
+        out / "admin.key",
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
+    )
+    (out / "admin.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (out / "ca.pem").write_bytes(state.ca.cert_pem)
+    host = config.agent_endpoint
+    path = write_client_config(out, host)
+    print(f"admin identity {ns.name!r} (role {ns.role}) written to {out}")
+    print(f"use it with: certfleet --config {path} ...   (or export CERTFLEET_CONFIG={path})")
+    return 0
+
+
+def cmd_ca_fingerprint(ns: argparse.Namespace) -> int:
+    from collector.config import load_config
+    from collector.pki import CollectorCA
+    from collector.server import utcnow
+
+    config = load_config(ns.config)
+    config.pki_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    print(CollectorCA.load_or_create(config.pki_dir, utcnow()).fingerprint_sha256)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="certfleet-collector", description="certfleet collector")
+    p.add_argument("--version", action="version", version=f"certfleet-collector {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("serve", help="run the collector")
+    s.add_argument("--config", required=True, help="collector TOML config")
+    s.set_defaults(func=cmd_serve)
+    s = sub.add_parser("init-admin", help="write an admin identity and a client config for the certfleet CLI")
+    s.add_argument("--config", required=True, help="collector TOML config")
+    s.add_argument("--out", required=True, help="folder for admin.pem, admin.key, ca.pem and certfleet.toml")
+    s.add_argument("--name", default="admin", help="name of this admin identity (default: admin)")
+    s.add_argument("--role", default="admin", choices=ROLES, help="role (default: admin)")
+    s.set_defaults(func=cmd_init_admin)
+    s = sub.add_parser("ca-fingerprint", help="print the SHA-256 fingerprint of the collector CA (creates it on first use)")
+    s.add_argument("--config", required=True, help="collector TOML config")
+    s.set_defaults(func=cmd_ca_fingerprint)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    ns = build_parser().parse_args(argv)
+    _setup_logging(ns.verbose)
+    try:
+        return ns.func(ns)
+    except CollectorError as e:
+        print(f"certfleet-collector: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
