@@ -257,6 +257,14 @@ def parse_size(value: str | int) -> int:
     return n
 
 
+def default_hostname() -> str:
+    """The host's fully qualified name; its plain name where the FQDN is only ``localhost``."""
+    fqdn = socket.getfqdn()
+    if fqdn.startswith("localhost"):
+        return socket.gethostname() or fqdn
+    return fqdn
+
+
 def default_data_dir() -> Path:
     """Where the agent keeps its state when ``data_dir`` is not configured.
 
@@ -377,7 +385,7 @@ def parse_config(text: str, path: Path | None = None, world_readable: bool = Fal
     hostname = agent.get("hostname", "")
     if not isinstance(hostname, str):
         raise agent_err("hostname", "must be a string")
-    hostname = hostname.strip() or socket.getfqdn()
+    hostname = hostname.strip() or default_hostname()
 
     try:
         scan_interval = parse_duration(agent.get("scan_interval", DEFAULT_SCAN_INTERVAL))

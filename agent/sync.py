@@ -44,10 +44,6 @@ class SyncError(AgentError):
     """A report could not be delivered or was not stored."""
 
 
-class _NeedsFull(Exception):
-    """Raised inside the request stream to cancel a delta that cannot be completed."""
-
-
 def _ts(seconds: float | None = None, when: dt.datetime | None = None) -> Timestamp:
     t = Timestamp()
     if when is not None:
@@ -109,7 +105,6 @@ class ReportPlan:
     upserts: int = 0
     removals: int = 0
     problems: int = 0
-    needs_full: bool = False   # a delta found cached entries it cannot send: start over with a full report
 
 
 @dataclass(frozen=True)
@@ -157,6 +152,11 @@ class Syncer:
             return chunk
 
         for fs in self.scanner.scan(force=plan.full):
+            if fs.reused and not plan.full and any(st.acked.get(key_str(c.key)) != c.digest() for c in fs.entries):
+                # Unchanged since the last scan, but the collector never acknowledged
+                # it (an earlier report failed): cached entries carry no DER, so read
+                # this one file again.
+                fs = self.scanner.read_file(fs.path, fs.store_name)
             for p in fs.problems:
                 problems.append(error_msg(p, now))
             for c in fs.entries:
@@ -164,11 +164,6 @@ class Syncer:
                 digest = c.digest()
                 plan.current[ks] = digest
                 if plan.full or st.acked.get(ks) != digest:
-                    if not c.der:
-                        # A cached entry (file unchanged since the last scan) that the
-                        # collector never acknowledged: its DER is not in memory.
-                        plan.needs_full = True
-                        raise _NeedsFull()
                     pending.append(location_msg(c))
                     plan.upserts += 1
                     if len(pending) >= CHUNK:
@@ -190,13 +185,7 @@ class Syncer:
             try:
                 ack = self.stub.Report(self.chunks(plan, now), timeout=REPORT_TIMEOUT)
             except grpc.RpcError as e:
-                if plan.needs_full:
-                    full = True
-                    continue
                 raise SyncError(describe_rpc_error(e)) from None
-            if plan.needs_full:
-                full = True
-                continue
             if ack.stored:
                 self.state.sequence = ack.sequence
                 self.state.acked = plan.current

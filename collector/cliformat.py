@@ -117,8 +117,15 @@ def fit(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+def fit_left(text: str, width: int) -> str:
+    """Like :func:`fit`, but keeps the end (a path's file name) and cuts the start."""
+    if width <= 1:
+        return text[-width:] if width else ""
+    return text if len(text) <= width else "…" + text[len(text) - width + 1:]
+
+
 def render_table(headers: Sequence[str], rows: Iterable[Sequence[str]], width: int, flex: int) -> str:
-    """Columns sized to their content; column ``flex`` gives way so the table fits ``width``."""
+    """Columns sized to their content; column ``flex`` gives way (cut at its start) so the table fits ``width``."""
     rows = [list(map(str, r)) for r in rows]
     widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
     total = sum(widths) + 2 * (len(widths) - 1)
@@ -128,7 +135,8 @@ def render_table(headers: Sequence[str], rows: Iterable[Sequence[str]], width: i
     line = "  ".join(fit(h, w).ljust(w) for h, w in zip(headers, widths))
     out.write(line.rstrip() + "\n")
     for r in rows:
-        out.write("  ".join(fit(v, w).ljust(w) for v, w in zip(r, widths)).rstrip() + "\n")
+        cells = [(fit_left if i == flex else fit)(v, w).ljust(w) for i, (v, w) in enumerate(zip(r, widths))]
+        out.write("  ".join(cells).rstrip() + "\n")
     return out.getvalue()
 
 

@@ -5,6 +5,7 @@ import asyncio
 import concurrent.futures
 import datetime as dt
 import logging
+import time
 from typing import AsyncIterator, Callable
 
 import grpc
@@ -39,6 +40,17 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     ) -> agent_pb2.ReportAck:
         agent_id = await self.auth.agent(context)
         loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        db_seconds = 0.0
+
+        async def step(fn, *args):  # noqa: ANN001, ANN202
+            nonlocal db_seconds
+            t0 = time.perf_counter()
+            try:
+                return await loop.run_in_executor(pool, fn, *args)
+            finally:
+                db_seconds += time.perf_counter() - t0
+
         # One thread per report: the report is one database transaction, used
         # step by step as chunks arrive, never concurrently.
         with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="report") as pool:
@@ -57,27 +69,27 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                         )
                         if not header.report_id:
                             raise errors.InvalidInput("a report needs a report_id")
-                        txn = await loop.run_in_executor(pool, self.registry.begin_report, agent_id, header, self.clock())
+                        txn = await step(self.registry.begin_report, agent_id, header, self.clock())
                     if chunk.upserts:
                         items = [convert.location_in(m) for m in chunk.upserts]
-                        await loop.run_in_executor(pool, txn.add_upserts, items)
+                        await step(txn.add_upserts, items)
                     if chunk.removals:
                         keys = [convert.location_key_in(m) for m in chunk.removals]
-                        await loop.run_in_executor(pool, txn.add_removals, keys)
+                        await step(txn.add_removals, keys)
                     if chunk.errors:
                         errs = [convert.scan_error_in(m) for m in chunk.errors]
-                        await loop.run_in_executor(pool, txn.add_errors, errs)
+                        await step(txn.add_errors, errs)
                 if txn is None:
                     raise errors.InvalidInput("empty report")
-                result = await loop.run_in_executor(pool, txn.finish)
+                result = await step(txn.finish)
                 txn = None
             finally:
                 if txn is not None:
                     await loop.run_in_executor(pool, txn.abort)
         log.info(
-            "report from %s: stored=%s seq=%d upserted=%d removed=%d new_certs=%d resync=%s",
+            "report from %s: stored=%s seq=%d upserted=%d removed=%d new_certs=%d resync=%s in %.2fs (registry %.2fs)",
             agent_id, result.stored, result.sequence, result.locations_upserted, result.locations_removed,
-            result.certificates_new, result.resync_required,
+            result.certificates_new, result.resync_required, time.perf_counter() - started, db_seconds,
         )
         return agent_pb2.ReportAck(
             stored=result.stored, sequence=result.sequence, resync_required=result.resync_required,

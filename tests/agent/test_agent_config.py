@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import Secret, load_config, parse_duration, parse_size
+from agent.config import Secret, default_hostname, load_config, parse_duration, parse_size
 from agent.errors import AgentError, ConfigError, PasswordUnavailable
 
 from agent_helpers import store_toml, write_config
@@ -33,7 +33,8 @@ def test_defaults(tmp_path: Path) -> None:
     path = tmp_path / "agent.toml"
     path.write_text('[[store]]\nname = "a"\npaths = ["/etc/ssl/*.pem"]\n')
     cfg = load_config(path)
-    assert cfg.hostname == socket.getfqdn()
+    assert cfg.hostname == default_hostname()
+    assert cfg.hostname and not cfg.hostname.startswith("localhost") or socket.gethostname().startswith("localhost")
     assert cfg.scan_interval == 15 * 60 and cfg.max_file_size == 10 * 1024 * 1024
     assert cfg.data_dir.is_absolute() and cfg.data_dir.name == "certfleet-agent"
     assert cfg.stores[0].follow_symlinks is True and cfg.collector == {}

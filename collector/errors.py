@@ -1,0 +1,54 @@
+"""The collector's error tree.
+
+Every error raised on purpose by collector code derives from ``CollectorError``;
+its message (``str(err)``) is safe to show to a user: it names what went wrong
+and never carries secrets. Tracebacks belong in the log, not in the message.
+"""
+from __future__ import annotations
+
+
+class CollectorError(Exception):
+    """Root of the collector's errors; ``message`` is safe to show to a user."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class NotFound(CollectorError):
+    """The thing asked for does not exist."""
+
+
+class Ambiguous(CollectorError):
+    """A short reference (e.g. a fingerprint prefix) matches more than one thing."""
+
+
+class InvalidInput(CollectorError):
+    """The input is malformed or inconsistent (bad DER, fingerprint mismatch, ...)."""
+
+
+class TokenInvalid(CollectorError):
+    """The enrollment token is not known."""
+
+
+class TokenUsed(CollectorError):
+    """The enrollment token was already used."""
+
+
+class TokenExpired(CollectorError):
+    """The enrollment token has expired."""
+
+
+class PermissionDenied(CollectorError):
+    """The caller may not do this (revoked agent, unknown identity, wrong role)."""
+
+
+class Unauthenticated(CollectorError):
+    """The caller did not present a usable identity (no or bad client certificate)."""
+
+
+class PKIError(CollectorError):
+    """A key, certificate or CA file of the collector's own PKI is unusable."""

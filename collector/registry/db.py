@@ -1,0 +1,116 @@
+"""Engines and migrations: how the registry connects to its database.
+
+SQLite (a file) is the default; PostgreSQL via ``postgresql+psycopg://``.
+The schema is brought to the newest migration every time the registry opens,
+programmatically (no alembic.ini, no dependence on the working directory).
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.pool import StaticPool
+
+from collector.errors import InvalidInput
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+SQLITE_BUSY_TIMEOUT_S = 30.0
+# Serialises migrations of several collectors starting at once on one PostgreSQL.
+_PG_MIGRATION_LOCK = 0x63667267  # "cfrg"
+
+# Execution option that makes a connection's transactions writers. On SQLite a
+# writer starts with BEGIN IMMEDIATE, so it waits (busy timeout) for the write
+# lock up front instead of failing half-way when upgrading a read lock.
+WRITE = {"certfleet_write": True}
+
+
+def parse_url(url: str) -> URL:
+    try:
+        u = make_url(url)
+    except ArgumentError:
+        raise InvalidInput("the database URL is not valid (expected sqlite:///path or postgresql+psycopg://...)") from None
+    if u.drivername in ("postgresql", "postgres"):
+        u = u.set(drivername="postgresql+psycopg")
+    if u.get_backend_name() not in ("sqlite", "postgresql"):
+        raise InvalidInput(f"unsupported database {u.get_backend_name()!r}; use sqlite or postgresql")
+    return u
+
+
+def create_registry_engine(url: str, **kwargs: Any) -> Engine:
+    u = parse_url(url)
+    if u.get_backend_name() == "sqlite":
+        return _sqlite_engine(u, **kwargs)
+    kwargs.setdefault("pool_pre_ping", True)
+    kwargs.setdefault("pool_size", 10)
+    kwargs.setdefault("max_overflow", 20)
+    return create_engine(u, **kwargs)
+
+
+def _sqlite_engine(u: URL, **kwargs: Any) -> Engine:
+    memory = u.database in (None, "", ":memory:")
+    connect_args = {"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_S}
+    if memory:  # one shared connection; for tests and tools, not for concurrent use
+        kwargs.setdefault("poolclass", StaticPool)
+    engine = create_engine(u, connect_args=connect_args, **kwargs)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None   # we issue BEGIN ourselves (see _on_begin)
+        cur = dbapi_conn.cursor()
+        if not memory:
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")   # durable enough with WAL, much faster
+            cur.execute("PRAGMA cache_size=-65536")    # 64 MiB page cache (default 2 MiB)
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        if conn.get_execution_options().get("certfleet_write"):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            conn.exec_driver_sql("BEGIN")
+
+    return engine
+
+
+def alembic_config(engine: Engine | None = None) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    if engine is not None:
+        cfg.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False).replace("%", "%%"))
+    return cfg
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Bring the schema to ``revision`` (default: the newest)."""
+    cfg = alembic_config()
+    with engine.connect().execution_options(**WRITE) as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
+            conn.commit()
+        try:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, revision)
+            conn.commit()
+        finally:
+            if conn.dialect.name == "postgresql":
+                conn.rollback()
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _PG_MIGRATION_LOCK})
+                conn.commit()
+
+
+def current_revision(engine: Engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()

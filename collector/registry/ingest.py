@@ -1,0 +1,429 @@
+"""Storing an agent's inventory report: the registry's hot path.
+
+A report is one database transaction, fed chunk by chunk (``add_upserts``,
+``add_removals``, ``add_errors``) and closed by ``finish`` (commit) or ``abort``.
+Work is done in bulk per chunk: one query finds which certificates are already
+known, only new ones are parsed (once per fingerprint, ever), and certificates
+and locations are written in bulk (collector/registry/bulk.py).
+
+A full report stamps every location it lists with the report's generation; at
+``finish`` every present location of the agent with an older stamp is marked
+removed. Nothing about the report is held in memory across chunks.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+from collections import defaultdict
+from typing import Any, Iterable, Iterator, Sequence
+
+from sqlalchemy import Connection, Row, bindparam, delete, insert, or_, select, update
+from sqlalchemy.dialects import postgresql as pg_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+
+from collector.certinfo import CertFacts, name_hash, parse_certificate
+from collector.errors import InvalidInput
+from collector.registry.bulk import bulk_writer
+from collector.registry.models import agents, certificates, locations, scan_errors
+from collector.registry.types import (
+    HostFacts,
+    LocationIn,
+    LocationKeyIn,
+    ReportHeaderIn,
+    ReportResult,
+    ScanErrorIn,
+)
+
+# How many values go into one IN (...) list.
+IN_CHUNK = 1000
+MAX_MESSAGE = 4000
+
+_APPLY, _REPEAT, _RESYNC = "apply", "repeat", "resync"
+
+
+def chunked(items: Sequence[Any], n: int = IN_CHUNK) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(items), n):
+        yield items[i:i + n]
+
+
+def dialect_insert(conn: Connection, table: Any) -> Any:
+    if conn.dialect.name == "postgresql":
+        return pg_dialect.insert(table)
+    return sqlite_dialect.insert(table)
+
+
+def host_values(host: HostFacts) -> dict[str, Any]:
+    values: dict[str, Any] = {
+        "os": host.os,
+        "os_version": host.os_version,
+        "agent_version": host.agent_version,
+        "addresses": list(host.addresses),
+        "labels": dict(host.labels),
+    }
+    if host.hostname:
+        values["hostname"] = host.hostname
+    return values
+
+
+def location_label(store_type: str, path: str, alias: str, chain_index: int) -> str:
+    where = f"{store_type}:{path}"
+    if alias:
+        where += f" [{alias}]"
+    return f"{where} #{chain_index}"
+
+
+class ReportTxn:
+    """One report being stored. Use from one thread at a time; always finish or abort."""
+
+    def __init__(self, conn: Connection, agent: Row[Any], header: ReportHeaderIn, now: dt.datetime) -> None:
+        """Made by Registry.begin_report, with ``conn`` in a transaction and ``agent`` its locked row."""
+        self._conn: Connection | None = conn
+        self._agent_id: str = agent.agent_id
+        self._header = header
+        self._now = now
+        self._last_sequence: int = agent.last_sequence
+        self._resync_requested: bool = agent.resync_requested
+        self._generation: int = agent.report_generation + 1
+        self._known: set[str] = set()       # fingerprints known to be stored (this transaction)
+        self.locations_upserted = 0
+        self.locations_removed = 0
+        self.certificates_new = 0
+
+        if header.report_id and header.report_id == agent.last_report_id:
+            self._mode = _REPEAT
+        elif not header.full and header.base_sequence != agent.last_sequence:
+            self._mode = _RESYNC
+        else:
+            self._mode = _APPLY
+        if self._mode != _APPLY:
+            # Nothing will be written: let go of the database while the rest of the
+            # report streams in.
+            self._release(commit=False)
+            return
+        # The report carries the agent's complete current set of scan errors.
+        conn.execute(delete(scan_errors).where(scan_errors.c.agent_id == self._agent_id))
+        self._bulk = bulk_writer(conn)
+
+    # -- public -------------------------------------------------------------
+
+    @property
+    def applies(self) -> bool:
+        """False when the report is a repeat or needs a resync: its content is ignored."""
+        return self._mode == _APPLY
+
+    def add_upserts(self, items: Sequence[LocationIn]) -> None:
+        if self._skip():
+            return
+        with self._failing():
+            self._add_upserts(items)
+
+    def add_removals(self, keys: Sequence[LocationKeyIn]) -> None:
+        if self._skip() or not keys:
+            return
+        with self._failing():
+            conn = self._live()
+            t = locations.c
+            stmt = (
+                update(locations)
+                .where(
+                    t.agent_id == bindparam("b_agent"), t.store_type == bindparam("b_store"),
+                    t.path == bindparam("b_path"), t.alias == bindparam("b_alias"),
+                    t.chain_index == bindparam("b_index"), t.status == "present",
+                )
+                .values(status="removed", removed_at=bindparam("b_now", type_=t.removed_at.type))
+            )
+            params = [
+                {"b_agent": self._agent_id, "b_store": k.store_type, "b_path": k.path, "b_alias": k.alias,
+                 "b_index": k.chain_index, "b_now": self._now}
+                for k in keys
+            ]
+            res = conn.execute(stmt, params)
+            self.locations_removed += max(res.rowcount, 0)
+
+    def add_errors(self, errors: Sequence[ScanErrorIn]) -> None:
+        if self._skip() or not errors:
+            return
+        with self._failing():
+            self._insert_errors([
+                {"agent_id": self._agent_id, "store_type": e.store_type, "path": e.path, "alias": e.alias,
+                 "reason": e.reason, "message": e.message[:MAX_MESSAGE], "observed_at": e.observed_at}
+                for e in errors
+            ])
+
+    def finish(self) -> ReportResult:
+        """Commit the report (or, for a repeat or a stale delta, say why nothing was stored)."""
+        self._check_open()
+        h = self._header
+        if self._mode == _REPEAT:
+            self._closed = True
+            return ReportResult(
+                stored=True, sequence=self._last_sequence, resync_required=self._resync_requested and not h.full,
+                message=f"report {h.report_id} was already stored",
+            )
+        if self._mode == _RESYNC:
+            self._closed = True
+            return ReportResult(
+                stored=False, sequence=self._last_sequence, resync_required=True,
+                message=(f"delta report is based on sequence {h.base_sequence} but the registry holds "
+                         f"sequence {self._last_sequence} for this agent; send a full report"),
+            )
+        with self._failing():
+            conn = self._live()
+            if h.full:
+                t = locations.c
+                res = conn.execute(
+                    update(locations)
+                    .where(t.agent_id == self._agent_id, t.status == "present",
+                           t.seen_generation != self._generation)
+                    .values(status="removed", removed_at=self._now)
+                )
+                self.locations_removed += max(res.rowcount, 0)
+            values = host_values(h.host)
+            values.update(
+                last_sequence=h.sequence, last_report_id=h.report_id, last_report_at=self._now,
+                last_seen=self._now, report_generation=self._generation,
+            )
+            if h.full:
+                values["resync_requested"] = False
+            conn.execute(update(agents).where(agents.c.agent_id == self._agent_id).values(**values))
+            self._release(commit=True)
+        self._closed = True
+        return ReportResult(
+            stored=True, sequence=h.sequence, resync_required=self._resync_requested and not h.full,
+            message="",
+            locations_upserted=self.locations_upserted, locations_removed=self.locations_removed,
+            certificates_new=self.certificates_new,
+        )
+
+    def abort(self) -> None:
+        """Roll back; nothing of the report is stored. Safe to call more than once."""
+        self._closed = True
+        self._release(commit=False)
+
+    def __enter__(self) -> ReportTxn:
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        if not self._closed:
+            self.abort()
+
+    # -- internals ------------------------------------------------------------
+
+    _closed = False
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("this report transaction is already finished or aborted")
+
+    def _skip(self) -> bool:
+        self._check_open()
+        return self._mode != _APPLY
+
+    def _live(self) -> Connection:
+        if self._conn is None:
+            raise RuntimeError("this report transaction is already finished or aborted")
+        return self._conn
+
+    def _release(self, commit: bool) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        try:
+            if commit:
+                conn.commit()
+            else:
+                conn.rollback()
+        finally:
+            conn.close()
+
+    @contextlib.contextmanager
+    def _failing(self) -> Iterator[None]:
+        """A failed step spoils the transaction: roll back at once, and re-raise."""
+        try:
+            yield
+        except BaseException:
+            self.abort()
+            raise
+
+    def _insert_errors(self, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            self._live().execute(insert(scan_errors), rows)
+
+    def _add_upserts(self, items: Sequence[LocationIn]) -> None:
+        if not items:
+            return
+        conn = self._live()
+        by_key: dict[tuple[str, str, str, int], LocationIn] = {}
+        ders: dict[str, bytes] = {}
+        sha256 = hashlib.sha256
+        for loc in items:
+            fp = sha256(loc.der).hexdigest()
+            if loc.fingerprint.lower() != fp:
+                raise InvalidInput(
+                    f"fingerprint mismatch at {location_label(loc.store_type, loc.path, loc.alias, loc.chain_index)}: "
+                    f"reported {loc.fingerprint[:64]!r}, the certificate's SHA-256 is {fp}"
+                )
+            by_key[(loc.store_type, loc.path, loc.alias, loc.chain_index)] = loc   # last one wins
+            ders[fp] = loc.der
+
+        unparseable = self._store_certificates(conn, ders)
+
+        now, gen, agent_id = self._now, self._generation, self._agent_id
+        rows: list[dict[str, Any]] = []
+        errors: list[dict[str, Any]] = []
+        for loc in by_key.values():
+            fp = loc.fingerprint.lower()
+            if fp in unparseable:
+                # Keep the rest of the report; this entry becomes one of the host's scan problems.
+                errors.append({
+                    "agent_id": agent_id, "store_type": loc.store_type, "path": loc.path, "alias": loc.alias,
+                    "reason": "corrupt", "message": f"certificate #{loc.chain_index}: {unparseable[fp]}"[:MAX_MESSAGE],
+                    "observed_at": now,
+                })
+                continue
+            rows.append({
+                "agent_id": agent_id, "store_type": loc.store_type, "path": loc.path, "alias": loc.alias,
+                "chain_index": loc.chain_index, "fingerprint": fp, "has_private_key": loc.has_private_key,
+                "key_encrypted": loc.key_encrypted, "key_match": loc.key_match, "entry_type": loc.entry_type,
+                "file_owner": loc.file_owner, "file_group": loc.file_group, "file_mode": loc.file_mode,
+                "file_mtime": loc.file_mtime, "labels": dict(loc.labels), "first_seen": now, "last_seen": now,
+                "status": "present", "removed_at": None, "seen_generation": gen,
+            })
+        self._bulk.upsert_locations(rows)
+        self._insert_errors(errors)
+        self.locations_upserted += len(rows)
+
+    # -- certificates ----------------------------------------------------------
+
+    def _store_certificates(self, conn: Connection, ders: dict[str, bytes]) -> dict[str, str]:
+        """Insert the certificates not stored yet; return {fingerprint: reason} for unparseable ones."""
+        todo = [fp for fp in ders if fp not in self._known]
+        self._known.update(self._bulk.existing_fingerprints(todo))
+        new: list[CertFacts] = []
+        bad: dict[str, str] = {}
+        for fp in todo:
+            if fp in self._known:
+                continue
+            try:
+                new.append(parse_certificate(ders[fp]))
+            except InvalidInput as e:
+                bad[fp] = e.message
+        if not new:
+            return bad
+
+        links = _link_new(conn, new)
+        rows = []
+        for f in _issuers_first(new, links):
+            rows.append({
+                "fingerprint": f.fingerprint, "subject": f.subject, "issuer": f.issuer,
+                "subject_hash": name_hash(f.subject), "issuer_hash": name_hash(f.issuer), "serial": f.serial,
+                "sans": [list(s) for s in f.sans], "not_before": f.not_before, "not_after": f.not_after,
+                "key_type": f.key_type, "key_size": f.key_size, "key_curve": f.key_curve,
+                "signature_algorithm": f.signature_algorithm, "is_ca": f.is_ca, "self_signed": f.self_signed,
+                "key_usage": list(f.key_usage), "extended_key_usage": list(f.extended_key_usage),
+                "subject_key_id": f.subject_key_id, "authority_key_id": f.authority_key_id,
+                "issuer_fingerprint": links.get(f.fingerprint), "der": ders[f.fingerprint], "first_seen": self._now,
+            })
+        self.certificates_new += self._bulk.insert_certificates(rows)
+        self._known.update(f.fingerprint for f in new)
+        _link_existing_children(conn, new)
+        return bad
+
+
+# -- issuer linking -------------------------------------------------------------
+#
+# A certificate's issuer is the stored certificate whose subject DN equals its
+# issuer DN and, when both carry key identifiers, whose subjectKeyIdentifier
+# equals its authorityKeyIdentifier. Among several, prefer an exact key-id
+# match, then a CA, then the latest not_after. Self-signed certificates point
+# at themselves. Links are made when a certificate is stored, in both
+# directions: to a known issuer, and from known certificates to a new issuer.
+
+def _compatible(aki: str, ski: str) -> bool:
+    return not (aki and ski and aki != ski)
+
+
+def _rank(aki: str, ski: str, is_ca: bool, not_after: dt.datetime) -> tuple[bool, bool, dt.datetime]:
+    return (bool(aki) and aki == ski, is_ca, not_after)
+
+
+def _link_new(conn: Connection, new: list[CertFacts]) -> dict[str, str]:
+    """{fingerprint: issuer fingerprint} for the new certificates whose issuer is known."""
+    links: dict[str, str] = {}
+    wanted: dict[str, list[CertFacts]] = defaultdict(list)
+    for f in new:
+        if f.self_signed:
+            links[f.fingerprint] = f.fingerprint
+        else:
+            wanted[name_hash(f.issuer)].append(f)
+    if not wanted:
+        return links
+    # candidates: (fingerprint, subject, ski, is_ca, not_after), stored ones and new ones
+    cands: dict[str, list[tuple[str, str, str, bool, dt.datetime]]] = defaultdict(list)
+    c = certificates.c
+    for part in chunked(list(wanted)):
+        for r in conn.execute(
+            select(c.fingerprint, c.subject, c.subject_hash, c.subject_key_id, c.is_ca, c.not_after)
+            .where(c.subject_hash.in_(part))
+        ):
+            cands[r.subject_hash].append((r.fingerprint, r.subject, r.subject_key_id, r.is_ca, r.not_after))
+    for f in new:
+        h = name_hash(f.subject)
+        if h in wanted:
+            cands[h].append((f.fingerprint, f.subject, f.subject_key_id, f.is_ca, f.not_after))
+    for h, children in wanted.items():
+        options = cands.get(h)
+        if not options:
+            continue
+        for f in children:
+            best = max(
+                (o for o in options if o[0] != f.fingerprint and o[1] == f.issuer and _compatible(f.authority_key_id, o[2])),
+                key=lambda o: _rank(f.authority_key_id, o[2], o[3], o[4]),
+                default=None,
+            )
+            if best is not None:
+                links[f.fingerprint] = best[0]
+    return links
+
+
+def _issuers_first(new: list[CertFacts], links: dict[str, str]) -> Iterable[CertFacts]:
+    """Order new certificates so that an issuer is inserted before what it issued (foreign key)."""
+    by_fp = {f.fingerprint: f for f in new}
+    depth: dict[str, int] = {}
+    for f in new:
+        chain = []
+        fp: str | None = f.fingerprint
+        while fp is not None and fp not in depth:
+            if fp in chain:                       # a loop (cross-signed pair): break it here
+                links.pop(fp, None)
+                depth[fp] = 0
+                break
+            chain.append(fp)
+            parent = links.get(fp)
+            fp = parent if parent in by_fp and parent != fp else None
+        base = depth[fp] + 1 if fp is not None else 0
+        for i, item in enumerate(reversed(chain)):
+            depth.setdefault(item, base + i)
+    return sorted(new, key=lambda f: depth[f.fingerprint])
+
+
+def _link_existing_children(conn: Connection, new: list[CertFacts]) -> None:
+    """Point stored certificates with no known issuer at a new certificate that issued them.
+
+    One set-based UPDATE per new certificate that can issue (few: CAs are rare). CAs with
+    key identifiers go first, so a child with an authorityKeyIdentifier gets the CA whose
+    subjectKeyIdentifier matches before a CA without one can claim it.
+    """
+    c = certificates.c
+    # a certificate whose basicConstraints say it is not a CA issues nothing
+    issuers = [f for f in new if f.is_ca or f.self_signed or not f.has_basic_constraints]
+    issuers.sort(key=lambda f: (bool(f.subject_key_id), f.is_ca, f.not_after), reverse=True)
+    for f in issuers:
+        conds = [
+            c.issuer_hash == name_hash(f.subject), c.issuer == f.subject,
+            c.issuer_fingerprint.is_(None), c.fingerprint != f.fingerprint,
+        ]
+        if f.subject_key_id:
+            conds.append(or_(c.authority_key_id == "", c.authority_key_id == f.subject_key_id))
+        conn.execute(update(certificates).where(*conds).values(issuer_fingerprint=f.fingerprint))

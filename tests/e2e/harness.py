@@ -1,0 +1,134 @@
+"""Run the real programs as a user would: collector, admin CLI and agent as subprocesses."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+from tests.conftest import ROOT, free_port
+
+BIN = pathlib.Path(sys.executable).parent
+
+
+def load_sample_maker():
+    spec = importlib.util.spec_from_file_location("make_sample_stores", ROOT / "packaging/dev/make_sample_stores.py")
+    mod = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    def json(self):
+        return json.loads(self.out)
+
+
+@dataclass
+class Collector:
+    workdir: pathlib.Path
+    database_url: str = ""
+    extra_config: str = ""          # more lines for the [collector] table
+    port: int = field(default_factory=free_port)
+    enroll_port: int = field(default_factory=free_port)
+    proc: subprocess.Popen | None = None
+
+    @property
+    def config(self) -> pathlib.Path:
+        return self.workdir / "collector.toml"
+
+    @property
+    def admin_config(self) -> pathlib.Path:
+        return self.workdir / "admin" / "certfleet.toml"
+
+    @property
+    def env(self) -> dict[str, str]:
+        return dict(os.environ, CERTFLEET_CONFIG=str(self.admin_config), PYTHONUNBUFFERED="1")
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        lines = [
+            "[collector]",
+            f'data_dir = "{self.workdir / "data"}"',
+            f'listen = "127.0.0.1:{self.port}"',
+            f'enroll_listen = "127.0.0.1:{self.enroll_port}"',
+        ]
+        if self.database_url:
+            lines.append(f'database_url = "{self.database_url}"')
+        if self.extra_config:
+            lines.append(self.extra_config)
+        self.config.write_text("\n".join(lines) + "\n")
+        self.log = open(self.workdir / "collector.log", "a")
+        self.proc = subprocess.Popen(
+            [str(BIN / "certfleet-collector"), "serve", "--config", str(self.config)],
+            stdout=subprocess.PIPE, stderr=self.log, text=True, env=self.env,
+        )
+        deadline = time.monotonic() + 30
+        assert self.proc.stdout is not None
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if " ready: " in line:
+                return
+            if not line and self.proc.poll() is not None:
+                raise RuntimeError(f"collector exited: {(self.workdir / 'collector.log').read_text()[-3000:]}")
+        raise RuntimeError("collector not ready in 30 s")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.log.close()
+
+    def init_admin(self, name: str = "admin", role: str = "admin", out: pathlib.Path | None = None) -> Result:
+        return run("certfleet-collector", "init-admin", "--config", str(self.config),
+                   "--out", str(out or self.admin_config.parent), "--name", name, "--role", role, env=self.env)
+
+    def cli(self, *args: str, env: dict | None = None) -> Result:
+        return run("certfleet", *args, env=env or self.env)
+
+    def token(self, ttl: str = "10m") -> dict:
+        r = self.cli("token", "create", "--ttl", ttl, "--format", "json")
+        assert r.code == 0, r.err
+        return r.json()
+
+
+def run(prog: str, *args: str, env: dict | None = None, timeout: float = 120) -> Result:
+    p = subprocess.run([str(BIN / prog), *args], capture_output=True, text=True, env=env, timeout=timeout)
+    return Result(p.returncode, p.stdout, p.stderr)
+
+
+@dataclass
+class Agent:
+    workdir: pathlib.Path
+    stores_toml: str
+
+    @property
+    def config(self) -> pathlib.Path:
+        return self.workdir / "agent.toml"
+
+    def write_config(self, hostname: str = "") -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        host = f'hostname = "{hostname}"\n' if hostname else ""
+        self.config.write_text(
+            f'[agent]\ndata_dir = "{self.workdir / "data"}"\n{host}labels = {{ environment = "test" }}\n\n' + self.stores_toml
+        )
+        self.config.chmod(0o600)
+
+    def enroll(self, collector: Collector, token: dict, *extra: str) -> Result:
+        return run("certfleet-agent", "enroll", "--config", str(self.config), "--collector", token["enrollment_endpoint"],
+                   "--token", token["token"], "--ca-fingerprint", token["ca_fingerprint_sha256"], *extra)
+
+    def run_once(self, *extra: str) -> Result:
+        return run("certfleet-agent", "run", "--config", str(self.config), "--once", *extra)
