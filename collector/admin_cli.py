@@ -76,7 +76,7 @@ def cmd_certs_list(stub: admin_pb2_grpc.AdminServiceStub, ns: argparse.Namespace
         include_removed=ns.include_removed,
     )
     now = utcnow()
-    certs = stub.ListCertificates(req, timeout=TIMEOUT)
+    certs = (c for page in stub.ListCertificates(req, timeout=TIMEOUT) for c in page.certificates)
     if ns.format == "json":
         out = sys.stdout
         out.write("[")
@@ -107,7 +107,7 @@ def cmd_certs_show(stub: admin_pb2_grpc.AdminServiceStub, ns: argparse.Namespace
 
 
 def cmd_agents_list(stub: admin_pb2_grpc.AdminServiceStub, ns: argparse.Namespace) -> int:
-    agents = stub.ListAgents(admin_pb2.ListAgentsRequest(), timeout=TIMEOUT)
+    agents = (a for page in stub.ListAgents(admin_pb2.ListAgentsRequest(), timeout=TIMEOUT) for a in page.agents)
     now = utcnow()
     if ns.format == "json":
         print(cliformat.dumps([cliformat.agent_dict(a) for a in agents]))

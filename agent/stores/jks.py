@@ -9,13 +9,24 @@ from __future__ import annotations
 import logging
 import struct
 
-import jks as pyjks
+import importlib
+from typing import Any
 
 from agent.errors import PasswordUnavailable
 from agent.inventory import MATCHES, MISMATCH, NO_KEY, PRIVATE_KEY_ENTRY, TRUSTED_CERTIFICATE, UNKNOWN, FoundCert
 from agent.stores.base import ReadContext, StoreReader, StoreReadError, der_length_check
 from agent.stores.keys import KEY_ERRORS, cert_spki, der_key_spki
 from agent.stores.sniff import JCEKS_MAGIC, JKS_MAGIC, hint, sniff
+
+
+class _LazyPyjks:
+    """pyjks (with pycryptodomex and twofish) costs about 14 MB of memory: load it on the first keystore."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(importlib.import_module("jks"), name)
+
+
+pyjks = _LazyPyjks()
 
 log = logging.getLogger(__name__)
 

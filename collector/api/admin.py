@@ -25,15 +25,14 @@ PAGE = 200
 MAX_TOKEN_TTL = 7 * 86400
 
 
-async def _paged(it: Iterator[T]) -> AsyncIterator[T]:
+async def _paged(it: Iterator[T]) -> AsyncIterator[list[T]]:
     """Drain a blocking registry iterator a page at a time off the event loop."""
     try:
         while True:
             page = await asyncio.to_thread(lambda: list(itertools.islice(it, PAGE)))
             if not page:
                 return
-            for item in page:
-                yield item
+            yield page
     finally:
         close = getattr(it, "close", None)
         if close is not None:  # release the database cursor when the client goes away early
@@ -81,8 +80,8 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             include_removed=request.include_removed,
         )
         it = self.registry.list_certificates(flt, now)
-        async for view in _paged(it):
-            yield convert.certificate_out(view)
+        async for page in _paged(it):
+            yield admin_pb2.CertificatePage(certificates=[convert.certificate_out(v) for v in page])
 
     @unary
     async def GetCertificate(self, request, context):  # type: ignore[override]
@@ -93,8 +92,8 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     @streaming
     async def ListAgents(self, request, context):  # type: ignore[override]
         await self.auth.admin(context, READ)
-        async for view in _paged(self.registry.list_agents()):
-            yield convert.agent_out(view)
+        async for page in _paged(self.registry.list_agents()):
+            yield admin_pb2.AgentPage(agents=[convert.agent_out(v) for v in page])
 
     @unary
     async def RequestResync(self, request, context):  # type: ignore[override]

@@ -23,6 +23,10 @@ from collector.registry.types import ReportHeaderIn
 log = logging.getLogger(__name__)
 
 
+def _add_upserts(txn, messages) -> None:  # noqa: ANN001
+    txn.add_upserts([convert.location_in(m) for m in messages])
+
+
 class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     def __init__(
         self, registry: Registry, ca: CollectorCA, auth: Authenticator,
@@ -71,8 +75,8 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                             raise errors.InvalidInput("a report needs a report_id")
                         txn = await step(self.registry.begin_report, agent_id, header, self.clock())
                     if chunk.upserts:
-                        items = [convert.location_in(m) for m in chunk.upserts]
-                        await step(txn.add_upserts, items)
+                        # converted on the report's own thread: the event loop stays free
+                        await step(_add_upserts, txn, chunk.upserts)
                     if chunk.removals:
                         keys = [convert.location_key_in(m) for m in chunk.removals]
                         await step(txn.add_removals, keys)

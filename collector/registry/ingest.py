@@ -81,6 +81,7 @@ class ReportTxn:
         self._conn: Connection | None = conn
         self._agent_id: str = agent.agent_id
         self._header = header
+        self._unlinked_issuers: set[str] | None = None
         self._now = now
         self._last_sequence: int = agent.last_sequence
         self._resync_requested: bool = agent.resync_requested
@@ -327,7 +328,13 @@ class ReportTxn:
             })
         self.certificates_new += self._bulk.insert_certificates(rows)
         self._known.update(f.fingerprint for f in new)
-        _link_existing_children(conn, new)
+        if self._unlinked_issuers is None:   # once per report; includes what was just inserted
+            c = certificates.c
+            self._unlinked_issuers = set(conn.execute(
+                select(c.issuer_hash).distinct().where(c.issuer_fingerprint.is_(None))).scalars())
+        else:                                # may over-approximate: harmless, an UPDATE that matches nothing
+            self._unlinked_issuers.update(r["issuer_hash"] for r in rows if r["issuer_fingerprint"] is None)
+        _link_existing_children(conn, new, self._unlinked_issuers)
         return bad
 
 
@@ -408,16 +415,19 @@ def _issuers_first(new: list[CertFacts], links: dict[str, str]) -> Iterable[Cert
     return sorted(new, key=lambda f: depth[f.fingerprint])
 
 
-def _link_existing_children(conn: Connection, new: list[CertFacts]) -> None:
+def _link_existing_children(conn: Connection, new: list[CertFacts], unlinked_issuers: set[str]) -> None:
     """Point stored certificates with no known issuer at a new certificate that issued them.
 
-    One set-based UPDATE per new certificate that can issue (few: CAs are rare). CAs with
+    One set-based UPDATE per new certificate that can issue and whose subject hash is
+    in ``unlinked_issuers`` (issuer hashes of stored certificates without a known
+    issuer): thousands of new leaves, often without basicConstraints, cost nothing. CAs with
     key identifiers go first, so a child with an authorityKeyIdentifier gets the CA whose
     subjectKeyIdentifier matches before a CA without one can claim it.
     """
     c = certificates.c
     # a certificate whose basicConstraints say it is not a CA issues nothing
     issuers = [f for f in new if f.is_ca or f.self_signed or not f.has_basic_constraints]
+    issuers = [f for f in issuers if name_hash(f.subject) in unlinked_issuers]
     issuers.sort(key=lambda f: (bool(f.subject_key_id), f.is_ca, f.not_after), reverse=True)
     for f in issuers:
         conds = [

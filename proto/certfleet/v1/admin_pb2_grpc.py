@@ -44,7 +44,7 @@ class AdminServiceStub:
         self.ListCertificates = channel.unary_stream(
                 '/certfleet.v1.AdminService/ListCertificates',
                 request_serializer=certfleet_dot_v1_dot_admin__pb2.ListCertificatesRequest.SerializeToString,
-                response_deserializer=certfleet_dot_v1_dot_admin__pb2.CertificateInfo.FromString,
+                response_deserializer=certfleet_dot_v1_dot_admin__pb2.CertificatePage.FromString,
                 _registered_method=True)
         self.GetCertificate = channel.unary_unary(
                 '/certfleet.v1.AdminService/GetCertificate',
@@ -54,7 +54,7 @@ class AdminServiceStub:
         self.ListAgents = channel.unary_stream(
                 '/certfleet.v1.AdminService/ListAgents',
                 request_serializer=certfleet_dot_v1_dot_admin__pb2.ListAgentsRequest.SerializeToString,
-                response_deserializer=certfleet_dot_v1_dot_admin__pb2.AgentInfo.FromString,
+                response_deserializer=certfleet_dot_v1_dot_admin__pb2.AgentPage.FromString,
                 _registered_method=True)
         self.RequestResync = channel.unary_unary(
                 '/certfleet.v1.AdminService/RequestResync',
@@ -80,7 +80,8 @@ class AdminServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListCertificates(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Streamed in pages (a message per certificate costs more than the certificate).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -120,7 +121,7 @@ def add_AdminServiceServicer_to_server(servicer, server):
             'ListCertificates': grpc.unary_stream_rpc_method_handler(
                     servicer.ListCertificates,
                     request_deserializer=certfleet_dot_v1_dot_admin__pb2.ListCertificatesRequest.FromString,
-                    response_serializer=certfleet_dot_v1_dot_admin__pb2.CertificateInfo.SerializeToString,
+                    response_serializer=certfleet_dot_v1_dot_admin__pb2.CertificatePage.SerializeToString,
             ),
             'GetCertificate': grpc.unary_unary_rpc_method_handler(
                     servicer.GetCertificate,
@@ -130,7 +131,7 @@ def add_AdminServiceServicer_to_server(servicer, server):
             'ListAgents': grpc.unary_stream_rpc_method_handler(
                     servicer.ListAgents,
                     request_deserializer=certfleet_dot_v1_dot_admin__pb2.ListAgentsRequest.FromString,
-                    response_serializer=certfleet_dot_v1_dot_admin__pb2.AgentInfo.SerializeToString,
+                    response_serializer=certfleet_dot_v1_dot_admin__pb2.AgentPage.SerializeToString,
             ),
             'RequestResync': grpc.unary_unary_rpc_method_handler(
                     servicer.RequestResync,
@@ -198,7 +199,7 @@ class AdminService:
             target,
             '/certfleet.v1.AdminService/ListCertificates',
             certfleet_dot_v1_dot_admin__pb2.ListCertificatesRequest.SerializeToString,
-            certfleet_dot_v1_dot_admin__pb2.CertificateInfo.FromString,
+            certfleet_dot_v1_dot_admin__pb2.CertificatePage.FromString,
             options,
             channel_credentials,
             insecure,
@@ -252,7 +253,7 @@ class AdminService:
             target,
             '/certfleet.v1.AdminService/ListAgents',
             certfleet_dot_v1_dot_admin__pb2.ListAgentsRequest.SerializeToString,
-            certfleet_dot_v1_dot_admin__pb2.AgentInfo.FromString,
+            certfleet_dot_v1_dot_admin__pb2.AgentPage.FromString,
             options,
             channel_credentials,
             insecure,

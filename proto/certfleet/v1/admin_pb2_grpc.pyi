@@ -36,9 +36,10 @@ class AdminServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> AdminServiceAsyncStub: ...
     CreateEnrollmentToken: _grpc.UnaryUnaryMultiCallable[_admin_pb2.CreateEnrollmentTokenRequest, _admin_pb2.CreateEnrollmentTokenResponse]
-    ListCertificates: _grpc.UnaryStreamMultiCallable[_admin_pb2.ListCertificatesRequest, _admin_pb2.CertificateInfo]
+    ListCertificates: _grpc.UnaryStreamMultiCallable[_admin_pb2.ListCertificatesRequest, _admin_pb2.CertificatePage]
+    """Streamed in pages (a message per certificate costs more than the certificate)."""
     GetCertificate: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetCertificateRequest, _admin_pb2.CertificateInfo]
-    ListAgents: _grpc.UnaryStreamMultiCallable[_admin_pb2.ListAgentsRequest, _admin_pb2.AgentInfo]
+    ListAgents: _grpc.UnaryStreamMultiCallable[_admin_pb2.ListAgentsRequest, _admin_pb2.AgentPage]
     RequestResync: _grpc.UnaryUnaryMultiCallable[_admin_pb2.RequestResyncRequest, _admin_pb2.RequestResyncResponse]
     RevokeAgent: _grpc.UnaryUnaryMultiCallable[_admin_pb2.RevokeAgentRequest, _admin_pb2.RevokeAgentResponse]
 
@@ -50,9 +51,10 @@ class AdminServiceAsyncStub(AdminServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     CreateEnrollmentToken: _aio.UnaryUnaryMultiCallable[_admin_pb2.CreateEnrollmentTokenRequest, _admin_pb2.CreateEnrollmentTokenResponse]  # type: ignore[assignment]
-    ListCertificates: _aio.UnaryStreamMultiCallable[_admin_pb2.ListCertificatesRequest, _admin_pb2.CertificateInfo]  # type: ignore[assignment]
+    ListCertificates: _aio.UnaryStreamMultiCallable[_admin_pb2.ListCertificatesRequest, _admin_pb2.CertificatePage]  # type: ignore[assignment]
+    """Streamed in pages (a message per certificate costs more than the certificate)."""
     GetCertificate: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetCertificateRequest, _admin_pb2.CertificateInfo]  # type: ignore[assignment]
-    ListAgents: _aio.UnaryStreamMultiCallable[_admin_pb2.ListAgentsRequest, _admin_pb2.AgentInfo]  # type: ignore[assignment]
+    ListAgents: _aio.UnaryStreamMultiCallable[_admin_pb2.ListAgentsRequest, _admin_pb2.AgentPage]  # type: ignore[assignment]
     RequestResync: _aio.UnaryUnaryMultiCallable[_admin_pb2.RequestResyncRequest, _admin_pb2.RequestResyncResponse]  # type: ignore[assignment]
     RevokeAgent: _aio.UnaryUnaryMultiCallable[_admin_pb2.RevokeAgentRequest, _admin_pb2.RevokeAgentResponse]  # type: ignore[assignment]
 
@@ -73,7 +75,8 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _admin_pb2.ListCertificatesRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_abc.Iterator[_admin_pb2.CertificateInfo], _abc.AsyncIterator[_admin_pb2.CertificateInfo]]: ...
+    ) -> _typing.Union[_abc.Iterator[_admin_pb2.CertificatePage], _abc.AsyncIterator[_admin_pb2.CertificatePage]]:
+        """Streamed in pages (a message per certificate costs more than the certificate)."""
 
     @_abc_1.abstractmethod
     def GetCertificate(
@@ -87,7 +90,7 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _admin_pb2.ListAgentsRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_abc.Iterator[_admin_pb2.AgentInfo], _abc.AsyncIterator[_admin_pb2.AgentInfo]]: ...
+    ) -> _typing.Union[_abc.Iterator[_admin_pb2.AgentPage], _abc.AsyncIterator[_admin_pb2.AgentPage]]: ...
 
     @_abc_1.abstractmethod
     def RequestResync(
