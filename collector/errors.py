@@ -52,3 +52,7 @@ class Unauthenticated(CollectorError):
 
 class PKIError(CollectorError):
     """A key, certificate or CA file of the collector's own PKI is unusable."""
+
+
+class IssuerError(CollectorError):
+    """An issuer (internal CA, ACME, ...) refused or failed a request; the message says why."""

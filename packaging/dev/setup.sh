@@ -30,6 +30,8 @@ need=()
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v keytool >/dev/null 2>&1 || need+=(default-jre-headless)   # real JKS/JCEKS/PKCS#12 stores
 command -v cc >/dev/null 2>&1 || need+=(gcc libc6-dev)                # pyjks -> twofish builds from source
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)   # install tests: real nginx on loopback
+command -v pebble >/dev/null 2>&1 || need+=(pebble)                   # real ACME server (+ pebble-challtestsrv) for the issuer tests
 PY=$(pick_python || true)
 if [ -z "$PY" ]; then
   need+=(python3 python3-venv python3-dev)

@@ -1,0 +1,657 @@
+"""ACME (RFC 8555) issuer, on certbot's ``acme`` package.
+
+Flow of :meth:`AcmeIssuer.issue`: the common checks (CSR signature, key type,
+names against the template), then a new order for the names, one challenge per
+pending authorization through a :class:`ChallengeSolver`, finalization with the
+**agent-made CSR**, polling until the certificate is ready (``order_timeout``),
+download of the full chain, split into leaf + intermediates (+ root when the
+server sends it).
+
+The agent's CSR must carry every requested name as a subjectAltName (DNS
+names, IP addresses) and, if it has a CN, one of those names: ACME CAs issue
+for the CSR's names only, so a CSR whose names differ from the request is
+refused before contacting the server.
+
+The ACME CA chooses validity, key usage and extended key usage itself
+(``applies_template_profile = False``); the template still decides which names
+may be requested and which key the CSR must have.
+
+Account: an EC P-256 key in ``<data_dir>/issuers/<name>/account.key`` (0600),
+made once. The account is found again by that key (``newAccount`` answers with
+the existing account), so the registration is reused across restarts and by
+every collector sharing the directory; ``account.json`` records its URL.
+
+Config (``[issuers.<name>]``, ``type = "acme"``)::
+
+    directory_url = "https://acme-v02.api.letsencrypt.org/directory"
+    ca_bundle = ""                 # PEM file to verify the ACME server's TLS (default: system store)
+    email = "pki@example.com"      # account contact (optional)
+    eab_kid = ""                   # external account binding, when the CA requires it
+    eab_hmac_key_file = ""         #   the base64url HMAC key, read from this file (0600)
+    challenge = "http-01"          # or "dns-01"
+    http01_listen = "127.0.0.1:80" # http-01 answered by a responder on the collector host;
+                                   # without it, the collector passes a solver (the agent serves it)
+    dns01_hook = ["/usr/local/bin/dns-hook", "--zone", "example.com"]   # argument list, no shell
+    dns01_timeout = "60s"          # per hook run
+    dns01_propagation_wait = "0s"  # wait after publishing a TXT record
+    order_timeout = "120s"         # challenge validation + finalization
+    network_timeout = "30s"        # one HTTP request
+
+The dns-01 hook is run without a shell, once with ``CERTFLEET_ACME_ACTION=present``
+and once with ``cleanup``; the environment also carries ``CERTFLEET_ACME_DOMAIN``
+(the domain being validated), ``CERTFLEET_ACME_TXT_NAME``
+(``_acme-challenge.<domain>``) and ``CERTFLEET_ACME_TXT`` (the TXT value). A
+non-zero exit or a timeout fails the issuance with the end of the hook's stderr.
+"""
+from __future__ import annotations
+
+import base64
+import contextlib
+import datetime as dt
+import hashlib
+import http.server
+import json
+import logging
+import os
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Iterator, Mapping, Protocol, Sequence, runtime_checkable
+
+import josepy as jose
+import requests
+from acme import challenges
+from acme import client as acme_client
+from acme import errors as acme_errors
+from acme import messages
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from collector.errors import CollectorError, IssuerError
+from collector.issuers.base import Issued, RevocationReason, prepare_request, utc
+from collector.pki import write_private_file, write_public_file
+from collector.templates import SubjectNames, Template, TemplateConfigError
+
+log = logging.getLogger(__name__)
+
+ACCOUNT_KEY_FILE = "account.key"
+ACCOUNT_FILE = "account.json"
+DEFAULT_ORDER_TIMEOUT = dt.timedelta(seconds=120)
+DEFAULT_NETWORK_TIMEOUT = dt.timedelta(seconds=30)
+DEFAULT_HOOK_TIMEOUT = dt.timedelta(seconds=60)
+STDERR_TAIL = 600
+
+CONFIG_KEYS = {
+    "type", "directory_url", "ca_bundle", "email", "eab_kid", "eab_hmac_key_file", "challenge",
+    "http01_listen", "dns01_hook", "dns01_timeout", "dns01_propagation_wait", "order_timeout",
+    "network_timeout",
+}
+
+
+# ---------------------------------------------------------------------------
+# challenge solvers
+
+
+@runtime_checkable
+class ChallengeSolver(Protocol):
+    """Makes one ACME challenge answerable, then takes it away again.
+
+    ``challenge_type`` is ``"http-01"`` or ``"dns-01"``. ``present`` gets the
+    challenge token, the key authorization (``token.thumbprint``) and the
+    domain being validated (for a wildcard name, the base domain). It returns
+    when the challenge can be validated; raise :class:`IssuerError` (or any
+    :class:`CollectorError`) with a user-safe message when it cannot.
+    ``cleanup`` gets the same arguments; its failures are logged, not raised.
+    """
+
+    challenge_type: ClassVar[str]
+
+    def present(self, token: str, key_authorization: str, domain: str) -> None: ...
+
+    def cleanup(self, token: str, key_authorization: str, domain: str) -> None: ...
+
+
+class StandaloneHttp01Solver:
+    """Answers http-01 challenges itself on ``host:port`` while any are outstanding.
+
+    For hosts whose name the collector host answers for (port 80 reaches it)
+    and for tests. The HTTP server starts with the first ``present`` and stops
+    when the last challenge is cleaned up; it serves
+    ``/.well-known/acme-challenge/<token>`` and 404 for everything else.
+    """
+
+    challenge_type: ClassVar[str] = "http-01"
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host = host
+        self.port = port
+        self._tokens: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self._server: _ReusableHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def present(self, token: str, key_authorization: str, domain: str) -> None:
+        with self._lock:
+            self._tokens[token] = key_authorization
+            if self._server is None:
+                self._start()
+
+    def cleanup(self, token: str, key_authorization: str, domain: str) -> None:
+        with self._lock:
+            self._tokens.pop(token, None)
+            if not self._tokens:
+                self._stop()
+
+    def close(self) -> None:
+        with self._lock:
+            self._tokens.clear()
+            self._stop()
+
+    def _start(self) -> None:
+        tokens = self._tokens
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            prefix = "/" + challenges.HTTP01.URI_ROOT_PATH + "/"
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                path = self.path.split("?", 1)[0]
+                body = tokens.get(path[len(self.prefix):]) if path.startswith(self.prefix) else None
+                if body is None:
+                    self.send_error(404)
+                    return
+                data = body.encode("ascii")
+                self.send_response(200)
+                self.send_header("Content-Type", "application/octet-stream")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+                log.debug("http-01 responder: " + format, *args)
+
+        try:
+            server = _ReusableHTTPServer((self.host, self.port), Handler)
+        except OSError as e:
+            raise IssuerError(
+                f"cannot listen on {self.host}:{self.port} to answer http-01 challenges: {e.strerror or e}"
+            ) from None
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="acme-http01", daemon=True
+        )
+        self._thread.start()
+
+    def _stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+
+class _ReusableHTTPServer(http.server.ThreadingHTTPServer):
+    allow_reuse_address = True  # start again right after the last stop
+    daemon_threads = True
+
+
+class CallbackHttp01Solver:
+    """http-01 through two callables, e.g. asking the agent on the host to serve
+    or place ``/.well-known/acme-challenge/<token>``.
+
+    ``present(token, key_authorization, domain)`` must return once the
+    challenge is reachable; ``cleanup`` with the same arguments removes it.
+    """
+
+    challenge_type: ClassVar[str] = "http-01"
+
+    def __init__(
+        self,
+        present: Callable[[str, str, str], None],
+        cleanup: Callable[[str, str, str], None],
+    ) -> None:
+        self._present = present
+        self._cleanup = cleanup
+
+    def present(self, token: str, key_authorization: str, domain: str) -> None:
+        try:
+            self._present(token, key_authorization, domain)
+        except CollectorError as e:
+            raise IssuerError(f"could not place the http-01 challenge for {domain}: {e.message}") from None
+        except Exception as e:  # noqa: BLE001 - a callback's failure is the issuance's failure
+            log.exception("http-01 present callback failed for %s", domain)
+            raise IssuerError(f"could not place the http-01 challenge for {domain}: {type(e).__name__}") from None
+
+    def cleanup(self, token: str, key_authorization: str, domain: str) -> None:
+        self._cleanup(token, key_authorization, domain)
+
+
+def dns01_txt_value(key_authorization: str) -> str:
+    """The TXT record value for a key authorization (RFC 8555 section 8.4)."""
+    digest = hashlib.sha256(key_authorization.encode("ascii")).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+class Dns01HookSolver:
+    """dns-01 through an external hook command (argument list, never a shell).
+
+    The hook is run as ``command`` with the environment of the collector plus
+    ``CERTFLEET_ACME_ACTION`` (``present`` or ``cleanup``),
+    ``CERTFLEET_ACME_DOMAIN``, ``CERTFLEET_ACME_TXT_NAME`` and
+    ``CERTFLEET_ACME_TXT``; stdin is empty. It must exit 0 within ``timeout``
+    seconds once the record is published (``propagation_wait`` adds a pause
+    after it).
+    """
+
+    challenge_type: ClassVar[str] = "dns-01"
+
+    def __init__(
+        self, command: Sequence[str], *, timeout: float = 60.0, propagation_wait: float = 0.0,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        if isinstance(command, str) or not command or not all(isinstance(a, str) and a for a in command):
+            raise TemplateConfigError("dns01_hook must be a non-empty list of arguments, e.g. [\"/usr/local/bin/hook\"]")
+        self.command = list(command)
+        self.timeout = timeout
+        self.propagation_wait = propagation_wait
+        self.env = dict(env or {})
+
+    def present(self, token: str, key_authorization: str, domain: str) -> None:
+        self._run("present", domain, dns01_txt_value(key_authorization))
+        if self.propagation_wait > 0:
+            time.sleep(self.propagation_wait)
+
+    def cleanup(self, token: str, key_authorization: str, domain: str) -> None:
+        self._run("cleanup", domain, dns01_txt_value(key_authorization))
+
+    def _run(self, action: str, domain: str, txt: str) -> None:
+        env = {**os.environ, **self.env}
+        env.update({
+            "CERTFLEET_ACME_ACTION": action,
+            "CERTFLEET_ACME_DOMAIN": domain,
+            "CERTFLEET_ACME_TXT_NAME": f"_acme-challenge.{domain}",
+            "CERTFLEET_ACME_TXT": txt,
+        })
+        hook = Path(self.command[0]).name
+        try:
+            proc = subprocess.run(
+                self.command, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                timeout=self.timeout, check=False, shell=False,
+            )
+        except subprocess.TimeoutExpired:
+            raise IssuerError(
+                f"the dns-01 hook {hook} did not finish '{action}' for {domain} within {self.timeout:g}s"
+            ) from None
+        except OSError as e:
+            raise IssuerError(f"cannot run the dns-01 hook {self.command[0]}: {e.strerror or e}") from None
+        if proc.returncode != 0:
+            tail = proc.stderr.decode("utf-8", "replace").strip()[-STDERR_TAIL:]
+            raise IssuerError(
+                f"the dns-01 hook {hook} failed '{action}' for {domain} (exit {proc.returncode})"
+                + (f": {tail}" if tail else "")
+            )
+
+
+# ---------------------------------------------------------------------------
+# the issuer
+
+
+class AcmeIssuer:
+    """An RFC 8555 CA; implements :class:`~collector.issuers.base.Issuer`."""
+
+    applies_template_profile = False
+
+    def __init__(
+        self,
+        name: str,
+        directory_url: str,
+        state_dir: Path,
+        solver: ChallengeSolver,
+        *,
+        ca_bundle: Path | None = None,
+        email: str | None = None,
+        eab_kid: str | None = None,
+        eab_hmac_key: str | None = None,
+        order_timeout: dt.timedelta = DEFAULT_ORDER_TIMEOUT,
+        network_timeout: dt.timedelta = DEFAULT_NETWORK_TIMEOUT,
+        user_agent: str = "certfleet",
+    ) -> None:
+        if not directory_url.startswith(("https://", "http://")):
+            raise TemplateConfigError(f"issuer {name!r}: directory_url must be an https:// URL")
+        if getattr(solver, "challenge_type", None) not in ("http-01", "dns-01"):
+            raise TemplateConfigError(f"issuer {name!r}: the challenge solver must handle http-01 or dns-01")
+        if (eab_kid is None) != (eab_hmac_key is None):
+            raise TemplateConfigError(f"issuer {name!r}: eab_kid and eab_hmac_key_file go together")
+        self.name = name
+        self.directory_url = directory_url
+        self.state_dir = Path(state_dir)
+        self.solver = solver
+        self.ca_bundle = Path(ca_bundle) if ca_bundle else None
+        self.email = email or None
+        self._eab = (eab_kid, eab_hmac_key) if eab_kid else None
+        self.order_timeout = order_timeout
+        self.network_timeout = network_timeout
+        self.user_agent = user_agent
+        self._lock = threading.Lock()
+        self._account: tuple[jose.JWKEC, messages.Directory, messages.RegistrationResource] | None = None
+
+    def __repr__(self) -> str:
+        return f"AcmeIssuer(name={self.name!r}, directory_url={self.directory_url!r}, challenge={self.solver.challenge_type})"
+
+    @classmethod
+    def from_config(
+        cls, name: str, cfg: Mapping[str, Any], data_dir: Path, base_dir: Path | None = None,
+        solver: ChallengeSolver | None = None,
+    ) -> "AcmeIssuer":
+        from collector.issuers.factory import check_keys, config_duration, config_path, split_listen
+
+        check_keys(name, cfg, CONFIG_KEYS)
+        base = Path(base_dir) if base_dir is not None else Path(data_dir)
+        url = cfg.get("directory_url")
+        if not isinstance(url, str) or not url:
+            raise TemplateConfigError(f"issuer {name!r}: directory_url is required")
+        if not url.startswith(("https://", "http://")):
+            raise TemplateConfigError(f"issuer {name!r}: directory_url must be an https:// URL")
+        challenge = str(cfg.get("challenge", "http-01"))
+        if challenge not in ("http-01", "dns-01"):
+            raise TemplateConfigError(f"issuer {name!r}: challenge must be \"http-01\" or \"dns-01\"")
+        if solver is None:
+            if challenge == "http-01":
+                listen = cfg.get("http01_listen")
+                if not listen:
+                    raise TemplateConfigError(
+                        f"issuer {name!r}: http-01 needs http01_listen (a responder on the collector host) "
+                        "or a solver given by the collector (the agent serves the challenge)"
+                    )
+                host, port = split_listen(name, "http01_listen", str(listen))
+                solver = StandaloneHttp01Solver(host, port)
+            else:
+                hook = cfg.get("dns01_hook")
+                if not isinstance(hook, list) or not hook or not all(isinstance(a, str) and a for a in hook):
+                    raise TemplateConfigError(
+                        f"issuer {name!r}: dns-01 needs dns01_hook, an argument list such as [\"/usr/local/bin/hook\"]"
+                    )
+                solver = Dns01HookSolver(
+                    hook,
+                    timeout=config_duration(name, cfg, "dns01_timeout", DEFAULT_HOOK_TIMEOUT).total_seconds(),
+                    propagation_wait=_wait(name, cfg),
+                )
+        eab_kid = cfg.get("eab_kid") or None
+        eab_key = None
+        key_file = config_path(cfg, "eab_hmac_key_file", base)
+        if key_file is not None:
+            try:
+                eab_key = key_file.read_text().strip()
+            except OSError as e:
+                raise TemplateConfigError(f"issuer {name!r}: cannot read {key_file}: {e.strerror}") from None
+        return cls(
+            name, url, Path(data_dir) / "issuers" / name, solver,
+            ca_bundle=config_path(cfg, "ca_bundle", base),
+            email=cfg.get("email") or None,
+            eab_kid=eab_kid, eab_hmac_key=eab_key,
+            order_timeout=config_duration(name, cfg, "order_timeout", DEFAULT_ORDER_TIMEOUT),
+            network_timeout=config_duration(name, cfg, "network_timeout", DEFAULT_NETWORK_TIMEOUT),
+        )
+
+    # -- account ----------------------------------------------------------------
+
+    def _account_key(self) -> jose.JWKEC:
+        self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path = self.state_dir / ACCOUNT_KEY_FILE
+        if not path.exists():
+            key = ec.generate_private_key(ec.SECP256R1())
+            pem = key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+            try:
+                write_private_file(path, pem, replace=False)
+            except FileExistsError:
+                pass  # another collector made it first: use theirs
+        try:
+            if os.name == "posix" and os.stat(path).st_mode & 0o077:
+                raise IssuerError(f"{path}: an ACME account key must be readable by its owner only (chmod 600 {path})")
+            loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        except OSError as e:
+            raise IssuerError(f"{path}: cannot read: {e.strerror}") from None
+        except (ValueError, TypeError):
+            raise IssuerError(f"{path}: not an unencrypted PEM private key") from None
+        if not isinstance(loaded, ec.EllipticCurvePrivateKey) or loaded.curve.name != "secp256r1":
+            raise IssuerError(f"{path}: the ACME account key must be EC P-256")
+        return jose.JWKEC(key=loaded)
+
+    def _net(self, key: jose.JWKEC, account: messages.RegistrationResource | None) -> acme_client.ClientNetwork:
+        verify: bool | str = str(self.ca_bundle) if self.ca_bundle else True
+        return acme_client.ClientNetwork(
+            key, account=account, alg=jose.ES256, verify_ssl=verify,  # type: ignore[arg-type]  # requests takes a CA path
+            user_agent=self.user_agent, timeout=int(self.network_timeout.total_seconds()),
+        )
+
+    def _connect(self) -> acme_client.ClientV2:
+        """A new client for one operation, with the registered account.
+
+        The account (made, or found by its key) and the directory are looked up
+        once and cached; each call gets its own network object, so concurrent
+        issuances share no nonces or sessions.
+        """
+        with self._lock:
+            if self._account is None:
+                key = self._account_key()
+                net = self._net(key, None)
+                directory = acme_client.ClientV2.get_directory(self.directory_url, net)
+                client = acme_client.ClientV2(directory, net)
+                extra: dict[str, Any] = {}
+                if self._eab is not None:
+                    extra["external_account_binding"] = messages.ExternalAccountBinding.from_data(
+                        account_public_key=key.public_key(), kid=self._eab[0], hmac_key=self._eab[1],
+                        directory=directory,
+                    )
+                reg = messages.NewRegistration.from_data(email=self.email, terms_of_service_agreed=True, **extra)
+                try:
+                    regr = client.new_account(reg)
+                except acme_errors.ConflictError as e:  # the key already has an account: reuse it
+                    regr = client.query_registration(
+                        messages.RegistrationResource(uri=e.location, body=messages.Registration())
+                    )
+                write_public_file(
+                    self.state_dir / ACCOUNT_FILE,
+                    json.dumps({"directory_url": self.directory_url, "account_url": regr.uri}, indent=2).encode()
+                    + b"\n",
+                    mode=0o600,
+                )
+                self._account = (key, directory, regr)
+            key, directory, regr = self._account
+        return acme_client.ClientV2(directory, self._net(key, regr))
+
+    def account_url(self) -> str:
+        """The account's URL at the CA (registers on first call)."""
+        with self._errors("register an account"):
+            client = self._connect()
+        return client.net.account.uri  # type: ignore[union-attr]
+
+    # -- issuing ------------------------------------------------------------------
+
+    def issue(self, csr_der: bytes, template: Template, names: SubjectNames, now: dt.datetime) -> Issued:
+        csr = prepare_request(self.name, csr_der, template, names)
+        in_csr = SubjectNames.from_csr(csr)
+        if set(in_csr.dns) != set(names.dns) or set(in_csr.ips) != set(names.ips):
+            raise IssuerError(
+                "an ACME CA issues for the names in the CSR: the agent's CSR must carry exactly the requested "
+                f"names as subjectAltNames; requested {', '.join(names.all())}, the CSR has "
+                f"{', '.join(in_csr.all()) or 'none'}"
+            )
+        csr_pem = csr.public_bytes(serialization.Encoding.PEM)
+        for attempt in (1, 2):
+            try:
+                with self._errors("issue a certificate"):
+                    fullchain = self._order(csr_pem)
+                break
+            except _AccountGone:
+                # The CA forgot the account (a test CA restarted, an account deactivated): register again.
+                with self._lock:
+                    self._account = None
+                if attempt == 2:
+                    raise IssuerError(f"the ACME server at {self.directory_url} does not accept the account") from None
+        return _split_chain(fullchain, csr)
+
+    def _order(self, csr_pem: bytes) -> str:
+        client = self._connect()
+        order = client.new_order(csr_pem)
+        account_key = client.net.key
+        presented: list[tuple[str, str, str]] = []
+        try:
+            for authzr in order.authorizations:
+                if authzr.body.status == messages.STATUS_VALID:
+                    continue
+                domain = authzr.body.identifier.value
+                challb = next(
+                    (c for c in authzr.body.challenges if c.chall.typ == self.solver.challenge_type), None
+                )
+                if challb is None:
+                    offered = ", ".join(sorted({c.chall.typ for c in authzr.body.challenges})) or "none"
+                    wildcard = " (wildcard names need dns-01)" if authzr.body.wildcard else ""
+                    raise IssuerError(
+                        f"the ACME server offers no {self.solver.challenge_type} challenge for {domain}"
+                        f"{wildcard}; it offers: {offered}"
+                    )
+                chall = challb.chall
+                assert isinstance(chall, challenges.KeyAuthorizationChallenge)
+                token = chall.encode("token")
+                key_authorization = chall.key_authorization(account_key)
+                self.solver.present(token, key_authorization, domain)
+                presented.append((token, key_authorization, domain))
+                client.answer_challenge(challb, chall.response(account_key))
+            deadline = dt.datetime.now() + self.order_timeout  # the acme package compares naive local times
+            order = client.poll_and_finalize(order, deadline)
+        finally:
+            for token, key_authorization, domain in presented:
+                try:
+                    self.solver.cleanup(token, key_authorization, domain)
+                except Exception:  # noqa: BLE001 - a stale challenge is harmless; the issuance stands
+                    log.warning("cleaning up the %s challenge for %s failed", self.solver.challenge_type, domain,
+                                exc_info=True)
+        if not order.fullchain_pem:
+            raise IssuerError("the ACME server finished the order without a certificate")
+        return order.fullchain_pem
+
+    # -- revocation ---------------------------------------------------------------
+
+    def revoke(self, certificate_der: bytes, reason: RevocationReason, now: dt.datetime) -> None:
+        """Revoke with this issuer's account; revoking twice is harmless.
+
+        ACME has no certificate hold: ``certificateHold`` and ``removeFromCRL``
+        are refused. The CA may refuse other reasons (Let's Encrypt accepts
+        unspecified, keyCompromise, affiliationChanged, superseded,
+        cessationOfOperation).
+        """
+        reason = RevocationReason.parse(reason)
+        utc(now)
+        if reason in (RevocationReason.certificate_hold, RevocationReason.remove_from_crl):
+            raise IssuerError("ACME revocation is permanent: certificateHold and removeFromCRL are not available")
+        try:
+            cert = x509.load_der_x509_certificate(bytes(certificate_der))
+        except ValueError:
+            raise IssuerError("not a DER X.509 certificate") from None
+        for attempt in (1, 2):
+            try:
+                with self._errors("revoke the certificate"):
+                    try:
+                        self._connect().revoke(cert, int(reason))
+                    except messages.Error as e:
+                        if e.code == "alreadyRevoked":
+                            return
+                        raise
+                return
+            except _AccountGone:
+                with self._lock:
+                    self._account = None
+                if attempt == 2:
+                    raise IssuerError(f"the ACME server at {self.directory_url} does not accept the account") from None
+
+    # -- errors ---------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        """Turn the acme package's and requests' exceptions into user-safe IssuerErrors."""
+        try:
+            yield
+        except (IssuerError, _AccountGone):
+            raise
+        except acme_errors.ValidationError as e:
+            parts = []
+            for authzr in e.failed_authzrs:
+                for c in authzr.body.challenges:
+                    if c.error is not None:
+                        parts.append(f"{authzr.body.identifier.value} ({c.chall.typ}): {_problem(c.error)}")
+            raise IssuerError("the ACME server could not validate " + ("; ".join(parts) or "the names")) from None
+        except acme_errors.TimeoutError:
+            raise IssuerError(
+                f"the ACME server did not finish the order within {self.order_timeout.total_seconds():g}s"
+            ) from None
+        except acme_errors.IssuanceError as e:
+            raise IssuerError(f"the ACME server did not issue: {_problem(e.error)}") from None
+        except messages.Error as e:
+            if e.code == "accountDoesNotExist":
+                raise _AccountGone() from None
+            raise IssuerError(f"the ACME server refused to {action}: {_problem(e)}") from None
+        except requests.exceptions.SSLError:
+            raise IssuerError(
+                f"cannot verify the TLS certificate of {self.directory_url}: set ca_bundle to the CA that "
+                "signed the ACME server's certificate"
+            ) from None
+        except requests.RequestException as e:
+            raise IssuerError(f"cannot reach the ACME server at {self.directory_url}: {type(e).__name__}") from None
+        except acme_errors.Error as e:
+            log.warning("ACME error while trying to %s", action, exc_info=True)
+            raise IssuerError(f"ACME error while trying to {action}: {_short(str(e) or type(e).__name__)}") from None
+
+
+class _AccountGone(Exception):
+    """The CA does not know the cached account any more."""
+
+
+def _problem(err: Any) -> str:
+    detail = getattr(err, "detail", None) or getattr(err, "description", None) or ""
+    code = getattr(err, "code", None) or ""
+    text = f"{detail} ({code})" if detail and code else (detail or code or str(err))
+    return _short(text)
+
+
+def _short(text: str, limit: int = 400) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _split_chain(fullchain_pem: str, csr: x509.CertificateSigningRequest) -> Issued:
+    try:
+        certs = x509.load_pem_x509_certificates(fullchain_pem.encode("ascii"))
+    except (ValueError, UnicodeEncodeError):
+        raise IssuerError("the ACME server returned a certificate chain that does not parse") from None
+    leaf, rest = certs[0], certs[1:]
+    fmt = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    if leaf.public_key().public_bytes(*fmt) != csr.public_key().public_bytes(*fmt):
+        raise IssuerError("the ACME server returned a certificate for a different key than the CSR's")
+    root: x509.Certificate | None = None
+    if rest and rest[-1].subject == rest[-1].issuer:
+        try:
+            rest[-1].verify_directly_issued_by(rest[-1])
+            root = rest.pop()
+        except Exception:  # noqa: BLE001 - same names but not self-signed: an intermediate
+            pass
+    der = serialization.Encoding.DER
+    return Issued(
+        certificate_der=leaf.public_bytes(der),
+        chain_ders=tuple(c.public_bytes(der) for c in rest),
+        root_der=root.public_bytes(der) if root is not None else None,
+        not_after=leaf.not_valid_after_utc,
+        serial=format(leaf.serial_number, "x"),
+    )
+
+
+def _wait(name: str, cfg: Mapping[str, Any]) -> float:
+    from collector.issuers.factory import config_duration
+
+    if cfg.get("dns01_propagation_wait") in (None, 0, "0", "0s"):
+        return 0.0
+    return config_duration(name, cfg, "dns01_propagation_wait", dt.timedelta(0)).total_seconds()

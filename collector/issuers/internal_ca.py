@@ -1,0 +1,589 @@
+"""An internal CA for private PKI: a root and an intermediate that sign service certificates.
+
+This is **not** the collector's identity CA (:mod:`collector.pki`, which signs
+agent and admin certificates); it is a separate hierarchy per configured
+issuer, kept in ``<data_dir>/issuers/<name>/``::
+
+    root.key           root private key, PKCS#8 PEM, mode 0600   (generated mode only)
+    root.pem           root certificate                         (generated mode only)
+    intermediate.key   intermediate private key, 0600            (generated mode only)
+    intermediate.pem   intermediate certificate                 (generated mode only)
+    state.sqlite3      the issued-serial log, revocations and the CRL number
+
+Two ways to get the hierarchy:
+
+- **generated** (default): on first use the collector makes a root (10 years)
+  and an intermediate (5 years) with EC P-384 keys (``ca_key_type = "rsa"``:
+  RSA 4096/3072). The files are written atomically, keys ``0600``, under a
+  lock so two collectors sharing the directory never make two hierarchies.
+- **imported**: ``root_cert``, ``intermediate_cert`` and ``intermediate_key``
+  name PEM files made elsewhere (the root key stays offline). The
+  intermediate file may hold further intermediates after the issuing one,
+  in order towards the root. The chain is checked at start-up.
+
+Leaf certificates take their subject (CN) and SANs from the request's
+:class:`~collector.templates.SubjectNames`, never from the CSR; key usage and
+extended key usage come from the template; each gets a random 128-bit serial,
+subject and authority key identifiers and, with ``crl_url`` configured, a CRL
+distribution point. The validity is the template's, clamped so it never
+outlasts the issuing certificate or anything above it. :meth:`InternalCA.issue`
+returns the complete chain: the intermediate(s) in ``chain_ders`` and the
+root in ``root_der``.
+
+Config (``[issuers.<name>]``, ``type = "internal_ca"``)::
+
+    common_name = "Example internal"   # generated mode: "<cn> Root CA", "<cn> Intermediate CA"
+    ca_key_type = "ec"                 # generated mode: "ec" (P-384) or "rsa"
+    root_validity = "3650d"            # generated mode
+    intermediate_validity = "1825d"    # generated mode
+    root_cert = "/etc/pki/root.pem"    # imported mode: all three together
+    intermediate_cert = "/etc/pki/intermediate.pem"
+    intermediate_key = "/etc/pki/intermediate.key"   # must be mode 0600
+    crl_validity = "7d"                # nextUpdate of produced CRLs
+    crl_url = ""                       # put into leaves as CRL distribution point
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import os
+import secrets
+import sqlite3
+import stat
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Union
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
+
+from collector.errors import IssuerError
+from collector.issuers.base import Issued, RevocationReason, prepare_request, utc
+from collector.pki import write_private_file, write_public_file
+from collector.templates import SubjectNames, Template, TemplateConfigError
+
+try:  # POSIX: lock the directory while creating the hierarchy
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+PrivateKey = Union[ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey]
+
+ROOT_KEY_FILE = "root.key"
+ROOT_CERT_FILE = "root.pem"
+INTERMEDIATE_KEY_FILE = "intermediate.key"
+INTERMEDIATE_CERT_FILE = "intermediate.pem"
+STATE_FILE = "state.sqlite3"
+LOCK_FILE = ".lock"
+
+CLOCK_SKEW = dt.timedelta(minutes=5)
+MIN_LEAF_LIFETIME = dt.timedelta(minutes=1)
+DEFAULT_ROOT_VALIDITY = dt.timedelta(days=3650)
+DEFAULT_INTERMEDIATE_VALIDITY = dt.timedelta(days=1825)
+DEFAULT_CRL_VALIDITY = dt.timedelta(days=7)
+
+CONFIG_KEYS = {
+    "type", "common_name", "ca_key_type", "root_validity", "intermediate_validity",
+    "root_cert", "intermediate_cert", "intermediate_key", "crl_validity", "crl_url",
+}
+
+
+@dataclass(frozen=True)
+class _Hierarchy:
+    key: PrivateKey                           # the issuing (intermediate) key
+    issuing: x509.Certificate                 # signs leaves and CRLs
+    intermediates: tuple[x509.Certificate, ...]  # issuing first, towards the root
+    root: x509.Certificate
+
+    @property
+    def expires(self) -> dt.datetime:
+        return min(c.not_valid_after_utc for c in (*self.intermediates, self.root))
+
+
+class InternalCA:
+    """A private root + intermediate; implements :class:`Issuer` and :class:`SupportsCRL`."""
+
+    applies_template_profile = True
+
+    def __init__(
+        self,
+        name: str,
+        directory: Path,
+        *,
+        root_cert: Path | None = None,
+        intermediate_cert: Path | None = None,
+        intermediate_key: Path | None = None,
+        common_name: str | None = None,
+        ca_key_type: str = "ec",
+        root_validity: dt.timedelta = DEFAULT_ROOT_VALIDITY,
+        intermediate_validity: dt.timedelta = DEFAULT_INTERMEDIATE_VALIDITY,
+        crl_validity: dt.timedelta = DEFAULT_CRL_VALIDITY,
+        crl_url: str | None = None,
+    ) -> None:
+        self.name = name
+        self.directory = Path(directory)
+        self.common_name = common_name or f"certfleet {name}"
+        if ca_key_type not in ("ec", "rsa"):
+            raise TemplateConfigError(f"issuer {name!r}: ca_key_type must be \"ec\" or \"rsa\"")
+        self.ca_key_type = ca_key_type
+        self.root_validity = root_validity
+        self.intermediate_validity = intermediate_validity
+        self.crl_validity = crl_validity
+        self.crl_url = crl_url or None
+        self._lock = threading.Lock()
+        self._hierarchy: _Hierarchy | None = None
+        imported = [root_cert, intermediate_cert, intermediate_key]
+        self.imported = any(p is not None for p in imported)
+        if self.imported:
+            if not all(p is not None for p in imported):
+                raise TemplateConfigError(
+                    f"issuer {name!r}: importing a CA needs root_cert, intermediate_cert and intermediate_key together"
+                )
+            self._hierarchy = _load_imported(Path(root_cert), Path(intermediate_cert), Path(intermediate_key))  # type: ignore[arg-type]
+        elif (self.directory / INTERMEDIATE_CERT_FILE).exists():
+            # Fail at start-up, not at the first renewal, when the files are broken.
+            self._hierarchy = _load_generated(self.directory)
+
+    def __repr__(self) -> str:
+        mode = "imported" if self.imported else "generated"
+        return f"InternalCA(name={self.name!r}, {mode}, directory={str(self.directory)!r})"
+
+    # -- configuration --------------------------------------------------------
+
+    @classmethod
+    def from_config(cls, name: str, cfg: Mapping[str, Any], data_dir: Path, base_dir: Path | None = None) -> "InternalCA":
+        from collector.issuers.factory import config_duration, config_path, check_keys
+
+        check_keys(name, cfg, CONFIG_KEYS)
+        base = Path(base_dir) if base_dir is not None else Path(data_dir)
+        return cls(
+            name,
+            Path(data_dir) / "issuers" / name,
+            root_cert=config_path(cfg, "root_cert", base),
+            intermediate_cert=config_path(cfg, "intermediate_cert", base),
+            intermediate_key=config_path(cfg, "intermediate_key", base),
+            common_name=cfg.get("common_name") or None,
+            ca_key_type=str(cfg.get("ca_key_type", "ec")),
+            root_validity=config_duration(name, cfg, "root_validity", DEFAULT_ROOT_VALIDITY),
+            intermediate_validity=config_duration(name, cfg, "intermediate_validity", DEFAULT_INTERMEDIATE_VALIDITY),
+            crl_validity=config_duration(name, cfg, "crl_validity", DEFAULT_CRL_VALIDITY),
+            crl_url=str(cfg.get("crl_url") or "") or None,
+        )
+
+    # -- the hierarchy ----------------------------------------------------------
+
+    def hierarchy(self, now: dt.datetime) -> _Hierarchy:
+        """The root and intermediate(s), made on first use in generated mode."""
+        if self._hierarchy is not None:
+            return self._hierarchy
+        with self._lock, _dir_lock(self.directory):
+            if self._hierarchy is None:
+                if (self.directory / INTERMEDIATE_CERT_FILE).exists():
+                    self._hierarchy = _load_generated(self.directory)
+                else:
+                    self._hierarchy = self._create(utc(now))
+        return self._hierarchy
+
+    def root_der(self, now: dt.datetime) -> bytes:
+        """The root certificate (DER): the trust anchor to distribute to clients."""
+        return self.hierarchy(now).root.public_bytes(serialization.Encoding.DER)
+
+    def _create(self, now: dt.datetime) -> _Hierarchy:
+        d = self.directory
+        root_key_path, root_cert_path = d / ROOT_KEY_FILE, d / ROOT_CERT_FILE
+        if root_key_path.exists() != root_cert_path.exists():
+            present, missing = (root_key_path, root_cert_path) if root_key_path.exists() else (root_cert_path, root_key_path)
+            raise IssuerError(
+                f"issuer {self.name!r}: {present} exists but {missing} is missing: restore it from a backup; "
+                "remove both only to make a new CA (every certificate it issued must then be replaced)"
+            )
+        if root_key_path.exists():
+            root_key = _read_key(root_key_path)
+            root = _read_certs(root_cert_path)[0]
+        else:
+            root_key = _new_ca_key(self.ca_key_type, root=True)
+            root_name = _ca_name(f"{self.common_name} Root CA")
+            root = (
+                _ca_builder(root_name, root_name, root_key.public_key(), now, now + self.root_validity, path_length=1)
+                .add_extension(x509.SubjectKeyIdentifier.from_public_key(root_key.public_key()), critical=False)
+                .sign(root_key, _hash_for(root_key))
+            )
+            write_private_file(root_key_path, _key_pem(root_key), replace=False)
+            write_public_file(root_cert_path, root.public_bytes(serialization.Encoding.PEM))
+        key = _new_ca_key(self.ca_key_type, root=False)
+        not_after = min(now + self.intermediate_validity, root.not_valid_after_utc)
+        inter = (
+            _ca_builder(_ca_name(f"{self.common_name} Intermediate CA"), root.subject, key.public_key(), now,
+                        not_after, path_length=0)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .add_extension(_aki(root), critical=False)
+            .sign(root_key, _hash_for(root_key))
+        )
+        write_private_file(d / INTERMEDIATE_KEY_FILE, _key_pem(key), replace=False)
+        write_public_file(d / INTERMEDIATE_CERT_FILE, inter.public_bytes(serialization.Encoding.PEM))
+        return _Hierarchy(key=key, issuing=inter, intermediates=(inter,), root=root)
+
+    # -- issuing ----------------------------------------------------------------
+
+    def issue(self, csr_der: bytes, template: Template, names: SubjectNames, now: dt.datetime) -> Issued:
+        csr = prepare_request(self.name, csr_der, template, names)
+        now = utc(now)
+        h = self.hierarchy(now)
+        ceiling = h.expires
+        not_before = max(now - CLOCK_SKEW, h.issuing.not_valid_before_utc)
+        not_after = min(now + template.validity, ceiling)
+        if not_after - now < MIN_LEAF_LIFETIME:
+            raise IssuerError(
+                f"the issuing CA of {self.name!r} expires on {ceiling.isoformat()}: renew or re-import the "
+                "intermediate before issuing"
+            )
+        public_key = csr.public_key()
+        subject = x509.Name(
+            [x509.NameAttribute(NameOID.COMMON_NAME, names.common_name)] if names.common_name else []
+        )
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(h.issuing.subject)
+            .public_key(public_key)  # type: ignore[arg-type]  # checked by csr_matches_template
+            .not_valid_before(not_before)
+            .not_valid_after(not_after)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(template.key_usage_extension(), critical=True)
+            # An empty subject makes the SAN extension critical (RFC 5280 4.2.1.6).
+            .add_extension(names.san_extension(), critical=not names.common_name)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)  # type: ignore[arg-type]
+            .add_extension(_aki(h.issuing), critical=False)
+        )
+        if template.extended_key_usage:
+            builder = builder.add_extension(x509.ExtendedKeyUsage(template.extended_key_usage_oids()), critical=False)
+        if self.crl_url:
+            builder = builder.add_extension(
+                x509.CRLDistributionPoints([x509.DistributionPoint(
+                    full_name=[x509.UniformResourceIdentifier(self.crl_url)], relative_name=None,
+                    reasons=None, crl_issuer=None,
+                )]),
+                critical=False,
+            )
+        with self._state() as db:
+            for _ in range(5):
+                serial = _random_serial()
+                cert = builder.serial_number(serial).sign(h.key, _hash_for(h.key))
+                der = cert.public_bytes(serialization.Encoding.DER)
+                try:
+                    db.execute(
+                        "INSERT INTO issued (serial, fingerprint, not_after, names, template, issued_at)"
+                        " VALUES (?, ?, ?, ?, ?, ?)",
+                        (format(serial, "x"), _sha256(der), not_after.isoformat(),
+                         json.dumps(names.all()), template.name, now.isoformat()),
+                    )
+                except sqlite3.IntegrityError:  # a serial seen before: draw again
+                    continue
+                break
+            else:  # pragma: no cover - 5 collisions of 128 random bits
+                raise IssuerError(f"issuer {self.name!r}: could not draw an unused serial number")
+        return Issued(
+            certificate_der=der,
+            chain_ders=tuple(c.public_bytes(serialization.Encoding.DER) for c in h.intermediates),
+            root_der=h.root.public_bytes(serialization.Encoding.DER),
+            not_after=not_after,
+            serial=format(serial, "x"),
+        )
+
+    # -- revocation -------------------------------------------------------------
+
+    def revoke(self, certificate_der: bytes, reason: RevocationReason, now: dt.datetime) -> None:
+        """Record a revocation; it shows in the next :meth:`crl_der`.
+
+        ``certificateHold`` can be lifted later with ``removeFromCRL``; any
+        other reason is permanent (a later ``keyCompromise`` still replaces a
+        milder reason). Repeating a revocation changes nothing.
+        """
+        reason = RevocationReason.parse(reason)
+        now = utc(now)
+        h = self.hierarchy(now)
+        try:
+            cert = x509.load_der_x509_certificate(bytes(certificate_der))
+        except ValueError:
+            raise IssuerError("not a DER X.509 certificate") from None
+        try:
+            if cert.issuer != h.issuing.subject:
+                raise ValueError("issuer name differs")
+            cert.verify_directly_issued_by(h.issuing)
+        except Exception:  # noqa: BLE001 - wrong issuer, bad signature, unsupported key
+            raise IssuerError(
+                f"the certificate (issuer {cert.issuer.rfc4514_string()}, serial {cert.serial_number:x}) "
+                f"was not issued by {self.name!r}; revoke it at the CA that issued it"
+            ) from None
+        serial = format(cert.serial_number, "x")
+        with self._state() as db:
+            row = db.execute("SELECT reason FROM revoked WHERE serial = ?", (serial,)).fetchone()
+            if reason is RevocationReason.remove_from_crl:
+                if row is None:
+                    raise IssuerError(f"serial {serial} is not revoked: there is no hold to remove")
+                if row[0] != RevocationReason.certificate_hold:
+                    raise IssuerError(
+                        f"serial {serial} is revoked for {RevocationReason(row[0]).rfc_name}, which is permanent; "
+                        "only a certificateHold can be removed"
+                    )
+                db.execute("DELETE FROM revoked WHERE serial = ?", (serial,))
+                return
+            if row is None:
+                db.execute(
+                    "INSERT INTO revoked (serial, reason, revoked_at, not_after) VALUES (?, ?, ?, ?)",
+                    (serial, int(reason), now.isoformat(), cert.not_valid_after_utc.isoformat()),
+                )
+            elif row[0] == RevocationReason.certificate_hold and reason is not RevocationReason.certificate_hold:
+                db.execute("UPDATE revoked SET reason = ?, revoked_at = ? WHERE serial = ?",
+                           (int(reason), now.isoformat(), serial))
+            elif reason is RevocationReason.key_compromise and row[0] != RevocationReason.key_compromise:
+                db.execute("UPDATE revoked SET reason = ? WHERE serial = ?", (int(reason), serial))
+            elif reason is RevocationReason.certificate_hold and row[0] != RevocationReason.certificate_hold:
+                raise IssuerError(f"serial {serial} is already revoked permanently; it cannot be put on hold")
+
+    def revocations(self) -> list[tuple[str, RevocationReason, dt.datetime]]:
+        """``(serial hex, reason, revoked at)`` of every recorded revocation."""
+        with self._state() as db:
+            rows = db.execute("SELECT serial, reason, revoked_at FROM revoked ORDER BY revoked_at").fetchall()
+        return [(s, RevocationReason(r), dt.datetime.fromisoformat(t)) for s, r, t in rows]
+
+    def crl_der(self, now: dt.datetime) -> bytes:
+        """A CRL signed by the issuing CA, listing revoked certificates that have not expired."""
+        now = utc(now)
+        h = self.hierarchy(now)
+        with self._state() as db:
+            db.execute("UPDATE meta SET value = value + 1 WHERE key = 'crl_number'")
+            number = int(db.execute("SELECT value FROM meta WHERE key = 'crl_number'").fetchone()[0])
+            rows = db.execute(
+                "SELECT serial, reason, revoked_at FROM revoked WHERE not_after >= ?", (now.isoformat(),)
+            ).fetchall()
+        next_update = min(now + self.crl_validity, h.issuing.not_valid_after_utc)
+        builder = (
+            x509.CertificateRevocationListBuilder()
+            .issuer_name(h.issuing.subject)
+            .last_update(now)
+            .next_update(max(next_update, now + dt.timedelta(minutes=1)))
+            .add_extension(x509.CRLNumber(number), critical=False)
+            .add_extension(_aki(h.issuing), critical=False)
+        )
+        for serial, reason, revoked_at in rows:
+            entry = x509.RevokedCertificateBuilder().serial_number(int(serial, 16)).revocation_date(
+                dt.datetime.fromisoformat(revoked_at)
+            )
+            if reason != RevocationReason.unspecified:
+                entry = entry.add_extension(x509.CRLReason(RevocationReason(reason).to_x509()), critical=False)
+            builder = builder.add_revoked_certificate(entry.build())
+        crl = builder.sign(h.key, _hash_for(h.key))
+        return crl.public_bytes(serialization.Encoding.DER)
+
+    # -- state ------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _state(self) -> Iterator[sqlite3.Connection]:
+        """One transaction on the state database (made on first use)."""
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        db = sqlite3.connect(self.directory / STATE_FILE, timeout=30, isolation_level=None)
+        try:
+            db.executescript(_SCHEMA)  # idempotent; runs outside the transaction below
+            db.execute("BEGIN IMMEDIATE")
+            yield db
+            db.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+            raise
+        finally:
+            db.close()
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS issued (
+    serial TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, not_after TEXT NOT NULL,
+    names TEXT NOT NULL, template TEXT NOT NULL, issued_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS revoked (
+    serial TEXT PRIMARY KEY, reason INTEGER NOT NULL, revoked_at TEXT NOT NULL, not_after TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT OR IGNORE INTO meta (key, value) VALUES ('crl_number', 0);
+"""
+
+
+# ---------------------------------------------------------------------------
+# helpers
+
+
+@contextlib.contextmanager
+def _dir_lock(directory: Path) -> Iterator[None]:
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if fcntl is None:  # pragma: no cover
+        yield
+        return
+    fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _load_generated(d: Path) -> _Hierarchy:
+    root = _read_certs(d / ROOT_CERT_FILE)[0]
+    key = _read_key(d / INTERMEDIATE_KEY_FILE)
+    inter = _read_certs(d / INTERMEDIATE_CERT_FILE)
+    return _check_hierarchy(key, inter, root, d / INTERMEDIATE_KEY_FILE, d / INTERMEDIATE_CERT_FILE)
+
+
+def _load_imported(root_path: Path, inter_path: Path, key_path: Path) -> _Hierarchy:
+    roots = _read_certs(root_path)
+    if len(roots) != 1:
+        raise IssuerError(f"{root_path}: expected exactly one root certificate, found {len(roots)}")
+    key = _read_key(key_path)
+    inter = _read_certs(inter_path)
+    return _check_hierarchy(key, inter, roots[0], key_path, inter_path)
+
+
+def _check_hierarchy(
+    key: PrivateKey, inter: list[x509.Certificate], root: x509.Certificate, key_path: Path, inter_path: Path
+) -> _Hierarchy:
+    # a bundle that ends with the root: drop it
+    fp_root = root.fingerprint(hashes.SHA256())
+    inter = [c for c in inter if c.fingerprint(hashes.SHA256()) != fp_root]
+    if not inter:
+        raise IssuerError(f"{inter_path}: holds no intermediate certificate")
+    issuing = inter[0]
+    if not _same_key(key, issuing):
+        raise IssuerError(f"{key_path} does not belong to the first certificate in {inter_path}")
+    for cert in (*inter, root):
+        if not _is_ca(cert):
+            raise IssuerError(
+                f"{cert.subject.rfc4514_string()} is not a CA certificate (basicConstraints CA:TRUE and keyCertSign)"
+            )
+    try:
+        root.verify_directly_issued_by(root)
+    except Exception:  # noqa: BLE001
+        raise IssuerError(f"the root {root.subject.rfc4514_string()} is not self-signed") from None
+    for child, parent in zip(inter, [*inter[1:], root]):
+        try:
+            child.verify_directly_issued_by(parent)
+        except Exception:  # noqa: BLE001
+            raise IssuerError(
+                f"{child.subject.rfc4514_string()} is not signed by {parent.subject.rfc4514_string()}: "
+                f"put the intermediates in {inter_path} in order from the issuing one towards the root"
+            ) from None
+    return _Hierarchy(key=key, issuing=issuing, intermediates=tuple(inter), root=root)
+
+
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        if not cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca:
+            return False
+    except x509.ExtensionNotFound:
+        return False
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.KeyUsage).value.key_cert_sign)
+    except x509.ExtensionNotFound:
+        return True
+
+
+def _read_key(path: Path) -> PrivateKey:
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+        if os.name == "posix" and mode & 0o077:
+            raise IssuerError(
+                f"{path} has mode {mode:04o}: a CA key must be readable by its owner only; "
+                f"check who could have read it, then run: chmod 600 {path}"
+            )
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except OSError as e:
+        raise IssuerError(f"{path}: cannot read: {e.strerror}") from None
+    except (ValueError, TypeError):
+        raise IssuerError(f"{path}: not an unencrypted PEM private key") from None
+    if not isinstance(key, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey)):
+        raise IssuerError(f"{path}: unsupported key type (EC or RSA expected)")
+    return key
+
+
+def _read_certs(path: Path) -> list[x509.Certificate]:
+    try:
+        certs = x509.load_pem_x509_certificates(path.read_bytes())
+    except OSError as e:
+        raise IssuerError(f"{path}: cannot read: {e.strerror}") from None
+    except ValueError:
+        raise IssuerError(f"{path}: not a PEM certificate file") from None
+    return certs
+
+
+def _same_key(key: PrivateKey, cert: x509.Certificate) -> bool:
+    fmt = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return key.public_key().public_bytes(*fmt) == cert.public_key().public_bytes(*fmt)
+
+
+def _new_ca_key(kind: str, *, root: bool) -> PrivateKey:
+    if kind == "rsa":
+        return rsa.generate_private_key(public_exponent=65537, key_size=4096 if root else 3072)
+    return ec.generate_private_key(ec.SECP384R1())
+
+
+def _hash_for(key: PrivateKey) -> hashes.HashAlgorithm:
+    if isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.key_size >= 384:
+        return hashes.SHA384()
+    return hashes.SHA256()
+
+
+def _ca_name(cn: str) -> x509.Name:
+    return x509.Name([
+        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "certfleet"),
+        x509.NameAttribute(NameOID.COMMON_NAME, cn[:64]),
+    ])
+
+
+def _ca_builder(
+    subject: x509.Name, issuer: x509.Name, public_key: Any, now: dt.datetime, not_after: dt.datetime, *, path_length: int
+) -> x509.CertificateBuilder:
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(public_key)
+        .serial_number(_random_serial())
+        .not_valid_before(now - CLOCK_SKEW)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False, content_commitment=False, key_encipherment=False,
+                data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
+                encipher_only=False, decipher_only=False,
+            ),
+            critical=True,
+        )
+    )
+
+
+def _aki(issuer: x509.Certificate) -> x509.AuthorityKeyIdentifier:
+    try:
+        ski = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+        return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
+    except x509.ExtensionNotFound:
+        return x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.public_key())  # type: ignore[arg-type]
+
+
+def _key_pem(key: PrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def _random_serial() -> int:
+    while True:
+        serial = secrets.randbits(128)
+        if serial >> 64:  # positive, non-zero, and at least 65 bits of entropy shown
+            return serial
+
+
+def _sha256(der: bytes) -> str:
+    return hashlib.sha256(der).hexdigest()
