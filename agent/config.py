@@ -20,6 +20,13 @@
     labels = { service = "nginx", owner = "web-team" }
     password_file = "/etc/certfleet/secrets/nginx.pass"   # or password_env, or password
     follow_symlinks = true
+    reload = "nginx"              # optional: a [reload.<name>] action run after an install
+    verify = [{ host = "127.0.0.1", port = 443, sni = "www.example.net" }]   # or [[store.verify]]
+    verify_timeout = "10s"        # how long an install waits for the endpoints to serve the new certificate
+
+    [reload.nginx]                # the only commands an install may run (the collector names them)
+    command = ["/usr/sbin/nginx", "-s", "reload"]   # an argument list, never a shell string
+    timeout = "30s"
 
 Relative paths (data_dir, store paths and excludes that contain a directory,
 password_file) are resolved against the configuration file's directory; ``~``
@@ -42,11 +49,12 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from agent.errors import ConfigError, PasswordUnavailable
+from agent.errors import ConfigError, PasswordUnavailable, ReloadNotAllowed
 
 __all__ = [
     "AgentConfig", "StoreConfig", "Secret", "ConfigError", "load_config", "parse_config",
-    "parse_duration", "parse_size", "default_data_dir", "STORE_TYPES",
+    "parse_duration", "parse_size", "default_data_dir", "STORE_TYPES", "ReloadAction", "VerifyEndpoint",
+    "ReloadNotAllowed", "DEFAULT_RELOAD_TIMEOUT", "DEFAULT_VERIFY_TIMEOUT",
 ]
 
 STORE_TYPES = ("pem", "der", "pkcs12", "jks", "auto")
@@ -56,12 +64,17 @@ _TYPE_ALIASES = {"jceks": "jks", "p12": "pkcs12", "pfx": "pkcs12", "crt": "pem",
 _AGENT_KEYS = {"data_dir", "hostname", "scan_interval", "max_file_size", "labels"}
 _STORE_KEYS = {
     "name", "type", "paths", "exclude", "labels", "password", "password_file", "password_env",
-    "follow_symlinks",
+    "follow_symlinks", "reload", "verify", "verify_timeout",
 }
-_TOP_KEYS = {"agent", "store", "collector"}
+_TOP_KEYS = {"agent", "store", "collector", "reload"}
+_RELOAD_KEYS = {"command", "timeout"}
+_VERIFY_KEYS = {"host", "port", "sni", "ca_file"}
+_ACTION_NAME = re.compile(r"[A-Za-z0-9_.\-]+")
 
 DEFAULT_SCAN_INTERVAL = 15 * 60.0
 DEFAULT_MAX_FILE_SIZE = 10 * 1024 * 1024
+DEFAULT_RELOAD_TIMEOUT = 30.0
+DEFAULT_VERIFY_TIMEOUT = 10.0
 
 
 class Secret:
@@ -95,6 +108,38 @@ class Secret:
 
 
 @dataclass(frozen=True)
+class ReloadAction:
+    """One ``[reload.<name>]`` table: a command the agent may run after an install.
+
+    ``command`` is an argument list run without a shell; ``timeout`` is in seconds.
+    """
+
+    name: str
+    command: tuple[str, ...]
+    timeout: float = DEFAULT_RELOAD_TIMEOUT
+
+
+@dataclass(frozen=True)
+class VerifyEndpoint:
+    """A TLS endpoint that must serve a store's certificate after an install.
+
+    ``sni`` is the server name sent and checked against the certificate
+    (default: ``host``); ``ca_file`` a PEM bundle of the roots to validate the
+    served chain with (default: the installed chain's root, else the system
+    trust store).
+    """
+
+    host: str
+    port: int
+    sni: str | None = None
+    ca_file: str | None = None
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}" + (f" (SNI {self.sni})" if self.sni else "")
+
+
+@dataclass(frozen=True)
 class StoreConfig:
     """One ``[[store]]`` table. Paths are absolute and normalised."""
 
@@ -107,6 +152,9 @@ class StoreConfig:
     password_file: str | None = None
     password_env: str | None = None
     follow_symlinks: bool = True
+    reload: str | None = None                       # name of a [reload.<name>] action
+    verify: tuple[VerifyEndpoint, ...] = ()
+    verify_timeout: float = DEFAULT_VERIFY_TIMEOUT  # seconds
 
     @property
     def has_password_source(self) -> bool:
@@ -173,6 +221,24 @@ class AgentConfig:
     labels: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     stores: tuple[StoreConfig, ...] = ()
     collector: Mapping[str, Any] = field(default_factory=dict)
+    reload_actions: Mapping[str, ReloadAction] = field(default_factory=lambda: MappingProxyType({}))
+
+    def reload_action(self, name: str) -> ReloadAction:
+        """The reload action called ``name``.
+
+        Raises :class:`~agent.errors.ReloadNotAllowed` when this agent's
+        configuration does not define it: the collector can name only actions
+        the agent allows.
+        """
+        action = self.reload_actions.get(name) if isinstance(name, str) else None
+        if action is None:
+            allowed = ", ".join(sorted(self.reload_actions)) or "none are configured"
+            where = f" in {self.config_path}" if self.config_path else ""
+            raise ReloadNotAllowed(
+                f"reload action {name!r} is not allowed by this agent (allowed: {allowed}); "
+                f"define it as a [reload.{name if isinstance(name, str) else 'NAME'}] table{where}"
+            )
+        return action
 
     def store(self, name: str) -> StoreConfig:
         """The store called ``name``; KeyError when there is none."""
@@ -361,7 +427,7 @@ def parse_config(text: str, path: Path | None = None, world_readable: bool = Fal
         if key not in _TOP_KEYS:
             raise ConfigError(
                 f"{where(None, 0, key) if not isinstance(doc[key], dict) else where(key)}: "
-                f"unknown key {key!r} (expected [agent], [collector] or [[store]] tables)"
+                f"unknown key {key!r} (expected [agent], [collector], [reload.<name>] or [[store]] tables)"
             )
 
     agent = doc.get("agent", {})
@@ -403,6 +469,8 @@ def parse_config(text: str, path: Path | None = None, world_readable: bool = Fal
     if not isinstance(collector, dict):
         raise ConfigError(f"{where(None, 0, 'collector')}: 'collector' must be a table ([collector])")
 
+    reload_actions = _reload_actions(doc.get("reload", {}), where)
+
     stores_raw = doc.get("store", [])
     if not isinstance(stores_raw, list):
         raise ConfigError(f"{where('store')}: stores must be written as [[store]] tables")
@@ -413,12 +481,97 @@ def parse_config(text: str, path: Path | None = None, world_readable: bool = Fal
         if store.name in names:
             raise ConfigError(f"{where('store', i, 'name')}: store name {store.name!r} is used twice")
         names.add(store.name)
+        if store.reload is not None and store.reload not in reload_actions:
+            allowed = ", ".join(sorted(reload_actions)) or "none are configured"
+            raise ConfigError(
+                f"{where('store', i, 'reload')}: store {store.name!r}: reload action {store.reload!r} "
+                f"is not defined (add a [reload.{store.reload}] table; defined: {allowed})"
+            )
         stores.append(store)
 
     return AgentConfig(
         config_path=path, data_dir=data_dir, hostname=hostname, scan_interval=scan_interval,
         max_file_size=max_file_size, labels=labels, stores=tuple(stores), collector=collector,
+        reload_actions=reload_actions,
     )
+
+
+def _reload_actions(raw: Any, where: _Where) -> Mapping[str, ReloadAction]:
+    """The ``[reload.<name>]`` tables."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where(None, 0, 'reload')}: 'reload' must hold tables such as [reload.nginx]")
+    out: dict[str, ReloadAction] = {}
+    for name, table in raw.items():
+        section = f"reload.{name}"
+
+        def err(key: str | None, msg: str) -> ConfigError:
+            return ConfigError(f"{where(section, 0, key)}: [reload.{name}]: {msg}")
+
+        if not _ACTION_NAME.fullmatch(name):
+            raise err(None, "action names may use letters, digits, '.', '_' and '-' only")
+        if not isinstance(table, dict):
+            raise ConfigError(
+                f"{where(None, 0, 'reload')}: reload {name!r} must be a table such as "
+                f"[reload.{name}] with command = [\"...\", \"...\"]"
+            )
+        for key in table:
+            if key not in _RELOAD_KEYS:
+                raise err(key, f"unknown key {key!r} (known keys: {', '.join(sorted(_RELOAD_KEYS))})")
+        if "command" not in table:
+            raise err(None, "'command' is required: an argument list such as [\"/usr/sbin/nginx\", \"-s\", \"reload\"]")
+        command = table["command"]
+        if isinstance(command, str):
+            raise err(
+                "command",
+                "command must be an argument list such as [\"/usr/sbin/nginx\", \"-s\", \"reload\"], not a "
+                "string: certfleet never runs commands through a shell",
+            )
+        if (not isinstance(command, list) or not command
+                or not all(isinstance(a, str) for a in command) or not command[0].strip()):
+            raise err("command", "command must be a non-empty list of strings (the program, then its arguments)")
+        if any("\0" in a for a in command):
+            raise err("command", "command arguments must not contain NUL characters")
+        try:
+            timeout = parse_duration(table.get("timeout", DEFAULT_RELOAD_TIMEOUT))
+        except ValueError as e:
+            raise err("timeout", str(e)) from None
+        if timeout <= 0:
+            raise err("timeout", "timeout must be more than 0 seconds")
+        out[name] = ReloadAction(name=name, command=tuple(command), timeout=timeout)
+    return MappingProxyType(out)
+
+
+def _verify_endpoints(value: Any, base: Path, err: Any) -> tuple[VerifyEndpoint, ...]:
+    if isinstance(value, dict):
+        value = [value]
+    if not isinstance(value, list):
+        raise err("verify", "verify must be a list of tables such as [{ host = \"127.0.0.1\", port = 443, "
+                            "sni = \"www.example.net\" }]")
+    out = []
+    for n, ep in enumerate(value, 1):
+        what = f"verify endpoint {n}"
+        if not isinstance(ep, dict):
+            raise err("verify", f"{what} must be a table such as {{ host = \"127.0.0.1\", port = 443 }}")
+        for key in ep:
+            if key not in _VERIFY_KEYS:
+                raise err("verify", f"{what}: unknown key {key!r} (known keys: {', '.join(sorted(_VERIFY_KEYS))})")
+        host = ep.get("host", "127.0.0.1")
+        if not isinstance(host, str) or not host.strip():
+            raise err("verify", f"{what}: host must be a non-empty string")
+        port = ep.get("port")
+        if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+            raise err("verify", f"{what}: port is required and must be a number from 1 to 65535")
+        sni = ep.get("sni")
+        if sni is not None and (not isinstance(sni, str) or not sni.strip()):
+            raise err("verify", f"{what}: sni must be a non-empty host name")
+        ca_file = ep.get("ca_file")
+        if ca_file is not None:
+            if not isinstance(ca_file, str) or not ca_file.strip():
+                raise err("verify", f"{what}: ca_file must be a non-empty path")
+            ca_file = str(_resolve(ca_file, base))
+        out.append(VerifyEndpoint(host=host.strip().strip("[]"), port=port,
+                                  sni=sni.strip() if sni else None, ca_file=ca_file))
+    return tuple(out)
 
 
 def _resolve(value: str, base: Path) -> Path:
@@ -520,7 +673,19 @@ def _store(s: Any, i: int, base: Path, where: _Where, world_readable: bool) -> S
             raise err("password_env", "password_env must be an environment variable name")
         password_env = v
 
+    reload_name = s.get("reload")
+    if reload_name is not None and (not isinstance(reload_name, str) or not reload_name.strip()):
+        raise err("reload", "reload must name a [reload.<name>] action, e.g. reload = \"nginx\"")
+    verify = _verify_endpoints(s.get("verify", []), base, err)
+    try:
+        verify_timeout = parse_duration(s.get("verify_timeout", DEFAULT_VERIFY_TIMEOUT))
+    except ValueError as e:
+        raise err("verify_timeout", str(e)) from None
+    if verify_timeout <= 0:
+        raise err("verify_timeout", "verify_timeout must be more than 0 seconds")
+
     return StoreConfig(
         name=name, type=stype, paths=paths, exclude=exclude, labels=labels, password=password,
         password_file=password_file, password_env=password_env, follow_symlinks=follow,
+        reload=reload_name.strip() if reload_name else None, verify=verify, verify_timeout=verify_timeout,
     )

@@ -29,3 +29,39 @@ class PasswordUnavailable(AgentError):
 
 class IdentityError(AgentError):
     """The agent's enrollment identity is missing, inconsistent or cannot be obtained."""
+
+
+class KeySpecError(AgentError):
+    """A requested key type is not one the agent makes (see agent.keys.KEY_SPECS)."""
+
+
+class ReloadNotAllowed(AgentError):
+    """A reload action was named that the agent's own configuration does not define."""
+
+
+class ReloadFailed(AgentError):
+    """A reload action exited non-zero, timed out or could not be started.
+
+    ``exit_code`` is None when the command timed out or could not start;
+    ``stderr_tail`` holds the last lines it wrote to stderr (never a secret:
+    certfleet passes no secrets on command lines).
+    """
+
+    def __init__(self, message: str, exit_code: int | None = None, stderr_tail: str = "",
+                 timed_out: bool = False) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.stderr_tail = stderr_tail
+        self.timed_out = timed_out
+
+
+class ProbeError(AgentError):
+    """A TLS endpoint could not be reached, timed out or failed the handshake."""
+
+
+class StoreWriteError(AgentError):
+    """A store cannot be rewritten: it changed, holds what cannot be kept, or the write failed."""
+
+
+class InstallError(AgentError):
+    """An install request is inconsistent (for example a certificate that is not for the new key)."""

@@ -8,11 +8,13 @@ import threading
 
 import grpc
 
+from agent.commands import CommandHandler, CommandStream, JobDir
 from agent.config import AgentConfig
 from agent.errors import AgentError
 from agent.identity import AgentIdentity, identity_dir, load_identity, make_key_and_csr, save_identity
 from agent.scanner import Scanner
 from agent.sync import SyncError, SyncOutcome, Syncer, describe_rpc_error
+from agent.inventory import LocationKey
 from certfleet.v1 import agent_pb2, agent_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -84,13 +86,52 @@ class AgentService:
         self.renew_identity_if_due(utcnow())
         return self._connect().sync(full=full)
 
+    def _channel(self) -> grpc.Channel:
+        return grpc.secure_channel(
+            self.identity.endpoint, self.identity.channel_credentials(),
+            options=[("grpc.max_send_message_length", MAX_MESSAGE), ("grpc.max_receive_message_length", MAX_MESSAGE),
+                     ("grpc.keepalive_time_ms", 30000), ("grpc.keepalive_permit_without_calls", 1)],
+        )
+
+    def install_for_job(self, job: JobDir, cmd: agent_pb2.InstallCertificate, key) -> agent_pb2.JobUpdate:  # noqa: ANN001
+        """Install a certificate issued for a job: check, back up, write, reload, verify, roll back (agent.install)."""
+        from cryptography import x509
+        from cryptography.hazmat.primitives.serialization import Encoding
+
+        from agent.install import InstallRequest, install
+
+        loc = LocationKey(cmd.location.store_type, cmd.location.path, cmd.location.alias, cmd.location.chain_index)
+        anchor = (x509.load_der_x509_certificate(cmd.trust_anchor_der).public_bytes(Encoding.PEM)
+                  if cmd.trust_anchor_der else None)
+        try:
+            req = InstallRequest.from_config(
+                self.config, job_id=cmd.job_id, location=loc, key=key, cert_der=cmd.certificate_der,
+                chain_ders=list(cmd.chain_der), expected_old_fingerprint=cmd.expected_old_fingerprint,
+                ca_bundle=anchor,
+            )
+        except AgentError as e:
+            return agent_pb2.JobUpdate(job_id=cmd.job_id, state="failed", reason=str(e))
+        log.info("job %s: installing into %s", cmd.job_id, loc.path)
+        result = install(req, data_dir=self.config.data_dir)
+        log.info("job %s: %s %s", cmd.job_id, result.state, result.reason)
+        return agent_pb2.JobUpdate(
+            job_id=cmd.job_id, state=result.state, reason=result.reason,
+            served_fingerprint=result.served_fingerprint or "", reload_seconds=result.reload_seconds or 0.0,
+            steps=[agent_pb2.JobStep(step=st.step, ok=st.ok, detail=st.detail, seconds=st.seconds) for st in result.steps],
+        )
+
     def run_forever(self, stop: threading.Event, rng: random.Random) -> None:
         failures = 0
         interval = float(self.config.scan_interval)
         log.info("agent %s running: every %.0fs to %s", self.identity.agent_id, interval, self.identity.endpoint)
+        wake = threading.Event()   # an install or a collector request makes the next report come at once
+        handler = CommandHandler(self.config, self.install_for_job, on_installed=wake.set)
+        stream = CommandStream(self._channel, handler, sorted(self.config.reload_actions), rng)
+        threading.Thread(target=stream.run_forever, args=(stop,), name="commands", daemon=True).start()
         while not stop.is_set():
             try:
-                self.run_once()
+                self.run_once(full=handler.full_report_requested.is_set())
+                handler.full_report_requested.clear()
                 failures = 0
             except AgentError as e:
                 failures += 1
@@ -100,7 +141,13 @@ class AgentService:
                 failures += 1
                 log.exception("unexpected error during sync (%d in a row)", failures)
                 self._reconnect()
-            stop.wait(next_delay(failures, interval, rng))
+            deadline = next_delay(failures, interval, rng)
+            wake.clear()
+            waited = 0.0
+            while waited < deadline and not stop.is_set() and not wake.is_set() \
+                    and not handler.full_report_requested.is_set():
+                stop.wait(min(1.0, deadline - waited))
+                waited += 1.0
         if self.channel is not None:
             self.channel.close()
         log.info("agent stopped")

@@ -130,6 +130,99 @@ def cmd_agents_revoke(stub: admin_pb2_grpc.AdminServiceStub, ns: argparse.Namesp
     return 0
 
 
+FINAL_STATES = {"verified", "failed", "rolled_back", "cancelled"}
+
+
+def _job_line(j: admin_pb2.JobInfo) -> str:
+    where = f"{j.hostname}:{j.path}" + (f" [{j.alias}]" if j.alias else "")
+    return f"{j.job_id[:8]}  {j.state:<12} {where}"
+
+
+def follow_jobs(stub: admin_pb2_grpc.AdminServiceStub, job_ids: list[str], timeout: float, out=sys.stdout) -> int:  # noqa: ANN001
+    """Print each job's state changes until all are final; 0 only if all verified."""
+    import time
+
+    seen: dict[str, int] = {}
+    deadline = time.monotonic() + timeout
+    final: dict[str, admin_pb2.JobInfo] = {}
+    while len(final) < len(job_ids):
+        for jid in job_ids:
+            if jid in final:
+                continue
+            j = stub.GetJob(admin_pb2.GetJobRequest(job_id=jid), timeout=TIMEOUT)
+            for ev in j.events[seen.get(jid, 0):]:
+                at = cliformat.ts(ev.at)
+                out.write(f"  {at.strftime('%H:%M:%S')}  {jid[:8]}  {ev.to_state:<12} {ev.reason}\n")
+            out.flush()
+            seen[jid] = len(j.events)
+            if j.state in FINAL_STATES or j.state == "stuck":
+                final[jid] = j
+        if len(final) < len(job_ids):
+            if time.monotonic() > deadline:
+                out.write(f"gave up waiting after {timeout:.0f}s; the jobs go on: certfleet jobs show ID\n")
+                return 1
+            time.sleep(0.3)
+    ok = all(j.state == "verified" for j in final.values())
+    for j in final.values():
+        line = f"{j.job_id[:8]}: {j.state}"
+        if j.state == "verified":
+            line += f", now serving {j.served_fingerprint[:16] or j.new_fingerprint[:16]}"
+        elif j.reason:
+            line += f": {j.reason}"
+        out.write(line + "\n")
+    return 0 if ok else 1
+
+
+def cmd_renew(stub: admin_pb2_grpc.AdminServiceStub, ns: argparse.Namespace) -> int:
+    r = stub.Renew(admin_pb2.RenewRequest(
+        fingerprint_prefix=ns.fingerprint, path=ns.path or "", alias=ns.alias or "", agent_id=ns.agent or "",
+        template=ns.template or "", reason=ns.reason or "",
+    ), timeout=TIMEOUT)
+    for j in r.jobs:
+        print(f"job {j.job_id} ({j.state}) for {j.hostname}:{j.path}" + (f" [{j.alias}]" if j.alias else ""))
+    if not ns.wait:
+        return 0
+    return follow_jobs(stub, [j.job_id for j in r.jobs], ns.timeout)
+
+
+def cmd_jobs_list(stub: admin_pb2_grpc.AdminServiceStub, ns: argparse.Namespace) -> int:
+    r = stub.ListJobs(admin_pb2.ListJobsRequest(state=ns.state or "", limit=ns.limit), timeout=TIMEOUT)
+    now = utcnow()
+    if ns.format == "json":
+        print(cliformat.dumps([cliformat.job_dict(j) for j in r.jobs]))
+    else:
+        sys.stdout.write(cliformat.jobs_table(r.jobs, now, width()))
+    return 0
+
+
+def cmd_jobs_show(stub: admin_pb2_grpc.AdminServiceStub, ns: argparse.Namespace) -> int:
+    j = stub.GetJob(admin_pb2.GetJobRequest(job_id=ns.job), timeout=TIMEOUT)
+    if ns.format == "json":
+        print(cliformat.dumps(cliformat.job_dict(j)))
+    else:
+        sys.stdout.write(cliformat.job_detail(j))
+    return 0
+
+
+def cmd_jobs_retry(stub: admin_pb2_grpc.AdminServiceStub, ns: argparse.Namespace) -> int:
+    j = stub.RetryJob(admin_pb2.GetJobRequest(job_id=ns.job), timeout=TIMEOUT)
+    print(f"job {j.job_id} is {j.state} again (attempt {j.attempts + 1})")
+    return follow_jobs(stub, [j.job_id], ns.timeout) if ns.wait else 0
+
+
+def cmd_jobs_cancel(stub: admin_pb2_grpc.AdminServiceStub, ns: argparse.Namespace) -> int:
+    j = stub.CancelJob(admin_pb2.GetJobRequest(job_id=ns.job, reason=ns.reason or ""), timeout=TIMEOUT)
+    print(f"job {j.job_id} {j.state}")
+    return 0
+
+
+def cmd_revoke(stub: admin_pb2_grpc.AdminServiceStub, ns: argparse.Namespace) -> int:
+    r = stub.RevokeCertificate(admin_pb2.RevokeCertificateRequest(fingerprint_prefix=ns.fingerprint, reason=ns.reason),
+                               timeout=TIMEOUT)
+    print(f"revoked {r.fingerprint_sha256} through issuer {r.issuer} ({ns.reason})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="certfleet", description="certfleet admin CLI")
     p.add_argument("--version", action="version", version=f"certfleet {__version__}")
@@ -169,6 +262,42 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("agent", help="agent id")
     s.add_argument("--reason", default="", help="why (kept in the registry)")
     s.set_defaults(func=cmd_agents_revoke)
+
+    s = sub.add_parser("renew", help="renew a certificate at every location that holds it (or one)")
+    s.add_argument("fingerprint", help="SHA-256 fingerprint or a unique prefix")
+    s.add_argument("--location", dest="path", metavar="PATH", help="only the location with this path")
+    s.add_argument("--alias", help="with --location: the keystore alias")
+    s.add_argument("--agent", help="only locations on this agent")
+    s.add_argument("--template", help="issuance template (default: the collector's default)")
+    s.add_argument("--reason", help="why (kept with the job)")
+    s.add_argument("--wait", action="store_true", help="follow the job(s) to the end; exit 0 only if verified")
+    s.add_argument("--timeout", type=float, default=600, help="seconds to wait with --wait (default 600)")
+    s.set_defaults(func=cmd_renew)
+
+    jobs = sub.add_parser("jobs", help="renewal jobs").add_subparsers(dest="action", required=True)
+    s = jobs.add_parser("list", help="recent jobs, newest first")
+    s.add_argument("--state", help="only jobs in this state")
+    s.add_argument("--limit", type=int, default=50)
+    s.add_argument("--format", choices=["table", "json"], default="table")
+    s.set_defaults(func=cmd_jobs_list)
+    s = jobs.add_parser("show", help="one job with its history")
+    s.add_argument("job", help="job id or a unique prefix")
+    s.add_argument("--format", choices=["table", "json"], default="table")
+    s.set_defaults(func=cmd_jobs_show)
+    s = jobs.add_parser("retry", help="start a stuck job again")
+    s.add_argument("job")
+    s.add_argument("--wait", action="store_true")
+    s.add_argument("--timeout", type=float, default=600)
+    s.set_defaults(func=cmd_jobs_retry)
+    s = jobs.add_parser("cancel", help="cancel a job that has not finished")
+    s.add_argument("job")
+    s.add_argument("--reason")
+    s.set_defaults(func=cmd_jobs_cancel)
+
+    s = sub.add_parser("revoke", help="revoke a certificate at its issuer")
+    s.add_argument("fingerprint", help="SHA-256 fingerprint or a unique prefix")
+    s.add_argument("--reason", required=True, help="RFC 5280 reason: keyCompromise, superseded, cessationOfOperation, ...")
+    s.set_defaults(func=cmd_revoke)
     return p
 
 

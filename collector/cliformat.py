@@ -268,3 +268,70 @@ def _ago(delta: dt.timedelta) -> str:
 
 def dumps(obj: Any) -> str:
     return json.dumps(obj, indent=2, sort_keys=False)
+
+
+def job_dict(j: admin_pb2.JobInfo) -> dict[str, Any]:
+    return {
+        "job_id": j.job_id,
+        "kind": j.kind,
+        "state": j.state,
+        "reason": j.reason,
+        "agent": j.agent_id,
+        "host": j.hostname,
+        "store_type": j.store_type,
+        "path": j.path,
+        "alias": j.alias,
+        "chain_index": j.chain_index,
+        "template": j.template,
+        "old_fingerprint": j.old_fingerprint,
+        "new_fingerprint": j.new_fingerprint or None,
+        "served_fingerprint": j.served_fingerprint or None,
+        "attempts": j.attempts,
+        "requested_by": j.requested_by,
+        "created_at": iso(ts(j.created_at, j.HasField("created_at"))),
+        "updated_at": iso(ts(j.updated_at, j.HasField("updated_at"))),
+        "deadline": iso(ts(j.deadline, j.HasField("deadline"))),
+        "finished_at": iso(ts(j.finished_at, j.HasField("finished_at"))),
+        "result": json.loads(j.result_detail) if j.result_detail else None,
+        "events": [
+            {"at": iso(ts(e.at)), "from": e.from_state, "to": e.to_state, "reason": e.reason, "actor": e.actor}
+            for e in j.events
+        ],
+    }
+
+
+def jobs_table(jobs: Iterable[admin_pb2.JobInfo], now: dt.datetime, width: int) -> str:
+    rows = []
+    for j in jobs:
+        created = ts(j.created_at, j.HasField("created_at"))
+        rows.append([
+            j.job_id[:8], j.state, _ago(now - created) if created else "-",
+            f"{j.hostname}:{j.path}" + (f" [{j.alias}]" if j.alias else ""), j.template, j.reason,
+        ])
+    if not rows:
+        return "no jobs\n"
+    return render_table(["JOB", "STATE", "CREATED", "WHERE", "TEMPLATE", "REASON"], rows, width, flex=5)
+
+
+def job_detail(j: admin_pb2.JobInfo) -> str:
+    d = job_dict(j)
+    lines = [
+        f"Job:          {d['job_id']} ({d['kind']})",
+        f"State:        {d['state']}" + (f" - {d['reason']}" if d["reason"] else ""),
+        f"Where:        {d['host']}:{d['path']}" + (f" alias={d['alias']}" if d["alias"] else "") + f" ({d['store_type']})",
+        f"Template:     {d['template']}",
+        f"Old cert:     {d['old_fingerprint']}",
+        f"New cert:     {d['new_fingerprint'] or '-'}",
+        f"Served now:   {d['served_fingerprint'] or '-'}",
+        f"Requested by: {d['requested_by']} at {d['created_at']}; deadline {d['deadline']}; attempts {d['attempts']}",
+        "History:",
+    ]
+    for e in d["events"]:
+        lines.append(f"  {e['at']}  {e['from'] or '-':>12} -> {e['to']:<12} {e['reason']}  ({e['actor']})")
+    if d["result"]:
+        lines.append("Install steps:")
+        for st in d["result"].get("steps", []):
+            lines.append(f"  {'ok ' if st['ok'] else 'FAIL'} {st['step']:<8} {st['seconds']:.2f}s  {st['detail']}")
+        if d["result"].get("reload_seconds"):
+            lines.append(f"  service reload took {d['result']['reload_seconds']:.2f}s")
+    return "\n".join(lines) + "\n"

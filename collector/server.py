@@ -22,9 +22,11 @@ from collector.api.admin import AdminServicer
 from collector.api.agents import AgentServicer
 from collector.api.auth import Authenticator
 from collector.api.enrollment import EnrollmentServicer
-from collector.config import CollectorConfig
+from collector.api.hub import AgentHub
+from collector.config import CollectorConfig, ConfigError
 from collector.pki import CollectorCA
 from collector.registry.repository import Registry
+from collector.renewal import RenewalService
 
 log = logging.getLogger(__name__)
 MAX_MESSAGE = 32 * 1024 * 1024
@@ -43,6 +45,28 @@ class CollectorState:
     ca: CollectorCA
     server_cert_pem: bytes   # server certificate followed by the CA certificate
     server_key_pem: bytes
+    renewal: RenewalService | None = None
+
+
+def build_renewal(config: CollectorConfig, registry: Registry, clock: Callable[[], dt.datetime]) -> RenewalService | None:
+    """Issuers and templates from the config's [issuers], [templates] and [renewal] tables; None when none are set."""
+    from collector.issuers.factory import build_issuers, check_template_issuers
+    from collector.templates import load_templates
+
+    issuers_cfg = config.extra.get("issuers")
+    if not issuers_cfg:
+        return None
+    base = config.path.resolve().parent if config.path else config.data_dir
+    issuers = build_issuers(issuers_cfg, config.data_dir, base_dir=base)
+    templates = load_templates(config.extra.get("templates"))
+    check_template_issuers(templates, issuers)
+    renewal_cfg = config.extra.get("renewal", {}) or {}
+    default = renewal_cfg.get("default_template", "")
+    if not default and len(templates) == 1:
+        default = next(iter(templates))
+    if default and default not in templates:
+        raise ConfigError(f"[renewal] default_template {default!r} is not a configured template")
+    return RenewalService(registry, issuers, templates, default, clock)
 
 
 def prepare(config: CollectorConfig, clock: Callable[[], dt.datetime] = utcnow) -> CollectorState:
@@ -53,9 +77,14 @@ def prepare(config: CollectorConfig, clock: Callable[[], dt.datetime] = utcnow) 
     ca = CollectorCA.load_or_create(config.pki_dir, now)
     cert_path, key_path = ca.server_identity(config.pki_dir, list(config.server_names), now)
     registry = Registry.open(config.database_url)
+    try:
+        renewal = build_renewal(config, registry, clock)
+    except BaseException:
+        registry.close()
+        raise
     return CollectorState(
         config=config, registry=registry, ca=ca,
-        server_cert_pem=cert_path.read_bytes(), server_key_pem=key_path.read_bytes(),
+        server_cert_pem=cert_path.read_bytes(), server_key_pem=key_path.read_bytes(), renewal=renewal,
     )
 
 
@@ -65,17 +94,21 @@ class CollectorServer:
         self.clock = clock
         cfg = state.config
         auth = Authenticator(state.registry)
+        self.hub = AgentHub()
         options = [
             ("grpc.max_receive_message_length", MAX_MESSAGE),
             ("grpc.max_send_message_length", MAX_MESSAGE),
         ]
         self.main = grpc.aio.server(options=options)
         agent_pb2_grpc.add_AgentServiceServicer_to_server(
-            AgentServicer(state.registry, state.ca, auth, dt.timedelta(seconds=cfg.agent_cert_lifetime), clock),
+            AgentServicer(state.registry, state.ca, auth, dt.timedelta(seconds=cfg.agent_cert_lifetime), clock,
+                          renewal=state.renewal, hub=self.hub),
             self.main,
         )
         admin_pb2_grpc.add_AdminServiceServicer_to_server(
-            AdminServicer(state.registry, state.ca, auth, cfg.enroll_endpoint, cfg.token_ttl, clock), self.main
+            AdminServicer(state.registry, state.ca, auth, cfg.enroll_endpoint, cfg.token_ttl, clock,
+                          renewal=state.renewal, hub=self.hub),
+            self.main,
         )
         self.enroll = grpc.aio.server(options=options)
         agent_pb2_grpc.add_EnrollmentServicer_to_server(
@@ -94,12 +127,25 @@ class CollectorServer:
     async def start(self) -> None:
         await self.main.start()
         await self.enroll.start()
+        self._sweeper = asyncio.create_task(self._sweep_forever()) if self.state.renewal else None
         log.info(
             "collector listening: agents/admin on %s (mutual TLS), enrollment on %s; CA fingerprint %s",
             self.state.config.listen, self.state.config.enroll_listen, self.state.ca.fingerprint_sha256,
         )
 
+    async def _sweep_forever(self, every: float = 30.0) -> None:
+        """Jobs past their deadline become stuck, visibly, whichever collector notices first."""
+        assert self.state.renewal is not None
+        while True:
+            try:
+                await asyncio.to_thread(self.state.renewal.sweep)
+            except Exception:  # noqa: BLE001 - keep sweeping
+                log.exception("stuck-job sweep failed")
+            await asyncio.sleep(every)
+
     async def stop(self, grace: float = 5.0) -> None:
+        if getattr(self, "_sweeper", None):
+            self._sweeper.cancel()
         await asyncio.gather(self.main.stop(grace), self.enroll.stop(grace))
 
 

@@ -12,11 +12,14 @@ import grpc
 from certfleet.v1 import admin_pb2, admin_pb2_grpc
 from collector import errors
 from collector.api import convert
-from collector.api.auth import ENROLL, MANAGE_AGENTS, READ, Authenticator
+from collector.api.auth import ENROLL, MANAGE_AGENTS, READ, RENEW, REVOKE, Authenticator
 from collector.api.errors import streaming, unary
+from collector.api.hub import AgentHub
 from collector.pki import CollectorCA
 from collector.registry.repository import Registry
 from collector.registry.types import CertFilter
+from collector.registry.types import LocationSelector
+from collector.renewal import RenewalService
 from collector.tokens import hash_token, new_token
 
 log = logging.getLogger(__name__)
@@ -43,7 +46,10 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     def __init__(
         self, registry: Registry, ca: CollectorCA, auth: Authenticator, enroll_endpoint: str,
         default_token_ttl: float, clock: Callable[[], dt.datetime],
+        renewal: RenewalService | None = None, hub: AgentHub | None = None,
     ) -> None:
+        self.renewal = renewal
+        self.hub = hub or AgentHub()
         self.registry = registry
         self.ca = ca
         self.auth = auth
@@ -116,3 +122,59 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             raise errors.NotFound(f"no active agent {request.agent_id}")
         log.info("agent %s revoked by %s", request.agent_id, caller.name)
         return admin_pb2.RevokeAgentResponse(revoked=True)
+
+    def _renewal(self) -> RenewalService:
+        if self.renewal is None:
+            raise errors.InvalidInput("renewal is not configured on this collector (no issuers/templates)")
+        return self.renewal
+
+    @unary
+    async def Renew(self, request, context):  # type: ignore[override]
+        caller = await self.auth.admin(context, RENEW)
+        where = LocationSelector(agent_id=request.agent_id, store_type=request.store_type, path=request.path,
+                               alias=request.alias)
+        jobs = await asyncio.to_thread(
+            self._renewal().request, request.fingerprint_prefix, where, request.template,
+            f"{caller.role}:{caller.name}", request.reason,
+        )
+        for job in jobs:
+            self.hub.notify(job.agent_id)
+        log.info("renewal of %s requested by %s: %d job(s)", request.fingerprint_prefix, caller.name, len(jobs))
+        return admin_pb2.RenewResponse(jobs=[convert.job_out(j) for j in jobs])
+
+    @unary
+    async def ListJobs(self, request, context):  # type: ignore[override]
+        await self.auth.admin(context, READ)
+        jobs = await asyncio.to_thread(
+            self._jobs().list, request.state or None, request.agent_id or None, request.limit or 100)
+        return admin_pb2.ListJobsResponse(jobs=[convert.job_out(j) for j in jobs])
+
+    def _jobs(self):  # noqa: ANN202
+        return self.registry.jobs
+
+    @unary
+    async def GetJob(self, request, context):  # type: ignore[override]
+        await self.auth.admin(context, READ)
+        return convert.job_out(await asyncio.to_thread(self._jobs().get, request.job_id))
+
+    @unary
+    async def RetryJob(self, request, context):  # type: ignore[override]
+        caller = await self.auth.admin(context, RENEW)
+        job = await asyncio.to_thread(self._jobs().retry, request.job_id, self.clock(), f"{caller.role}:{caller.name}")
+        self.hub.notify(job.agent_id)
+        return convert.job_out(job)
+
+    @unary
+    async def CancelJob(self, request, context):  # type: ignore[override]
+        caller = await self.auth.admin(context, RENEW)
+        job = await asyncio.to_thread(
+            self._jobs().cancel, request.job_id, self.clock(), f"{caller.role}:{caller.name}", request.reason or "cancelled")
+        return convert.job_out(job)
+
+    @unary
+    async def RevokeCertificate(self, request, context):  # type: ignore[override]
+        caller = await self.auth.admin(context, REVOKE)
+        fp, issuer = await asyncio.to_thread(
+            self._renewal().revoke, request.fingerprint_prefix, request.reason, f"{caller.role}:{caller.name}")
+        log.info("certificate %s revoked through %s by %s (%s)", fp, issuer, caller.name, request.reason)
+        return admin_pb2.RevokeCertificateResponse(fingerprint_sha256=fp, issuer=issuer)

@@ -15,10 +15,12 @@ from certfleet.v1 import agent_pb2, agent_pb2_grpc
 from collector import enrollment, errors
 from collector.api import convert
 from collector.api.auth import Authenticator
+from collector.api.hub import AgentHub
 from collector.api.errors import unary
 from collector.pki import CollectorCA
 from collector.registry.repository import Registry
 from collector.registry.types import ReportHeaderIn
+from collector.renewal import RenewalService
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +33,16 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     def __init__(
         self, registry: Registry, ca: CollectorCA, auth: Authenticator,
         cert_lifetime: dt.timedelta, clock: Callable[[], dt.datetime],
+        renewal: RenewalService | None = None, hub: AgentHub | None = None, poll_seconds: float = 2.0,
     ) -> None:
         self.registry = registry
         self.ca = ca
         self.auth = auth
         self.cert_lifetime = cert_lifetime
         self.clock = clock
+        self.renewal = renewal
+        self.hub = hub or AgentHub()
+        self.poll_seconds = poll_seconds
 
     @unary
     async def Report(
@@ -115,3 +121,50 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             ca_chain_der=[self.ca.cert_der],
             not_after=convert.dt_to_ts(cert.not_valid_after_utc),
         )
+
+    async def Connect(self, request_iterator, context: grpc.aio.ServicerContext) -> None:  # noqa: ANN001
+        """Commands down, job updates up, until the agent hangs up."""
+        try:
+            agent_id = await self.auth.agent(context)
+        except errors.CollectorError as e:
+            from collector.api.errors import status_for
+
+            await context.abort(status_for(e), str(e))
+            return
+        wake = self.hub.register(agent_id)
+        log.info("agent %s connected its command stream from %s", agent_id, context.peer())
+
+        async def read_updates() -> None:
+            while True:
+                msg = await context.read()
+                if msg is grpc.aio.EOF:
+                    return
+                if msg.HasField("job_update") and self.renewal is not None:
+                    try:
+                        await asyncio.to_thread(self.renewal.on_update, agent_id, msg.job_update)
+                    except errors.CollectorError as e:
+                        log.warning("job update from %s refused: %s", agent_id, e)
+                    except Exception:  # noqa: BLE001 - one bad update must not drop the stream
+                        log.exception("job update from %s failed", agent_id)
+                    wake.set()
+
+        reader = asyncio.create_task(read_updates())
+        try:
+            while not reader.done():
+                if self.renewal is not None:
+                    try:
+                        commands = await asyncio.to_thread(self.renewal.commands_for, agent_id)
+                    except Exception:  # noqa: BLE001
+                        log.exception("could not prepare commands for %s", agent_id)
+                        commands = []
+                    for cmd in commands:
+                        await context.write(cmd)
+                        log.info("sent %s to agent %s", cmd.command_id, agent_id)
+                wake.clear()
+                waiter = asyncio.create_task(wake.wait())
+                await asyncio.wait({waiter, reader}, timeout=self.poll_seconds, return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+        finally:
+            reader.cancel()
+            self.hub.unregister(agent_id, wake)
+            log.info("agent %s command stream closed", agent_id)

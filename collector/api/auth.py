@@ -23,11 +23,13 @@ from collector.registry.repository import Registry
 READ = "read"
 MANAGE_AGENTS = "manage_agents"
 ENROLL = "enroll"
+RENEW = "renew"
+REVOKE = "revoke"
 PERMISSIONS: dict[str, frozenset[str]] = {
-    "admin": frozenset({READ, MANAGE_AGENTS, ENROLL}),
-    "operator": frozenset({READ, MANAGE_AGENTS, ENROLL}),
+    "admin": frozenset({READ, MANAGE_AGENTS, ENROLL, RENEW, REVOKE}),
+    "operator": frozenset({READ, MANAGE_AGENTS, ENROLL, RENEW, REVOKE}),
     "auditor": frozenset({READ}),
-    "owner": frozenset({READ}),
+    "owner": frozenset({READ, RENEW}),   # issue 4 narrows this to what the owner's team owns
 }
 
 

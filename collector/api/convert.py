@@ -146,3 +146,36 @@ def agent_out(view: t.AgentView) -> admin_pb2.AgentInfo:
         ],
         labels=view.labels,
     )
+
+
+def job_out(view: t.JobView) -> admin_pb2.JobInfo:
+    import json
+
+    return admin_pb2.JobInfo(
+        job_id=view.job_id,
+        kind=view.kind,
+        agent_id=view.agent_id,
+        hostname=view.hostname,
+        store_type=view.store_type,
+        path=view.path,
+        alias=view.alias,
+        chain_index=view.chain_index,
+        old_fingerprint=view.old_fingerprint,
+        new_fingerprint=view.new_fingerprint,
+        template=view.template,
+        state=view.state,
+        reason=view.events[-1].reason if view.events else view.reason,
+        attempts=view.attempts,
+        created_at=dt_to_ts(view.created_at),
+        updated_at=dt_to_ts(view.updated_at),
+        deadline=dt_to_ts(view.deadline),
+        finished_at=dt_to_ts(view.finished_at),
+        requested_by=view.requested_by,
+        served_fingerprint=view.served_fingerprint,
+        events=[
+            admin_pb2.JobEventInfo(at=dt_to_ts(e.at), from_state=e.from_state, to_state=e.to_state, reason=e.reason,
+                                   actor=e.actor)
+            for e in view.events
+        ],
+        result_detail=json.dumps(view.result_detail) if view.result_detail is not None else "",
+    )

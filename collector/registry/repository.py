@@ -30,6 +30,7 @@ from collector.errors import (
 )
 from collector.registry import db
 from collector.registry.ingest import ReportTxn, chunked, dialect_insert, host_values
+from collector.registry.jobs import JobStore
 from collector.registry.models import (
     admin_identities,
     agents,
@@ -100,6 +101,11 @@ class Registry:
     @property
     def dialect(self) -> str:
         return self.engine.dialect.name
+
+    @property
+    def jobs(self) -> JobStore:
+        """Renewal jobs on this registry's database (see collector.registry.jobs)."""
+        return JobStore(self.engine)
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[Connection]:

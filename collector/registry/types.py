@@ -168,3 +168,76 @@ class AgentView:
     last_sequence: int
     location_count: int         # present locations
     errors: tuple[ScanErrorView, ...]
+
+
+# -- renewal jobs ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LocationSelector:
+    """Which locations of a certificate to renew. Empty fields (and a None chain index)
+    match anything; ``hostname`` compares case-insensitively."""
+
+    agent_id: str = ""
+    hostname: str = ""
+    store_type: str = ""
+    path: str = ""
+    alias: str = ""
+    chain_index: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobEvent:
+    """One change of a job's state, recorded in the transaction that made it."""
+
+    at: dt.datetime
+    from_state: str             # "" for the job's creation
+    to_state: str
+    reason: str
+    actor: str
+
+
+@dataclass(frozen=True, slots=True)
+class JobView:
+    job_id: str
+    kind: str                   # renew
+    agent_id: str
+    hostname: str
+    store_type: str
+    path: str
+    alias: str
+    chain_index: int
+    old_fingerprint: str
+    template: str
+    requested_by: str
+    reason: str
+    state: str                  # see collector.jobs.STATES
+    attempts: int               # transient failures so far (each went back to requested)
+    timeout: dt.timedelta       # the deadline's distance from the start (or from an operator's retry)
+    deadline: dt.datetime
+    next_attempt_at: dt.datetime
+    command_sent_at: dt.datetime | None
+    csr_der: bytes              # b"" until the agent sent its CSR
+    new_fingerprint: str        # "" until issued
+    certificate_der: bytes      # b"" until issued
+    chain_ders: tuple[bytes, ...]
+    served_fingerprint: str     # what the TLS probe saw after install; "" until then
+    result_detail: object       # JSON from the agent (install steps), None until reported
+    idempotency_key: str        # "" when the request carried none
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    finished_at: dt.datetime | None
+    events: tuple[JobEvent, ...] = ()    # filled by JobStore.get only
+
+    @property
+    def final(self) -> bool:
+        from collector.jobs import is_final
+
+        return is_final(self.state)
+
+    @property
+    def location_label(self) -> str:
+        where = f"{self.store_type}:{self.path}"
+        if self.alias:
+            where += f" [{self.alias}]"
+        return f"{where} #{self.chain_index}"

@@ -38,6 +38,7 @@ class Collector:
     workdir: pathlib.Path
     database_url: str = ""
     extra_config: str = ""          # more lines for the [collector] table
+    extra_tables: str = ""          # more tables after it ([issuers.x], [templates.y], ...)
     port: int = field(default_factory=free_port)
     enroll_port: int = field(default_factory=free_port)
     proc: subprocess.Popen | None = None
@@ -66,7 +67,7 @@ class Collector:
             lines.append(f'database_url = "{self.database_url}"')
         if self.extra_config:
             lines.append(self.extra_config)
-        self.config.write_text("\n".join(lines) + "\n")
+        self.config.write_text("\n".join(lines) + "\n" + self.extra_tables)
         self.log = open(self.workdir / "collector.log", "a")
         self.proc = subprocess.Popen(
             [str(BIN / "certfleet-collector"), "serve", "--config", str(self.config)],

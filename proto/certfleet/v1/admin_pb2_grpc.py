@@ -66,6 +66,36 @@ class AdminServiceStub:
                 request_serializer=certfleet_dot_v1_dot_admin__pb2.RevokeAgentRequest.SerializeToString,
                 response_deserializer=certfleet_dot_v1_dot_admin__pb2.RevokeAgentResponse.FromString,
                 _registered_method=True)
+        self.Renew = channel.unary_unary(
+                '/certfleet.v1.AdminService/Renew',
+                request_serializer=certfleet_dot_v1_dot_admin__pb2.RenewRequest.SerializeToString,
+                response_deserializer=certfleet_dot_v1_dot_admin__pb2.RenewResponse.FromString,
+                _registered_method=True)
+        self.ListJobs = channel.unary_unary(
+                '/certfleet.v1.AdminService/ListJobs',
+                request_serializer=certfleet_dot_v1_dot_admin__pb2.ListJobsRequest.SerializeToString,
+                response_deserializer=certfleet_dot_v1_dot_admin__pb2.ListJobsResponse.FromString,
+                _registered_method=True)
+        self.GetJob = channel.unary_unary(
+                '/certfleet.v1.AdminService/GetJob',
+                request_serializer=certfleet_dot_v1_dot_admin__pb2.GetJobRequest.SerializeToString,
+                response_deserializer=certfleet_dot_v1_dot_admin__pb2.JobInfo.FromString,
+                _registered_method=True)
+        self.RetryJob = channel.unary_unary(
+                '/certfleet.v1.AdminService/RetryJob',
+                request_serializer=certfleet_dot_v1_dot_admin__pb2.GetJobRequest.SerializeToString,
+                response_deserializer=certfleet_dot_v1_dot_admin__pb2.JobInfo.FromString,
+                _registered_method=True)
+        self.CancelJob = channel.unary_unary(
+                '/certfleet.v1.AdminService/CancelJob',
+                request_serializer=certfleet_dot_v1_dot_admin__pb2.GetJobRequest.SerializeToString,
+                response_deserializer=certfleet_dot_v1_dot_admin__pb2.JobInfo.FromString,
+                _registered_method=True)
+        self.RevokeCertificate = channel.unary_unary(
+                '/certfleet.v1.AdminService/RevokeCertificate',
+                request_serializer=certfleet_dot_v1_dot_admin__pb2.RevokeCertificateRequest.SerializeToString,
+                response_deserializer=certfleet_dot_v1_dot_admin__pb2.RevokeCertificateResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -110,6 +140,42 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Renew(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListJobs(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetJob(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RetryJob(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelJob(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeCertificate(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -142,6 +208,36 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.RevokeAgent,
                     request_deserializer=certfleet_dot_v1_dot_admin__pb2.RevokeAgentRequest.FromString,
                     response_serializer=certfleet_dot_v1_dot_admin__pb2.RevokeAgentResponse.SerializeToString,
+            ),
+            'Renew': grpc.unary_unary_rpc_method_handler(
+                    servicer.Renew,
+                    request_deserializer=certfleet_dot_v1_dot_admin__pb2.RenewRequest.FromString,
+                    response_serializer=certfleet_dot_v1_dot_admin__pb2.RenewResponse.SerializeToString,
+            ),
+            'ListJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListJobs,
+                    request_deserializer=certfleet_dot_v1_dot_admin__pb2.ListJobsRequest.FromString,
+                    response_serializer=certfleet_dot_v1_dot_admin__pb2.ListJobsResponse.SerializeToString,
+            ),
+            'GetJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetJob,
+                    request_deserializer=certfleet_dot_v1_dot_admin__pb2.GetJobRequest.FromString,
+                    response_serializer=certfleet_dot_v1_dot_admin__pb2.JobInfo.SerializeToString,
+            ),
+            'RetryJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetryJob,
+                    request_deserializer=certfleet_dot_v1_dot_admin__pb2.GetJobRequest.FromString,
+                    response_serializer=certfleet_dot_v1_dot_admin__pb2.JobInfo.SerializeToString,
+            ),
+            'CancelJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelJob,
+                    request_deserializer=certfleet_dot_v1_dot_admin__pb2.GetJobRequest.FromString,
+                    response_serializer=certfleet_dot_v1_dot_admin__pb2.JobInfo.SerializeToString,
+            ),
+            'RevokeCertificate': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeCertificate,
+                    request_deserializer=certfleet_dot_v1_dot_admin__pb2.RevokeCertificateRequest.FromString,
+                    response_serializer=certfleet_dot_v1_dot_admin__pb2.RevokeCertificateResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -308,6 +404,168 @@ class AdminService:
             '/certfleet.v1.AdminService/RevokeAgent',
             certfleet_dot_v1_dot_admin__pb2.RevokeAgentRequest.SerializeToString,
             certfleet_dot_v1_dot_admin__pb2.RevokeAgentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Renew(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/certfleet.v1.AdminService/Renew',
+            certfleet_dot_v1_dot_admin__pb2.RenewRequest.SerializeToString,
+            certfleet_dot_v1_dot_admin__pb2.RenewResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/certfleet.v1.AdminService/ListJobs',
+            certfleet_dot_v1_dot_admin__pb2.ListJobsRequest.SerializeToString,
+            certfleet_dot_v1_dot_admin__pb2.ListJobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/certfleet.v1.AdminService/GetJob',
+            certfleet_dot_v1_dot_admin__pb2.GetJobRequest.SerializeToString,
+            certfleet_dot_v1_dot_admin__pb2.JobInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RetryJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/certfleet.v1.AdminService/RetryJob',
+            certfleet_dot_v1_dot_admin__pb2.GetJobRequest.SerializeToString,
+            certfleet_dot_v1_dot_admin__pb2.JobInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/certfleet.v1.AdminService/CancelJob',
+            certfleet_dot_v1_dot_admin__pb2.GetJobRequest.SerializeToString,
+            certfleet_dot_v1_dot_admin__pb2.JobInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeCertificate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/certfleet.v1.AdminService/RevokeCertificate',
+            certfleet_dot_v1_dot_admin__pb2.RevokeCertificateRequest.SerializeToString,
+            certfleet_dot_v1_dot_admin__pb2.RevokeCertificateResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -42,6 +42,12 @@ class AdminServiceStub:
     ListAgents: _grpc.UnaryStreamMultiCallable[_admin_pb2.ListAgentsRequest, _admin_pb2.AgentPage]
     RequestResync: _grpc.UnaryUnaryMultiCallable[_admin_pb2.RequestResyncRequest, _admin_pb2.RequestResyncResponse]
     RevokeAgent: _grpc.UnaryUnaryMultiCallable[_admin_pb2.RevokeAgentRequest, _admin_pb2.RevokeAgentResponse]
+    Renew: _grpc.UnaryUnaryMultiCallable[_admin_pb2.RenewRequest, _admin_pb2.RenewResponse]
+    ListJobs: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListJobsRequest, _admin_pb2.ListJobsResponse]
+    GetJob: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetJobRequest, _admin_pb2.JobInfo]
+    RetryJob: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetJobRequest, _admin_pb2.JobInfo]
+    CancelJob: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetJobRequest, _admin_pb2.JobInfo]
+    RevokeCertificate: _grpc.UnaryUnaryMultiCallable[_admin_pb2.RevokeCertificateRequest, _admin_pb2.RevokeCertificateResponse]
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
@@ -57,6 +63,12 @@ class AdminServiceAsyncStub(AdminServiceStub):
     ListAgents: _aio.UnaryStreamMultiCallable[_admin_pb2.ListAgentsRequest, _admin_pb2.AgentPage]  # type: ignore[assignment]
     RequestResync: _aio.UnaryUnaryMultiCallable[_admin_pb2.RequestResyncRequest, _admin_pb2.RequestResyncResponse]  # type: ignore[assignment]
     RevokeAgent: _aio.UnaryUnaryMultiCallable[_admin_pb2.RevokeAgentRequest, _admin_pb2.RevokeAgentResponse]  # type: ignore[assignment]
+    Renew: _aio.UnaryUnaryMultiCallable[_admin_pb2.RenewRequest, _admin_pb2.RenewResponse]  # type: ignore[assignment]
+    ListJobs: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListJobsRequest, _admin_pb2.ListJobsResponse]  # type: ignore[assignment]
+    GetJob: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetJobRequest, _admin_pb2.JobInfo]  # type: ignore[assignment]
+    RetryJob: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetJobRequest, _admin_pb2.JobInfo]  # type: ignore[assignment]
+    CancelJob: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetJobRequest, _admin_pb2.JobInfo]  # type: ignore[assignment]
+    RevokeCertificate: _aio.UnaryUnaryMultiCallable[_admin_pb2.RevokeCertificateRequest, _admin_pb2.RevokeCertificateResponse]  # type: ignore[assignment]
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
     """Served on the collector's mutual-TLS listener; the caller must present an
@@ -105,5 +117,47 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _admin_pb2.RevokeAgentRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.RevokeAgentResponse, _abc.Awaitable[_admin_pb2.RevokeAgentResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def Renew(
+        self,
+        request: _admin_pb2.RenewRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.RenewResponse, _abc.Awaitable[_admin_pb2.RenewResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListJobs(
+        self,
+        request: _admin_pb2.ListJobsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ListJobsResponse, _abc.Awaitable[_admin_pb2.ListJobsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetJob(
+        self,
+        request: _admin_pb2.GetJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.JobInfo, _abc.Awaitable[_admin_pb2.JobInfo]]: ...
+
+    @_abc_1.abstractmethod
+    def RetryJob(
+        self,
+        request: _admin_pb2.GetJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.JobInfo, _abc.Awaitable[_admin_pb2.JobInfo]]: ...
+
+    @_abc_1.abstractmethod
+    def CancelJob(
+        self,
+        request: _admin_pb2.GetJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.JobInfo, _abc.Awaitable[_admin_pb2.JobInfo]]: ...
+
+    @_abc_1.abstractmethod
+    def RevokeCertificate(
+        self,
+        request: _admin_pb2.RevokeCertificateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.RevokeCertificateResponse, _abc.Awaitable[_admin_pb2.RevokeCertificateResponse]]: ...
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

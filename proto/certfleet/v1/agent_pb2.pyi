@@ -82,6 +82,258 @@ class EnrollResponse(_message.Message):
 Global___EnrollResponse: _TypeAlias = EnrollResponse  # noqa: Y015
 
 @_typing.final
+class AgentMessage(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HELLO_FIELD_NUMBER: _builtins.int
+    JOB_UPDATE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def hello(self) -> Global___AgentHello:
+        """first message on every stream"""
+
+    @_builtins.property
+    def job_update(self) -> Global___JobUpdate: ...
+    def __init__(
+        self,
+        *,
+        hello: Global___AgentHello | None = ...,
+        job_update: Global___JobUpdate | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "hello", b"hello", "job_update", b"job_update"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "hello", b"hello", "job_update", b"job_update"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["hello", "job_update"]  # noqa: Y015
+    _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
+
+Global___AgentMessage: _TypeAlias = AgentMessage  # noqa: Y015
+
+@_typing.final
+class AgentHello(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGENT_VERSION_FIELD_NUMBER: _builtins.int
+    RELOAD_ACTIONS_FIELD_NUMBER: _builtins.int
+    agent_version: _builtins.str
+    @_builtins.property
+    def reload_actions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """actions the agent's config allows"""
+
+    def __init__(
+        self,
+        *,
+        agent_version: _builtins.str = ...,
+        reload_actions: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_version", b"agent_version", "reload_actions", b"reload_actions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AgentHello: _TypeAlias = AgentHello  # noqa: Y015
+
+@_typing.final
+class CollectorCommand(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COMMAND_ID_FIELD_NUMBER: _builtins.int
+    PREPARE_RENEWAL_FIELD_NUMBER: _builtins.int
+    INSTALL_CERTIFICATE_FIELD_NUMBER: _builtins.int
+    REQUEST_FULL_REPORT_FIELD_NUMBER: _builtins.int
+    command_id: _builtins.str
+    @_builtins.property
+    def prepare_renewal(self) -> Global___PrepareRenewal: ...
+    @_builtins.property
+    def install_certificate(self) -> Global___InstallCertificate: ...
+    @_builtins.property
+    def request_full_report(self) -> Global___RequestFullReport: ...
+    def __init__(
+        self,
+        *,
+        command_id: _builtins.str = ...,
+        prepare_renewal: Global___PrepareRenewal | None = ...,
+        install_certificate: Global___InstallCertificate | None = ...,
+        request_full_report: Global___RequestFullReport | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "install_certificate", b"install_certificate", "prepare_renewal", b"prepare_renewal", "request_full_report", b"request_full_report"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "command_id", b"command_id", "install_certificate", b"install_certificate", "prepare_renewal", b"prepare_renewal", "request_full_report", b"request_full_report"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["prepare_renewal", "install_certificate", "request_full_report"]  # noqa: Y015
+    _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
+
+Global___CollectorCommand: _TypeAlias = CollectorCommand  # noqa: Y015
+
+@_typing.final
+class PrepareRenewal(_message.Message):
+    """Make a new key on the host and a CSR for these names."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    LOCATION_FIELD_NUMBER: _builtins.int
+    KEY_SPEC_FIELD_NUMBER: _builtins.int
+    COMMON_NAME_FIELD_NUMBER: _builtins.int
+    DNS_NAMES_FIELD_NUMBER: _builtins.int
+    IP_ADDRESSES_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    key_spec: _builtins.str
+    """rsa-2048, rsa-3072, rsa-4096, ec-p256, ec-p384"""
+    common_name: _builtins.str
+    @_builtins.property
+    def location(self) -> _common_pb2.LocationKey: ...
+    @_builtins.property
+    def dns_names(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def ip_addresses(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        location: _common_pb2.LocationKey | None = ...,
+        key_spec: _builtins.str = ...,
+        common_name: _builtins.str = ...,
+        dns_names: _abc.Iterable[_builtins.str] | None = ...,
+        ip_addresses: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["location", b"location"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["common_name", b"common_name", "dns_names", b"dns_names", "ip_addresses", b"ip_addresses", "job_id", b"job_id", "key_spec", b"key_spec", "location", b"location"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PrepareRenewal: _TypeAlias = PrepareRenewal  # noqa: Y015
+
+@_typing.final
+class InstallCertificate(_message.Message):
+    """Install the issued certificate with the key made for this job, reload, verify."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    LOCATION_FIELD_NUMBER: _builtins.int
+    CERTIFICATE_DER_FIELD_NUMBER: _builtins.int
+    CHAIN_DER_FIELD_NUMBER: _builtins.int
+    EXPECTED_OLD_FINGERPRINT_FIELD_NUMBER: _builtins.int
+    TRUST_ANCHOR_DER_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    certificate_der: _builtins.bytes
+    expected_old_fingerprint: _builtins.str
+    """what the registry believes is there now"""
+    trust_anchor_der: _builtins.bytes
+    """the issuer's root, to validate what the service serves (may be empty)"""
+    @_builtins.property
+    def location(self) -> _common_pb2.LocationKey: ...
+    @_builtins.property
+    def chain_der(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """issuer first"""
+
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        location: _common_pb2.LocationKey | None = ...,
+        certificate_der: _builtins.bytes = ...,
+        chain_der: _abc.Iterable[_builtins.bytes] | None = ...,
+        expected_old_fingerprint: _builtins.str = ...,
+        trust_anchor_der: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["location", b"location"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["certificate_der", b"certificate_der", "chain_der", b"chain_der", "expected_old_fingerprint", b"expected_old_fingerprint", "job_id", b"job_id", "location", b"location", "trust_anchor_der", b"trust_anchor_der"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InstallCertificate: _TypeAlias = InstallCertificate  # noqa: Y015
+
+@_typing.final
+class RequestFullReport(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RequestFullReport: _TypeAlias = RequestFullReport  # noqa: Y015
+
+@_typing.final
+class JobStep(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STEP_FIELD_NUMBER: _builtins.int
+    OK_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    SECONDS_FIELD_NUMBER: _builtins.int
+    step: _builtins.str
+    """check, backup, write, reload, verify, restore"""
+    ok: _builtins.bool
+    detail: _builtins.str
+    seconds: _builtins.float
+    def __init__(
+        self,
+        *,
+        step: _builtins.str = ...,
+        ok: _builtins.bool = ...,
+        detail: _builtins.str = ...,
+        seconds: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["detail", b"detail", "ok", b"ok", "seconds", b"seconds", "step", b"step"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JobStep: _TypeAlias = JobStep  # noqa: Y015
+
+@_typing.final
+class JobUpdate(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    CSR_DER_FIELD_NUMBER: _builtins.int
+    SERVED_FINGERPRINT_FIELD_NUMBER: _builtins.int
+    STEPS_FIELD_NUMBER: _builtins.int
+    RELOAD_SECONDS_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    state: _builtins.str
+    """csr_ready, installing, verified, rolled_back, failed"""
+    reason: _builtins.str
+    csr_der: _builtins.bytes
+    """with csr_ready"""
+    served_fingerprint: _builtins.str
+    reload_seconds: _builtins.float
+    @_builtins.property
+    def steps(self) -> _containers.RepeatedCompositeFieldContainer[Global___JobStep]: ...
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        state: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        csr_der: _builtins.bytes = ...,
+        served_fingerprint: _builtins.str = ...,
+        steps: _abc.Iterable[Global___JobStep] | None = ...,
+        reload_seconds: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["csr_der", b"csr_der", "job_id", b"job_id", "reason", b"reason", "reload_seconds", b"reload_seconds", "served_fingerprint", b"served_fingerprint", "state", b"state", "steps", b"steps"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JobUpdate: _TypeAlias = JobUpdate  # noqa: Y015
+
+@_typing.final
 class ReportHeader(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

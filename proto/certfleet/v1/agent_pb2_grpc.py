@@ -124,6 +124,11 @@ class AgentServiceStub:
                 request_serializer=certfleet_dot_v1_dot_agent__pb2.RenewIdentityRequest.SerializeToString,
                 response_deserializer=certfleet_dot_v1_dot_agent__pb2.RenewIdentityResponse.FromString,
                 _registered_method=True)
+        self.Connect = channel.stream_stream(
+                '/certfleet.v1.AgentService/Connect',
+                request_serializer=certfleet_dot_v1_dot_agent__pb2.AgentMessage.SerializeToString,
+                response_deserializer=certfleet_dot_v1_dot_agent__pb2.CollectorCommand.FromString,
+                _registered_method=True)
 
 
 class AgentServiceServicer:
@@ -146,6 +151,15 @@ class AgentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Connect(self, request_iterator, context):
+        """The agent's command stream. The agent opens it and keeps it open (hosts only
+        dial out); commands come down, job updates go up. Commands are idempotent:
+        the collector resends what was not acknowledged after a reconnect.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -158,6 +172,11 @@ def add_AgentServiceServicer_to_server(servicer, server):
                     servicer.RenewIdentity,
                     request_deserializer=certfleet_dot_v1_dot_agent__pb2.RenewIdentityRequest.FromString,
                     response_serializer=certfleet_dot_v1_dot_agent__pb2.RenewIdentityResponse.SerializeToString,
+            ),
+            'Connect': grpc.stream_stream_rpc_method_handler(
+                    servicer.Connect,
+                    request_deserializer=certfleet_dot_v1_dot_agent__pb2.AgentMessage.FromString,
+                    response_serializer=certfleet_dot_v1_dot_agent__pb2.CollectorCommand.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -216,6 +235,33 @@ class AgentService:
             '/certfleet.v1.AgentService/RenewIdentity',
             certfleet_dot_v1_dot_agent__pb2.RenewIdentityRequest.SerializeToString,
             certfleet_dot_v1_dot_agent__pb2.RenewIdentityResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Connect(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/certfleet.v1.AgentService/Connect',
+            certfleet_dot_v1_dot_agent__pb2.AgentMessage.SerializeToString,
+            certfleet_dot_v1_dot_agent__pb2.CollectorCommand.FromString,
             options,
             channel_credentials,
             insecure,

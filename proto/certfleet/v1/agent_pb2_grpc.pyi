@@ -75,6 +75,11 @@ class AgentServiceStub:
     """
     RenewIdentity: _grpc.UnaryUnaryMultiCallable[_agent_pb2.RenewIdentityRequest, _agent_pb2.RenewIdentityResponse]
     """Renew the agent's own client certificate with a new key made on the host."""
+    Connect: _grpc.StreamStreamMultiCallable[_agent_pb2.AgentMessage, _agent_pb2.CollectorCommand]
+    """The agent's command stream. The agent opens it and keeps it open (hosts only
+    dial out); commands come down, job updates go up. Commands are idempotent:
+    the collector resends what was not acknowledged after a reconnect.
+    """
 
 @_typing.type_check_only
 class AgentServiceAsyncStub(AgentServiceStub):
@@ -89,6 +94,11 @@ class AgentServiceAsyncStub(AgentServiceStub):
     """
     RenewIdentity: _aio.UnaryUnaryMultiCallable[_agent_pb2.RenewIdentityRequest, _agent_pb2.RenewIdentityResponse]  # type: ignore[assignment]
     """Renew the agent's own client certificate with a new key made on the host."""
+    Connect: _aio.StreamStreamMultiCallable[_agent_pb2.AgentMessage, _agent_pb2.CollectorCommand]  # type: ignore[assignment]
+    """The agent's command stream. The agent opens it and keeps it open (hosts only
+    dial out); commands come down, job updates go up. Commands are idempotent:
+    the collector resends what was not acknowledged after a reconnect.
+    """
 
 class AgentServiceServicer(metaclass=_abc_1.ABCMeta):
     """Served on the collector's mutual-TLS listener. The caller is the agent
@@ -112,5 +122,16 @@ class AgentServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_agent_pb2.RenewIdentityResponse, _abc.Awaitable[_agent_pb2.RenewIdentityResponse]]:
         """Renew the agent's own client certificate with a new key made on the host."""
+
+    @_abc_1.abstractmethod
+    def Connect(
+        self,
+        request_iterator: _MaybeAsyncIterator[_agent_pb2.AgentMessage],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_agent_pb2.CollectorCommand], _abc.AsyncIterator[_agent_pb2.CollectorCommand]]:
+        """The agent's command stream. The agent opens it and keeps it open (hosts only
+        dial out); commands come down, job updates go up. Commands are idempotent:
+        the collector resends what was not acknowledged after a reconnect.
+        """
 
 def add_AgentServiceServicer_to_server(servicer: AgentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,188 @@
+"""The agent's command stream: it dials the collector and keeps the stream open.
+
+Commands are idempotent here: a PrepareRenewal resent after a reconnect reuses
+the key already made for that job (a new CSR for the same key), and an
+InstallCertificate for a job that already finished resends the recorded result.
+Per-job state lives in ``<data_dir>/jobs/<job_id>/`` (the key, mode 0600, and
+the result), so a restart of the agent loses nothing either.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import pathlib
+import queue
+import random
+import re
+import threading
+from typing import Callable, Iterator
+
+import grpc
+
+from agent import __version__
+from agent.config import AgentConfig
+from agent.errors import AgentError
+from agent.keys import load_pem_private_key, make_csr, new_key, private_key_pem
+from certfleet.v1 import agent_pb2, agent_pb2_grpc
+
+log = logging.getLogger(__name__)
+_JOB_ID = re.compile(r"^[A-Za-z0-9-]{8,64}$")
+
+
+class JobDir:
+    """Files of one renewal job on this host."""
+
+    def __init__(self, data_dir: pathlib.Path, job_id: str) -> None:
+        if not _JOB_ID.match(job_id):
+            raise AgentError(f"refusing a job id that is not an id: {job_id!r}")
+        self.path = data_dir / "jobs" / job_id
+
+    @property
+    def key_path(self) -> pathlib.Path:
+        return self.path / "key.pem"
+
+    @property
+    def result_path(self) -> pathlib.Path:
+        return self.path / "result.json"
+
+    def key(self, spec: str):  # noqa: ANN201
+        """The job's key: made once, reused when the command comes again."""
+        if self.key_path.exists():
+            return load_pem_private_key(self.key_path.read_bytes())
+        self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        key = new_key(spec)
+        tmp = self.key_path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(private_key_pem(key))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.key_path)
+        return key
+
+    def existing_key(self):  # noqa: ANN201
+        if not self.key_path.exists():
+            raise AgentError("no key was made on this host for this job (was the agent's data directory reset?)")
+        return load_pem_private_key(self.key_path.read_bytes())
+
+    def save_result(self, update: agent_pb2.JobUpdate) -> None:
+        self.result_path.write_bytes(update.SerializeToString())
+        if update.state == "verified":
+            # The key now lives in the store; the job's copy is no longer needed.
+            try:
+                self.key_path.unlink()
+            except FileNotFoundError:
+                pass
+
+    def result(self) -> agent_pb2.JobUpdate | None:
+        if not self.result_path.exists():
+            return None
+        u = agent_pb2.JobUpdate()
+        u.ParseFromString(self.result_path.read_bytes())
+        return u
+
+
+class CommandHandler:
+    """Turns commands into job updates. Install work is delegated to ``installer``."""
+
+    def __init__(self, config: AgentConfig, installer: Callable[..., agent_pb2.JobUpdate],
+                 on_installed: Callable[[], None] | None = None) -> None:
+        self.config = config
+        self.installer = installer
+        self.on_installed = on_installed or (lambda: None)
+        self.full_report_requested = threading.Event()
+
+    def handle(self, cmd: agent_pb2.CollectorCommand) -> list[agent_pb2.JobUpdate]:
+        kind = cmd.WhichOneof("body")
+        if kind == "prepare_renewal":
+            return [self.prepare(cmd.prepare_renewal)]
+        if kind == "install_certificate":
+            return [self.install(cmd.install_certificate)]
+        if kind == "request_full_report":
+            self.full_report_requested.set()
+            return []
+        log.warning("ignoring unknown command %s", cmd.command_id)
+        return []
+
+    def prepare(self, p: agent_pb2.PrepareRenewal) -> agent_pb2.JobUpdate:
+        job = JobDir(self.config.data_dir, p.job_id)
+        try:
+            key = job.key(p.key_spec)
+            csr = make_csr(key, p.common_name or None, list(p.dns_names), list(p.ip_addresses))
+        except AgentError as e:
+            return agent_pb2.JobUpdate(job_id=p.job_id, state="failed", reason=f"key or CSR: {e}")
+        log.info("job %s: new %s key made on this host, CSR sent", p.job_id, p.key_spec)
+        return agent_pb2.JobUpdate(job_id=p.job_id, state="csr_ready", csr_der=csr)
+
+    def install(self, c: agent_pb2.InstallCertificate) -> agent_pb2.JobUpdate:
+        job = JobDir(self.config.data_dir, c.job_id)
+        done = job.result()
+        if done is not None:
+            return done   # already installed (or rolled back): say it again
+        try:
+            key = job.existing_key()
+        except AgentError as e:
+            update = agent_pb2.JobUpdate(job_id=c.job_id, state="failed", reason=str(e))
+        else:
+            update = self.installer(job, c, key)
+        job.save_result(update)
+        if update.state in ("verified", "rolled_back"):
+            self.on_installed()
+        return update
+
+
+class CommandStream:
+    """Keeps the stream to the collector open, with backoff and jitter between attempts."""
+
+    def __init__(self, channel_factory: Callable[[], grpc.Channel], handler: CommandHandler,
+                 reload_actions: list[str], rng: random.Random | None = None) -> None:
+        self.channel_factory = channel_factory
+        self.handler = handler
+        self.reload_actions = reload_actions
+        self.rng = rng or random.Random()
+        self.connected = threading.Event()
+
+    def _outgoing(self, out: "queue.Queue[agent_pb2.AgentMessage | None]") -> Iterator[agent_pb2.AgentMessage]:
+        yield agent_pb2.AgentMessage(hello=agent_pb2.AgentHello(agent_version=__version__,
+                                                               reload_actions=self.reload_actions))
+        while True:
+            msg = out.get()
+            if msg is None:
+                return
+            yield msg
+
+    def run_once(self, stop: threading.Event) -> None:
+        """One connection, until it drops or ``stop`` is set."""
+        out: queue.Queue[agent_pb2.AgentMessage | None] = queue.Queue()
+        channel = self.channel_factory()
+        stub = agent_pb2_grpc.AgentServiceStub(channel)
+        call = stub.Connect(self._outgoing(out))
+        stopper = threading.Thread(target=lambda: (stop.wait(), call.cancel()), daemon=True)
+        stopper.start()
+        try:
+            self.connected.set()
+            for cmd in call:
+                for update in self.handler.handle(cmd):
+                    out.put(agent_pb2.AgentMessage(job_update=update))
+        finally:
+            self.connected.clear()
+            out.put(None)
+            channel.close()
+
+    def run_forever(self, stop: threading.Event) -> None:
+        failures = 0
+        while not stop.is_set():
+            try:
+                self.run_once(stop)
+                failures = 0
+            except grpc.RpcError as e:
+                if stop.is_set():
+                    break
+                failures += 1
+                log.warning("command stream lost (%s): %s", e.code().name if hasattr(e, "code") else "error",
+                            e.details() if hasattr(e, "details") else e)
+            except Exception:  # noqa: BLE001 - the stream must come back
+                failures += 1
+                log.exception("command stream failed")
+            cap = min(60.0, 1.0 * 2 ** min(failures, 6))
+            stop.wait(self.rng.uniform(cap / 2, cap) if failures else 0.5)

@@ -1,0 +1,209 @@
+"""Renewal jobs from request to verified: the collector's half.
+
+The agent makes the key and the CSR and installs; the collector decides what
+to ask, issues through the template's issuer, and records every step on the
+job (collector/registry/jobs.py), so that any collector replica can carry a
+job forward and a restart loses nothing.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Callable, Mapping
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+
+from certfleet.v1 import agent_pb2, common_pb2
+from collector import errors
+from collector.issuers.base import Issuer
+from collector.registry.repository import Registry
+from collector.registry.types import LocationSelector
+from collector.templates import SubjectNames, Template, check_request
+
+log = logging.getLogger(__name__)
+
+JOB_TIMEOUT = dt.timedelta(minutes=30)
+
+
+def key_spec(template: Template) -> str:
+    if template.key_type == "rsa":
+        return f"rsa-{template.key_size}"
+    return "ec-" + template.curve.lower().replace("-", "")
+
+
+class RenewalService:
+    def __init__(
+        self, registry: Registry, issuers: Mapping[str, Issuer], templates: Mapping[str, Template],
+        default_template: str, clock: Callable[[], dt.datetime],
+    ) -> None:
+        self.registry = registry
+        self.issuers = issuers
+        self.templates = templates
+        self.default_template = default_template
+        self.clock = clock
+
+    def template(self, name: str) -> Template:
+        name = name or self.default_template
+        if not name:
+            raise errors.InvalidInput("no template named and no default template configured ([renewal] default_template)")
+        tpl = self.templates.get(name)
+        if tpl is None:
+            known = ", ".join(sorted(self.templates)) or "none configured"
+            raise errors.NotFound(f"no template {name!r} (known: {known})")
+        if tpl.issuer not in self.issuers:
+            raise errors.InvalidInput(f"template {name!r} names issuer {tpl.issuer!r}, which is not configured")
+        return tpl
+
+    def request(self, fingerprint_prefix: str, where: LocationSelector, template_name: str, requested_by: str, reason: str):
+        """One job per location of the certificate (or the one named); repeating the request returns the same jobs."""
+        cert = self.registry.get_certificate(fingerprint_prefix, with_der=True)
+        tpl = self.template(template_name)
+        names = SubjectNames.from_certificate(x509.load_der_x509_certificate(cert.der))
+        check_request(tpl, names)   # refuse before anything is queued
+        return self.registry.jobs.create_renewals(
+            cert.fingerprint, where if any((where.agent_id, where.store_type, where.path, where.alias)) else None,
+            tpl.name, requested_by, reason or "renewal requested", self.clock(), JOB_TIMEOUT,
+        )
+
+    # -- commands for a connected agent ------------------------------------------------
+
+    def commands_for(self, agent_id: str) -> list[agent_pb2.CollectorCommand]:
+        """Commands the agent must get now; each claimed so that only one collector sends it."""
+        now = self.clock()
+        out = []
+        for job in self.registry.jobs.due_for_agent(agent_id, now):
+            if not self.registry.jobs.claim_command(job.job_id, job.state, now):
+                continue
+            location = common_pb2.LocationKey(
+                store_type=job.store_type, path=job.path, alias=job.alias, chain_index=job.chain_index)
+            if job.state in ("requested", "key_pending"):
+                tpl = self.template(job.template)
+                cert = self.registry.get_certificate(job.old_fingerprint, with_der=True)
+                names = SubjectNames.from_certificate(x509.load_der_x509_certificate(cert.der))
+                if job.state == "requested":
+                    self.registry.jobs.advance(job.job_id, "key_pending", now, reason="agent asked for a key and CSR")
+                out.append(agent_pb2.CollectorCommand(
+                    command_id=f"{job.job_id}:prepare:{job.attempts}",
+                    prepare_renewal=agent_pb2.PrepareRenewal(
+                        job_id=job.job_id, location=location, key_spec=key_spec(tpl),
+                        common_name=names.common_name, dns_names=names.dns, ip_addresses=names.ips,
+                    ),
+                ))
+            elif job.state in ("issued", "installing"):
+                if job.state == "issued":
+                    self.registry.jobs.advance(job.job_id, "installing", now, reason="certificate sent to the agent")
+                anchor = self._trust_anchor(job.template, now)
+                out.append(agent_pb2.CollectorCommand(
+                    command_id=f"{job.job_id}:install:{job.attempts}",
+                    install_certificate=agent_pb2.InstallCertificate(
+                        job_id=job.job_id, location=location, certificate_der=job.certificate_der,
+                        chain_der=list(job.chain_ders), expected_old_fingerprint=job.old_fingerprint,
+                        trust_anchor_der=anchor,
+                    ),
+                ))
+        return out
+
+    def _trust_anchor(self, template_name: str, now: dt.datetime) -> bytes:
+        """The issuing CA's root where the issuer knows it (internal CA), for the agent's verification."""
+        issuer = self.issuers.get(self.template(template_name).issuer)
+        root = getattr(issuer, "root_der", None)
+        if callable(root):
+            try:
+                return root(now) or b""
+            except Exception:  # noqa: BLE001 - verification falls back to the agent's trust store
+                log.warning("no root from issuer %s", getattr(issuer, "name", "?"), exc_info=True)
+        return b""
+
+    # -- what the agent says -----------------------------------------------------------
+
+    def on_update(self, agent_id: str, update: agent_pb2.JobUpdate) -> None:
+        now = self.clock()
+        job = self.registry.jobs.get(update.job_id)
+        if job.agent_id != agent_id:
+            raise errors.PermissionDenied(f"job {update.job_id} belongs to another agent")
+        if update.state == "csr_ready":
+            if job.state not in ("key_pending", "requested"):
+                return   # a repeated CSR for a job that moved on: harmless
+            if job.state == "requested":   # a CSR for an earlier attempt (the agent keeps one key per job)
+                self.registry.jobs.advance(job.job_id, "key_pending", now, reason="CSR arrived for an earlier request")
+            self.registry.jobs.advance(job.job_id, "csr_received", now, reason="key made on the host; CSR received",
+                                       actor=f"agent:{agent_id}", csr_der=update.csr_der)
+            self._issue(job.job_id, update.csr_der)
+        elif update.state in ("verified", "rolled_back", "failed"):
+            detail = {
+                "steps": [{"step": s.step, "ok": s.ok, "detail": s.detail, "seconds": round(s.seconds, 3)} for s in update.steps],
+                "reload_seconds": round(update.reload_seconds, 3),
+            }
+            if job.state in ("verified", "rolled_back", "failed", "cancelled"):
+                return
+            if job.state == "issued":
+                self.registry.jobs.advance(job.job_id, "installing", now, reason="agent installing")
+            self.registry.jobs.advance(
+                job.job_id, update.state, now, reason=update.reason or update.state, actor=f"agent:{agent_id}",
+                served_fingerprint=update.served_fingerprint, result_detail=detail,
+            )
+            log.info("job %s %s on agent %s: %s", job.job_id, update.state, agent_id, update.reason)
+        elif update.state == "installing":
+            if job.state == "issued":
+                self.registry.jobs.advance(job.job_id, "installing", now, reason="agent installing")
+        else:
+            raise errors.InvalidInput(f"unknown job update state {update.state!r}")
+
+    def _issue(self, job_id: str, csr_der: bytes) -> None:
+        job = self.registry.jobs.get(job_id)
+        tpl = self.template(job.template)
+        issuer = self.issuers[tpl.issuer]
+        cert = self.registry.get_certificate(job.old_fingerprint, with_der=True)
+        names = SubjectNames.from_certificate(x509.load_der_x509_certificate(cert.der))
+        now = self.clock()
+        try:
+            issued = issuer.issue(csr_der, tpl, names, now)
+        except errors.CollectorError as e:
+            self.registry.jobs.advance(job_id, "failed", self.clock(), reason=f"issuer {tpl.issuer}: {e}")
+            return
+        except Exception as e:  # noqa: BLE001 - an issuer outage fails the job visibly
+            log.exception("issuer %s failed for job %s", tpl.issuer, job_id)
+            self.registry.jobs.advance(job_id, "failed", self.clock(), reason=f"issuer {tpl.issuer} failed: {type(e).__name__}")
+            return
+        leaf = x509.load_der_x509_certificate(issued.certificate_der)
+        self.registry.jobs.advance(
+            job_id, "issued", self.clock(), reason=f"issued by {tpl.issuer}, serial {issued.serial}",
+            new_fingerprint=leaf.fingerprint(hashes.SHA256()).hex(), certificate_der=issued.certificate_der,
+            chain_ders=list(issued.chain_ders),
+        )
+
+    def sweep(self) -> int:
+        """Mark jobs past their deadline as stuck; return how many."""
+        stuck = self.registry.jobs.mark_stuck(self.clock())
+        for job in stuck:
+            log.warning("job %s is stuck in %s past its deadline", job.job_id, job.state)
+        return len(stuck)
+
+    def revoke(self, fingerprint_prefix: str, reason: str, actor: str) -> tuple[str, str]:
+        """Revoke at the issuer that issued the certificate; (fingerprint, issuer name)."""
+        from collector.issuers.base import RevocationReason
+
+        try:
+            why = RevocationReason.parse(reason)
+        except (ValueError, KeyError, errors.CollectorError):
+            names = ", ".join(r.rfc_name for r in RevocationReason)
+            raise errors.InvalidInput(f"unknown revocation reason {reason!r}; use one of: {names}") from None
+        cert = self.registry.get_certificate(fingerprint_prefix, with_der=True)
+        refusals = []
+        # internal CAs know their own certificates; try them before asking ACME servers
+        ordered = sorted(self.issuers.items(), key=lambda kv: not getattr(kv[1], "applies_template_profile", False))
+        for name, issuer in ordered:
+            try:
+                issuer.revoke(cert.der, why, self.clock())
+            except errors.CollectorError as e:
+                refusals.append(f"{name}: {e}")
+                continue
+            except Exception as e:  # noqa: BLE001 - an unreachable or confused issuer: try the next
+                log.warning("revocation at %s failed", name, exc_info=True)
+                refusals.append(f"{name}: {type(e).__name__}")
+                continue
+            log.info("certificate %s revoked at %s by %s: %s", cert.fingerprint, name, actor, why.rfc_name)
+            return cert.fingerprint, name
+        raise errors.InvalidInput(
+            "no configured issuer accepted the revocation: " + ("; ".join(refusals) or "no issuers configured"))
