@@ -22,11 +22,13 @@ import grpc
 from agent import __version__
 from agent.config import AgentConfig
 from agent.errors import AgentError
+from agent.inventory import LocationKey
 from agent.keys import load_pem_private_key, make_csr, new_key, private_key_pem
 from certfleet.v1 import agent_pb2, agent_pb2_grpc
 
 log = logging.getLogger(__name__)
 _JOB_ID = re.compile(r"^[A-Za-z0-9-]{8,64}$")
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]{16,256}$")   # base64url, as RFC 8555 requires: no path can hide in it
 
 
 class JobDir:
@@ -98,6 +100,11 @@ class CommandHandler:
             return [self.prepare(cmd.prepare_renewal)]
         if kind == "install_certificate":
             return [self.install(cmd.install_certificate)]
+        if kind == "place_challenge":
+            return [self.place_challenge(cmd.place_challenge)]
+        if kind == "remove_challenge":
+            self.remove_challenge(cmd.remove_challenge)
+            return []
         if kind == "request_full_report":
             self.full_report_requested.set()
             return []
@@ -113,6 +120,41 @@ class CommandHandler:
             return agent_pb2.JobUpdate(job_id=p.job_id, state="failed", reason=f"key or CSR: {e}")
         log.info("job %s: new %s key made on this host, CSR sent", p.job_id, p.key_spec)
         return agent_pb2.JobUpdate(job_id=p.job_id, state="csr_ready", csr_der=csr)
+
+    def _challenge_file(self, location: agent_pb2.LocationKey, token: str) -> pathlib.Path:
+        from agent.install import _store_for
+
+        if not _TOKEN.match(token):
+            raise AgentError("the ACME token has characters a token cannot have")
+        loc = LocationKey(location.store_type, location.path, location.alias, location.chain_index)
+        store = _store_for(self.config, loc, None)
+        if not store.acme_webroot:
+            raise AgentError(f"store {store.name!r} has no acme_webroot: this host cannot answer http-01 challenges")
+        return pathlib.Path(store.acme_webroot) / ".well-known" / "acme-challenge" / token
+
+    def place_challenge(self, c: agent_pb2.PlaceChallenge) -> agent_pb2.JobUpdate:
+        """Write the key authorization where the web server serves /.well-known/acme-challenge/."""
+        try:
+            path = self._challenge_file(c.location, c.token)
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+            tmp = path.with_name(f".{c.token}.tmp")
+            tmp.write_text(c.key_authorization)
+            tmp.chmod(0o644)
+            os.replace(tmp, path)
+        except (AgentError, OSError) as e:
+            why = str(e) if isinstance(e, AgentError) else f"cannot write the challenge file: {e.strerror}"
+            log.warning("job %s: http-01 challenge for %s not placed: %s", c.job_id, c.domain, why)
+            return agent_pb2.JobUpdate(job_id=c.job_id, state="challenge_failed", reason=why, challenge_token=c.token)
+        log.info("job %s: http-01 challenge for %s placed at %s", c.job_id, c.domain, path)
+        return agent_pb2.JobUpdate(job_id=c.job_id, state="challenge_ready", challenge_token=c.token)
+
+    def remove_challenge(self, c: agent_pb2.RemoveChallenge) -> None:
+        try:
+            self._challenge_file(c.location, c.token).unlink()
+        except FileNotFoundError:
+            pass
+        except (AgentError, OSError) as e:
+            log.warning("job %s: challenge file not removed: %s", c.job_id, e)
 
     def install(self, c: agent_pb2.InstallCertificate) -> agent_pb2.JobUpdate:
         job = JobDir(self.config.data_dir, c.job_id)

@@ -23,6 +23,7 @@
     reload = "nginx"              # optional: a [reload.<name>] action run after an install
     verify = [{ host = "127.0.0.1", port = 443, sni = "www.example.net" }]   # or [[store.verify]]
     verify_timeout = "10s"        # how long an install waits for the endpoints to serve the new certificate
+    acme_webroot = "/var/www/acme"  # optional: ACME http-01 files go to <acme_webroot>/.well-known/acme-challenge/
 
     [reload.nginx]                # the only commands an install may run (the collector names them)
     command = ["/usr/sbin/nginx", "-s", "reload"]   # an argument list, never a shell string
@@ -64,7 +65,7 @@ _TYPE_ALIASES = {"jceks": "jks", "p12": "pkcs12", "pfx": "pkcs12", "crt": "pem",
 _AGENT_KEYS = {"data_dir", "hostname", "scan_interval", "max_file_size", "labels"}
 _STORE_KEYS = {
     "name", "type", "paths", "exclude", "labels", "password", "password_file", "password_env",
-    "follow_symlinks", "reload", "verify", "verify_timeout",
+    "follow_symlinks", "reload", "verify", "verify_timeout", "acme_webroot",
 }
 _TOP_KEYS = {"agent", "store", "collector", "reload"}
 _RELOAD_KEYS = {"command", "timeout"}
@@ -155,6 +156,7 @@ class StoreConfig:
     reload: str | None = None                       # name of a [reload.<name>] action
     verify: tuple[VerifyEndpoint, ...] = ()
     verify_timeout: float = DEFAULT_VERIFY_TIMEOUT  # seconds
+    acme_webroot: str | None = None                 # where the web server serves /.well-known/acme-challenge/ from
 
     @property
     def has_password_source(self) -> bool:
@@ -683,9 +685,16 @@ def _store(s: Any, i: int, base: Path, where: _Where, world_readable: bool) -> S
         raise err("verify_timeout", str(e)) from None
     if verify_timeout <= 0:
         raise err("verify_timeout", "verify_timeout must be more than 0 seconds")
+    webroot = s.get("acme_webroot")
+    if webroot is not None:
+        if not isinstance(webroot, str) or not webroot.strip():
+            raise err("acme_webroot", "acme_webroot must be the folder the web server serves "
+                                      "/.well-known/acme-challenge/ from")
+        webroot = str(_resolve(webroot, base))
 
     return StoreConfig(
         name=name, type=stype, paths=paths, exclude=exclude, labels=labels, password=password,
         password_file=password_file, password_env=password_env, follow_symlinks=follow,
         reload=reload_name.strip() if reload_name else None, verify=verify, verify_timeout=verify_timeout,
+        acme_webroot=webroot,
     )

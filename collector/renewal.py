@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives import hashes
 
 from certfleet.v1 import agent_pb2, common_pb2
 from collector import errors
+from collector.challenges import ChallengeBroker
 from collector.issuers.base import Issuer
 from collector.registry.repository import Registry
 from collector.registry.types import LocationSelector
@@ -35,8 +36,9 @@ def key_spec(template: Template) -> str:
 class RenewalService:
     def __init__(
         self, registry: Registry, issuers: Mapping[str, Issuer], templates: Mapping[str, Template],
-        default_template: str, clock: Callable[[], dt.datetime],
+        default_template: str, clock: Callable[[], dt.datetime], broker: ChallengeBroker | None = None,
     ) -> None:
+        self.broker = broker or ChallengeBroker()
         self.registry = registry
         self.issuers = issuers
         self.templates = templates
@@ -158,7 +160,8 @@ class RenewalService:
         names = SubjectNames.from_certificate(x509.load_der_x509_certificate(cert.der))
         now = self.clock()
         try:
-            issued = issuer.issue(csr_der, tpl, names, now)
+            with self.broker.for_job(job):
+                issued = issuer.issue(csr_der, tpl, names, now)
         except errors.CollectorError as e:
             self.registry.jobs.advance(job_id, "failed", self.clock(), reason=f"issuer {tpl.issuer}: {e}")
             return

@@ -23,6 +23,7 @@ from collector.api.agents import AgentServicer
 from collector.api.auth import Authenticator
 from collector.api.enrollment import EnrollmentServicer
 from collector.api.hub import AgentHub
+from collector.autorenew import AutoRenewer, build_autorenewer
 from collector.config import CollectorConfig, ConfigError
 from collector.pki import CollectorCA
 from collector.registry.repository import Registry
@@ -46,6 +47,7 @@ class CollectorState:
     server_cert_pem: bytes   # server certificate followed by the CA certificate
     server_key_pem: bytes
     renewal: RenewalService | None = None
+    autorenew: AutoRenewer | None = None   # set when [[renewal.auto]] rules are configured
 
 
 def build_renewal(config: CollectorConfig, registry: Registry, clock: Callable[[], dt.datetime]) -> RenewalService | None:
@@ -53,11 +55,22 @@ def build_renewal(config: CollectorConfig, registry: Registry, clock: Callable[[
     from collector.issuers.factory import build_issuers, check_template_issuers
     from collector.templates import load_templates
 
+    from collector.challenges import ChallengeBroker
+    from collector.issuers.acme import CallbackHttp01Solver
+
     issuers_cfg = config.extra.get("issuers")
     if not issuers_cfg:
         return None
     base = config.path.resolve().parent if config.path else config.data_dir
-    issuers = build_issuers(issuers_cfg, config.data_dir, base_dir=base)
+    broker = ChallengeBroker()
+    # ACME http-01 without a responder on the collector host: the agent places the challenge.
+    solvers = {
+        name: CallbackHttp01Solver(broker.present, broker.cleanup)
+        for name, cfg in issuers_cfg.items()
+        if isinstance(cfg, dict) and cfg.get("type") == "acme"
+        and cfg.get("challenge", "http-01") == "http-01" and not cfg.get("http01_listen")
+    }
+    issuers = build_issuers(issuers_cfg, config.data_dir, base_dir=base, solvers=solvers)
     templates = load_templates(config.extra.get("templates"))
     check_template_issuers(templates, issuers)
     renewal_cfg = config.extra.get("renewal", {}) or {}
@@ -66,7 +79,7 @@ def build_renewal(config: CollectorConfig, registry: Registry, clock: Callable[[
         default = next(iter(templates))
     if default and default not in templates:
         raise ConfigError(f"[renewal] default_template {default!r} is not a configured template")
-    return RenewalService(registry, issuers, templates, default, clock)
+    return RenewalService(registry, issuers, templates, default, clock, broker=broker)
 
 
 def prepare(config: CollectorConfig, clock: Callable[[], dt.datetime] = utcnow) -> CollectorState:
@@ -79,12 +92,14 @@ def prepare(config: CollectorConfig, clock: Callable[[], dt.datetime] = utcnow) 
     registry = Registry.open(config.database_url)
     try:
         renewal = build_renewal(config, registry, clock)
+        autorenew = build_autorenewer(config, registry, renewal, clock)
     except BaseException:
         registry.close()
         raise
     return CollectorState(
         config=config, registry=registry, ca=ca,
         server_cert_pem=cert_path.read_bytes(), server_key_pem=key_path.read_bytes(), renewal=renewal,
+        autorenew=autorenew,
     )
 
 
@@ -125,9 +140,13 @@ class CollectorServer:
         self.enroll_port = self.enroll.add_secure_port(cfg.enroll_listen, grpc.ssl_server_credentials(pair))
 
     async def start(self) -> None:
+        if self.state.renewal is not None:
+            loop = asyncio.get_running_loop()
+            self.state.renewal.broker.set_notifier(lambda agent_id: loop.call_soon_threadsafe(self.hub.notify, agent_id))
         await self.main.start()
         await self.enroll.start()
         self._sweeper = asyncio.create_task(self._sweep_forever()) if self.state.renewal else None
+        self._autorenewing = asyncio.create_task(self._autorenew_forever()) if self.state.autorenew else None
         log.info(
             "collector listening: agents/admin on %s (mutual TLS), enrollment on %s; CA fingerprint %s",
             self.state.config.listen, self.state.config.enroll_listen, self.state.ca.fingerprint_sha256,
@@ -143,9 +162,24 @@ class CollectorServer:
                 log.exception("stuck-job sweep failed")
             await asyncio.sleep(every)
 
+    async def _autorenew_forever(self) -> None:
+        """Request the renewals that [[renewal.auto]] rules find due, every check_interval."""
+        auto = self.state.autorenew
+        assert auto is not None
+        loop = asyncio.get_running_loop()
+        auto.notify = lambda agent_id: loop.call_soon_threadsafe(self.hub.notify, agent_id)
+        while True:
+            try:
+                await asyncio.to_thread(auto.run_once)
+            except Exception:  # noqa: BLE001 - keep checking
+                log.exception("auto-renewal check failed")
+            await asyncio.sleep(auto.check_interval)
+
     async def stop(self, grace: float = 5.0) -> None:
         if getattr(self, "_sweeper", None):
             self._sweeper.cancel()
+        if getattr(self, "_autorenewing", None):
+            self._autorenewing.cancel()
         await asyncio.gather(self.main.stop(grace), self.enroll.stop(grace))
 
 

@@ -134,33 +134,47 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         wake = self.hub.register(agent_id)
         log.info("agent %s connected its command stream from %s", agent_id, context.peer())
 
+        pending: set[asyncio.Task] = set()
+
+        async def apply(update: agent_pb2.JobUpdate) -> None:
+            try:
+                await asyncio.to_thread(self.renewal.on_update, agent_id, update)
+            except errors.CollectorError as e:
+                log.warning("job update from %s refused: %s", agent_id, e)
+            except Exception:  # noqa: BLE001 - one bad update must not drop the stream
+                log.exception("job update from %s failed", agent_id)
+            wake.set()
+
         async def read_updates() -> None:
             while True:
                 msg = await context.read()
                 if msg is grpc.aio.EOF:
                     return
-                if msg.HasField("job_update") and self.renewal is not None:
-                    try:
-                        await asyncio.to_thread(self.renewal.on_update, agent_id, msg.job_update)
-                    except errors.CollectorError as e:
-                        log.warning("job update from %s refused: %s", agent_id, e)
-                    except Exception:  # noqa: BLE001 - one bad update must not drop the stream
-                        log.exception("job update from %s failed", agent_id)
-                    wake.set()
+                if not msg.HasField("job_update") or self.renewal is None:
+                    continue
+                update = msg.job_update
+                if update.state in ("challenge_ready", "challenge_failed"):
+                    self.renewal.broker.ack(update)      # an issuance in progress is waiting for this
+                    continue
+                # Applied in the background: issuing may wait for this same stream (ACME challenges).
+                task = asyncio.create_task(apply(update))
+                pending.add(task)
+                task.add_done_callback(pending.discard)
 
         reader = asyncio.create_task(read_updates())
         try:
             while not reader.done():
+                wake.clear()   # before looking: a wake-up during the look is not lost
                 if self.renewal is not None:
                     try:
                         commands = await asyncio.to_thread(self.renewal.commands_for, agent_id)
                     except Exception:  # noqa: BLE001
                         log.exception("could not prepare commands for %s", agent_id)
                         commands = []
+                    commands += self.renewal.broker.take(agent_id)
                     for cmd in commands:
                         await context.write(cmd)
                         log.info("sent %s to agent %s", cmd.command_id, agent_id)
-                wake.clear()
                 waiter = asyncio.create_task(wake.wait())
                 await asyncio.wait({waiter, reader}, timeout=self.poll_seconds, return_when=asyncio.FIRST_COMPLETED)
                 waiter.cancel()

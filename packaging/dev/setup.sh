@@ -22,8 +22,16 @@ apt_install() {
   local sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   export DEBIAN_FRONTEND=noninteractive
+  # Packages such as nginx start a system service on install; the tests start their own
+  # instances on loopback, so keep the package scripts from starting any (policy-rc.d: 101).
+  local policy=/usr/sbin/policy-rc.d made_policy=""
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null && $sudo chmod +x "$policy" && made_policy=1
+  fi
   $sudo apt-get update -qq
   $sudo apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+  [ -n "$made_policy" ] && $sudo rm -f "$policy"
+  return 0
 }
 
 need=()

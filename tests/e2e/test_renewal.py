@@ -119,8 +119,8 @@ def world(tmp_path: pathlib.Path):
     nginx.stop()
 
 
-def registry_fingerprint(c: Collector) -> str:
-    r = c.cli("certs", "list", "--host", "web-01", "--format", "json")
+def registry_fingerprint(c: Collector, host: str = "web-01") -> str:
+    r = c.cli("certs", "list", "--host", host, "--format", "json")
     certs = [x for x in r.json() if any(loc["path"].endswith("cert.pem") for loc in x["locations"])] if r.code == 0 else []
     return certs[0]["fingerprint_sha256"] if certs else ""
 
@@ -183,3 +183,55 @@ def test_collector_restart_mid_job_loses_nothing(world) -> None:
         c.cli("jobs", "show", job_id, "--format", "json").json()), timeout=60, what="the job to finish")
     assert job["state"] == "verified", job
     assert served_fingerprint(nginx.port) == job["new_fingerprint"]
+
+
+def keytool_fingerprints(store: pathlib.Path, password_file: pathlib.Path) -> str:
+    out = subprocess.run(["keytool", "-list", "-v", "-keystore", str(store), "-storepass:file", str(password_file)],
+                         capture_output=True, text=True, check=True).stdout
+    return out.replace(":", "").lower()
+
+
+def test_renew_jks_entry_in_place_read_back_with_keytool(tmp_path: pathlib.Path) -> None:
+    need_tools("keytool")
+    ks_dir = tmp_path / "ks"
+    ks_dir.mkdir()
+    store, pw = ks_dir / "app.jks", tmp_path / "ks.pass"
+    pw.write_text("s3cret$@pass\n")
+    pw.chmod(0o600)
+    for alias, cn in (("tomcat", "app.example.test"), ("other", "other.example.test")):
+        subprocess.run(["keytool", "-genkeypair", "-keystore", str(store), "-storetype", "JKS", "-storepass:file", str(pw),
+                        "-keypass:file", str(pw), "-alias", alias, "-keyalg", "EC", "-groupname", "secp256r1",
+                        "-dname", f"CN={cn}", "-ext", f"SAN=dns:{cn}", "-validity", "30"],
+                       check=True, capture_output=True)
+    c = Collector(tmp_path / "collector", extra_tables=COLLECTOR_EXTRA)
+    c.start()
+    try:
+        assert c.init_admin().code == 0
+        agent = Agent(tmp_path / "agent", f'[[store]]\nname = "app"\ntype = "jks"\npaths = ["{store}"]\n'
+                                          f'password_file = "{pw}"\n')
+        agent.write_config(hostname="app-01")
+        agent.config.write_text(agent.config.read_text().replace("[agent]\n", '[agent]\nscan_interval = "2s"\n', 1))
+        assert agent.enroll(c, c.token()).code == 0
+        svc = Service(agent)
+        try:
+            def tomcat_fp() -> str:
+                r = c.cli("certs", "list", "--host", "app-01", "--format", "json")
+                hits = [x["fingerprint_sha256"] for x in (r.json() if r.code == 0 else [])
+                        if any(loc["alias"] == "tomcat" and loc["chain_index"] == 0 for loc in x["locations"])]
+                return hits[0] if hits else ""
+
+            old = wait_for(tomcat_fp, what="the keystore in the registry")
+            before = keytool_fingerprints(store, pw)
+            assert old in before
+            r = c.cli("renew", old[:12], "--wait", "--timeout", "60")
+            assert r.code == 0, r.out + r.err
+            job = c.cli("jobs", "show", r.out.split()[1], "--format", "json").json()
+            after = keytool_fingerprints(store, pw)      # keytool reads the store with the same password
+            assert job["new_fingerprint"] in after and old not in after
+            other = [line for line in before.splitlines() if line.strip().startswith("sha256")]
+            assert all(line in after for line in other if old not in line)   # the other entry is untouched
+            assert "alias name tomcat" in after and "alias name other" in after   # (colons stripped)
+        finally:
+            svc.stop()
+    finally:
+        c.stop()

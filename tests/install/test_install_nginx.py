@@ -8,8 +8,6 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-import pytest
-
 from agent.config import ReloadAction, StoreConfig, VerifyEndpoint, load_config
 from agent.inventory import LocationKey
 from agent.install import FAILED, ROLLED_BACK, VERIFIED, InstallRequest, install

@@ -142,6 +142,8 @@ class CollectorCommand(_message.Message):
     PREPARE_RENEWAL_FIELD_NUMBER: _builtins.int
     INSTALL_CERTIFICATE_FIELD_NUMBER: _builtins.int
     REQUEST_FULL_REPORT_FIELD_NUMBER: _builtins.int
+    PLACE_CHALLENGE_FIELD_NUMBER: _builtins.int
+    REMOVE_CHALLENGE_FIELD_NUMBER: _builtins.int
     command_id: _builtins.str
     @_builtins.property
     def prepare_renewal(self) -> Global___PrepareRenewal: ...
@@ -149,6 +151,10 @@ class CollectorCommand(_message.Message):
     def install_certificate(self) -> Global___InstallCertificate: ...
     @_builtins.property
     def request_full_report(self) -> Global___RequestFullReport: ...
+    @_builtins.property
+    def place_challenge(self) -> Global___PlaceChallenge: ...
+    @_builtins.property
+    def remove_challenge(self) -> Global___RemoveChallenge: ...
     def __init__(
         self,
         *,
@@ -156,16 +162,80 @@ class CollectorCommand(_message.Message):
         prepare_renewal: Global___PrepareRenewal | None = ...,
         install_certificate: Global___InstallCertificate | None = ...,
         request_full_report: Global___RequestFullReport | None = ...,
+        place_challenge: Global___PlaceChallenge | None = ...,
+        remove_challenge: Global___RemoveChallenge | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "install_certificate", b"install_certificate", "prepare_renewal", b"prepare_renewal", "request_full_report", b"request_full_report"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "install_certificate", b"install_certificate", "place_challenge", b"place_challenge", "prepare_renewal", b"prepare_renewal", "remove_challenge", b"remove_challenge", "request_full_report", b"request_full_report"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "command_id", b"command_id", "install_certificate", b"install_certificate", "prepare_renewal", b"prepare_renewal", "request_full_report", b"request_full_report"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "command_id", b"command_id", "install_certificate", b"install_certificate", "place_challenge", b"place_challenge", "prepare_renewal", b"prepare_renewal", "remove_challenge", b"remove_challenge", "request_full_report", b"request_full_report"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["prepare_renewal", "install_certificate", "request_full_report"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["prepare_renewal", "install_certificate", "request_full_report", "place_challenge", "remove_challenge"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 
 Global___CollectorCommand: _TypeAlias = CollectorCommand  # noqa: Y015
+
+@_typing.final
+class PlaceChallenge(_message.Message):
+    """ACME http-01: put key_authorization where the host serves
+    http://<domain>/.well-known/acme-challenge/<token> (the store's acme_webroot).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    LOCATION_FIELD_NUMBER: _builtins.int
+    TOKEN_FIELD_NUMBER: _builtins.int
+    KEY_AUTHORIZATION_FIELD_NUMBER: _builtins.int
+    DOMAIN_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    token: _builtins.str
+    key_authorization: _builtins.str
+    domain: _builtins.str
+    @_builtins.property
+    def location(self) -> _common_pb2.LocationKey: ...
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        location: _common_pb2.LocationKey | None = ...,
+        token: _builtins.str = ...,
+        key_authorization: _builtins.str = ...,
+        domain: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["location", b"location"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["domain", b"domain", "job_id", b"job_id", "key_authorization", b"key_authorization", "location", b"location", "token", b"token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PlaceChallenge: _TypeAlias = PlaceChallenge  # noqa: Y015
+
+@_typing.final
+class RemoveChallenge(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    LOCATION_FIELD_NUMBER: _builtins.int
+    TOKEN_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    token: _builtins.str
+    @_builtins.property
+    def location(self) -> _common_pb2.LocationKey: ...
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        location: _common_pb2.LocationKey | None = ...,
+        token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["location", b"location"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "location", b"location", "token", b"token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RemoveChallenge: _TypeAlias = RemoveChallenge  # noqa: Y015
 
 @_typing.final
 class PrepareRenewal(_message.Message):
@@ -304,14 +374,17 @@ class JobUpdate(_message.Message):
     SERVED_FINGERPRINT_FIELD_NUMBER: _builtins.int
     STEPS_FIELD_NUMBER: _builtins.int
     RELOAD_SECONDS_FIELD_NUMBER: _builtins.int
+    CHALLENGE_TOKEN_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     state: _builtins.str
-    """csr_ready, installing, verified, rolled_back, failed"""
+    """csr_ready, installing, verified, rolled_back, failed, challenge_ready, challenge_failed"""
     reason: _builtins.str
     csr_der: _builtins.bytes
     """with csr_ready"""
     served_fingerprint: _builtins.str
     reload_seconds: _builtins.float
+    challenge_token: _builtins.str
+    """with challenge_ready / challenge_failed"""
     @_builtins.property
     def steps(self) -> _containers.RepeatedCompositeFieldContainer[Global___JobStep]: ...
     def __init__(
@@ -324,10 +397,11 @@ class JobUpdate(_message.Message):
         served_fingerprint: _builtins.str = ...,
         steps: _abc.Iterable[Global___JobStep] | None = ...,
         reload_seconds: _builtins.float = ...,
+        challenge_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["csr_der", b"csr_der", "job_id", b"job_id", "reason", b"reason", "reload_seconds", b"reload_seconds", "served_fingerprint", b"served_fingerprint", "state", b"state", "steps", b"steps"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["challenge_token", b"challenge_token", "csr_der", b"csr_der", "job_id", b"job_id", "reason", b"reason", "reload_seconds", b"reload_seconds", "served_fingerprint", b"served_fingerprint", "state", b"state", "steps", b"steps"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

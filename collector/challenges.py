@@ -1,0 +1,110 @@
+"""ACME http-01 answered by the agent on the host: the collector asks, the agent places the file.
+
+The ACME client runs in a worker thread of the collector (inside a job's
+issuance) and calls :meth:`ChallengeBroker.present`; that queues a
+PlaceChallenge command for the job's agent, wakes the agent's command stream
+and waits until the agent says the challenge is in place. The agent's answer
+arrives on its stream and is handed to :meth:`ChallengeBroker.ack`.
+
+The command goes to the agent's stream on this collector; with several
+collectors, an agent connected elsewhere cannot be reached and the issuance
+fails with that reason (the job can be retried).
+"""
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import threading
+from typing import Callable, Iterator
+
+from certfleet.v1 import agent_pb2, common_pb2
+from collector import errors
+from collector.registry.types import JobView
+
+log = logging.getLogger(__name__)
+
+PLACE_TIMEOUT = 60.0
+
+
+class ChallengeBroker:
+    def __init__(self, notify: Callable[[str], None] | None = None, timeout: float = PLACE_TIMEOUT) -> None:
+        self._notify = notify or (lambda agent_id: None)
+        self._timeout = timeout
+        self._lock = threading.Lock()
+        self._outbox: dict[str, collections.deque[agent_pb2.CollectorCommand]] = collections.defaultdict(collections.deque)
+        self._waiting: dict[str, tuple[threading.Event, list[str]]] = {}
+        self._local = threading.local()
+
+    def set_notifier(self, notify: Callable[[str], None]) -> None:
+        self._notify = notify
+
+    @contextlib.contextmanager
+    def for_job(self, job: JobView) -> Iterator[None]:
+        """Challenges presented in this thread belong to ``job``."""
+        self._local.job = job
+        try:
+            yield
+        finally:
+            self._local.job = None
+
+    def _job(self) -> JobView:
+        job = getattr(self._local, "job", None)
+        if job is None:
+            raise errors.IssuerError("an http-01 challenge outside a renewal job cannot be placed by an agent")
+        return job
+
+    def _location(self, job: JobView) -> common_pb2.LocationKey:
+        return common_pb2.LocationKey(store_type=job.store_type, path=job.path, alias=job.alias,
+                                      chain_index=job.chain_index)
+
+    def _send(self, agent_id: str, cmd: agent_pb2.CollectorCommand) -> None:
+        with self._lock:
+            self._outbox[agent_id].append(cmd)
+        self._notify(agent_id)
+
+    def take(self, agent_id: str) -> list[agent_pb2.CollectorCommand]:
+        """Commands queued for ``agent_id`` (called by its command stream)."""
+        with self._lock:
+            box = self._outbox.pop(agent_id, None)
+        return list(box or ())
+
+    def present(self, token: str, key_authorization: str, domain: str) -> None:
+        job = self._job()
+        done = threading.Event()
+        outcome: list[str] = []
+        with self._lock:
+            self._waiting[token] = (done, outcome)
+        self._send(job.agent_id, agent_pb2.CollectorCommand(
+            command_id=f"{job.job_id}:challenge:{token[:16]}",
+            place_challenge=agent_pb2.PlaceChallenge(job_id=job.job_id, location=self._location(job), token=token,
+                                                     key_authorization=key_authorization, domain=domain),
+        ))
+        try:
+            if not done.wait(self._timeout):
+                raise errors.IssuerError(
+                    f"agent {job.agent_id} did not place the http-01 challenge for {domain} within "
+                    f"{self._timeout:.0f}s (is it connected to this collector?)")
+        finally:
+            with self._lock:
+                self._waiting.pop(token, None)
+        if outcome and outcome[0]:
+            raise errors.IssuerError(f"the agent could not place the http-01 challenge for {domain}: {outcome[0]}")
+        log.info("job %s: agent placed the http-01 challenge for %s", job.job_id, domain)
+
+    def cleanup(self, token: str, key_authorization: str, domain: str) -> None:
+        job = self._job()
+        self._send(job.agent_id, agent_pb2.CollectorCommand(
+            command_id=f"{job.job_id}:challenge-cleanup:{token[:16]}",
+            remove_challenge=agent_pb2.RemoveChallenge(job_id=job.job_id, location=self._location(job), token=token),
+        ))
+
+    def ack(self, update: agent_pb2.JobUpdate) -> None:
+        """The agent's answer: ``challenge_ready`` or ``challenge_failed`` (reason)."""
+        with self._lock:
+            waiting = self._waiting.get(update.challenge_token)
+        if waiting is None:
+            return
+        done, outcome = waiting
+        outcome.append("" if update.state == "challenge_ready" else (update.reason or "failed"))
+        done.set()
