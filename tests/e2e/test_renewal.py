@@ -147,8 +147,15 @@ def test_renew_through_internal_ca_is_served_by_nginx(world) -> None:
     wait_for(lambda: registry_fingerprint(c) == new, what="the registry to see the new certificate")
     shown = c.cli("certs", "show", new[:12], "--format", "json").json()
     assert "certfleet e2e CA" in shown["issuer"]
-    # the same command again is harmless: the finished job is not redone, a new one renews again
-    assert c.cli("jobs", "list").code == 0
+    listed = c.cli("jobs", "list")
+    assert listed.code == 0 and job_id[:8] in listed.out and "verified" in listed.out
+    # the old certificate is revoked at the issuer that issued it: not ours, so refused clearly
+    r = c.cli("revoke", old[:12], "--reason", "superseded")
+    assert r.code != 0 and "no configured issuer accepted" in r.err
+    r = c.cli("revoke", new[:12], "--reason", "keyCompromise")
+    assert r.code == 0 and "through issuer internal" in r.out, r.err
+    r = c.cli("revoke", new[:12], "--reason", "not-a-reason")
+    assert r.code != 0 and "keyCompromise" in r.err
 
 
 def test_failed_reload_rolls_back_and_nginx_keeps_serving(world) -> None:
