@@ -25,6 +25,7 @@ from collector.templates import SubjectNames, Template, check_request
 log = logging.getLogger(__name__)
 
 JOB_TIMEOUT = dt.timedelta(minutes=30)
+MAX_ATTEMPTS = 4            # issuer outages: tried again after 30 s, 1 min, 2 min (collector.jobs.retry_delay)
 
 
 def key_spec(template: Template) -> str:
@@ -165,9 +166,15 @@ class RenewalService:
         except errors.CollectorError as e:
             self.registry.jobs.advance(job_id, "failed", self.clock(), reason=f"issuer {tpl.issuer}: {e}")
             return
-        except Exception as e:  # noqa: BLE001 - an issuer outage fails the job visibly
+        except Exception as e:  # noqa: BLE001 - an outage: retry with backoff, then fail visibly
             log.exception("issuer %s failed for job %s", tpl.issuer, job_id)
-            self.registry.jobs.advance(job_id, "failed", self.clock(), reason=f"issuer {tpl.issuer} failed: {type(e).__name__}")
+            what = f"issuer {tpl.issuer} failed: {type(e).__name__}: {str(e)[:200]}"
+            if job.attempts + 1 < MAX_ATTEMPTS:
+                # back to requested: the job store counts the attempt and sets the backoff
+                self.registry.jobs.advance(job_id, "requested", self.clock(),
+                                           reason=f"{what}; retrying (attempt {job.attempts + 2} of {MAX_ATTEMPTS})")
+            else:
+                self.registry.jobs.advance(job_id, "failed", self.clock(), reason=f"{what}; gave up after {MAX_ATTEMPTS} attempts")
             return
         leaf = x509.load_der_x509_certificate(issued.certificate_der)
         self.registry.jobs.advance(
