@@ -82,7 +82,7 @@ class ChallengeBroker:
         ))
         try:
             if not done.wait(self._timeout):
-                raise errors.IssuerError(
+                raise errors.IssuerUnavailable(
                     f"agent {job.agent_id} did not place the http-01 challenge for {domain} within "
                     f"{self._timeout:.0f}s (is it connected to this collector?)")
         finally:

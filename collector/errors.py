@@ -56,3 +56,7 @@ class PKIError(CollectorError):
 
 class IssuerError(CollectorError):
     """An issuer (internal CA, ACME, ...) refused or failed a request; the message says why."""
+
+
+class IssuerUnavailable(IssuerError):
+    """The issuer could not be reached or did not answer in time: worth trying again later."""

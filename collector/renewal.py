@@ -163,18 +163,15 @@ class RenewalService:
         try:
             with self.broker.for_job(job):
                 issued = issuer.issue(csr_der, tpl, names, now)
-        except errors.CollectorError as e:
+        except errors.IssuerUnavailable as e:     # unreachable, timed out: try again later
+            self._retry_or_fail(job, f"issuer {tpl.issuer}: {e}")
+            return
+        except errors.CollectorError as e:        # refused: final, with the issuer's reason
             self.registry.jobs.advance(job_id, "failed", self.clock(), reason=f"issuer {tpl.issuer}: {e}")
             return
-        except Exception as e:  # noqa: BLE001 - an outage: retry with backoff, then fail visibly
+        except Exception as e:  # noqa: BLE001 - an unexpected failure: retry, then fail visibly
             log.exception("issuer %s failed for job %s", tpl.issuer, job_id)
-            what = f"issuer {tpl.issuer} failed: {type(e).__name__}: {str(e)[:200]}"
-            if job.attempts + 1 < MAX_ATTEMPTS:
-                # back to requested: the job store counts the attempt and sets the backoff
-                self.registry.jobs.advance(job_id, "requested", self.clock(),
-                                           reason=f"{what}; retrying (attempt {job.attempts + 2} of {MAX_ATTEMPTS})")
-            else:
-                self.registry.jobs.advance(job_id, "failed", self.clock(), reason=f"{what}; gave up after {MAX_ATTEMPTS} attempts")
+            self._retry_or_fail(job, f"issuer {tpl.issuer} failed: {type(e).__name__}: {str(e)[:200]}")
             return
         leaf = x509.load_der_x509_certificate(issued.certificate_der)
         self.registry.jobs.advance(
@@ -182,6 +179,15 @@ class RenewalService:
             new_fingerprint=leaf.fingerprint(hashes.SHA256()).hex(), certificate_der=issued.certificate_der,
             chain_ders=list(issued.chain_ders),
         )
+
+    def _retry_or_fail(self, job, what: str) -> None:  # noqa: ANN001
+        """Back to requested (the job store counts the attempt and sets the backoff) or, at the limit, failed."""
+        if job.attempts + 1 < MAX_ATTEMPTS:
+            self.registry.jobs.advance(job.job_id, "requested", self.clock(),
+                                       reason=f"{what}; retrying (attempt {job.attempts + 2} of {MAX_ATTEMPTS})")
+        else:
+            self.registry.jobs.advance(job.job_id, "failed", self.clock(),
+                                       reason=f"{what}; gave up after {MAX_ATTEMPTS} attempts")
 
     def sweep(self) -> int:
         """Mark jobs past their deadline as stuck; return how many."""

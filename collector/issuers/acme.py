@@ -69,7 +69,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from collector.errors import CollectorError, IssuerError
+from collector.errors import CollectorError, IssuerError, IssuerUnavailable
 from collector.issuers.base import Issued, RevocationReason, prepare_request, utc
 from collector.pki import write_private_file, write_public_file
 from collector.templates import SubjectNames, Template, TemplateConfigError
@@ -587,7 +587,7 @@ class AcmeIssuer:
                         parts.append(f"{authzr.body.identifier.value} ({c.chall.typ}): {_problem(c.error)}")
             raise IssuerError("the ACME server could not validate " + ("; ".join(parts) or "the names")) from None
         except acme_errors.TimeoutError:
-            raise IssuerError(
+            raise IssuerUnavailable(
                 f"the ACME server did not finish the order within {self.order_timeout.total_seconds():g}s"
             ) from None
         except acme_errors.IssuanceError as e:
@@ -602,7 +602,7 @@ class AcmeIssuer:
                 "signed the ACME server's certificate"
             ) from None
         except requests.RequestException as e:
-            raise IssuerError(f"cannot reach the ACME server at {self.directory_url}: {type(e).__name__}") from None
+            raise IssuerUnavailable(f"cannot reach the ACME server at {self.directory_url}: {type(e).__name__}") from None
         except acme_errors.Error as e:
             log.warning("ACME error while trying to %s", action, exc_info=True)
             raise IssuerError(f"ACME error while trying to {action}: {_short(str(e) or type(e).__name__)}") from None
