@@ -102,7 +102,7 @@ def test_percent_of_the_lifetime_left() -> None:
 def test_expired_certificates_still_installed_are_due() -> None:
     c = cert(days=30, not_before=T0 - 400 * DAY)
     (p,) = due(c, [rule(days_before=5)], T0)
-    assert p.reason.startswith("auto-renewal: expired 2024-12-28 and still installed")
+    assert p.reason.startswith("auto-renewal: expired 2024-12-27 and still installed")
 
 
 def test_window_crossing_midnight() -> None:
