@@ -9,7 +9,6 @@ the result), so a restart of the agent loses nothing either.
 from __future__ import annotations
 
 import logging
-import os
 import pathlib
 import queue
 import random
@@ -22,6 +21,7 @@ import grpc
 from agent import __version__
 from agent.config import AgentConfig
 from agent.errors import AgentError
+from agent.fsutil import atomic_write
 from agent.inventory import LocationKey
 from agent.keys import load_pem_private_key, make_csr, new_key, private_key_pem
 from certfleet.v1 import agent_pb2, agent_pb2_grpc
@@ -53,13 +53,7 @@ class JobDir:
             return load_pem_private_key(self.key_path.read_bytes())
         self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
         key = new_key(spec)
-        tmp = self.key_path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(private_key_pem(key))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.key_path)
+        atomic_write(self.key_path, private_key_pem(key), 0o600)
         return key
 
     def existing_key(self):  # noqa: ANN201
@@ -137,10 +131,7 @@ class CommandHandler:
         try:
             path = self._challenge_file(c.location, c.token)
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
-            tmp = path.with_name(f".{c.token}.tmp")
-            tmp.write_text(c.key_authorization)
-            tmp.chmod(0o644)
-            os.replace(tmp, path)
+            atomic_write(path, c.key_authorization.encode(), 0o644)
         except (AgentError, OSError) as e:
             why = str(e) if isinstance(e, AgentError) else f"cannot write the challenge file: {e.strerror}"
             log.warning("job %s: http-01 challenge for %s not placed: %s", c.job_id, c.domain, why)

@@ -45,7 +45,6 @@ import hashlib
 import json
 import os
 import stat
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Union
@@ -57,6 +56,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from agent.errors import IdentityError
+from agent.fsutil import atomic_write, fsync_dir
+from agent.keys import same_public_key
 
 if TYPE_CHECKING:  # pragma: no cover
     import grpc
@@ -201,7 +202,7 @@ def save_identity(
     chain = [_parse_der_cert(d, "a CA certificate from the collector") for d in ca_chain_ders]
     if not agent_id or not endpoint:
         raise IdentityError("the collector's answer names no agent id or endpoint")
-    if not _same_public_key(key, cert):
+    if not same_public_key(key, cert):
         raise IdentityError("the issued certificate is not for this agent's key")
     if _agent_id_of(cert) != agent_id:
         raise IdentityError(f"the issued certificate does not name agent {agent_id}")
@@ -230,15 +231,15 @@ def save_identity(
     new_key, new_cert = _new(key_path), _new(cert_path)
     try:
         # 1. the new pair beside the old one
-        _atomic_write(new_key, key_pem, 0o600)
-        _atomic_write(new_cert, cert_pem, 0o644)
+        atomic_write(new_key, key_pem, 0o600)
+        atomic_write(new_cert, cert_pem, 0o644)
         # 2. trust anchors and metadata
-        _atomic_write(directory / CA_FILE, ca_pem, 0o644)
-        _atomic_write(directory / META_FILE, (json.dumps(meta, indent=2) + "\n").encode("utf-8"), 0o644)
+        atomic_write(directory / CA_FILE, ca_pem, 0o644)
+        atomic_write(directory / META_FILE, (json.dumps(meta, indent=2) + "\n").encode("utf-8"), 0o644)
         # 3. the swap: key first (load_identity pairs agent.key with agent.pem.new)
         os.replace(new_key, key_path)
         os.replace(new_cert, cert_path)
-        _fsync_dir(directory)
+        fsync_dir(directory)
     except OSError as e:
         raise IdentityError(f"cannot store the agent identity in {directory}: {e.strerror or e}") from None
     return load_identity(directory)
@@ -338,7 +339,7 @@ def _try_pair(key_path: Path, cert_path: Path, agent_id: str) -> tuple[bytes, by
     if not certs or not isinstance(key, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey)):
         return None
     leaf = certs[0]
-    if not _same_public_key(key, leaf) or _agent_id_of(leaf) != agent_id:
+    if not same_public_key(key, leaf) or _agent_id_of(leaf) != agent_id:
         return None
     return key_pem, cert_pem, leaf
 
@@ -350,7 +351,7 @@ def _finish_swap(directory: Path, key_src: Path, cert_src: Path) -> tuple[Path, 
         if key_src != key_path:
             os.replace(key_src, key_path)
         os.replace(cert_src, cert_path)
-        _fsync_dir(directory)
+        fsync_dir(directory)
         return key_path, cert_path
     except OSError:
         return key_src, cert_src
@@ -393,14 +394,6 @@ def _parse_der_cert(der: bytes, what: str) -> x509.Certificate:
         raise IdentityError(f"{what} is not a valid DER certificate") from None
 
 
-def _same_public_key(key: PrivateKey, cert: x509.Certificate) -> bool:
-    fmt = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    try:
-        return key.public_key().public_bytes(*fmt) == cert.public_key().public_bytes(*fmt)
-    except (ValueError, TypeError):
-        return False
-
-
 def _agent_id_of(cert: x509.Certificate) -> str | None:
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
@@ -431,37 +424,3 @@ def _check_private_mode(path: Path) -> None:
             f"{path} has mode {mode:04o}: the agent key must be readable by its owner only; "
             f"check who could have read it, then run: chmod 600 {path}"
         )
-
-
-def _atomic_write(path: Path, data: bytes, mode: int) -> None:
-    """Temp file in the same directory (created 0600 with O_EXCL), fsync, rename."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if hasattr(os, "fchmod"):
-                os.fchmod(f.fileno(), mode)
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
-def _fsync_dir(directory: Path) -> None:
-    if os.name != "posix":
-        return
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import pathlib
-import tempfile
 from dataclasses import dataclass, field
 
+from agent.fsutil import atomic_write
 from agent.inventory import LocationKey
 
 log = logging.getLogger(__name__)
@@ -54,16 +53,4 @@ def save_state(path: pathlib.Path, state: SyncState) -> None:
         separators=(",", ":"),
     )
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".state.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    atomic_write(path, data.encode("utf-8"), 0o600)

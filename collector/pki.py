@@ -159,38 +159,43 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def check_private_mode(path: Path) -> None:
-    """Raise :class:`PKIError` if a key file is accessible to group or others (POSIX)."""
+def check_private_mode(path: Path, error: type[Exception] = PKIError, *, what: str = "a private key") -> None:
+    """Raise ``error`` (:class:`PKIError`) if a key file is accessible to group or others (POSIX).
+
+    ``what`` names the key in the message ("a CA key" for an issuer's)."""
     if os.name != "posix":
         return
     mode = stat.S_IMODE(os.stat(path).st_mode)
     if mode & 0o077:
-        raise PKIError(
-            f"{path} has mode {mode:04o}: a private key must be readable by its owner only; "
+        raise error(
+            f"{path} has mode {mode:04o}: {what} must be readable by its owner only; "
             f"check who could have read it, then run: chmod 600 {path}"
         )
 
 
-def _read_key(path: Path) -> PrivateKey:
+def read_private_key(path: Path, error: type[Exception] = PKIError, *, what: str = "a private key") -> PrivateKey:
+    """The unencrypted EC or RSA key in the PEM file ``path``, refused (``error``, :class:`PKIError`
+    by default) when unreadable, not such a key, or accessible to others (see :func:`check_private_mode`)."""
     try:
-        check_private_mode(path)
+        check_private_mode(path, error, what=what)
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     except OSError as e:
-        raise PKIError(f"{path}: cannot read: {e.strerror}") from None
+        raise error(f"{path}: cannot read: {e.strerror}") from None
     except (ValueError, TypeError):
-        raise PKIError(f"{path}: not an unencrypted PEM private key") from None
+        raise error(f"{path}: not an unencrypted PEM private key") from None
     if not isinstance(key, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey)):
-        raise PKIError(f"{path}: unsupported key type (EC or RSA expected)")
+        raise error(f"{path}: unsupported key type (EC or RSA expected)")
     return key
 
 
-def _read_certs(path: Path) -> list[x509.Certificate]:
+def read_certificates(path: Path, error: type[Exception] = PKIError) -> list[x509.Certificate]:
+    """The certificates in the PEM file ``path`` (``error``, :class:`PKIError` by default, when unreadable)."""
     try:
         certs = x509.load_pem_x509_certificates(path.read_bytes())
     except OSError as e:
-        raise PKIError(f"{path}: cannot read: {e.strerror}") from None
+        raise error(f"{path}: cannot read: {e.strerror}") from None
     except ValueError:
-        raise PKIError(f"{path}: not a PEM certificate file") from None
+        raise error(f"{path}: not a PEM certificate file") from None
     return certs
 
 
@@ -204,7 +209,8 @@ def _cert_pem(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
-def _same_public_key(key: PrivateKey, cert: x509.Certificate) -> bool:
+def same_public_key(key: PrivateKey, cert: x509.Certificate) -> bool:
+    """Whether ``cert`` is for ``key``."""
     fmt = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     return key.public_key().public_bytes(*fmt) == cert.public_key().public_bytes(*fmt)
 
@@ -246,7 +252,7 @@ class CollectorCA:
     """The collector's CA: a key and a self-signed certificate in one directory."""
 
     def __init__(self, key: PrivateKey, cert: x509.Certificate, directory: Path | None = None) -> None:
-        if not _same_public_key(key, cert):
+        if not same_public_key(key, cert):
             raise PKIError("the CA key does not belong to the CA certificate")
         self._key = key
         self.certificate = cert
@@ -292,14 +298,14 @@ class CollectorCA:
     @classmethod
     def _load(cls, directory: Path, now: dt.datetime) -> "CollectorCA":
         key_path, cert_path = directory / CA_KEY_FILE, directory / CA_CERT_FILE
-        key = _read_key(key_path)
-        certs = _read_certs(cert_path)
+        key = read_private_key(key_path)
+        certs = read_certificates(cert_path)
         if len(certs) != 1:
             raise PKIError(f"{cert_path}: expected exactly one certificate, found {len(certs)}")
         cert = certs[0]
         if not _is_ca(cert):
             raise PKIError(f"{cert_path}: the certificate is not a CA certificate")
-        if not _same_public_key(key, cert):
+        if not same_public_key(key, cert):
             raise PKIError(f"{key_path} does not belong to the certificate in {cert_path}")
         if cert.not_valid_after_utc <= _utc(now):
             raise PKIError(
@@ -500,7 +506,7 @@ class CollectorCA:
             return False
         check_private_mode(key_path)  # a key readable by others is refused loudly
         try:
-            key = _read_key(key_path)
+            key = read_private_key(key_path)
         except PKIError:
             return False  # unreadable or corrupt: make a new one
         try:
@@ -510,7 +516,7 @@ class CollectorCA:
         if len(chain) != 2 or chain[1] != self.certificate:
             return False
         cert = chain[0]
-        if not self.issued(cert) or not _same_public_key(key, cert):
+        if not self.issued(cert) or not same_public_key(key, cert):
             return False
         if cert.not_valid_after_utc - now < SERVER_RENEW_BEFORE:
             return False

@@ -411,15 +411,8 @@ class SubjectNames:
             cn = ""
         if cn and not _is_host_or_ip(cn):
             cn = ""
-        dns: list[str] = []
-        ips: list[str] = []
-        try:
-            san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-            dns = list(san.get_values_for_type(x509.DNSName))
-            ips = [str(ip) for ip in san.get_values_for_type(x509.IPAddress)]
-        except x509.ExtensionNotFound:
-            pass
-        return cls(common_name=cn, dns=tuple(dns), ips=tuple(ips))
+        dns, ips = _san_names(cert)
+        return cls(common_name=cn, dns=dns, ips=ips)
 
     @classmethod
     def from_csr(cls, csr: x509.CertificateSigningRequest) -> "SubjectNames":
@@ -428,15 +421,8 @@ class SubjectNames:
         attrs = csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
         if attrs:
             cn = str(attrs[0].value)
-        dns: list[str] = []
-        ips: list[str] = []
-        try:
-            san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-            dns = list(san.get_values_for_type(x509.DNSName))
-            ips = [str(ip) for ip in san.get_values_for_type(x509.IPAddress)]
-        except x509.ExtensionNotFound:
-            pass
-        return cls(common_name=cn if _is_host_or_ip(cn) else "", dns=tuple(dns), ips=tuple(ips))
+        dns, ips = _san_names(csr)
+        return cls(common_name=cn if _is_host_or_ip(cn) else "", dns=dns, ips=ips)
 
     def all(self) -> list[str]:
         return [*self.dns, *self.ips]
@@ -445,6 +431,15 @@ class SubjectNames:
         return x509.SubjectAlternativeName(
             [x509.DNSName(d) for d in self.dns] + [x509.IPAddress(ipaddress.ip_address(i)) for i in self.ips]
         )
+
+
+def _san_names(obj: x509.Certificate | x509.CertificateSigningRequest) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The DNS names and IP addresses (as text) in the subject alternative name of a certificate or CSR."""
+    try:
+        san = obj.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return (), ()
+    return tuple(san.get_values_for_type(x509.DNSName)), tuple(str(ip) for ip in san.get_values_for_type(x509.IPAddress))
 
 
 def _is_host_or_ip(value: str) -> bool:

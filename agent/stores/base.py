@@ -68,6 +68,14 @@ class ReadContext:
         self.password = password
         self.problems: list[ScanProblem] = []
 
+    def password_or_why(self) -> tuple[object | None, PasswordUnavailable | None]:
+        """``(password, None)`` (the password is None when none is configured), or ``(None, why)``
+        when a configured password source cannot be read."""
+        try:
+            return self.password(), None
+        except PasswordUnavailable as e:
+            return None, e
+
     def found(
         self,
         store_type: str,

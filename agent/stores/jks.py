@@ -12,7 +12,6 @@ import struct
 import importlib
 from typing import Any
 
-from agent.errors import PasswordUnavailable
 from agent.inventory import MATCHES, MISMATCH, NO_KEY, PRIVATE_KEY_ENTRY, TRUSTED_CERTIFICATE, UNKNOWN, FoundCert
 from agent.stores.base import ReadContext, StoreReader, StoreReadError, der_length_check
 from agent.stores.keys import KEY_ERRORS, cert_spki, der_key_spki
@@ -60,12 +59,7 @@ class JksReader(StoreReader):
         else:
             raise StoreReadError("corrupt", "the file is not a JKS or JCEKS keystore" + hint(data, "jks"), "jks")
 
-        unavailable: PasswordUnavailable | None = None
-        secret = None
-        try:
-            secret = ctx.password()
-        except PasswordUnavailable as e:
-            unavailable = e
+        secret, unavailable = ctx.password_or_why()
         password: str | None = secret.reveal() if secret is not None else None  # type: ignore[attr-defined]
         ks = _load(data, password, stype)
         if password is None:

@@ -25,7 +25,7 @@ from typing import Mapping
 from agent.errors import StoreWriteError
 from agent.keys import private_key_pkcs8_der
 from agent.stores import asn1
-from agent.stores.writers import NewEntry, StoreWriter, WriteTarget
+from agent.stores.writers import KeystoreWriter, NewEntry, WriteTarget
 
 __all__ = ["JksWriter", "rewrite_keystore", "JCEKS_ITERATIONS"]
 
@@ -174,19 +174,13 @@ def rewrite_keystore(data: bytes, alias: str, entry: NewEntry, store_password: s
     return body + _mac(store_password, body)
 
 
-class JksWriter(StoreWriter):
+class JksWriter(KeystoreWriter):
     """JKS and JCEKS keystores."""
 
     store_types = ("jks", "jceks")
 
-    def files(self, target: WriteTarget) -> list[str]:
-        return [target.location.path]
-
     def render(self, target: WriteTarget, current: Mapping[str, bytes], entry: NewEntry) -> dict[str, bytes]:
-        loc = target.location
-        if loc.chain_index != 0:
-            raise StoreWriteError(f"{loc.path}: the location is certificate {loc.chain_index} of entry "
-                                  f"{loc.alias!r}'s chain; install at the entry itself")
+        loc = self.entry_location(target)
         data = current[loc.path]
         if data[:4] not in (JKS_MAGIC, JCEKS_MAGIC):
             # keytool's default store type is PKCS#12; a .jks file may hold one

@@ -6,7 +6,6 @@ import logging
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-from agent.errors import PasswordUnavailable
 from agent.inventory import (
     CERTIFICATE, MATCHES, MISMATCH, NO_KEY, PRIVATE_KEY_ENTRY, TRUSTED_CERTIFICATE, FoundCert,
 )
@@ -49,12 +48,7 @@ class Pkcs12Reader(StoreReader):
 
     @staticmethod
     def _open(data: bytes, ctx: ReadContext) -> tuple[pkcs12.PKCS12KeyAndCertificates, bool]:
-        unavailable: PasswordUnavailable | None = None
-        secret = None
-        try:
-            secret = ctx.password()
-        except PasswordUnavailable as e:
-            unavailable = e
+        secret, unavailable = ctx.password_or_why()
         candidates: list[bytes | None]
         if secret is not None:
             candidates = [secret.reveal().encode("utf-8")]  # type: ignore[attr-defined]

@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.serialization import PrivateFormat, pkcs12
 
 from agent.errors import StoreWriteError
 from agent.stores import asn1
-from agent.stores.writers import NewEntry, StoreWriter, WriteTarget
+from agent.stores.writers import KeystoreWriter, NewEntry, WriteTarget
 
 __all__ = ["Pkcs12Writer", "rewrite_pkcs12", "pkcs12_kdf", "KDF_ROUNDS"]
 
@@ -171,18 +171,12 @@ def rewrite_pkcs12(data: bytes, alias: str, entry: NewEntry, password: str | Non
         raise StoreWriteError(f"{path}: cannot assemble the PKCS#12 keystore ({e})") from None
 
 
-class Pkcs12Writer(StoreWriter):
+class Pkcs12Writer(KeystoreWriter):
     """PKCS#12 keystores (.p12, .pfx)."""
 
     store_types = ("pkcs12",)
 
-    def files(self, target: WriteTarget) -> list[str]:
-        return [target.location.path]
-
     def render(self, target: WriteTarget, current: Mapping[str, bytes], entry: NewEntry) -> dict[str, bytes]:
-        loc = target.location
-        if loc.chain_index != 0:
-            raise StoreWriteError(f"{loc.path}: the location is certificate {loc.chain_index} of entry "
-                                  f"{loc.alias!r}'s chain; install at the entry itself")
+        loc = self.entry_location(target)
         password = target.password.reveal() if target.password is not None else None
         return {loc.path: rewrite_pkcs12(current[loc.path], loc.alias, entry, password, loc.path)}

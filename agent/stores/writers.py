@@ -18,7 +18,6 @@ import errno
 import hashlib
 import os
 import stat
-import tempfile
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping
@@ -27,10 +26,11 @@ from cryptography import x509
 
 from agent.config import Secret
 from agent.errors import StoreWriteError
+from agent.fsutil import OwnerError, TempFileError, atomic_write, fsync_dir
 from agent.inventory import LocationKey
 
 __all__ = [
-    "NewEntry", "WriteTarget", "StoreWriter", "writer_for", "atomic_replace", "find_key_file", "fsync_dir",
+    "NewEntry", "WriteTarget", "StoreWriter", "KeystoreWriter", "writer_for", "atomic_replace", "find_key_file", "fsync_dir",
     "split_chain",
 ]
 
@@ -87,6 +87,22 @@ class StoreWriter(ABC):
         """
 
 
+class KeystoreWriter(StoreWriter):
+    """Writes a keystore (PKCS#12, JKS, JCEKS): one file whose locations are its entries."""
+
+    def files(self, target: WriteTarget) -> list[str]:
+        return [target.location.path]
+
+    @staticmethod
+    def entry_location(target: WriteTarget) -> LocationKey:
+        """The target's location; refused when it is a certificate in an entry's chain, not the entry."""
+        loc = target.location
+        if loc.chain_index != 0:
+            raise StoreWriteError(f"{loc.path}: the location is certificate {loc.chain_index} of entry "
+                                  f"{loc.alias!r}'s chain; install at the entry itself")
+        return loc
+
+
 def writer_for(store_type: str) -> StoreWriter:
     """The writer for a location's store type (pem, der, pkcs12, jks, jceks)."""
     from agent.stores.jks_write import JksWriter
@@ -117,86 +133,36 @@ def split_chain(chain_ders: Iterable[bytes]) -> tuple[list[bytes], list[bytes]]:
 
 # --------------------------------------------------------------------------- atomic writes
 
-def fsync_dir(directory: str) -> None:
-    """fsync a directory so a rename in it survives a crash (best effort)."""
-    if os.name != "posix":
-        return
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def atomic_replace(path: str, data: bytes, like: os.stat_result | tuple[int, int, int] | None = None) -> None:
     """Replace ``path`` with ``data`` atomically, keeping its owner, group and mode.
 
-    A temporary file in the same directory (0600 until its owner and mode are
-    set), fsync, rename over ``path``, fsync the directory. ``like`` gives the
+    :func:`agent.fsutil.atomic_write`: a temporary file in the same directory,
+    fsync, rename over ``path``, fsync the directory. ``like`` gives the
     owner, group and mode to keep (default: the current file's; a new file
     gets 0600); it is a stat result or ``(uid, gid, mode)``. A symbolic link
     is not replaced: the file it points to is. Raises :class:`StoreWriteError`.
     """
     real = os.path.realpath(path)
-    directory = os.path.dirname(real) or "."
-    keep: tuple[int, int, int] | None
     if like is None:
         try:
-            st0 = os.stat(real)
-            keep = (st0.st_uid, st0.st_gid, stat.S_IMODE(st0.st_mode))
+            like = os.stat(real)
         except FileNotFoundError:
-            keep = None
+            pass
         except OSError as e:
             raise StoreWriteError(f"{path}: cannot be examined ({e.strerror or e})") from None
-    elif isinstance(like, tuple):
-        keep = like
-    else:
-        keep = (like.st_uid, like.st_gid, stat.S_IMODE(like.st_mode))
     try:
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(real)}.", suffix=".certfleet-tmp")
-    except OSError as e:
+        atomic_write(real, data, 0o600, like=like)
+    except TempFileError as e:
+        directory = os.path.dirname(real) or "."
         raise StoreWriteError(f"cannot create a temporary file in {directory} ({e.strerror or e})") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if keep is not None and hasattr(os, "fchown"):
-                st = os.fstat(f.fileno())
-                if (st.st_uid, st.st_gid) != keep[:2]:
-                    try:
-                        os.fchown(f.fileno(), keep[0], keep[1])
-                    except PermissionError:
-                        raise StoreWriteError(
-                            f"{path}: cannot keep its owner and group (uid {keep[0]}, gid {keep[1]}): "
-                            "the agent needs to run as root or as the file's owner"
-                        ) from None
-            if hasattr(os, "fchmod"):
-                os.fchmod(f.fileno(), keep[2] if keep is not None else 0o600)
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, real)
-    except StoreWriteError:
-        _unlink(tmp)
-        raise
+    except OwnerError as e:
+        raise StoreWriteError(
+            f"{path}: cannot keep its owner and group (uid {e.uid}, gid {e.gid}): "
+            "the agent needs to run as root or as the file's owner"
+        ) from None
     except OSError as e:
-        _unlink(tmp)
         why = "no space left on the device" if e.errno == errno.ENOSPC else (e.strerror or str(e))
         raise StoreWriteError(f"{path}: cannot be written ({why})") from None
-    except BaseException:
-        _unlink(tmp)
-        raise
-    fsync_dir(directory)
-
-
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
 
 
 # --------------------------------------------------------------------------- finding the key of a PEM certificate

@@ -51,7 +51,6 @@ import json
 import os
 import secrets
 import sqlite3
-import stat
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,7 +63,9 @@ from cryptography.x509.oid import NameOID
 
 from collector.errors import IssuerError
 from collector.issuers.base import Issued, RevocationReason, prepare_request, utc
-from collector.pki import write_private_file, write_public_file
+from collector.pki import (
+    read_certificates, read_private_key, same_public_key, write_private_file, write_public_file,
+)
 from collector.templates import SubjectNames, Template, TemplateConfigError
 
 try:  # POSIX: lock the directory while creating the hierarchy
@@ -455,7 +456,7 @@ def _check_hierarchy(
     if not inter:
         raise IssuerError(f"{inter_path}: holds no intermediate certificate")
     issuing = inter[0]
-    if not _same_key(key, issuing):
+    if not same_public_key(key, issuing):
         raise IssuerError(f"{key_path} does not belong to the first certificate in {inter_path}")
     for cert in (*inter, root):
         if not _is_ca(cert):
@@ -490,36 +491,11 @@ def _is_ca(cert: x509.Certificate) -> bool:
 
 
 def _read_key(path: Path) -> PrivateKey:
-    try:
-        mode = stat.S_IMODE(os.stat(path).st_mode)
-        if os.name == "posix" and mode & 0o077:
-            raise IssuerError(
-                f"{path} has mode {mode:04o}: a CA key must be readable by its owner only; "
-                f"check who could have read it, then run: chmod 600 {path}"
-            )
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    except OSError as e:
-        raise IssuerError(f"{path}: cannot read: {e.strerror}") from None
-    except (ValueError, TypeError):
-        raise IssuerError(f"{path}: not an unencrypted PEM private key") from None
-    if not isinstance(key, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey)):
-        raise IssuerError(f"{path}: unsupported key type (EC or RSA expected)")
-    return key
+    return read_private_key(path, IssuerError, what="a CA key")
 
 
 def _read_certs(path: Path) -> list[x509.Certificate]:
-    try:
-        certs = x509.load_pem_x509_certificates(path.read_bytes())
-    except OSError as e:
-        raise IssuerError(f"{path}: cannot read: {e.strerror}") from None
-    except ValueError:
-        raise IssuerError(f"{path}: not a PEM certificate file") from None
-    return certs
-
-
-def _same_key(key: PrivateKey, cert: x509.Certificate) -> bool:
-    fmt = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return key.public_key().public_bytes(*fmt) == cert.public_key().public_bytes(*fmt)
+    return read_certificates(path, IssuerError)
 
 
 def _new_ca_key(kind: str, *, root: bool) -> PrivateKey:

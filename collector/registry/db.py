@@ -6,13 +6,14 @@ programmatically (no alembic.ini, no dependence on the working directory).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.pool import StaticPool
@@ -30,6 +31,23 @@ _PG_MIGRATION_LOCK = 0x63667267  # "cfrg"
 # writer starts with BEGIN IMMEDIATE, so it waits (busy timeout) for the write
 # lock up front instead of failing half-way when upgrading a read lock.
 WRITE = {"certfleet_write": True}
+
+
+class Connections:
+    """``_write()`` and ``_read()`` for the stores that hold an ``engine`` (Registry, JobStore)."""
+
+    engine: Engine
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[Connection]:
+        """A writer connection (:data:`WRITE`) in a transaction, committed when the block ends."""
+        with self.engine.connect().execution_options(**WRITE) as conn, conn.begin():
+            yield conn
+
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn:
+            yield conn
 
 
 def parse_url(url: str) -> URL:

@@ -20,12 +20,11 @@ Use it as ``Registry.jobs`` or ``JobStore(engine)``.
 from __future__ import annotations
 
 import base64
-import contextlib
 import datetime as dt
 import hashlib
 import re
 import uuid
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 from sqlalchemy import Connection, Engine, and_, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -100,7 +99,7 @@ def _matches(sel: LocationSelector, r: Any) -> bool:
     )
 
 
-class JobStore:
+class JobStore(db.Connections):
     """Renewal jobs on the registry's database (SQLite or PostgreSQL)."""
 
     #: rows at most per list / due_for_agent / mark_stuck call
@@ -111,16 +110,6 @@ class JobStore:
         self.resend_after = resend_after
 
     # -- plumbing ------------------------------------------------------------------
-
-    @contextlib.contextmanager
-    def _write(self) -> Iterator[Connection]:
-        with self.engine.connect().execution_options(**db.WRITE) as conn, conn.begin():
-            yield conn
-
-    @contextlib.contextmanager
-    def _read(self) -> Iterator[Connection]:
-        with self.engine.connect() as conn:
-            yield conn
 
     @staticmethod
     def _select() -> Any:

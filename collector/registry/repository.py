@@ -10,7 +10,6 @@ several calls: see :class:`collector.registry.ingest.ReportTxn`.
 """
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import re
 from collections import defaultdict
@@ -67,7 +66,7 @@ def normalize_serial(serial: str) -> str:
     return s.lstrip("0") or "0"
 
 
-class Registry:
+class Registry(db.Connections):
     """The certificate registry on SQLite or PostgreSQL."""
 
     #: how long an agent's previous identity stays valid after a renewal
@@ -106,16 +105,6 @@ class Registry:
     def jobs(self) -> JobStore:
         """Renewal jobs on this registry's database (see collector.registry.jobs)."""
         return JobStore(self.engine)
-
-    @contextlib.contextmanager
-    def _write(self) -> Iterator[Connection]:
-        with self.engine.connect().execution_options(**db.WRITE) as conn, conn.begin():
-            yield conn
-
-    @contextlib.contextmanager
-    def _read(self) -> Iterator[Connection]:
-        with self.engine.connect() as conn:
-            yield conn
 
     def _lock_agent(self, conn: Connection, agent_id: str) -> Any:
         stmt = select(agents).where(agents.c.agent_id == agent_id)
