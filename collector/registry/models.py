@@ -298,3 +298,7 @@ enrollment_tokens = EnrollmentToken.__table__
 admin_identities = AdminIdentity.__table__
 jobs = Job.__table__
 job_events = JobEventRow.__table__
+
+# Tables of further areas live in their own modules on the same metadata; importing
+# them here keeps Base.metadata complete for migrations checks and create_all.
+from collector.registry import models_audit, models_owners  # noqa: E402,F401
