@@ -101,7 +101,9 @@ class SimAgent:
     commands: Counter = field(default_factory=Counter)            # (job_id, kind) -> times received
     keys: dict = field(default_factory=dict)                      # job_id -> the key made for it
     installed: dict = field(default_factory=dict)                 # job_id -> fingerprint answered as served
-    install_at: dict = field(default_factory=dict)                # job_id -> monotonic time of the answer
+    answered: dict = field(default_factory=dict)                  # job_id -> monotonic time of the final answer
+    csr_sent_at: dict = field(default_factory=dict)               # job_id -> monotonic time the CSR went up
+    turnaround: list = field(default_factory=list)                # seconds from CSR sent to install received
     problems: list = field(default_factory=list)
     channel: grpc.aio.Channel | None = None
     connected: asyncio.Event = field(default_factory=asyncio.Event)
@@ -146,13 +148,15 @@ class SimAgent:
         if kind == "install_certificate":
             c = cmd.install_certificate
             self.commands[(c.job_id, "install")] += 1
+            if c.job_id in self.csr_sent_at and self.commands[(c.job_id, "install")] == 1:
+                self.turnaround.append(time.monotonic() - self.csr_sent_at[c.job_id])
             fp = hashlib.sha256(c.certificate_der).hexdigest()
             reason = self._check_install(c)
+            self.answered.setdefault(c.job_id, time.monotonic())
             if reason:
                 self.problems.append(f"{self.hostname} job {c.job_id}: {reason}")
                 return agent_pb2.JobUpdate(job_id=c.job_id, state="failed", reason=reason)
             self.installed[c.job_id] = fp
-            self.install_at[c.job_id] = time.monotonic()
             step = agent_pb2.JobStep(step="write", ok=True, detail="simulated", seconds=0.0)
             return agent_pb2.JobUpdate(job_id=c.job_id, state="verified", reason="simulated install",
                                        served_fingerprint=fp, steps=[step])
@@ -192,6 +196,8 @@ class SimAgent:
                 update = self._answer(cmd)
                 if update is not None:
                     await call.write(agent_pb2.AgentMessage(job_update=update))
+                    if update.state == "csr_ready":
+                        self.csr_sent_at.setdefault(update.job_id, time.monotonic())
 
         reader = asyncio.create_task(read())
         stopper = asyncio.create_task(stop.wait())

@@ -138,6 +138,7 @@ class InternalCA:
         self.crl_url = crl_url or None
         self._lock = threading.Lock()
         self._hierarchy: _Hierarchy | None = None
+        self._schema_ready = False
         imported = [root_cert, intermediate_cert, intermediate_key]
         self.imported = any(p is not None for p in imported)
         if self.imported:
@@ -390,7 +391,9 @@ class InternalCA:
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         db = sqlite3.connect(self.directory / STATE_FILE, timeout=30, isolation_level=None)
         try:
-            db.executescript(_SCHEMA)  # idempotent; runs outside the transaction below
+            if not self._schema_ready:      # once per process: idempotent, but a write transaction
+                db.executescript(_SCHEMA)   # runs outside the transaction below
+                self._schema_ready = True
             db.execute("BEGIN IMMEDIATE")
             yield db
             db.execute("COMMIT")

@@ -185,11 +185,14 @@ def test_collector_restart_mid_job_loses_nothing(world) -> None:
     c.stop()
     c.start()                                             # a restart in the middle of the job
     assert c.cli("jobs", "show", job_id, "--format", "json").json()["state"] == "requested"
-    Service(agent)                                        # the agent comes back and the job runs
-    job = wait_for(lambda: (lambda j: j if j["state"] in ("verified", "failed", "rolled_back") else None)(
-        c.cli("jobs", "show", job_id, "--format", "json").json()), timeout=60, what="the job to finish")
-    assert job["state"] == "verified", job
-    assert served_fingerprint(nginx.port) == job["new_fingerprint"]
+    back = Service(agent)                                 # the agent comes back and the job runs
+    try:
+        job = wait_for(lambda: (lambda j: j if j["state"] in ("verified", "failed", "rolled_back") else None)(
+            c.cli("jobs", "show", job_id, "--format", "json").json()), timeout=60, what="the job to finish")
+        assert job["state"] == "verified", job
+        assert served_fingerprint(nginx.port) == job["new_fingerprint"]
+    finally:
+        back.stop()
 
 
 def keytool_fingerprints(store: pathlib.Path, password_file: pathlib.Path) -> str:
