@@ -11,7 +11,7 @@ from typing import Any, Callable
 import grpc
 
 from certfleet.v1 import admin_pb2, admin_pb2_grpc
-from collector import __version__, cliformat
+from collector import __version__, cli_audit, cli_owners, cliformat
 from collector.clientconfig import ClientConfig, load_client_config
 from collector.config import parse_duration
 from collector.errors import CollectorError
@@ -298,6 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("fingerprint", help="SHA-256 fingerprint or a unique prefix")
     s.add_argument("--reason", required=True, help="RFC 5280 reason: keyCompromise, superseded, cessationOfOperation, ...")
     s.set_defaults(func=cmd_revoke)
+
+    cli_audit.register(sub)
+    cli_owners.register(sub)
     return p
 
 
@@ -318,6 +321,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_client_config(ns.config)
         channel, stub = open_stub(cfg)
         with channel:
+            if getattr(ns, "needs_channel", False):
+                return func(channel, ns)
             return func(stub, ns)
     except CollectorError as e:
         print(f"certfleet: {e}", file=sys.stderr)

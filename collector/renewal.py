@@ -220,6 +220,7 @@ class RenewalService:
                 refusals.append(f"{name}: {type(e).__name__}")
                 continue
             log.info("certificate %s revoked at %s by %s: %s", cert.fingerprint, name, actor, why.rfc_name)
+            self.registry.record_certificate_revocation(cert.fingerprint, name, why.rfc_name, actor, self.clock())
             return cert.fingerprint, name
         raise errors.InvalidInput(
             "no configured issuer accepted the revocation: " + ("; ".join(refusals) or "no issuers configured"))

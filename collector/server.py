@@ -17,12 +17,15 @@ from typing import Callable
 
 import grpc
 
-from certfleet.v1 import admin_pb2_grpc, agent_pb2_grpc
+from certfleet.v1 import admin_pb2_grpc, agent_pb2_grpc, audit_pb2_grpc
 from collector.api.admin import AdminServicer
 from collector.api.agents import AgentServicer
+from collector.api.audit import AuditServicer
 from collector.api.auth import Authenticator
 from collector.api.enrollment import EnrollmentServicer
+from collector.api.governance import GovernanceServicer, governance_pb2_grpc
 from collector.api.hub import AgentHub
+from collector.audit_retention import AuditRetention
 from collector.autorenew import AutoRenewer, build_autorenewer
 from collector.config import CollectorConfig, ConfigError
 from collector.pki import CollectorCA
@@ -125,6 +128,9 @@ class CollectorServer:
                           renewal=state.renewal, hub=self.hub),
             self.main,
         )
+        audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(state.registry, auth, clock), self.main)
+        governance_pb2_grpc.add_GovernanceServiceServicer_to_server(GovernanceServicer(state.registry, auth, clock), self.main)
+        self.retention = AuditRetention.from_config(cfg.extra, state.registry, clock)
         self.enroll = grpc.aio.server(options=options)
         agent_pb2_grpc.add_EnrollmentServicer_to_server(
             EnrollmentServicer(
@@ -147,6 +153,7 @@ class CollectorServer:
         await self.enroll.start()
         self._sweeper = asyncio.create_task(self._sweep_forever()) if self.state.renewal else None
         self._autorenewing = asyncio.create_task(self._autorenew_forever()) if self.state.autorenew else None
+        self._retaining = asyncio.create_task(self.retention.run_forever())
         log.info(
             "collector listening: agents/admin on %s (mutual TLS), enrollment on %s; CA fingerprint %s",
             self.state.config.listen, self.state.config.enroll_listen, self.state.ca.fingerprint_sha256,
@@ -180,6 +187,8 @@ class CollectorServer:
             self._sweeper.cancel()
         if getattr(self, "_autorenewing", None):
             self._autorenewing.cancel()
+        if getattr(self, "_retaining", None):
+            self._retaining.cancel()
         await asyncio.gather(self.main.stop(grace), self.enroll.stop(grace))
 
 

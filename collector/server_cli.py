@@ -41,6 +41,18 @@ def cmd_serve(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _local_actor() -> str:
+    """Who runs a command on the collector host, for the audit trail: ``local:<OS user>``."""
+    import getpass
+
+    try:
+        return f"local:{getpass.getuser()}"
+    except Exception:  # noqa: BLE001 - no user name (e.g. a container without one)
+        import os
+
+        return f"local:uid{os.getuid()}" if hasattr(os, "getuid") else "local"
+
+
 def cmd_init_admin(ns: argparse.Namespace) -> int:
     import datetime as dt
 
@@ -59,7 +71,8 @@ def cmd_init_admin(ns: argparse.Namespace) -> int:
         cert, key = state.ca.issue_admin_certificate(
             ns.name, ns.role, now, lifetime=dt.timedelta(seconds=config.admin_cert_lifetime)
         )
-        state.registry.record_admin_identity(serial_hex(cert), ns.name, ns.role, cert.not_valid_after_utc, now)
+        state.registry.record_admin_identity(serial_hex(cert), ns.name, ns.role, cert.not_valid_after_utc, now,
+                                             actor=_local_actor())
     finally:
         state.registry.close()
     out = pathlib.Path(ns.out)

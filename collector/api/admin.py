@@ -67,7 +67,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         token = new_token()
         expires = now + dt.timedelta(seconds=ttl)
         note = request.note or f"created by {caller.name}"
-        await asyncio.to_thread(self.registry.create_token, hash_token(token), expires, note, now)
+        await asyncio.to_thread(self.registry.create_token, hash_token(token), expires, note, now, caller.actor)
         log.info("enrollment token created by %s, expires %s", caller.name, expires.isoformat())
         return admin_pb2.CreateEnrollmentTokenResponse(
             token=token, expires_at=convert.dt_to_ts(expires),
@@ -104,7 +104,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     @unary
     async def RequestResync(self, request, context):  # type: ignore[override]
         caller = await self.auth.admin(context, MANAGE_AGENTS)
-        n = await asyncio.to_thread(self.registry.request_resync, request.agent_id or None)
+        n = await asyncio.to_thread(self.registry.request_resync, request.agent_id or None, self.clock(), caller.actor)
         if request.agent_id and n == 0:
             raise errors.NotFound(f"no agent {request.agent_id}")
         log.info("full resync requested by %s for %s", caller.name, request.agent_id or "all agents")
@@ -116,7 +116,8 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         if not request.agent_id:
             raise errors.InvalidInput("name the agent to revoke")
         done = await asyncio.to_thread(
-            self.registry.revoke_agent, request.agent_id, request.reason or f"revoked by {caller.name}", self.clock()
+            self.registry.revoke_agent, request.agent_id, request.reason or f"revoked by {caller.name}", self.clock(),
+            caller.actor,
         )
         if not done:
             raise errors.NotFound(f"no active agent {request.agent_id}")

@@ -4,31 +4,38 @@ The TLS layer has already verified the certificate chains to the collector CA
 and is within its validity. Here we map it to an identity and check the
 registry: an agent must be enrolled, active and presenting its current
 identity; an admin certificate must be known and not revoked, and its role
-must allow the call.
+must allow the call. A refused admin call is audited (``call.refused``), in a
+transaction of its own.
 """
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 
 import grpc
 
 from collector import errors
+from collector.api.errors import current_method
 from collector.pki import Identity, identity_from_pem
 from collector.registry.repository import Registry
 
+log = logging.getLogger(__name__)
+
 # Which roles may make which admin calls. Roles: admin (everything), operator
 # (renew, revoke, assign, manage agents), owner (read and renew its own),
-# auditor (read everything, change nothing).
+# auditor (read everything, export reports and the audit trail, change nothing).
 READ = "read"
 MANAGE_AGENTS = "manage_agents"
 ENROLL = "enroll"
 RENEW = "renew"
 REVOKE = "revoke"
+ASSIGN = "assign"            # owners, assignment rules, explicit assignments
+AUDIT_READ = "audit_read"     # verify, list and export the audit trail
 PERMISSIONS: dict[str, frozenset[str]] = {
-    "admin": frozenset({READ, MANAGE_AGENTS, ENROLL, RENEW, REVOKE}),
-    "operator": frozenset({READ, MANAGE_AGENTS, ENROLL, RENEW, REVOKE}),
-    "auditor": frozenset({READ}),
+    "admin": frozenset({READ, MANAGE_AGENTS, ENROLL, RENEW, REVOKE, AUDIT_READ, ASSIGN}),
+    "operator": frozenset({READ, MANAGE_AGENTS, ENROLL, RENEW, REVOKE, ASSIGN}),
+    "auditor": frozenset({READ, AUDIT_READ}),
     "owner": frozenset({READ, RENEW}),   # issue 4 narrows this to what the owner's team owns
 }
 
@@ -38,6 +45,11 @@ class AdminCaller:
     name: str
     role: str
     serial: str
+
+    @property
+    def actor(self) -> str:
+        """Who this is in the audit trail and on jobs: ``role:name``."""
+        return f"{self.role}:{self.name}"
 
 
 def peer_identity(context: grpc.aio.ServicerContext) -> Identity:
@@ -67,13 +79,35 @@ class Authenticator:
         return ident.name
 
     async def admin(self, context: grpc.aio.ServicerContext, permission: str) -> AdminCaller:
-        ident = peer_identity(context)
+        """The admin caller, if its role has ``permission``; a refusal is audited, then raised."""
+        try:
+            ident = peer_identity(context)
+        except errors.Unauthenticated as e:
+            await self._refused("unknown", permission, e, {"peer": context.peer()})
+            raise
         if ident.kind != "admin":
-            raise errors.PermissionDenied("admin calls need an admin certificate (certfleet-collector init-admin)")
+            e = errors.PermissionDenied("admin calls need an admin certificate (certfleet-collector init-admin)")
+            await self._refused(f"{ident.kind}:{ident.name}", permission, e, {"serial": ident.serial})
+            raise e
         known = await asyncio.to_thread(self.registry.admin_identity, ident.serial)
         if known is None:
-            raise errors.Unauthenticated("admin certificate unknown or revoked")
+            e = errors.Unauthenticated("admin certificate unknown or revoked")
+            await self._refused(f"admin:{ident.name}", permission, e, {"serial": ident.serial})
+            raise e
         name, role = known
+        caller = AdminCaller(name=name, role=role, serial=ident.serial)
         if permission not in PERMISSIONS.get(role, frozenset()):
-            raise errors.PermissionDenied(f"role {role!r} may not {permission.replace('_', ' ')}")
-        return AdminCaller(name=name, role=role, serial=ident.serial)
+            e = errors.PermissionDenied(f"role {role!r} may not {permission.replace('_', ' ')}")
+            await self._refused(caller.actor, permission, e, {"role": role, "serial": ident.serial})
+            raise e
+        return caller
+
+    async def _refused(self, actor: str, permission: str, exc: errors.CollectorError, detail: dict) -> None:
+        """Audit a refused admin call; a failure to record it is logged and does not hide the refusal."""
+        method = current_method() or "unknown"
+        try:
+            await asyncio.to_thread(
+                self.registry.record_refused_call, actor, method, permission, str(exc),
+                detail={"code": type(exc).__name__, **detail})
+        except Exception:  # noqa: BLE001 - the caller still gets its refusal
+            log.exception("could not audit the refused call %s by %s", method, actor)

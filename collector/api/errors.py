@@ -7,6 +7,7 @@ to the log only.
 """
 from __future__ import annotations
 
+import contextvars
 import functools
 import logging
 from typing import Any, AsyncIterator, Awaitable, Callable
@@ -16,6 +17,20 @@ import grpc
 from collector import errors
 
 log = logging.getLogger(__name__)
+
+# The RPC being served ("AdminService.Renew"), for the audit of refused calls.
+_METHOD: contextvars.ContextVar[str] = contextvars.ContextVar("certfleet_rpc_method", default="")
+
+
+def current_method() -> str:
+    """The servicer method this task is serving ("" outside one)."""
+    return _METHOD.get()
+
+
+def _method_name(fn: Callable[..., Any]) -> str:
+    cls, _, name = fn.__qualname__.rpartition(".")
+    return f"{cls.removesuffix('r') if cls.endswith('Servicer') else cls}.{name}" if cls else name
+
 
 _CODES: list[tuple[type[BaseException], grpc.StatusCode]] = [
     (errors.NotFound, grpc.StatusCode.NOT_FOUND),
@@ -48,8 +63,11 @@ async def _abort(context: grpc.aio.ServicerContext, exc: BaseException, method: 
 
 
 def unary(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    method = _method_name(fn)
+
     @functools.wraps(fn)
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        _METHOD.set(method)
         try:
             return await fn(self, request, context)
         except grpc.aio.AbortError:
@@ -61,8 +79,11 @@ def unary(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
 
 
 def streaming(fn: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
+    method = _method_name(fn)
+
     @functools.wraps(fn)
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        _METHOD.set(method)
         try:
             async for item in fn(self, request, context):
                 yield item

@@ -24,6 +24,7 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from collector.certinfo import CertFacts, name_hash, parse_certificate
 from collector.errors import InvalidInput
+from collector.registry import audit
 from collector.registry.bulk import bulk_writer
 from collector.registry.models import agents, certificates, locations, scan_errors
 from collector.registry.types import (
@@ -188,6 +189,14 @@ class ReportTxn:
             if h.full:
                 values["resync_requested"] = False
             conn.execute(update(agents).where(agents.c.agent_id == self._agent_id).values(**values))
+            # one event per stored report (not per location): the last write before the commit
+            audit.record(conn, self._now, f"agent:{self._agent_id}", "inventory.report", f"agent:{self._agent_id}",
+                         "full report" if h.full else "delta report", {
+                             "report_id": h.report_id, "sequence": h.sequence, "full": h.full,
+                             "locations_upserted": self.locations_upserted,
+                             "locations_removed": self.locations_removed,
+                             "certificates_new": self.certificates_new,
+                         })
             self._release(commit=True)
         self._closed = True
         return ReportResult(

@@ -13,7 +13,10 @@ only applies them, atomically:
 - one running job per location, enforced by a unique key that is cleared when the
   job ends, so repeating a renew command (or two collectors deciding to renew at
   once) returns the running job instead of making another;
-- ``claim_command`` is a compare-and-set, so only one collector sends a command.
+- ``claim_command`` is a compare-and-set, so only one collector sends a command;
+- every creation and state change is also an audit event (collector/registry/audit.py),
+  in the same transaction: ``renewal.request`` and ``job.<state>`` (``install.verified``,
+  ``install.rolled_back`` for the installs' outcomes), by the ``actor`` given.
 
 Use it as ``Registry.jobs`` or ``JobStore(engine)``.
 """
@@ -31,7 +34,7 @@ from sqlalchemy.exc import IntegrityError
 
 from collector import jobs as model
 from collector.errors import Ambiguous, InvalidInput, NotFound
-from collector.registry import db
+from collector.registry import audit, db
 from collector.registry.models import agents, certificates, job_events, jobs, locations
 from collector.registry.types import JobEvent, JobView, LocationSelector
 
@@ -59,6 +62,13 @@ def _fingerprint(value: str, what: str) -> str:
     if len(fp) != 64 or not _HEX.fullmatch(fp):
         raise InvalidInput(f"{what} must be a SHA-256 fingerprint (64 hex digits), not {value.strip()[:80]!r}")
     return fp
+
+
+def audit_action(state: str) -> str:
+    """The audit action of a job entering ``state``."""
+    if state in (model.VERIFIED, model.ROLLED_BACK):
+        return f"install.{state}"
+    return f"job.{state}"
 
 
 def _selector(flt: Any) -> LocationSelector | None:
@@ -258,6 +268,7 @@ class JobStore(db.Connections):
             select(j.active_key, j.job_id).where(j.active_key.in_(list(keys)))
         ).all())
         ids: list[str] = []
+        created: list[tuple[str, Any]] = []
         seconds = int(timeout.total_seconds())
         for key, r in keys.items():
             if key in running:
@@ -277,6 +288,15 @@ class JobStore(db.Connections):
             ))
             self._event(conn, job_id, now, "", model.REQUESTED, reason or "renewal requested", requested_by)
             ids.append(job_id)
+            created.append((job_id, r))
+        # audited after every insert: the chain's head is locked from here to the commit, and a
+        # transaction that holds it must not wait on another's uncommitted job (unique keys)
+        for job_id, r in created:
+            audit.record(conn, now, requested_by, "renewal.request", f"job:{job_id}", reason or "renewal requested", {
+                "job_id": job_id, "fingerprint": fp, "agent_id": r.agent_id, "hostname": r.hostname,
+                "location": _label(r.store_type, r.path, r.alias, r.chain_index), "template": template,
+                "idempotency_key": idempotency_key,
+            })
         return self._views(conn, ids)
 
     # -- reading --------------------------------------------------------------------------
@@ -380,6 +400,16 @@ class JobStore(db.Connections):
             reason = "no reason given"
         conn.execute(update(jobs).where(jobs.c.job_id == row.job_id).values(**vals))
         self._event(conn, row.job_id, now, row.state, new_state, reason, actor)
+        detail: dict[str, Any] = {
+            "job_id": row.job_id, "from": row.state, "to": new_state, "agent_id": row.agent_id,
+            "fingerprint": row.old_fingerprint,
+            "location": _label(row.store_type, row.path, row.alias, row.chain_index),
+            "attempts": vals.get("attempts", row.attempts),
+        }
+        for k in ("new_fingerprint", "served_fingerprint"):
+            if vals.get(k):
+                detail[k] = vals[k]
+        audit.record(conn, now, actor, audit_action(new_state), f"job:{row.job_id}", reason, detail)
         return True
 
     def retry(self, job_id: str, now: dt.datetime, actor: str, reason: str = "retried by an operator") -> JobView:
@@ -395,6 +425,11 @@ class JobStore(db.Connections):
                     conn.execute(update(jobs).where(jobs.c.job_id == job_id).values(
                         next_attempt_at=now, deadline=now + dt.timedelta(seconds=row.timeout_seconds),
                         updated_at=now))
+                    audit.record(conn, now, actor, "job.retry", f"job:{job_id}", reason, {
+                        "job_id": job_id, "from": row.state, "to": row.state, "agent_id": row.agent_id,
+                        "fingerprint": row.old_fingerprint, "attempts": row.attempts,
+                        "location": _label(row.store_type, row.path, row.alias, row.chain_index),
+                    })
             else:
                 try:
                     self._change(conn, row, model.REQUESTED, now, reason, actor, {}, fresh_deadline=True)

@@ -27,9 +27,10 @@ from collector.errors import (
     TokenInvalid,
     TokenUsed,
 )
-from collector.registry import db
+from collector.registry import audit, db
 from collector.registry.ingest import ReportTxn, chunked, dialect_insert, host_values
 from collector.registry.jobs import JobStore
+from collector.registry.owners import OwnerStore
 from collector.registry.models import (
     admin_identities,
     agents,
@@ -52,6 +53,8 @@ from collector.registry.types import (
 UTC = dt.timezone.utc
 _HEX = re.compile(r"[0-9a-f]+")
 MIN_PREFIX = 6
+#: hex digits of a token's hash named in the audit trail
+TOKEN_PREFIX = 12
 
 
 def _utcnow() -> dt.datetime:
@@ -106,6 +109,16 @@ class Registry(db.Connections):
         """Renewal jobs on this registry's database (see collector.registry.jobs)."""
         return JobStore(self.engine)
 
+    @property
+    def owners(self) -> OwnerStore:
+        """Owners, assignment rules and explicit assignments (see collector.registry.owners)."""
+        return OwnerStore(self.engine)
+
+    @property
+    def audit(self) -> audit.AuditLog:
+        """The hash-chained audit trail (see collector.registry.audit)."""
+        return audit.AuditLog(self.engine)
+
     def _lock_agent(self, conn: Connection, agent_id: str) -> Any:
         stmt = select(agents).where(agents.c.agent_id == agent_id)
         if conn.dialect.name == "postgresql":
@@ -114,14 +127,19 @@ class Registry(db.Connections):
 
     # -- enrollment tokens ---------------------------------------------------------
 
-    def create_token(self, token_hash: str, expires_at: dt.datetime, note: str, now: dt.datetime) -> None:
-        """Record a single-use enrollment token by the SHA-256 hex of the token."""
+    def create_token(self, token_hash: str, expires_at: dt.datetime, note: str, now: dt.datetime,
+                     actor: str = "collector") -> None:
+        """Record a single-use enrollment token by the SHA-256 hex of the token (audited by a
+        prefix of that hash, never the token)."""
+        h = token_hash.lower()
         try:
             with self._write() as conn:
                 conn.execute(insert(enrollment_tokens).values(
-                    token_hash=token_hash.lower(), created_at=now, expires_at=expires_at, used_at=None,
+                    token_hash=h, created_at=now, expires_at=expires_at, used_at=None,
                     used_by_agent=None, note=note,
                 ))
+                audit.record(conn, now, actor, "token.create", f"token:{h[:TOKEN_PREFIX]}", note,
+                             {"token_hash_prefix": h[:TOKEN_PREFIX], "expires_at": audit.at_text(expires_at)})
         except IntegrityError:
             raise InvalidInput("that enrollment token already exists") from None
 
@@ -129,6 +147,9 @@ class Registry(db.Connections):
         """Mark the token used by ``agent_id``; TokenInvalid/TokenUsed/TokenExpired if it cannot be."""
         with self._write() as conn:
             self._consume(conn, token_hash, agent_id, now)
+            h = token_hash.lower()
+            audit.record(conn, now, f"agent:{agent_id}", "token.use", f"token:{h[:TOKEN_PREFIX]}", "",
+                         {"token_hash_prefix": h[:TOKEN_PREFIX], "agent_id": agent_id})
 
     def _consume(self, conn: Connection, token_hash: str, agent_id: str, now: dt.datetime) -> None:
         t = enrollment_tokens.c
@@ -164,6 +185,12 @@ class Registry(db.Connections):
                     previous_identity_valid_until=None, last_sequence=0, last_report_id="", last_report_at=None,
                     report_generation=0, resync_requested=False, **values,
                 ))
+                h = token_hash.lower()
+                audit.record(conn, now, f"agent:{agent_id}", "enroll", f"agent:{agent_id}",
+                             f"enrolled {values['hostname'] or 'a host'} with token {h[:TOKEN_PREFIX]}",
+                             {"hostname": values["hostname"], "os": host.os, "agent_version": host.agent_version,
+                              "token_hash_prefix": h[:TOKEN_PREFIX],
+                              "identity_serial": normalize_serial(identity_serial)})
         except IntegrityError:
             raise InvalidInput(f"agent {agent_id} is already enrolled") from None
 
@@ -250,8 +277,12 @@ class Registry(db.Connections):
                     until = min(until, row.identity_not_after)
                 values.update(previous_identity_serial=row.identity_serial, previous_identity_valid_until=until)
             conn.execute(update(agents).where(agents.c.agent_id == agent_id).values(**values))
+            if s != row.identity_serial:
+                audit.record(conn, now, f"agent:{agent_id}", "agent.identity.renew", f"agent:{agent_id}", "",
+                             {"serial": s, "previous_serial": row.identity_serial,
+                              "not_after": audit.at_text(not_after)})
 
-    def revoke_agent(self, agent_id: str, reason: str, now: dt.datetime) -> bool:
+    def revoke_agent(self, agent_id: str, reason: str, now: dt.datetime, actor: str = "collector") -> bool:
         """Revoke an active agent; False if there is no such active agent."""
         with self._write() as conn:
             res = conn.execute(
@@ -259,15 +290,23 @@ class Registry(db.Connections):
                 .where(agents.c.agent_id == agent_id, agents.c.status == "active")
                 .values(status="revoked", revoked_at=now, revoke_reason=reason, resync_requested=False)
             )
-            return res.rowcount == 1
+            if res.rowcount != 1:
+                return False
+            audit.record(conn, now, actor, "agent.revoke", f"agent:{agent_id}", reason, {})
+            return True
 
-    def request_resync(self, agent_id: str | None) -> int:
+    def request_resync(self, agent_id: str | None, now: dt.datetime | None = None, actor: str = "collector") -> int:
         """Ask one active agent (or all) for a full report; returns how many were flagged."""
         with self._write() as conn:
             stmt = update(agents).where(agents.c.status == "active")
             if agent_id is not None:
                 stmt = stmt.where(agents.c.agent_id == agent_id)
-            return conn.execute(stmt.values(resync_requested=True)).rowcount
+            n = conn.execute(stmt.values(resync_requested=True)).rowcount
+            if n:
+                audit.record(conn, now or _utcnow(), actor, "agent.resync",
+                             f"agent:{agent_id}" if agent_id is not None else "agents:all",
+                             "full report requested", {"agents_flagged": n})
+            return n
 
     def touch_agent(self, agent_id: str, host: HostFacts, now: dt.datetime) -> None:
         """The agent was heard from: update last_seen and its host facts."""
@@ -292,7 +331,7 @@ class Registry(db.Connections):
     # -- admin identities ------------------------------------------------------------
 
     def record_admin_identity(self, serial: str, name: str, role: str, not_after: dt.datetime,
-                              now: dt.datetime) -> None:
+                              now: dt.datetime, actor: str = "collector") -> None:
         s = normalize_serial(serial)
         with self._write() as conn:
             ins = dialect_insert(conn, admin_identities).values(
@@ -302,6 +341,8 @@ class Registry(db.Connections):
                 index_elements=[admin_identities.c.serial],
                 set_={"name": ins.excluded.name, "role": ins.excluded.role, "not_after": ins.excluded.not_after},
             ))
+            audit.record(conn, now, actor, "admin.init", f"admin:{name}", f"admin identity with role {role}",
+                         {"name": name, "role": role, "serial": s, "not_after": audit.at_text(not_after)})
 
     def admin_identity(self, serial: str, now: dt.datetime | None = None) -> tuple[str, str] | None:
         """(name, role) of a known, unrevoked, unexpired admin identity; else None."""
@@ -314,14 +355,34 @@ class Registry(db.Connections):
             return None
         return row.name, row.role
 
-    def revoke_admin_identity(self, serial: str, now: dt.datetime) -> bool:
+    def revoke_admin_identity(self, serial: str, now: dt.datetime, actor: str = "collector") -> bool:
+        s = normalize_serial(serial)
         with self._write() as conn:
             res = conn.execute(
                 update(admin_identities)
-                .where(admin_identities.c.serial == normalize_serial(serial), admin_identities.c.revoked.is_(False))
+                .where(admin_identities.c.serial == s, admin_identities.c.revoked.is_(False))
                 .values(revoked=True, revoked_at=now)
             )
-            return res.rowcount == 1
+            if res.rowcount != 1:
+                return False
+            audit.record(conn, now, actor, "admin.revoke", f"admin-serial:{s}", "", {"serial": s})
+            return True
+
+    # -- audit of things that change nothing else -------------------------------------------------
+
+    def record_certificate_revocation(self, fingerprint: str, issuer: str, reason: str, actor: str,
+                                      now: dt.datetime) -> None:
+        """An issuer revoked the certificate (the registry keeps no revocation state of its own)."""
+        with self._write() as conn:
+            audit.record(conn, now, actor, "certificate.revoke", f"certificate:{fingerprint}", reason,
+                         {"fingerprint": fingerprint, "issuer": issuer})
+
+    def record_refused_call(self, actor: str, method: str, permission: str, why: str,
+                            now: dt.datetime | None = None, detail: dict[str, Any] | None = None) -> None:
+        """An admin call the caller was not allowed to make."""
+        with self._write() as conn:
+            audit.record(conn, now or _utcnow(), actor, "call.refused", method, why,
+                         {"method": method, "permission": permission, **(detail or {})})
 
     # -- reports -------------------------------------------------------------------------
 

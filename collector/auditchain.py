@@ -1,0 +1,175 @@
+"""The audit trail's hash chain as pure functions: no database, no clock.
+
+An event is ``(seq, at, actor, action, target, reason, detail)`` and carries
+``prev_hash`` (the hash of the event before it) and its own::
+
+    hash = sha256(prev_hash || canonical JSON of [seq, at, actor, action, target, reason, detail])
+
+``at`` is hashed as UTC text with microseconds (:func:`at_text`), the canonical
+JSON has sorted keys and no spaces. :class:`ChainCheck` takes events in seq
+order and names the first one that does not fit: its own hash is wrong (edited,
+or moved to another seq), a gap before it (deleted), or it does not link to the
+one before (edited, replaced, reordered). The registry verifies with it
+(collector/registry/audit.py), and so does ``certfleet audit verify --file`` on
+an export, without the collector's database.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping
+
+from collector.errors import InvalidInput
+
+UTC = dt.timezone.utc
+#: prev_hash of the first event ever recorded, and the anchor before any purge
+GENESIS_HASH = "0" * 64
+
+
+# -- the hash ----------------------------------------------------------------------------
+
+
+def at_text(at: dt.datetime) -> str:
+    """The time as hashed and exported: UTC, microseconds, ``Z``."""
+    if at.tzinfo is None or at.utcoffset() is None:
+        raise ValueError(f"naive datetime {at!r} given to the audit log; use an aware UTC datetime")
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_at(text: str) -> dt.datetime:
+    return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+
+
+def plain(detail: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``detail`` as plain JSON that survives the database unchanged (JSON text on SQLite,
+    JSONB on PostgreSQL): keys are strings, tuples lists, other objects their ``str``,
+    integral floats ints (JSONB would print 1e20 back as an integer); NaN and infinities refused."""
+    def fix(v: Any) -> Any:
+        if isinstance(v, float):
+            if not math.isfinite(v):
+                raise InvalidInput("audit detail must not hold NaN or infinite numbers")
+            return int(v) if v.is_integer() else v
+        if isinstance(v, dict):
+            return {k: fix(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [fix(x) for x in v]
+        return v
+
+    return fix(json.loads(json.dumps(dict(detail or {}), default=str)))
+
+
+def canonical(seq: int, at: str, actor: str, action: str, target: str, reason: str,
+              detail: Mapping[str, Any]) -> bytes:
+    return json.dumps([seq, at, actor, action, target, reason, detail], sort_keys=True, separators=(",", ":"),
+                      ensure_ascii=False, allow_nan=False).encode("utf-8")
+
+
+def event_hash(prev_hash: str, seq: int, at: str, actor: str, action: str, target: str, reason: str,
+               detail: Mapping[str, Any]) -> str:
+    return hashlib.sha256(prev_hash.encode("ascii") + canonical(seq, at, actor, action, target, reason, detail)
+                          ).hexdigest()
+
+
+# -- checking ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    ok: bool
+    checked: int                 # events found intact (before the first broken one)
+    first_broken_seq: int = 0    # 0 when ok
+    reason: str = ""             # the first break, for people ("" when ok)
+    anchor_seq: int = 0          # verification started after this seq (the last purged event)
+    last_seq: int = 0            # the newest event the head knows
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def describe(event: Mapping[str, Any]) -> str:
+    at = event.get("at")
+    when = at_text(at) if isinstance(at, dt.datetime) else str(at or "")
+    if len(when) == 27 and when.endswith("Z"):   # 2026-11-26T10:00:00.000000Z -> ...:00Z
+        when = when[:19] + "Z"
+    return f"event {event.get('seq')} ({when} {event.get('action', '?')} by {event.get('actor', '?')})"
+
+
+class ChainCheck:
+    """Feed events in seq order; the first that does not fit is named, with why."""
+
+    def __init__(self, anchor_seq: int | None = None, anchor_hash: str | None = None) -> None:
+        self.anchor_seq = anchor_seq
+        self.expect_seq = None if anchor_seq is None else anchor_seq + 1
+        self.prev_hash = anchor_hash
+        self.checked = 0
+        self.broken: tuple[int, str] | None = None
+        self.last: Mapping[str, Any] | None = None
+
+    def feed(self, e: Mapping[str, Any]) -> bool:
+        """False (and ``broken`` set) when ``e`` breaks the chain; stop feeding then."""
+        try:
+            seq = int(e["seq"])
+            at = e["at"] if isinstance(e["at"], str) else at_text(e["at"])
+            computed = event_hash(e["prev_hash"], seq, at, e["actor"], e["action"], e["target"], e["reason"],
+                                  e["detail"])
+            stored = e["hash"]
+        except (KeyError, TypeError, ValueError, UnicodeError) as exc:
+            raw = e.get("seq") if isinstance(e, Mapping) else None
+            where = raw if isinstance(raw, int) and not isinstance(raw, bool) else (self.expect_seq or 0)
+            return self._break(where, f"{describe(e)}: unreadable ({type(exc).__name__}: {exc})")
+        if computed != stored:
+            return self._break(seq, f"{describe(e)}: hash does not match; edited or reordered")
+        if self.expect_seq is not None and seq != self.expect_seq:
+            if seq > self.expect_seq:
+                gone = (f"event {self.expect_seq} before it is" if seq == self.expect_seq + 1
+                        else f"events {self.expect_seq}..{seq - 1} before it are")
+                return self._break(seq, f"{describe(e)}: {gone} missing; deleted")
+            return self._break(seq, f"{describe(e)}: out of order (expected seq {self.expect_seq}); reordered")
+        if self.prev_hash is not None and e["prev_hash"] != self.prev_hash:
+            before = f"event {seq - 1}" if self.checked else f"the anchor (seq {self.anchor_seq})"
+            return self._break(seq, f"{describe(e)}: does not follow {before} (prev_hash does not match); "
+                                    "an event before it was edited, replaced or reordered")
+        self.expect_seq = seq + 1
+        self.prev_hash = e["hash"]
+        self.checked += 1
+        self.last = e
+        return True
+
+    def _break(self, seq: int, why: str) -> bool:
+        self.broken = (seq, why)
+        return False
+
+    def finish(self, head_seq: int | None = None, head_hash: str | None = None) -> VerifyResult:
+        """The result; with the head's seq and hash, a deleted or altered newest event is caught too."""
+        anchor = self.anchor_seq or 0
+        if self.broken is not None:
+            return VerifyResult(False, self.checked, self.broken[0], self.broken[1], anchor, head_seq or 0)
+        last_seq = int(self.last["seq"]) if self.last is not None else anchor
+        if head_seq is not None:
+            if head_seq > last_seq:
+                missing = (f"event {head_seq} (the newest, as the chain head records) is" if head_seq == last_seq + 1
+                           else f"events {last_seq + 1}..{head_seq} (the newest, as the chain head records) are")
+                return VerifyResult(False, self.checked, last_seq + 1, f"{missing} missing; deleted", anchor, head_seq)
+            if head_seq < last_seq:
+                return VerifyResult(False, self.checked, head_seq + 1,
+                                    f"events after seq {head_seq} are not in the chain head; inserted", anchor, head_seq)
+            if head_hash is not None and self.last is not None and self.last["hash"] != head_hash:
+                return VerifyResult(False, self.checked - 1, last_seq,
+                                    f"{describe(self.last)}: hash differs from the chain head's; replaced",
+                                    anchor, head_seq)
+        return VerifyResult(True, self.checked, 0, "", anchor, last_seq if head_seq is None else head_seq)
+
+
+def verify_events(events: Iterable[Mapping[str, Any]], anchor_seq: int | None = None,
+                  anchor_hash: str | None = None) -> VerifyResult:
+    """Check a run of events (e.g. an export, as dicts) offline. Without an anchor the first
+    event is taken as it is and the rest must follow it."""
+    check = ChainCheck(anchor_seq, anchor_hash)
+    for e in events:
+        if not check.feed(e):
+            break
+    return check.finish()

@@ -1,0 +1,191 @@
+"""``certfleet audit ...``: verify, list and export the collector's hash-chained audit trail.
+
+    certfleet audit verify                      exit 0 when intact, 1 naming the first broken event
+    certfleet audit verify --file audit.jsonl   check an export offline (its events must follow each other)
+    certfleet audit export [--since ISO] [--until ISO] [--out FILE]    JSON lines, oldest first
+    certfleet audit list [--since ISO] [--until ISO] [--actor A] [--action X] [--target T] [--limit N]
+                         [--format table|json]                         newest first
+
+Needs an admin identity whose role may read the audit trail (admin, auditor).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import pathlib
+import shutil
+import sys
+from typing import Any, Iterable, Iterator
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from certfleet.v1 import audit_pb2, audit_pb2_grpc
+from collector import cliformat
+from collector.errors import CollectorError, InvalidInput
+from collector.auditchain import at_text, verify_events
+
+TIMEOUT = 60.0
+EXPORT_TIMEOUT = 3600.0
+UTC = dt.timezone.utc
+
+
+def parse_time(value: str, what: str) -> dt.datetime:
+    """An ISO 8601 date or time; without a zone it is UTC. ``2026-01-31``, ``2026-01-31T10:00Z``, ..."""
+    v = value.strip()
+    if v.endswith(("Z", "z")):
+        v = v[:-1] + "+00:00"
+    try:
+        t = dt.datetime.fromisoformat(v)
+    except ValueError:
+        raise InvalidInput(f"{what}: {value!r} is not an ISO 8601 time (e.g. 2026-01-31 or 2026-01-31T10:00:00Z)") from None
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+
+
+def _ts(value: dt.datetime | None) -> Timestamp | None:
+    if value is None:
+        return None
+    t = Timestamp()
+    t.FromDatetime(value)
+    return t
+
+
+def event_dict(e: audit_pb2.AuditEvent) -> dict[str, Any]:
+    """As the registry exports it (collector.registry.audit.AuditEventView.to_dict): verifiable offline."""
+    return {
+        "seq": e.seq, "at": at_text(e.at.ToDatetime(tzinfo=UTC)), "actor": e.actor, "action": e.action,
+        "target": e.target, "reason": e.reason, "detail": json.loads(e.detail_json) if e.detail_json else {},
+        "prev_hash": e.prev_hash, "hash": e.hash,
+    }
+
+
+def _short_time(at: str) -> str:
+    return at[:19] + "Z" if len(at) >= 19 else at
+
+
+def events_table(events: Iterable[dict[str, Any]], width: int) -> str:
+    """Columns sized to their content; the reason (last) is cut at its end to fit ``width``."""
+    headers = ["SEQ", "AT", "ACTOR", "ACTION", "TARGET", "REASON"]
+    rows = [[str(e["seq"]), _short_time(e["at"]), e["actor"], e["action"], e["target"],
+             " ".join(e["reason"].split())] for e in events]
+    if not rows:
+        return "no audit events\n"
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers[:-1])]
+    room = max(24, width - sum(widths) - 2 * len(widths))
+    lines = []
+    for r in [headers, *rows]:
+        cells = [v.ljust(w) for v, w in zip(r, widths)] + [cliformat.fit(r[-1], room)]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines) + "\n"
+
+
+# -- commands --------------------------------------------------------------------------------
+
+
+def cmd_verify(channel: grpc.Channel, ns: argparse.Namespace) -> int:
+    if ns.file:
+        result = verify_events(_read_jsonl(pathlib.Path(ns.file)))
+        if result.ok:
+            print(f"export {ns.file} is intact: {result.checked} event(s) follow each other")
+            return 0
+        print(f"export {ns.file} is BROKEN at {result.reason}")
+        return 1
+    stub = audit_pb2_grpc.AuditServiceStub(channel)
+    r = stub.VerifyAudit(audit_pb2.VerifyAuditRequest(), timeout=EXPORT_TIMEOUT)
+    if ns.format == "json":
+        print(cliformat.dumps({"ok": r.ok, "checked": r.checked, "first_broken_seq": r.first_broken_seq or None,
+                               "reason": r.reason or None, "anchor_seq": r.anchor_seq, "last_seq": r.last_seq}))
+        return 0 if r.ok else 1
+    if r.ok:
+        since = f" since the retention anchor (seq {r.anchor_seq})" if r.anchor_seq else ""
+        print(f"audit trail intact: {r.checked} event(s) checked{since}, newest seq {r.last_seq}")
+        return 0
+    print(f"audit trail BROKEN: {r.reason}")
+    print(f"  {r.checked} event(s) before it are intact; first broken: seq {r.first_broken_seq}")
+    return 1
+
+
+def _read_jsonl(path: pathlib.Path) -> Iterator[dict[str, Any]]:
+    try:
+        with path.open(encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise InvalidInput(f"{path}:{n}: not JSON: {e.msg}") from None
+    except OSError as e:
+        raise CollectorError(f"cannot read {path}: {e.strerror}") from None
+
+
+def cmd_export(channel: grpc.Channel, ns: argparse.Namespace) -> int:
+    stub = audit_pb2_grpc.AuditServiceStub(channel)
+    req = audit_pb2.ExportAuditRequest(
+        since=_ts(parse_time(ns.since, "--since") if ns.since else None),
+        until=_ts(parse_time(ns.until, "--until") if ns.until else None),
+    )
+    out_path = pathlib.Path(ns.out) if ns.out else None
+    tmp = out_path.with_name(out_path.name + ".part") if out_path else None
+    n = 0
+    out = tmp.open("w", encoding="utf-8") if tmp else sys.stdout
+    try:
+        for page in stub.ExportAudit(req, timeout=EXPORT_TIMEOUT):
+            for e in page.events:
+                out.write(json.dumps(event_dict(e), sort_keys=True, ensure_ascii=False) + "\n")
+                n += 1
+    except BaseException:
+        if tmp:
+            out.close()
+            tmp.unlink(missing_ok=True)
+        raise
+    if tmp and out_path:
+        out.close()
+        tmp.replace(out_path)
+        print(f"{n} audit event(s) written to {out_path}", file=sys.stderr)
+    return 0
+
+
+def cmd_list(channel: grpc.Channel, ns: argparse.Namespace) -> int:
+    stub = audit_pb2_grpc.AuditServiceStub(channel)
+    if ns.limit < 1:
+        raise InvalidInput("--limit must be at least 1")
+    r = stub.ListAudit(audit_pb2.ListAuditRequest(
+        since=_ts(parse_time(ns.since, "--since") if ns.since else None),
+        until=_ts(parse_time(ns.until, "--until") if ns.until else None),
+        actor=ns.actor or "", action=ns.action or "", target=ns.target or "", limit=ns.limit,
+    ), timeout=TIMEOUT)
+    events = [event_dict(e) for e in r.events]
+    if ns.format == "json":
+        print(cliformat.dumps(events))
+    else:
+        sys.stdout.write(events_table(events, shutil.get_terminal_size((120, 24)).columns))
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    """Add ``audit verify|export|list`` to the ``certfleet`` parser's subcommands."""
+    audit = subparsers.add_parser("audit", help="the tamper-evident audit trail").add_subparsers(
+        dest="audit_command", required=True)
+
+    s = audit.add_parser("verify", help="check the hash chain; exit 1 naming the first broken event")
+    s.add_argument("--file", metavar="JSONL", help="check an export offline instead of the collector's trail")
+    s.add_argument("--format", choices=["text", "json"], default="text")
+    s.set_defaults(func=cmd_verify, needs_channel=True)
+
+    s = audit.add_parser("export", help="events as JSON lines, oldest first")
+    s.add_argument("--since", metavar="ISO", help="from this time (e.g. 2026-01-01 or 2026-01-01T00:00:00Z)")
+    s.add_argument("--until", metavar="ISO", help="up to this time (exclusive)")
+    s.add_argument("--out", metavar="FILE", help="write to FILE (default: standard output)")
+    s.set_defaults(func=cmd_export, needs_channel=True)
+
+    s = audit.add_parser("list", help="recent events, newest first")
+    s.add_argument("--since", metavar="ISO")
+    s.add_argument("--until", metavar="ISO")
+    s.add_argument("--actor", help="e.g. admin:alice, agent:<id>, auto-renew")
+    s.add_argument("--action", help="e.g. enroll, call.refused, or a prefix: job, token")
+    s.add_argument("--target", help="e.g. job:<id>, agent:<id>")
+    s.add_argument("--limit", type=int, default=50)
+    s.add_argument("--format", choices=["table", "json"], default="table")
+    s.set_defaults(func=cmd_list, needs_channel=True)

@@ -1,0 +1,562 @@
+"""Who owns a certificate: owners, assignment rules, explicit assignments, orphans.
+
+Pure functions of facts (no database, no clock). The registry's ``OwnerStore``
+(collector/registry/owners.py) keeps the records and calls :func:`resolve`.
+
+How an assignment is made
+-------------------------
+Each of the four attributes -- owner, environment, criticality, service -- is
+taken separately from the first of these sources that sets it:
+
+1. an explicit assignment of the *location* (agent + store type + path + alias;
+   it stays when the certificate there is renewed),
+2. an explicit assignment of the *certificate* (by SHA-256 fingerprint),
+3. the assignment rules in priority order (lowest number first): the first
+   matching rule that sets the attribute gives it,
+4. the location's labels ``owner``, ``environment``, ``service`` and
+   ``criticality`` (from the agent's ``labels`` overlaid with the store's) as hints.
+
+So a rule that only sets ``criticality`` does not stop a later rule from giving
+the owner. ``Assignment.source`` names where the owner came from (or, without
+an owner, the first attribute that was set): ``"explicit"``, ``"rule:<name>"``,
+``"label"`` or None; ``Assignment.sources`` has it per attribute.
+
+A rule matches when *all* its conditions hold (a rule without conditions matches
+everything, a catch-all):
+
+- ``host``: a DNS glob on the agent's hostname (case-insensitive). ``*`` and
+  ``?`` stay within one label, ``**`` spans labels (``**.example.com`` also
+  matches ``example.com``). A pattern without a dot is matched against the short
+  host name too (``web-*`` matches ``web-1.example.com``).
+- ``path``: a path glob. ``*`` and ``?`` stay within one path segment, ``**``
+  spans any number of them (``/etc/ssl/**/*.pem`` matches ``/etc/ssl/a.pem`` and
+  ``/etc/ssl/x/y/a.pem``; ``/etc/ssl/**`` everything below). A pattern without
+  ``/`` is matched against the file name. Backslashes count as ``/``. Case-
+  sensitive, except for Windows paths (drive letter or backslash).
+- ``san``: a DNS glob (as ``host``) that one of the certificate's DNS SANs
+  matches -- or its subject CN when it has no DNS SAN.
+- ``issuer``: a case-insensitive substring of the issuer DN.
+- ``labels``: every given label equals the location's label.
+
+Orphans
+-------
+A certificate present somewhere is an orphan when one of its present locations
+resolves to no owner, to an owner name that is not registered (from a label
+hint), or to an owner without a working contact. A contact is *working* when the
+owner has at least one valid-looking e-mail address (``local@domain.tld``) among
+its contacts or an ``https://`` webhook; the escalation contact does not count.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import itertools
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from urllib.parse import urlsplit
+
+from collector.errors import InvalidInput
+
+ATTRIBUTES = ("owner", "environment", "criticality", "service")
+CRITICALITIES = ("low", "medium", "high", "critical")
+SOURCE_EXPLICIT = "explicit"
+SOURCE_LABEL = "label"
+SCOPE_CERTIFICATE = "certificate"
+SCOPE_LOCATION = "location"
+
+# Orphan reasons, worst first.
+NO_OWNER = "no_owner"
+UNKNOWN_OWNER = "unknown_owner"
+NO_WORKING_CONTACT = "no_working_contact"
+ORPHAN_REASONS = (NO_OWNER, UNKNOWN_OWNER, NO_WORKING_CONTACT)
+
+_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,127}")
+_ENV = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+_EMAIL = re.compile(r"[^@\s<>,;]+@[^@\s<>,;.]+(\.[^@\s<>,;.]+)+")
+
+
+# -- records --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Owner:
+    """A team or role (not a person) that answers for certificates."""
+
+    name: str
+    contacts: tuple[str, ...] = ()     # e-mail addresses
+    webhook: str = ""                  # URL; only https counts as a working contact
+    escalation: str = ""               # e-mail address told when a notice is escalated
+    description: str = ""
+    created_at: dt.datetime | None = None
+    updated_at: dt.datetime | None = None
+
+    @property
+    def working(self) -> bool:
+        return has_working_contact(self.contacts, self.webhook)
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """An assignment rule: conditions (empty = any) and the attributes it sets (empty = not set)."""
+
+    name: str
+    priority: int
+    owner: str = ""
+    environment: str = ""
+    criticality: str = ""
+    service: str = ""
+    host: str = ""                     # DNS glob on the hostname
+    path: str = ""                     # path glob
+    san: str = ""                      # DNS glob on the DNS SANs (or CN)
+    issuer: str = ""                   # substring of the issuer DN
+    labels: Mapping[str, str] = field(default_factory=dict)
+    description: str = ""
+    created_by: str = ""
+    created_at: dt.datetime | None = None
+    updated_at: dt.datetime | None = None
+
+    def sets(self) -> dict[str, str]:
+        return {a: getattr(self, a) for a in ATTRIBUTES if getattr(self, a)}
+
+    def conditions(self) -> dict[str, Any]:
+        out: dict[str, Any] = {k: getattr(self, k) for k in ("host", "path", "san", "issuer") if getattr(self, k)}
+        if self.labels:
+            out["labels"] = dict(self.labels)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Explicit:
+    """An explicit assignment of one certificate (scope "certificate", by fingerprint) or one
+    location (scope "location": agent + store type + path + alias, whatever certificate it holds)."""
+
+    scope: str
+    fingerprint: str = ""
+    agent_id: str = ""
+    store_type: str = ""
+    path: str = ""
+    alias: str = ""
+    owner: str = ""
+    environment: str = ""
+    criticality: str = ""
+    service: str = ""
+    reason: str = ""
+    assigned_by: str = ""
+    hostname: str = ""                 # for display
+    created_at: dt.datetime | None = None
+    updated_at: dt.datetime | None = None
+
+    def applies(self, fingerprint: str, location: Any | None) -> bool:
+        if self.scope == SCOPE_CERTIFICATE:
+            return self.fingerprint == fingerprint
+        return location is not None and (
+            self.agent_id == location.agent_id and self.store_type == location.store_type
+            and self.path == location.path and self.alias == location.alias
+        )
+
+    def sets(self) -> dict[str, str]:
+        return {a: getattr(self, a) for a in ATTRIBUTES if getattr(self, a)}
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    owner: str | None = None
+    environment: str | None = None
+    criticality: str | None = None
+    service: str | None = None
+    source: str | None = None          # "explicit", "rule:<name>", "label" or None (see module doc)
+    sources: Mapping[str, str] = field(default_factory=dict)   # attribute -> source
+
+
+@dataclass(frozen=True, slots=True)
+class CertFacts:
+    """What rules look at in a certificate, for callers without a CertificateView."""
+
+    fingerprint: str
+    subject: str = ""
+    issuer: str = ""
+    dns_names: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class LocatedAssignment:
+    location: Any                      # collector.registry.types.LocationView
+    assignment: Assignment
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateAssignment:
+    """A certificate's assignment at each of its locations, and the explicit assignments that apply."""
+
+    certificate: Any                   # collector.registry.types.CertificateView (without DER)
+    certificate_assignment: Assignment  # from the certificate alone (no location facts)
+    locations: tuple[LocatedAssignment, ...]
+    explicit: tuple[Explicit, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class OrphanLocation:
+    location: Any                      # LocationView
+    assignment: Assignment
+    reason: str                        # one of ORPHAN_REASONS
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Orphan:
+    certificate: Any                   # CertificateView (present locations only)
+    reason: str                        # the worst reason among its locations
+    detail: str
+    locations: tuple[OrphanLocation, ...]   # the orphaned locations only
+
+
+# -- validation -------------------------------------------------------------------------
+
+
+def is_email(value: str) -> bool:
+    return bool(_EMAIL.fullmatch(value.strip()))
+
+
+def is_https_url(value: str) -> bool:
+    try:
+        u = urlsplit(value.strip())
+    except ValueError:
+        return False
+    return u.scheme == "https" and bool(u.hostname)
+
+
+def has_working_contact(contacts: Iterable[str], webhook: str) -> bool:
+    """At least one valid-looking e-mail address, or an https webhook."""
+    return any(is_email(c) for c in contacts) or is_https_url(webhook or "")
+
+
+def check_name(value: str, what: str) -> str:
+    v = (value or "").strip().lower()
+    if not _NAME.fullmatch(v):
+        raise InvalidInput(
+            f"{what} {value!r} is not valid: use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
+    return v
+
+
+def check_email(value: str, what: str) -> str:
+    v = (value or "").strip()
+    if not is_email(v):
+        raise InvalidInput(f"{what} {value!r} is not an e-mail address (name@example.com)")
+    return v
+
+
+def check_webhook(value: str) -> str:
+    v = (value or "").strip()
+    if not v:
+        return ""
+    try:
+        u = urlsplit(v)
+    except ValueError:
+        u = None
+    if u is None or u.scheme not in ("http", "https") or not u.hostname:
+        raise InvalidInput(f"webhook {value!r} is not an http(s) URL (only https counts as a working contact)")
+    return v
+
+
+def check_environment(value: str) -> str:
+    v = (value or "").strip().lower()
+    if v and not _ENV.fullmatch(v):
+        raise InvalidInput(f"environment {value!r} is not valid: use letters, digits, '.', '_' or '-' (e.g. prod, test)")
+    return v
+
+
+def check_criticality(value: str) -> str:
+    v = (value or "").strip().lower()
+    if v and v not in CRITICALITIES:
+        raise InvalidInput(f"criticality {value!r} is not one of {', '.join(CRITICALITIES)}")
+    return v
+
+
+def check_service(value: str) -> str:
+    v = (value or "").strip()
+    if len(v) > 200:
+        raise InvalidInput("a service name has at most 200 characters")
+    return v
+
+
+def check_glob(value: str, what: str) -> str:
+    v = (value or "").strip()
+    if not v:
+        return ""
+    try:
+        (path_regex if what == "path" else dns_regex)(v)
+    except re.error as e:
+        raise InvalidInput(f"{what} pattern {value!r} is not a valid glob: {e}") from None
+    return v
+
+
+# -- globs -----------------------------------------------------------------------------
+
+
+def _glob_regex(pattern: str, sep: str) -> str:
+    """A glob as a regular expression: ``*``/``?`` within one ``sep``-separated part, ``**`` across parts."""
+    not_sep = f"[^{re.escape(sep)}]"
+    out: list[str] = []
+    i, n = 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        if c == "*":
+            j = i
+            while j < n and pattern[j] == "*":
+                j += 1
+            if j - i >= 2:
+                if j < n and pattern[j] == sep:        # "**/" : zero or more whole parts
+                    out.append(f"(?:.*{re.escape(sep)})?")
+                    j += 1
+                else:
+                    out.append(".*")
+            else:
+                out.append(f"{not_sep}*")
+            i = j
+        elif c == "?":
+            out.append(not_sep)
+            i += 1
+        elif c == "[":
+            j = i + 1
+            if j < n and pattern[j] in "!^":
+                j += 1
+            if j < n and pattern[j] == "]":
+                j += 1
+            while j < n and pattern[j] != "]":
+                j += 1
+            if j >= n:                                 # no closing bracket: a literal "["
+                out.append(re.escape(c))
+                i += 1
+                continue
+            body = pattern[i + 1:j]
+            negate = body[:1] in ("!", "^")
+            if negate:
+                body = body[1:]
+            body = body.replace("\\", "\\\\")
+            out.append(f"[{'^' if negate else ''}{body}]")
+            i = j + 1
+        else:
+            out.append(re.escape(c))
+            i += 1
+    return "".join(out)
+
+
+@functools.lru_cache(maxsize=4096)
+def path_regex(pattern: str, insensitive: bool = False) -> re.Pattern[str]:
+    p = pattern.replace("\\", "/")
+    return re.compile(_glob_regex(p, "/"), re.IGNORECASE if insensitive else 0)
+
+
+@functools.lru_cache(maxsize=4096)
+def dns_regex(pattern: str) -> re.Pattern[str]:
+    return re.compile(_glob_regex(pattern.lower(), "."), re.IGNORECASE)
+
+
+def _windows_path(path: str) -> bool:
+    return "\\" in path or bool(re.match(r"[A-Za-z]:", path))
+
+
+def path_matches(pattern: str, path: str) -> bool:
+    """``pattern`` (a path glob, see module doc) matches ``path``."""
+    insensitive = _windows_path(path) or _windows_path(pattern)
+    p = path.replace("\\", "/")
+    if "/" not in pattern.replace("\\", "/"):
+        p = p.rsplit("/", 1)[-1]
+    return path_regex(pattern, insensitive).fullmatch(p) is not None
+
+
+def dns_matches(pattern: str, name: str, short_too: bool = False) -> bool:
+    """``pattern`` (a DNS glob) matches ``name``; with ``short_too`` a dotless pattern also tries the first label."""
+    rx = dns_regex(pattern)
+    name = name.strip().rstrip(".").lower()
+    if rx.fullmatch(name):
+        return True
+    return short_too and "." not in pattern and rx.fullmatch(name.split(".", 1)[0]) is not None
+
+
+# -- resolution ------------------------------------------------------------------------------
+
+
+def _cn(subject: str) -> str:
+    for part in re.split(r"(?<!\\),", subject or ""):
+        k, _, v = part.strip().partition("=")
+        if k.upper() == "CN":
+            return v.replace("\\", "")
+    return ""
+
+
+def facts_of(cert: Any) -> CertFacts:
+    """CertFacts from a CertFacts, a CertificateView (sans of SanView) or anything alike."""
+    if isinstance(cert, CertFacts):
+        return cert
+    sans = getattr(cert, "sans", ()) or ()
+    dns: list[str] = []
+    for s in sans:
+        if isinstance(s, str):
+            dns.append(s)
+        elif getattr(s, "type", "") == "dns":
+            dns.append(s.value)
+        elif isinstance(s, (tuple, list)) and len(s) == 2 and s[0] == "dns":
+            dns.append(s[1])
+    return CertFacts(fingerprint=getattr(cert, "fingerprint", ""), subject=getattr(cert, "subject", ""),
+                     issuer=getattr(cert, "issuer", ""), dns_names=tuple(dns))
+
+
+def rule_matches(rule: Rule, cert: CertFacts, location: Any | None) -> bool:
+    """All of the rule's conditions hold for this certificate at this location (None: certificate facts only)."""
+    if rule.issuer and rule.issuer.lower() not in (cert.issuer or "").lower():
+        return False
+    if rule.san:
+        names = cert.dns_names or ((_cn(cert.subject),) if _cn(cert.subject) else ())
+        if not any(dns_matches(rule.san, n) for n in names):
+            return False
+    if rule.host or rule.path or rule.labels:
+        if location is None:
+            return False
+        if rule.host and not dns_matches(rule.host, getattr(location, "hostname", "") or "", short_too=True):
+            return False
+        if rule.path and not path_matches(rule.path, getattr(location, "path", "") or ""):
+            return False
+        if rule.labels:
+            labels = getattr(location, "labels", None) or {}
+            if any(labels.get(k) != v for k, v in rule.labels.items()):
+                return False
+    return True
+
+
+def _label_hints(location: Any | None) -> dict[str, str]:
+    labels = (getattr(location, "labels", None) or {}) if location is not None else {}
+    out: dict[str, str] = {}
+    owner = str(labels.get("owner", "")).strip().lower()
+    if owner:
+        out["owner"] = owner
+    env = str(labels.get("environment", "")).strip().lower()
+    if env and _ENV.fullmatch(env):
+        out["environment"] = env
+    crit = str(labels.get("criticality", "")).strip().lower()
+    if crit in CRITICALITIES:
+        out["criticality"] = crit
+    service = str(labels.get("service", "")).strip()
+    if service:
+        out["service"] = service
+    return out
+
+
+def resolve(cert: Any, location: Any | None, rules: Sequence[Rule], explicit: Iterable[Explicit] = ()) -> Assignment:
+    """The assignment of ``cert`` (CertificateView or CertFacts) at ``location`` (LocationView or None).
+
+    ``rules`` are taken by priority (lowest first); ``explicit`` may hold any explicit
+    assignments: those for other certificates or locations are ignored.
+    """
+    facts = facts_of(cert)
+    got: dict[str, str] = {}
+    sources: dict[str, str] = {}
+    first: list[str] = []
+
+    def take(values: Mapping[str, str], source: str) -> None:
+        for a in ATTRIBUTES:
+            v = values.get(a)
+            if v and a not in got:
+                got[a] = v
+                sources[a] = source
+                if not first:
+                    first.append(source)
+
+    exp = [e for e in explicit if e.applies(facts.fingerprint, location)]
+    for scope in (SCOPE_LOCATION, SCOPE_CERTIFICATE):
+        for e in exp:
+            if e.scope == scope:
+                take(e.sets(), SOURCE_EXPLICIT)
+    if len(got) < len(ATTRIBUTES):
+        for rule in sorted(rules, key=lambda r: r.priority):
+            if len(got) == len(ATTRIBUTES):
+                break
+            sets = rule.sets()
+            if any(a not in got for a in sets) and rule_matches(rule, facts, location):
+                take(sets, f"rule:{rule.name}")
+    if len(got) < len(ATTRIBUTES):
+        take(_label_hints(location), SOURCE_LABEL)
+    source = sources.get("owner") or (first[0] if first else None)
+    return Assignment(
+        owner=got.get("owner"), environment=got.get("environment"), criticality=got.get("criticality"),
+        service=got.get("service"), source=source, sources=sources,
+    )
+
+
+# -- orphans ---------------------------------------------------------------------------------
+
+
+def orphan_reason(assignment: Assignment, owners: Mapping[str, Owner]) -> tuple[str, str] | None:
+    """(reason, detail) when this assignment leaves the location without a reachable owner; else None."""
+    if not assignment.owner:
+        return NO_OWNER, "no explicit assignment, rule or owner label names an owner"
+    owner = owners.get(assignment.owner)
+    src = assignment.sources.get("owner", "")
+    if owner is None:
+        return UNKNOWN_OWNER, f"owner {assignment.owner!r} (from {src}) is not a registered owner"
+    if not owner.working:
+        return NO_WORKING_CONTACT, (
+            f"owner {owner.name!r} has no working contact (no valid e-mail address and no https webhook)"
+        )
+    return None
+
+
+def orphan_of(cert: Any, rules: Sequence[Rule], explicit: Iterable[Explicit], owners: Mapping[str, Owner]) -> Orphan | None:
+    """The certificate as an orphan (its orphaned present locations), or None when every location is covered."""
+    exp = list(explicit)
+    facts = facts_of(cert)
+    bad: list[OrphanLocation] = []
+    for loc in getattr(cert, "locations", ()):
+        if getattr(loc, "status", "present") != "present":
+            continue
+        a = resolve(facts, loc, rules, exp)
+        why = orphan_reason(a, owners)
+        if why is not None:
+            bad.append(OrphanLocation(location=loc, assignment=a, reason=why[0], detail=why[1]))
+    if not bad:
+        return None
+    worst = min(bad, key=lambda o: ORPHAN_REASONS.index(o.reason))
+    return Orphan(certificate=cert, reason=worst.reason, detail=worst.detail, locations=tuple(bad))
+
+
+def orphans_in(
+    certs: Iterable[Any], rules: Sequence[Rule], owners: Mapping[str, Owner],
+    explicit_for: Callable[[Sequence[Any]], Iterable[Explicit]], page_size: int = 500,
+) -> Iterator[Orphan]:
+    """Orphans among ``certs``, a page at a time: ``explicit_for(page)`` gives the explicit
+    assignments that may apply to the page's certificates and locations."""
+    rules = sorted(rules, key=lambda r: r.priority)
+    it = iter(certs)
+    while True:
+        page = list(itertools.islice(it, page_size))
+        if not page:
+            return
+        exp = list(explicit_for(page))
+        by_fp: dict[str, list[Explicit]] = {}
+        by_loc: dict[tuple[str, str, str, str], list[Explicit]] = {}
+        for e in exp:
+            if e.scope == SCOPE_CERTIFICATE:
+                by_fp.setdefault(e.fingerprint, []).append(e)
+            else:
+                by_loc.setdefault((e.agent_id, e.store_type, e.path, e.alias), []).append(e)
+        for cert in page:
+            mine = list(by_fp.get(cert.fingerprint, ()))
+            for loc in cert.locations:
+                mine.extend(by_loc.get((loc.agent_id, loc.store_type, loc.path, loc.alias), ()))
+            o = orphan_of(cert, rules, mine, owners)
+            if o is not None:
+                yield o
+
+
+def find_orphans(registry: Any, now: dt.datetime | None = None, page_size: int | None = None) -> Iterator[Orphan]:
+    """Orphaned certificates in ``registry`` (a collector.registry.Registry), soonest expiry first,
+    streamed: certificates are read and judged a page at a time."""
+    from collector.registry.types import CertFilter
+
+    store = registry.owners
+    owners = {o.name: o for o in store.list_owners()}
+    rules = store.list_rules()
+    certs = registry.list_certificates(CertFilter(), now)
+    yield from orphans_in(certs, rules, owners, store.explicit_for, page_size or registry.PAGE_SIZE)
