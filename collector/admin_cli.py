@@ -11,7 +11,7 @@ from typing import Any, Callable
 import grpc
 
 from certfleet.v1 import admin_pb2, admin_pb2_grpc
-from collector import __version__, cli_audit, cli_owners, cliformat
+from collector import __version__, cli_audit, cli_notify, cli_owners, cli_policy, cli_reports, cliformat
 from collector.clientconfig import ClientConfig, load_client_config
 from collector.config import parse_duration
 from collector.errors import CollectorError
@@ -301,6 +301,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_audit.register(sub)
     cli_owners.register(sub)
+    cli_policy.register(sub)
+    cli_notify.register(sub)
+    cli_reports.register(sub)
     return p
 
 

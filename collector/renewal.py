@@ -18,6 +18,7 @@ from certfleet.v1 import agent_pb2, common_pb2
 from collector import errors
 from collector.challenges import ChallengeBroker
 from collector.issuers.base import Issuer
+from collector.policy import RequestFacts
 from collector.registry.repository import Registry
 from collector.registry.types import LocationSelector
 from collector.templates import SubjectNames, Template, check_request
@@ -64,8 +65,11 @@ class RenewalService:
         tpl = self.template(template_name)
         names = SubjectNames.from_certificate(x509.load_der_x509_certificate(cert.der))
         check_request(tpl, names)   # refuse before anything is queued
+        selector = where if any((where.agent_id, where.store_type, where.path, where.alias)) else None
+        # a request that breaks a LOCKED policy value is refused, naming the rule (collector/policy.py)
+        self.registry.policies.check_renewal(cert, selector, RequestFacts.from_template(tpl, names.dns))
         return self.registry.jobs.create_renewals(
-            cert.fingerprint, where if any((where.agent_id, where.store_type, where.path, where.alias)) else None,
+            cert.fingerprint, selector,
             tpl.name, requested_by, reason or "renewal requested", self.clock(), JOB_TIMEOUT,
         )
 

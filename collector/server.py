@@ -24,10 +24,15 @@ from collector.api.audit import AuditServicer
 from collector.api.auth import Authenticator
 from collector.api.enrollment import EnrollmentServicer
 from collector.api.governance import GovernanceServicer, governance_pb2_grpc
+from collector.api.policy import PolicyServicer, policy_pb2_grpc
+from collector.policy_runner import PolicyEvaluator, PolicySettings
+from collector.api.reports import ReportServicer, report_pb2_grpc
 from collector.api.hub import AgentHub
+from collector.api.notify import NotifyServicer, notify_pb2_grpc
 from collector.audit_retention import AuditRetention
 from collector.autorenew import AutoRenewer, build_autorenewer
 from collector.config import CollectorConfig, ConfigError
+from collector.notify.notifier import Notifier
 from collector.pki import CollectorCA
 from collector.registry.repository import Registry
 from collector.renewal import RenewalService
@@ -85,6 +90,13 @@ def build_renewal(config: CollectorConfig, registry: Registry, clock: Callable[[
     return RenewalService(registry, issuers, templates, default, clock, broker=broker)
 
 
+def policy_evaluator(config: CollectorConfig, registry: Registry,
+                     clock: Callable[[], dt.datetime]) -> PolicyEvaluator:
+    """The [policy] table: the policy file and the evaluation interval."""
+    base = config.path.resolve().parent if config.path else config.data_dir
+    return PolicyEvaluator(registry, PolicySettings.from_config(config.extra, base), clock)
+
+
 def prepare(config: CollectorConfig, clock: Callable[[], dt.datetime] = utcnow) -> CollectorState:
     """Create the data directory, the CA and server identity on first start, open the registry."""
     config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -96,6 +108,7 @@ def prepare(config: CollectorConfig, clock: Callable[[], dt.datetime] = utcnow) 
     try:
         renewal = build_renewal(config, registry, clock)
         autorenew = build_autorenewer(config, registry, renewal, clock)
+        policy_evaluator(config, registry, clock).load_file()   # [policy] file, when it changed
     except BaseException:
         registry.close()
         raise
@@ -130,7 +143,12 @@ class CollectorServer:
         )
         audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(state.registry, auth, clock), self.main)
         governance_pb2_grpc.add_GovernanceServiceServicer_to_server(GovernanceServicer(state.registry, auth, clock), self.main)
+        policy_pb2_grpc.add_PolicyServiceServicer_to_server(PolicyServicer(state.registry, auth, clock), self.main)
+        self.policy = policy_evaluator(cfg, state.registry, clock)
+        report_pb2_grpc.add_ReportServiceServicer_to_server(ReportServicer(state.registry, auth, clock), self.main)
         self.retention = AuditRetention.from_config(cfg.extra, state.registry, clock)
+        self.notifier = Notifier.from_config(cfg.extra, state.registry, clock)
+        notify_pb2_grpc.add_NotifyServiceServicer_to_server(NotifyServicer(self.notifier, auth, clock), self.main)
         self.enroll = grpc.aio.server(options=options)
         agent_pb2_grpc.add_EnrollmentServicer_to_server(
             EnrollmentServicer(
@@ -154,6 +172,9 @@ class CollectorServer:
         self._sweeper = asyncio.create_task(self._sweep_forever()) if self.state.renewal else None
         self._autorenewing = asyncio.create_task(self._autorenew_forever()) if self.state.autorenew else None
         self._retaining = asyncio.create_task(self.retention.run_forever())
+        # without a channel, notices would be claimed and never told: the notifier waits for one
+        self._notifying = asyncio.create_task(self.notifier.run_forever()) if self.notifier.enabled else None
+        self._evaluating = asyncio.create_task(self.policy.run_forever())
         log.info(
             "collector listening: agents/admin on %s (mutual TLS), enrollment on %s; CA fingerprint %s",
             self.state.config.listen, self.state.config.enroll_listen, self.state.ca.fingerprint_sha256,
@@ -189,6 +210,10 @@ class CollectorServer:
             self._autorenewing.cancel()
         if getattr(self, "_retaining", None):
             self._retaining.cancel()
+        if getattr(self, "_notifying", None):
+            self._notifying.cancel()
+        if getattr(self, "_evaluating", None):
+            self._evaluating.cancel()
         await asyncio.gather(self.main.stop(grace), self.enroll.stop(grace))
 
 

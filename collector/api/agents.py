@@ -43,6 +43,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         self.renewal = renewal
         self.hub = hub or AgentHub()
         self.poll_seconds = poll_seconds
+        self._evaluations: set[asyncio.Task] = set()
 
     @unary
     async def Report(
@@ -101,11 +102,25 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             agent_id, result.stored, result.sequence, result.locations_upserted, result.locations_removed,
             result.certificates_new, result.resync_required, time.perf_counter() - started, db_seconds,
         )
+        if result.stored:
+            self._evaluate(agent_id)
         return agent_pb2.ReportAck(
             stored=result.stored, sequence=result.sequence, resync_required=result.resync_required,
             message=result.message, locations_upserted=result.locations_upserted,
             locations_removed=result.locations_removed, certificates_new=result.certificates_new,
         )
+
+    def _evaluate(self, agent_id: str) -> None:
+        """Evaluate the agent's certificates against the policy, in the background (collector/policy.py)."""
+        async def run() -> None:
+            try:
+                await asyncio.to_thread(self.registry.policies.evaluate_agent, agent_id, self.clock())
+            except Exception:  # noqa: BLE001 - the scheduled evaluation catches up
+                log.exception("policy evaluation after the report from %s failed", agent_id)
+
+        task = asyncio.create_task(run())
+        self._evaluations.add(task)
+        task.add_done_callback(self._evaluations.discard)
 
     @unary
     async def RenewIdentity(

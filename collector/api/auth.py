@@ -32,9 +32,11 @@ RENEW = "renew"
 REVOKE = "revoke"
 ASSIGN = "assign"            # owners, assignment rules, explicit assignments
 AUDIT_READ = "audit_read"     # verify, list and export the audit trail
+POLICY = "change_policy"      # change the policy document (admin only)
+EXCEPTIONS = "manage_exceptions"  # add and remove policy exceptions
 PERMISSIONS: dict[str, frozenset[str]] = {
-    "admin": frozenset({READ, MANAGE_AGENTS, ENROLL, RENEW, REVOKE, AUDIT_READ, ASSIGN}),
-    "operator": frozenset({READ, MANAGE_AGENTS, ENROLL, RENEW, REVOKE, ASSIGN}),
+    "admin": frozenset({READ, MANAGE_AGENTS, ENROLL, RENEW, REVOKE, AUDIT_READ, ASSIGN, POLICY, EXCEPTIONS}),
+    "operator": frozenset({READ, MANAGE_AGENTS, ENROLL, RENEW, REVOKE, ASSIGN, EXCEPTIONS}),
     "auditor": frozenset({READ, AUDIT_READ}),
     "owner": frozenset({READ, RENEW}),   # issue 4 narrows this to what the owner's team owns
 }

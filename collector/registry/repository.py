@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections import defaultdict
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from sqlalchemy import Connection, Engine, and_, func, insert, literal, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
@@ -49,6 +49,9 @@ from collector.registry.types import (
     SanView,
     ScanErrorView,
 )
+
+if TYPE_CHECKING:
+    from collector.registry.policies import PolicyStore
 
 UTC = dt.timezone.utc
 _HEX = re.compile(r"[0-9a-f]+")
@@ -113,6 +116,13 @@ class Registry(db.Connections):
     def owners(self) -> OwnerStore:
         """Owners, assignment rules and explicit assignments (see collector.registry.owners)."""
         return OwnerStore(self.engine)
+
+    @property
+    def policies(self) -> "PolicyStore":
+        """Policy document, violations and exceptions (see collector.registry.policies)."""
+        from collector.registry.policies import PolicyStore
+
+        return PolicyStore(self.engine)
 
     @property
     def audit(self) -> audit.AuditLog:

@@ -1,0 +1,306 @@
+"""What to tell whom, as pure functions of facts and ``now`` (no I/O, no clock).
+
+Expiry notices
+--------------
+Each certificate (per owner it has) is judged against a list of thresholds in
+days -- the owner's from ``[notify.thresholds_by_owner]``, else its
+environment's from ``[notify.thresholds_by_environment]`` (the union when its
+locations are in several), else ``[notify] thresholds`` (default 60, 30, 14, 7, 1).
+A threshold is *crossed* when the certificate has that many days left or fewer.
+
+- Each threshold triggers at most once: the key is (fingerprint, threshold,
+  kind, owner), and ``sent`` holds the keys already claimed. A renewed
+  certificate has a new fingerprint, so it starts again from the top.
+- Crossing several at once (a certificate first seen with 10 days left, or a
+  collector that was down) sends only the smallest crossed threshold and marks
+  the larger ones (``Notice.marks``) so they are never sent later.
+- Escalation: crossing ``escalate_at`` days (default 7) with no renewal job under
+  way for the certificate tells the owner's escalation contact as well (kind
+  ``escalation``, once per certificate).
+
+Other events (each once, by key): a renewal job that ``failed`` or was
+``rolled_back``, a job ``stuck`` (key: job id + state), an agent silent for
+longer than ``agent_silent_after`` (key: agent id + its last-seen time, so it is
+told again after it came back and went silent again), and a policy violation on
+a production certificate (see :func:`violation_notice`).
+
+Notices are grouped per owner into one :class:`Digest` per run (``""`` is the
+digest of notices that have no owner).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping, Sequence
+
+DEFAULT_THRESHOLDS: tuple[int, ...] = (60, 30, 14, 7, 1)
+DEFAULT_ESCALATE_AT = 7
+DEFAULT_AGENT_SILENT_AFTER = dt.timedelta(days=1)
+
+EXPIRY = "expiry"
+ESCALATION = "escalation"
+JOB_FAILED = "job.failed"
+JOB_ROLLED_BACK = "job.rolled_back"
+JOB_STUCK = "job.stuck"
+AGENT_SILENT = "agent.silent"
+POLICY_VIOLATION = "policy.violation"
+KINDS = (EXPIRY, ESCALATION, JOB_FAILED, JOB_ROLLED_BACK, JOB_STUCK, AGENT_SILENT, POLICY_VIOLATION)
+JOB_KINDS = {"failed": JOB_FAILED, "rolled_back": JOB_ROLLED_BACK, "stuck": JOB_STUCK}
+
+#: a notice's key in ``notices_sent``: (fingerprint or event hash, threshold, kind, owner)
+Key = tuple[str, int, str, str]
+_PRIORITY = {"critical": "P1", "high": "P2", "medium": "P3", "low": "P4"}
+
+
+def event_key(*parts: str) -> str:
+    """The 64-hex key of a non-certificate event (job id + state, agent id + last seen, ...)."""
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+
+
+def priority_for(criticality: str | None, kind: str = EXPIRY) -> str:
+    """Ticket priority from criticality (P1..P4, default P3); escalations and failures one step up."""
+    p = _PRIORITY.get((criticality or "").lower(), "P3")
+    if kind != EXPIRY and p != "P1":
+        p = f"P{int(p[1]) - 1}"
+    return p
+
+
+@dataclass(frozen=True, slots=True)
+class Place:
+    """Where a certificate sits (for the notice's text and the ticket's hosts/paths)."""
+
+    hostname: str
+    path: str
+    alias: str = ""
+    agent_id: str = ""
+    store_type: str = ""
+    chain_index: int = 0
+
+    def text(self) -> str:
+        return f"{self.hostname}:{self.path}" + (f" [{self.alias}]" if self.alias else "")
+
+
+@dataclass(frozen=True, slots=True)
+class CertItem:
+    """One certificate as one owner sees it: its facts, its places, and whether it is being renewed."""
+
+    fingerprint: str
+    subject: str
+    not_after: dt.datetime
+    owner: str                                   # "" when unowned
+    environments: tuple[str, ...] = ()
+    criticality: str = ""
+    service: str = ""
+    places: tuple[Place, ...] = ()
+    renewal_running: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    default: tuple[int, ...] = DEFAULT_THRESHOLDS
+    by_environment: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    by_owner: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    escalate_at: int | None = DEFAULT_ESCALATE_AT   # None: no escalation
+
+    def for_item(self, owner: str, environments: Iterable[str]) -> tuple[int, ...]:
+        if owner in self.by_owner:
+            return tuple(sorted(set(self.by_owner[owner]), reverse=True))
+        envs = [self.by_environment[e] for e in environments if e in self.by_environment]
+        if envs:
+            return tuple(sorted({t for ts in envs for t in ts}, reverse=True))
+        return tuple(sorted(set(self.default), reverse=True))
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    kind: str
+    key: str                       # certificate fingerprint, or event_key(...) for other events
+    threshold: int                 # days (expiry, escalation); 0 for other events
+    owner: str
+    title: str                     # one line
+    detail: str = ""
+    target: str = ""               # certificate:<fp>, job:<id>, agent:<id>
+    fingerprint: str = ""          # the certificate concerned, when there is one
+    subject: str = ""
+    not_after: dt.datetime | None = None
+    days_left: float | None = None
+    environment: str = ""
+    criticality: str = ""
+    service: str = ""
+    places: tuple[Place, ...] = ()
+    marks: tuple[int, ...] = ()    # larger thresholds crossed at the same time: marked, not sent
+    escalate: bool = False         # tell the owner's escalation contact too
+
+    @property
+    def sent_key(self) -> Key:
+        return (self.key, self.threshold, self.kind, self.owner)
+
+    @property
+    def priority(self) -> str:
+        return priority_for(self.criticality, self.kind)
+
+    def to_dict(self) -> dict:
+        return {
+            "kind": self.kind, "title": self.title, "detail": self.detail, "target": self.target,
+            "threshold_days": self.threshold if self.kind in (EXPIRY, ESCALATION) else None,
+            "fingerprint": self.fingerprint, "subject": self.subject,
+            "not_after": self.not_after.isoformat() if self.not_after else None,
+            "days_left": round(self.days_left, 2) if self.days_left is not None else None,
+            "environment": self.environment, "criticality": self.criticality, "service": self.service,
+            "priority": self.priority, "escalate": self.escalate,
+            "locations": [{"host": p.hostname, "path": p.path, "alias": p.alias} for p in self.places],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Digest:
+    """All of one owner's notices of one run."""
+
+    owner: str
+    notices: tuple[Notice, ...]
+
+    @property
+    def escalations(self) -> tuple[Notice, ...]:
+        return tuple(n for n in self.notices if n.escalate)
+
+
+def days_left(not_after: dt.datetime, now: dt.datetime) -> float:
+    return (not_after - now).total_seconds() / 86400.0
+
+
+def _when(d: float) -> str:
+    if d <= 0:
+        return "has EXPIRED"
+    if d < 1:
+        return f"expires in {max(1, int(d * 24))} hour(s)"
+    return f"expires in {int(d)} day(s)"
+
+
+def due_notices(items: Iterable[CertItem], sent: Iterable[Key] | set[Key], now: dt.datetime,
+                thresholds: Thresholds = Thresholds()) -> list[Notice]:
+    """Expiry and escalation notices due now for ``items`` (see the module doc), given the ``sent`` keys."""
+    sent = sent if isinstance(sent, (set, frozenset)) else set(sent)
+    out: list[Notice] = []
+    for it in items:
+        d = days_left(it.not_after, now)
+        ts = thresholds.for_item(it.owner, it.environments)
+        crossed = [t for t in ts if d <= t]
+        env = ",".join(sorted(set(it.environments)))
+        common = dict(
+            key=it.fingerprint, owner=it.owner, target=f"certificate:{it.fingerprint}", fingerprint=it.fingerprint,
+            subject=it.subject, not_after=it.not_after, days_left=d, environment=env,
+            criticality=it.criticality, service=it.service, places=it.places,
+        )
+        if crossed:
+            smallest = min(crossed)
+            if (it.fingerprint, smallest, EXPIRY, it.owner) not in sent:
+                marks = tuple(t for t in crossed if t != smallest and (it.fingerprint, t, EXPIRY, it.owner) not in sent)
+                out.append(Notice(
+                    kind=EXPIRY, threshold=smallest, marks=marks,
+                    title=f"{it.subject or it.fingerprint[:16]} {_when(d)} (threshold {smallest} days)",
+                    detail=f"not after {it.not_after.isoformat()}", **common,  # type: ignore[arg-type]
+                ))
+        esc = thresholds.escalate_at
+        if (esc is not None and d <= esc and not it.renewal_running
+                and (it.fingerprint, esc, ESCALATION, it.owner) not in sent):
+            out.append(Notice(
+                kind=ESCALATION, threshold=esc, escalate=True,
+                title=f"ESCALATION: {it.subject or it.fingerprint[:16]} {_when(d)} and no renewal is under way",
+                detail=f"crossed the escalation threshold of {esc} days; not after {it.not_after.isoformat()}",
+                **common,  # type: ignore[arg-type]
+            ))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class JobFact:
+    job_id: str
+    state: str                     # failed, rolled_back, stuck (others are ignored)
+    fingerprint: str               # the certificate being renewed
+    subject: str
+    owner: str
+    place: Place
+    reason: str = ""
+    criticality: str = ""
+    environment: str = ""
+    not_after: dt.datetime | None = None
+
+
+def job_notices(jobs: Iterable[JobFact], sent: set[Key] | frozenset[Key]) -> list[Notice]:
+    """One notice per job and state it reached (failed, rolled back, stuck), never twice."""
+    out = []
+    for j in jobs:
+        kind = JOB_KINDS.get(j.state)
+        if kind is None:
+            continue
+        key = event_key("job", j.job_id, j.state)
+        if (key, 0, kind, j.owner) in sent:
+            continue
+        what = {"failed": "FAILED", "rolled_back": "was ROLLED BACK", "stuck": "is STUCK"}[j.state]
+        out.append(Notice(
+            kind=kind, key=key, threshold=0, owner=j.owner, target=f"job:{j.job_id}",
+            title=f"renewal of {j.subject or j.fingerprint[:16]} on {j.place.text()} {what}",
+            detail=j.reason, fingerprint=j.fingerprint, subject=j.subject, not_after=j.not_after,
+            criticality=j.criticality, environment=j.environment, places=(j.place,), escalate=True,
+        ))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class AgentFact:
+    agent_id: str
+    hostname: str
+    last_seen: dt.datetime
+    owners: tuple[str, ...] = ()   # owners of what it holds; () -> the unowned digest
+    status: str = "active"
+
+
+def silent_agent_notices(agents: Iterable[AgentFact], sent: set[Key] | frozenset[Key], now: dt.datetime,
+                         silent_after: dt.timedelta = DEFAULT_AGENT_SILENT_AFTER) -> list[Notice]:
+    """Agents (active) not heard from for longer than ``silent_after``: once per silence."""
+    out = []
+    for a in agents:
+        if a.status != "active" or now - a.last_seen <= silent_after:
+            continue
+        key = event_key("agent", a.agent_id, a.last_seen.isoformat())
+        hours = int((now - a.last_seen).total_seconds() // 3600)
+        for owner in sorted(set(a.owners)) or [""]:
+            if (key, 0, AGENT_SILENT, owner) in sent:
+                continue
+            out.append(Notice(
+                kind=AGENT_SILENT, key=key, threshold=0, owner=owner, target=f"agent:{a.agent_id}",
+                title=f"agent {a.hostname} ({a.agent_id}) silent for {hours} hour(s)",
+                detail=f"last seen {a.last_seen.isoformat()}",
+                places=(Place(hostname=a.hostname, path="", agent_id=a.agent_id),),
+            ))
+    return out
+
+
+def violation_notice(*, rule: str, fingerprint: str, reason: str, owner: str = "", subject: str = "",
+                     environment: str = "", criticality: str = "", places: Sequence[Place] = (),
+                     first_seen: dt.datetime | None = None) -> Notice:
+    """The notice of a new policy violation (key: fingerprint + rule: told once per certificate and rule)."""
+    return Notice(
+        kind=POLICY_VIOLATION, key=event_key("violation", fingerprint, rule), threshold=0, owner=owner,
+        target=f"certificate:{fingerprint}", title=f"policy violation {rule} on {subject or fingerprint[:16]}",
+        detail=reason + (f" (first seen {first_seen.isoformat()})" if first_seen else ""),
+        fingerprint=fingerprint, subject=subject, environment=environment, criticality=criticality,
+        places=tuple(places), escalate=True,
+    )
+
+
+def group_digests(notices: Iterable[Notice]) -> list[Digest]:
+    """One digest per owner (sorted by owner), notices in a stable order (kind, key, threshold)."""
+    by: dict[str, list[Notice]] = {}
+    for n in notices:
+        by.setdefault(n.owner, []).append(n)
+    order = {k: i for i, k in enumerate(KINDS)}
+    return [Digest(owner=o, notices=tuple(sorted(ns, key=lambda n: (order.get(n.kind, 99), n.key, n.threshold))))
+            for o, ns in sorted(by.items())]
+
+
+def retry_delay(attempts: int, base: dt.timedelta = dt.timedelta(minutes=1),
+                cap: dt.timedelta = dt.timedelta(hours=1)) -> dt.timedelta:
+    """Backoff before attempt ``attempts + 1``: base * 2^(attempts-1), at most ``cap``."""
+    return min(cap, base * (2 ** max(0, attempts - 1)))

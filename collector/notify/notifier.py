@@ -1,0 +1,299 @@
+"""The notifier: gathers facts from the registry, asks the pure decisions what is due, claims
+the notices exactly once, queues one digest per owner and delivers it on every channel.
+
+``Notifier.run_once(now)`` is what the collector runs every ``[notify] interval`` and what
+``certfleet notify run`` triggers. Safe to run on several collectors at once and to repeat.
+
+Routing of a digest (owner = a registered owner, see collector/ownership.py):
+
+- smtp: to the owner's e-mail contacts (the channel's ``to`` when there is no owner or it
+  has no address); escalations also go, as their own mail, to the owner's escalation contact;
+- webhook: to the owner's webhook, else the channel's ``url`` (skipped when neither);
+- slack: every digest to the channel's ``url``;
+- ticket: one ticket per notice whose kind is in the channel's ``kinds``.
+
+A delivery that fails is retried with backoff (``retry_base`` doubling up to ``retry_cap``)
+until ``max_attempts``, then marked failed (and audited); each channel is sent from its own
+thread, so a slow or failing channel never holds up the others.
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import datetime as dt
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from collector import ownership as own
+from collector.notify import decisions as dec
+from collector.notify.channels import ChannelError, Message
+from collector.notify.channels.webhook import ticket_fields
+from collector.notify.settings import NotifySettings
+from collector.registry.notify import DeliveryIn, NotifyStore
+from collector.registry.types import CertFilter
+
+log = logging.getLogger(__name__)
+#: a delivery being sent is not due again for this long (a collector that dies mid-send)
+SEND_LEASE = dt.timedelta(minutes=5)
+PRODUCTION = ("prod", "production")
+
+
+@dataclass(frozen=True)
+class RunResult:
+    notices: int = 0          # notices this run claimed (and queued)
+    digests: int = 0
+    sent: int = 0             # deliveries sent in this run
+    retrying: int = 0         # deliveries that failed and will be tried again
+    failed: int = 0           # deliveries that failed for good in this run
+
+
+class Notifier:
+    def __init__(self, registry: Any, settings: NotifySettings, clock: Callable[[], dt.datetime] | None = None,
+                 actor: str = "collector") -> None:
+        self.registry = registry
+        self.settings = settings
+        self.clock = clock or (lambda: dt.datetime.now(dt.timezone.utc))
+        self.actor = actor
+        self.store = NotifyStore(registry.engine)
+
+    @classmethod
+    def from_config(cls, extra: Mapping[str, Any], registry: Any,
+                    clock: Callable[[], dt.datetime] | None = None) -> Notifier:
+        return cls(registry, NotifySettings.from_config(extra), clock)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.settings.channels)
+
+    # -- one run ---------------------------------------------------------------------------
+
+    def run_once(self, now: dt.datetime | None = None) -> RunResult:
+        """Decide, claim and queue what is due now, then deliver what is due (new and retries)."""
+        now = now or self.clock()
+        owners = {o.name: o for o in self.registry.owners.list_owners()}
+        notices = self.certificate_notices(now) + self.job_notices(now) + self.agent_notices(now, owners)
+        n_notices = n_digests = 0
+        for digest in dec.group_digests(notices):
+            _, won = self.store.claim_digest(
+                digest, now, lambda did, ns, d=digest: self.deliveries_for(did, d.owner, ns, owners, now), self.actor)
+            if won:
+                n_notices += len(won)
+                n_digests += 1
+        sent, retrying, failed = self.deliver_due(now)
+        if n_notices or sent or failed:
+            log.info("notify: %d notice(s) in %d digest(s); %d delivery(ies) sent, %d retrying, %d failed",
+                     n_notices, n_digests, sent, retrying, failed)
+        return RunResult(n_notices, n_digests, sent, retrying, failed)
+
+    # -- facts -> notices ------------------------------------------------------------------
+
+    def certificate_items(self, now: dt.datetime) -> list[dec.CertItem]:
+        th = self.settings.thresholds
+        horizon = max([*th.default, *(t for ts in th.by_environment.values() for t in ts),
+                       *(t for ts in th.by_owner.values() for t in ts), th.escalate_at or 0])
+        store = self.registry.owners
+        rules = sorted(store.list_rules(), key=lambda r: r.priority)
+        active_locs, active_fps = self.store.active_job_locations()
+        certs = self.registry.list_certificates(CertFilter(expiring_before=now + dt.timedelta(days=horizon + 1)), now)
+        items: list[dec.CertItem] = []
+        page: list[Any] = []
+
+        def flush() -> None:
+            explicit = store.explicit_for(page)
+            for c in page:
+                by_owner: dict[str, dict[str, Any]] = {}
+                for loc in c.locations:
+                    a = own.resolve(c, loc, rules, explicit)
+                    g = by_owner.setdefault(a.owner or "", {"envs": set(), "crit": [], "svc": "", "places": [],
+                                                            "running": c.fingerprint in active_fps})
+                    if a.environment:
+                        g["envs"].add(a.environment)
+                    if a.criticality:
+                        g["crit"].append(a.criticality)
+                    g["svc"] = g["svc"] or (a.service or "")
+                    g["places"].append(dec.Place(loc.hostname, loc.path, loc.alias, loc.agent_id, loc.store_type,
+                                                 loc.chain_index))
+                    if (loc.agent_id, loc.store_type, loc.path, loc.alias, loc.chain_index) in active_locs:
+                        g["running"] = True
+                for owner, g in sorted(by_owner.items()):
+                    crit = max(g["crit"], key=own.CRITICALITIES.index) if g["crit"] else ""
+                    items.append(dec.CertItem(
+                        fingerprint=c.fingerprint, subject=c.subject, not_after=c.not_after, owner=owner,
+                        environments=tuple(sorted(g["envs"])), criticality=crit, service=g["svc"],
+                        places=tuple(g["places"]), renewal_running=g["running"]))
+            page.clear()
+
+        for c in certs:
+            page.append(c)
+            if len(page) >= 500:
+                flush()
+        if page:
+            flush()
+        return items
+
+    def certificate_notices(self, now: dt.datetime) -> list[dec.Notice]:
+        items = self.certificate_items(now)
+        sent = self.store.sent_keys(i.fingerprint for i in items)
+        return dec.due_notices(items, sent, now, self.settings.thresholds)
+
+    def _owner_at(self, fingerprint: str, agent_id: str, store_type: str, path: str, alias: str) -> tuple[Any, Any]:
+        """(certificate, assignment) of a certificate at one location, or (None, None) when unknown."""
+        try:
+            ca = self.registry.owners.assignment_for(fingerprint)
+        except Exception:  # noqa: BLE001 - a job may name a certificate the registry no longer holds
+            return None, None
+        for la in ca.locations:
+            loc = la.location
+            if (loc.agent_id, loc.store_type, loc.path, loc.alias) == (agent_id, store_type, path, alias):
+                return ca.certificate, la.assignment
+        return ca.certificate, ca.certificate_assignment
+
+    def job_notices(self, now: dt.datetime) -> list[dec.Notice]:
+        rows = self.store.notable_jobs(now - self.settings.job_lookback)
+        if not rows:
+            return []
+        facts = []
+        for r in rows:
+            cert, a = self._owner_at(r.old_fingerprint, r.agent_id, r.store_type, r.path, r.alias)
+            facts.append(dec.JobFact(
+                job_id=r.job_id, state=r.state, fingerprint=r.old_fingerprint,
+                subject=cert.subject if cert else "", owner=(a.owner or "") if a else "",
+                place=dec.Place(r.hostname, r.path, r.alias, r.agent_id, r.store_type, r.chain_index),
+                reason=self.store.job_reason(r.job_id), criticality=(a.criticality or "") if a else "",
+                environment=(a.environment or "") if a else "", not_after=cert.not_after if cert else None))
+        keys = [dec.event_key("job", f.job_id, f.state) for f in facts]
+        return dec.job_notices(facts, frozenset(self.store.sent_keys(keys)))
+
+    def agent_notices(self, now: dt.datetime, owners: Mapping[str, own.Owner]) -> list[dec.Notice]:
+        facts = []
+        for a in self.registry.list_agents():
+            label = str((a.labels or {}).get("owner", "")).strip().lower()
+            facts.append(dec.AgentFact(a.agent_id, a.hostname, a.last_seen,
+                                       (label,) if label in owners else (), a.status))
+        keys = [dec.event_key("agent", f.agent_id, f.last_seen.isoformat()) for f in facts]
+        sent = frozenset(self.store.sent_keys(keys)) if keys else frozenset()
+        return dec.silent_agent_notices(facts, sent, now, self.settings.agent_silent_after)
+
+    # -- the policy hook -------------------------------------------------------------------
+
+    def notify_violation(self, *, rule: str, fingerprint: str, reason: str, environment: str,
+                         owner: str = "", subject: str = "", criticality: str = "",
+                         places: Sequence[dec.Place] = (), first_seen: dt.datetime | None = None,
+                         now: dt.datetime | None = None) -> bool:
+        """Tell the owner about a NEW policy violation on a production certificate.
+
+        For the policy engine to call when it stores a violation it has not seen before. Only
+        environments ``prod``/``production`` are notified (others: returns False). Idempotent:
+        the key is fingerprint + rule (+ owner), so calling it again, or from another collector,
+        sends nothing more. The notice is claimed and queued at once (its own digest) and
+        delivered now; a failing channel is retried by the scheduled runs. True when queued.
+        """
+        if (environment or "").lower() not in PRODUCTION or not self.enabled:
+            return False
+        now = now or self.clock()
+        n = dec.violation_notice(rule=rule, fingerprint=fingerprint, reason=reason, owner=owner, subject=subject,
+                                 environment=environment, criticality=criticality, places=places,
+                                 first_seen=first_seen)
+        owners = {o.name: o for o in self.registry.owners.list_owners()}
+        _, won = self.store.claim_digest(dec.Digest(owner, (n,)), now,
+                                         lambda did, ns: self.deliveries_for(did, owner, ns, owners, now), self.actor)
+        if won:
+            self.deliver_due(now)
+        return bool(won)
+
+    # -- routing ---------------------------------------------------------------------------
+
+    def deliveries_for(self, digest_id: str, owner_name: str, notices: Sequence[dec.Notice],
+                       owners: Mapping[str, own.Owner], now: dt.datetime) -> list[DeliveryIn]:
+        owner = owners.get(owner_name)
+        who = owner_name or "unowned certificates"
+        payload = {"digest_id": digest_id, "owner": owner_name, "generated_at": now.isoformat(),
+                   "notices": [n.to_dict() for n in notices]}
+        esc = [n for n in notices if n.escalate]
+        subject = f"[certfleet] {len(notices)} notice(s) for {who}" + (" - ESCALATION" if esc else "")
+        out: list[DeliveryIn] = []
+        for name, ch in sorted(self.settings.channels.items()):
+            if ch.type == "smtp":
+                to = list(owner.contacts) if owner and owner.contacts else list(getattr(ch, "to", ()))
+                if to:
+                    out.append(DeliveryIn(name, ",".join(to), subject, payload))
+                if esc and owner and owner.escalation:
+                    out.append(DeliveryIn(name, owner.escalation, f"[certfleet] ESCALATION for {who}",
+                                          {**payload, "notices": [n.to_dict() for n in esc], "escalation": True}))
+            elif ch.type == "webhook":
+                url = (owner.webhook if owner and owner.webhook else "") or getattr(ch, "url", "")
+                if url:
+                    out.append(DeliveryIn(name, url if url != getattr(ch, "url", "") else "", subject, payload))
+            elif ch.type == "slack":
+                out.append(DeliveryIn(name, "", subject, payload))
+            elif ch.type == "ticket":
+                kinds = self.settings.ticket_kinds.get(name, ())
+                for n in notices:
+                    if n.kind in kinds:
+                        d = n.to_dict()
+                        out.append(DeliveryIn(name, "", f"[certfleet] {d['title']}"[:250],
+                                              {"digest_id": digest_id, "ticket": ticket_fields(d, owner_name, digest_id)}))
+        return out
+
+    # -- delivery --------------------------------------------------------------------------
+
+    def _attempt(self, d: Any, now: dt.datetime) -> str:
+        """Send one claimed delivery and record the outcome: "sent", "retrying" or "failed"."""
+        ch = self.settings.channels.get(d.channel)
+        error: str | None
+        if ch is None:
+            error = f"channel {d.channel!r} is not configured on this collector"
+        else:
+            try:
+                ch.send(Message(d.subject, d.target, d.payload))
+                error = None
+            except ChannelError as e:
+                error = str(e)
+            except Exception as e:  # noqa: BLE001 - a bug in a channel must not stop the others
+                log.exception("channel %s failed unexpectedly", d.channel)
+                error = f"{type(e).__name__}: {e}"
+        attempts = d.attempts + 1
+        if error is None:
+            self.store.finish_delivery(d.id, now, None, None, self.actor)
+            return "sent"
+        if attempts >= self.settings.max_attempts:
+            log.warning("notify: delivery %d on %s failed for good after %d attempt(s): %s", d.id, d.channel,
+                        attempts, error)
+            self.store.finish_delivery(d.id, now, error, None, self.actor)
+            return "failed"
+        retry_at = now + dec.retry_delay(attempts, self.settings.retry_base, self.settings.retry_cap)
+        log.info("notify: delivery %d on %s failed (attempt %d), retry at %s: %s", d.id, d.channel, attempts,
+                 retry_at.isoformat(), error)
+        self.store.finish_delivery(d.id, now, error, retry_at, self.actor)
+        return "retrying"
+
+    def deliver_due(self, now: dt.datetime) -> tuple[int, int, int]:
+        """Send every due delivery this collector can claim, each channel in its own thread.
+        Returns (sent, retrying, failed)."""
+        due = self.store.due_deliveries(now)
+        by_channel: dict[str, list[Any]] = {}
+        for d in due:
+            by_channel.setdefault(d.channel, []).append(d)
+        if not by_channel:
+            return 0, 0, 0
+
+        def run(items: Iterable[Any]) -> list[str]:
+            out = []
+            for d in items:
+                if self.store.claim_delivery(d.id, now, SEND_LEASE):
+                    out.append(self._attempt(d, now))
+            return out
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=min(8, len(by_channel)),
+                                                   thread_name_prefix="notify") as pool:
+            results = [r for rs in pool.map(run, by_channel.values()) for r in rs]
+        return results.count("sent"), results.count("retrying"), results.count("failed")
+
+    async def run_forever(self) -> None:
+        while True:
+            try:
+                await asyncio.to_thread(self.run_once)
+            except Exception:  # noqa: BLE001 - keep notifying
+                log.exception("notification run failed")
+            await asyncio.sleep(self.settings.interval.total_seconds())

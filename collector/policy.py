@@ -1,0 +1,532 @@
+"""Certificate policy: rules as data, evaluated as pure functions of facts and an injected clock.
+
+The document (TOML; ``[policy] file`` in the collector config, or ``certfleet policy set``)::
+
+    [global]
+    allowed_key_types = ["rsa", "ec", "ed25519"]
+    min_rsa_bits = 2048
+    allowed_ec_curves = ["P-256", "P-384"]
+    forbidden_signature_algorithms = ["sha1", "md5"]
+    max_validity_days = 825             # 0 = no limit
+    allow_wildcards = true
+    forbid_self_signed = false
+    expired_installed = true            # flag expired certificates still installed
+    locked = ["min_rsa_bits", "forbidden_signature_algorithms"]
+
+    [[scope]]                           # narrower: an environment, an owner, or both
+    environment = "prod"
+    max_validity_days = 398
+    forbid_self_signed = true
+    allow_wildcards = false
+    locked = ["max_validity_days"]      # binds scopes narrower than this one (prod + an owner)
+
+    [[scope]]
+    owner = "web-team"
+    allowed_san_patterns = ["*.web.example.com", "web.example.com"]
+
+Every setting is a rule of the same name; a finding names it. Effective settings for
+a location: ``[global]``, then environment scopes, then owner scopes, then scopes that
+name both (each later one overrides what it sets). A setting listed in ``locked`` of a
+scope cannot be loosened by a narrower scope: loading such a document is refused with
+an error naming the setting (e.g. an owner scope with ``min_rsa_bits = 1024`` against a
+global locked ``min_rsa_bits = 2048``). Tightening a locked value is allowed.
+
+Which rules apply to which certificates:
+
+- key type, RSA size, EC curve, signature algorithm, expired-but-installed: every certificate;
+- maximum validity, SAN patterns, wildcards, self-signed: certificates that are not CAs
+  (a root in a trust store is self-signed and long-lived on purpose).
+
+Exceptions waive one rule (or ``*``, every rule) for a certificate (fingerprint), an
+owner, or a DNS glob on the certificate's DNS names (or CN) or the location's host; an
+exception past its ``expires_at`` no longer applies.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import tomllib
+from dataclasses import dataclass, field, replace
+from typing import Any, Iterable, Mapping, Sequence
+
+from collector.errors import CollectorError, InvalidInput
+from collector.ownership import check_environment, check_glob, dns_matches, facts_of
+
+# -- rules ---------------------------------------------------------------------------------
+
+ALLOWED_KEY_TYPES = "allowed_key_types"
+MIN_RSA_BITS = "min_rsa_bits"
+ALLOWED_EC_CURVES = "allowed_ec_curves"
+FORBIDDEN_SIGNATURE_ALGORITHMS = "forbidden_signature_algorithms"
+MAX_VALIDITY_DAYS = "max_validity_days"
+ALLOWED_SAN_PATTERNS = "allowed_san_patterns"
+ALLOW_WILDCARDS = "allow_wildcards"
+FORBID_SELF_SIGNED = "forbid_self_signed"
+EXPIRED_INSTALLED = "expired_installed"
+RULES = (ALLOWED_KEY_TYPES, MIN_RSA_BITS, ALLOWED_EC_CURVES, FORBIDDEN_SIGNATURE_ALGORITHMS, MAX_VALIDITY_DAYS,
+         ALLOWED_SAN_PATTERNS, ALLOW_WILDCARDS, FORBID_SELF_SIGNED, EXPIRED_INSTALLED)
+ANY_RULE = "*"
+
+KEY_TYPES = ("rsa", "ec", "ed25519", "ed448", "dsa")
+# curve names as the registry stores them (cryptography's) -> NIST names
+_CURVES = {"secp256r1": "P-256", "prime256v1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521",
+           "p-256": "P-256", "p-384": "P-384", "p-521": "P-521", "p256": "P-256", "p384": "P-384", "p521": "P-521"}
+
+
+class PolicyError(InvalidInput):
+    """The policy document is not valid, or a narrower scope loosens a locked value."""
+
+
+class PolicyRefused(CollectorError):
+    """A request breaks a locked policy; the message names the rule."""
+
+
+def curve_name(value: str) -> str:
+    v = (value or "").strip()
+    return _CURVES.get(v.lower(), v.upper())
+
+
+def _sig_token(value: str) -> str:
+    return (value or "").lower().replace("-", "").replace("_", "")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The values of the rules; None = not set here (inherit)."""
+
+    allowed_key_types: tuple[str, ...] | None = None
+    min_rsa_bits: int | None = None
+    allowed_ec_curves: tuple[str, ...] | None = None
+    forbidden_signature_algorithms: tuple[str, ...] | None = None
+    max_validity_days: int | None = None          # 0 = no limit
+    allowed_san_patterns: tuple[str, ...] | None = None   # () = any
+    allow_wildcards: bool | None = None
+    forbid_self_signed: bool | None = None
+    expired_installed: bool | None = None
+
+    def given(self) -> dict[str, Any]:
+        return {r: getattr(self, r) for r in RULES if getattr(self, r) is not None}
+
+    def over(self, base: Settings) -> Settings:
+        """These settings where set, ``base`` elsewhere."""
+        return replace(base, **self.given())
+
+
+DEFAULT_SETTINGS = Settings(
+    allowed_key_types=("rsa", "ec", "ed25519", "ed448"), min_rsa_bits=2048,
+    allowed_ec_curves=("P-256", "P-384", "P-521"), forbidden_signature_algorithms=("sha1", "md5"),
+    max_validity_days=0, allowed_san_patterns=(), allow_wildcards=True, forbid_self_signed=False,
+    expired_installed=True,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    environment: str = ""     # "" = any
+    owner: str = ""           # "" = any
+    settings: Settings = field(default_factory=Settings)
+    locked: tuple[str, ...] = ()
+
+    @property
+    def rank(self) -> int:
+        """0 global, 1 environment, 2 owner, 3 both."""
+        return (1 if self.environment else 0) + (2 if self.owner else 0)
+
+    def label(self) -> str:
+        if not self.rank:
+            return "[global]"
+        parts = [f"environment={self.environment}"] if self.environment else []
+        if self.owner:
+            parts.append(f"owner={self.owner}")
+        return "[[scope]] " + " ".join(parts)
+
+    def applies(self, environment: str, owner: str) -> bool:
+        return (not self.environment or self.environment == environment) and (not self.owner or self.owner == owner)
+
+    def contains(self, other: Scope) -> bool:
+        """``other`` is strictly narrower than this scope."""
+        return (other is not self and other.rank != self.rank
+                and (not self.environment or self.environment == other.environment)
+                and (not self.owner or self.owner == other.owner))
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyDoc:
+    """A parsed policy document: ``scopes[0]`` is the global one."""
+
+    scopes: tuple[Scope, ...]
+    text: str = ""
+    version: int = 0
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.text.encode()).hexdigest()
+
+    def applicable(self, environment: str, owner: str) -> list[Scope]:
+        return sorted((s for s in self.scopes if s.applies(environment, owner)), key=lambda s: s.rank)
+
+    def effective(self, environment: str | None, owner: str | None) -> Settings:
+        out = DEFAULT_SETTINGS
+        for s in self.applicable(environment or "", owner or ""):
+            out = s.settings.over(out)
+        return out
+
+    def locked_rules(self, environment: str | None, owner: str | None) -> set[str]:
+        return {r for s in self.applicable(environment or "", owner or "") for r in s.locked}
+
+
+# -- parsing -----------------------------------------------------------------------------------
+
+
+def _strs(value: Any, where: str, key: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise PolicyError(f"{where}: {key} must be a list of strings")
+    return tuple(v.strip() for v in value if v.strip())
+
+
+def _settings(table: Mapping[str, Any], where: str) -> Settings:
+    got: dict[str, Any] = {}
+    for key, value in table.items():
+        if key in ("environment", "owner", "locked"):
+            continue
+        if key not in RULES:
+            raise PolicyError(f"{where}: unknown setting {key!r} (known: {', '.join(RULES)})")
+        if key == ALLOWED_KEY_TYPES:
+            kinds = tuple(k.lower() for k in _strs(value, where, key))
+            bad = [k for k in kinds if k not in KEY_TYPES]
+            if bad:
+                raise PolicyError(f"{where}: {key}: unknown key type(s) {', '.join(bad)} (known: {', '.join(KEY_TYPES)})")
+            got[key] = kinds
+        elif key == ALLOWED_EC_CURVES:
+            got[key] = tuple(curve_name(c) for c in _strs(value, where, key))
+        elif key == FORBIDDEN_SIGNATURE_ALGORITHMS:
+            got[key] = tuple(_sig_token(a) for a in _strs(value, where, key))
+        elif key == ALLOWED_SAN_PATTERNS:
+            pats = _strs(value, where, key)
+            for p in pats:
+                try:
+                    check_glob(p, "san")
+                except InvalidInput as e:
+                    raise PolicyError(f"{where}: {e}") from None
+            got[key] = tuple(p.lower() for p in pats)
+        elif key in (MIN_RSA_BITS, MAX_VALIDITY_DAYS):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise PolicyError(f"{where}: {key} must be a whole number >= 0")
+            got[key] = value
+        else:
+            if not isinstance(value, bool):
+                raise PolicyError(f"{where}: {key} must be true or false")
+            got[key] = value
+    return Settings(**got)
+
+
+def _scope(table: Any, where: str, top: bool) -> Scope:
+    if not isinstance(table, dict):
+        raise PolicyError(f"{where} must be a table")
+    env = owner = ""
+    if top:
+        if "environment" in table or "owner" in table:
+            raise PolicyError(f"{where} applies everywhere; put environment/owner settings in a [[scope]]")
+    else:
+        try:
+            env = check_environment(str(table.get("environment", "")))
+        except InvalidInput as e:
+            raise PolicyError(f"{where}: {e}") from None
+        owner = str(table.get("owner", "")).strip().lower()
+        if not env and not owner:
+            raise PolicyError(f"{where} needs an environment, an owner, or both (global settings go in [global])")
+    locked = _strs(table.get("locked", []), where, "locked")
+    bad = [r for r in locked if r not in RULES]
+    if bad:
+        raise PolicyError(f"{where}: locked names unknown setting(s) {', '.join(bad)} (known: {', '.join(RULES)})")
+    return Scope(environment=env, owner=owner, settings=_settings(table, where), locked=tuple(dict.fromkeys(locked)))
+
+
+def looser(rule: str, value: Any, than: Any) -> bool:
+    """``value`` of ``rule`` allows something that ``than`` does not."""
+    if value is None or than is None:
+        return False
+    if rule in (ALLOWED_KEY_TYPES, ALLOWED_EC_CURVES):
+        return not set(value) <= set(than)
+    if rule == FORBIDDEN_SIGNATURE_ALGORITHMS:
+        return not set(than) <= set(value)
+    if rule == MIN_RSA_BITS:
+        return value < than
+    if rule == MAX_VALIDITY_DAYS:
+        return bool(than) and (value == 0 or value > than)
+    if rule == ALLOWED_SAN_PATTERNS:
+        return bool(than) and (not value or not set(value) <= set(than))
+    if rule == ALLOW_WILDCARDS:
+        return bool(value) and not than
+    # forbid_self_signed, expired_installed: switching the check off loosens it
+    return bool(than) and not value
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, tuple):
+        return "[" + ", ".join(value) + "]" if value else "[] (any)"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def parse_policy(text: str, version: int = 0) -> PolicyDoc:
+    """Parse and check a policy document; PolicyError names what is wrong (and a loosened locked setting)."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise PolicyError(f"the policy is not valid TOML: {e}") from None
+    unknown = sorted(set(raw) - {"global", "scope"})
+    if unknown:
+        raise PolicyError(f"unknown table(s) in the policy: {', '.join(unknown)} (use [global] and [[scope]])")
+    scopes = [_scope(raw.get("global", {}), "[global]", top=True)]
+    items = raw.get("scope", [])
+    if not isinstance(items, list):
+        raise PolicyError("scope must be an array of tables: [[scope]]")
+    seen: set[tuple[str, str]] = set()
+    for i, t in enumerate(items, 1):
+        s = _scope(t, f"[[scope]] #{i}", top=False)
+        if (s.environment, s.owner) in seen:
+            raise PolicyError(f"{s.label()} is given twice; merge them into one")
+        seen.add((s.environment, s.owner))
+        scopes.append(s)
+    doc = PolicyDoc(scopes=tuple(scopes), text=text, version=version)
+    _check_locks(doc)
+    return doc
+
+
+def _check_locks(doc: PolicyDoc) -> None:
+    for broad in doc.scopes:
+        if not broad.locked:
+            continue
+        base = doc.effective(broad.environment, broad.owner)
+        for narrow in doc.scopes:
+            if not broad.contains(narrow):
+                continue
+            for rule in broad.locked:
+                value = getattr(narrow.settings, rule)
+                locked_value = getattr(base, rule)
+                if looser(rule, value, locked_value):
+                    raise PolicyError(
+                        f"{narrow.label()} loosens locked {rule}: {_show(value)} is looser than "
+                        f"{_show(locked_value)}, locked by {broad.label()}"
+                    )
+
+
+DEFAULT_TEXT = """\
+# certfleet default policy (no policy stored yet)
+[global]
+allowed_key_types = ["rsa", "ec", "ed25519", "ed448"]
+min_rsa_bits = 2048
+allowed_ec_curves = ["P-256", "P-384", "P-521"]
+forbidden_signature_algorithms = ["sha1", "md5"]
+expired_installed = true
+"""
+
+
+def default_policy() -> PolicyDoc:
+    return parse_policy(DEFAULT_TEXT, version=0)
+
+
+# -- evaluation -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    rule: str
+    reason: str
+
+
+def _dns_names(cert: Any) -> tuple[str, ...]:
+    f = facts_of(cert)
+    if f.dns_names:
+        return tuple(n.lower() for n in f.dns_names)
+    from collector.ownership import _cn
+
+    cn = _cn(f.subject)
+    return (cn.lower(),) if cn else ()
+
+
+def evaluate(cert: Any, location: Any | None, assignment: Any | None, policy: PolicyDoc,
+             now: dt.datetime) -> list[Finding]:
+    """The rules ``cert`` (a CertificateView or alike) breaks at ``location`` under ``policy``.
+
+    ``assignment`` (collector.ownership.Assignment or None) gives the environment and owner
+    that pick the scopes.
+    """
+    env = getattr(assignment, "environment", None) or ""
+    owner = getattr(assignment, "owner", None) or ""
+    s = policy.effective(env, owner)
+    out: list[Finding] = []
+    key_type = (getattr(cert, "key_type", "") or "").lower()
+    if s.allowed_key_types and key_type not in s.allowed_key_types:
+        out.append(Finding(ALLOWED_KEY_TYPES, f"key type {cert.key_type or 'unknown'} is not allowed "
+                                              f"(allowed: {', '.join(s.allowed_key_types)})"))
+    if key_type == "rsa" and s.min_rsa_bits and (cert.key_size or 0) < s.min_rsa_bits:
+        out.append(Finding(MIN_RSA_BITS, f"RSA key of {cert.key_size} bits is below the minimum of {s.min_rsa_bits}"))
+    if key_type == "ec" and s.allowed_ec_curves and curve_name(cert.key_curve) not in s.allowed_ec_curves:
+        out.append(Finding(ALLOWED_EC_CURVES, f"EC curve {curve_name(cert.key_curve) or 'unknown'} is not allowed "
+                                              f"(allowed: {', '.join(s.allowed_ec_curves)})"))
+    sig = _sig_token(getattr(cert, "signature_algorithm", ""))
+    bad = [a for a in (s.forbidden_signature_algorithms or ()) if a and a in sig]
+    if bad:
+        out.append(Finding(FORBIDDEN_SIGNATURE_ALGORITHMS,
+                           f"signed with {cert.signature_algorithm} ({bad[0]} is forbidden)"))
+    if s.expired_installed and cert.not_after <= now and (location is None or getattr(location, "status", "present") == "present"):
+        out.append(Finding(EXPIRED_INSTALLED, f"expired {cert.not_after:%Y-%m-%d} and still installed"))
+    if not getattr(cert, "is_ca", False):
+        if s.max_validity_days:
+            days = (cert.not_after - cert.not_before).total_seconds() / 86400
+            if days > s.max_validity_days:
+                where = f" in {env}" if env else ""
+                out.append(Finding(MAX_VALIDITY_DAYS, f"valid for {days:.0f} days, over the maximum of "
+                                                      f"{s.max_validity_days}{where}"))
+        names = _dns_names(cert)
+        if s.allow_wildcards is False:
+            wild = [n for n in names if n.startswith("*")]
+            if wild:
+                out.append(Finding(ALLOW_WILDCARDS, f"wildcard name {wild[0]} is not allowed"))
+        if s.allowed_san_patterns:
+            outside = [n for n in names if not any(dns_matches(p, n) for p in s.allowed_san_patterns)]
+            if outside:
+                who = f" for owner {owner}" if owner else ""
+                out.append(Finding(ALLOWED_SAN_PATTERNS, f"name {outside[0]} is outside the allowed patterns{who} "
+                                                         f"({', '.join(s.allowed_san_patterns)})"))
+        if s.forbid_self_signed and getattr(cert, "self_signed", False):
+            where = f" in {env}" if env else ""
+            out.append(Finding(FORBID_SELF_SIGNED, f"self-signed certificates are forbidden{where}"))
+    return out
+
+
+# -- exceptions -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyException:
+    id: int
+    rule: str                    # a rule name or "*"
+    fingerprint: str = ""
+    owner: str = ""
+    pattern: str = ""            # DNS glob on the certificate's names or the location's host
+    reason: str = ""
+    granted_by: str = ""
+    created_at: dt.datetime | None = None
+    expires_at: dt.datetime | None = None
+
+    def expired(self, now: dt.datetime) -> bool:
+        return self.expires_at is not None and self.expires_at <= now
+
+    @property
+    def target(self) -> str:
+        if self.fingerprint:
+            return f"certificate:{self.fingerprint}"
+        if self.owner:
+            return f"owner:{self.owner}"
+        return f"pattern:{self.pattern}"
+
+
+def check_exception(rule: str, fingerprint: str, owner: str, pattern: str, reason: str,
+                    expires_at: dt.datetime | None, now: dt.datetime) -> None:
+    """InvalidInput when an exception's fields do not make one."""
+    if rule != ANY_RULE and rule not in RULES:
+        raise InvalidInput(f"no rule {rule!r} (rules: {', '.join(RULES)}, or * for all)")
+    if sum(1 for v in (fingerprint, owner, pattern) if v) != 1:
+        raise InvalidInput("an exception is for exactly one of: a certificate fingerprint, an owner, a pattern")
+    if pattern:
+        check_glob(pattern, "san")
+    if not reason.strip():
+        raise InvalidInput("an exception needs a reason")
+    if expires_at is None:
+        raise InvalidInput("an exception needs an expiry date")
+    if expires_at <= now:
+        raise InvalidInput("the expiry date is in the past")
+
+
+def exception_applies(exc: PolicyException, rule: str, cert: Any, location: Any | None, assignment: Any | None,
+                      now: dt.datetime) -> bool:
+    if exc.expired(now) or exc.rule not in (rule, ANY_RULE):
+        return False
+    if exc.fingerprint:
+        return exc.fingerprint == getattr(cert, "fingerprint", "")
+    if exc.owner:
+        return exc.owner == (getattr(assignment, "owner", None) or "")
+    names = list(_dns_names(cert))
+    host = getattr(location, "hostname", "") if location is not None else ""
+    if host:
+        names.append(host)
+    return any(dns_matches(exc.pattern, n, short_too=(n == host)) for n in names)
+
+
+def waiver(exceptions: Iterable[PolicyException], finding: Finding, cert: Any, location: Any | None,
+           assignment: Any | None, now: dt.datetime) -> PolicyException | None:
+    """The exception that waives ``finding`` here the longest (latest expiry), or None."""
+    best: PolicyException | None = None
+    for e in exceptions:
+        if exception_applies(e, finding.rule, cert, location, assignment, now) and (
+                best is None or (e.expires_at or now) > (best.expires_at or now)):
+            best = e
+    return best
+
+
+# -- renewal requests ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFacts:
+    """What a renewal would issue: from a template (collector.templates.Template)."""
+
+    key_type: str                # rsa, ec
+    key_size: int | None
+    curve: str | None
+    validity: dt.timedelta
+    names: tuple[str, ...] = ()
+
+    @classmethod
+    def from_template(cls, tpl: Any, names: Sequence[str] = ()) -> RequestFacts:
+        return cls(key_type=tpl.key_type, key_size=tpl.key_size, curve=tpl.curve, validity=tpl.validity,
+                   names=tuple(n.lower() for n in names))
+
+
+def locked_breaches(req: RequestFacts, assignment: Any | None, policy: PolicyDoc, where: str = "") -> list[Finding]:
+    """The LOCKED rules a renewal with ``req`` would break for a location with ``assignment``."""
+    env = getattr(assignment, "environment", None) or ""
+    owner = getattr(assignment, "owner", None) or ""
+    locked = policy.locked_rules(env, owner)
+    if not locked:
+        return []
+    s = policy.effective(env, owner)
+    spec = f"rsa-{req.key_size}" if req.key_type == "rsa" else f"ec-{curve_name(req.curve or '')}"
+    suffix = f" ({where})" if where else ""
+    out: list[Finding] = []
+    if ALLOWED_KEY_TYPES in locked and s.allowed_key_types and req.key_type not in s.allowed_key_types:
+        out.append(Finding(ALLOWED_KEY_TYPES, f"template key {spec} vs locked {ALLOWED_KEY_TYPES} "
+                                              f"{_show(s.allowed_key_types)}{suffix}"))
+    if MIN_RSA_BITS in locked and req.key_type == "rsa" and s.min_rsa_bits and (req.key_size or 0) < s.min_rsa_bits:
+        out.append(Finding(MIN_RSA_BITS, f"template key {spec} vs locked {MIN_RSA_BITS} {s.min_rsa_bits}{suffix}"))
+    if (ALLOWED_EC_CURVES in locked and req.key_type == "ec" and s.allowed_ec_curves
+            and curve_name(req.curve or "") not in s.allowed_ec_curves):
+        out.append(Finding(ALLOWED_EC_CURVES, f"template key {spec} vs locked {ALLOWED_EC_CURVES} "
+                                              f"{_show(s.allowed_ec_curves)}{suffix}"))
+    if MAX_VALIDITY_DAYS in locked and s.max_validity_days:
+        days = req.validity.total_seconds() / 86400
+        if days > s.max_validity_days:
+            env_text = f" for environment {env}" if env else ""
+            out.append(Finding(MAX_VALIDITY_DAYS, f"template validity {days:g}d vs locked {MAX_VALIDITY_DAYS} "
+                                                  f"{s.max_validity_days}{env_text}{suffix}"))
+    if ALLOW_WILDCARDS in locked and s.allow_wildcards is False:
+        wild = [n for n in req.names if n.startswith("*")]
+        if wild:
+            out.append(Finding(ALLOW_WILDCARDS, f"name {wild[0]} vs locked {ALLOW_WILDCARDS} false{suffix}"))
+    if ALLOWED_SAN_PATTERNS in locked and s.allowed_san_patterns:
+        outside = [n for n in req.names if not any(dns_matches(p, n) for p in s.allowed_san_patterns)]
+        if outside:
+            out.append(Finding(ALLOWED_SAN_PATTERNS, f"name {outside[0]} vs locked {ALLOWED_SAN_PATTERNS} "
+                                                     f"{_show(s.allowed_san_patterns)}{suffix}"))
+    return out
+
+
+__all__ = [
+    "RULES", "Settings", "Scope", "PolicyDoc", "PolicyError", "PolicyRefused", "Finding", "PolicyException",
+    "RequestFacts", "parse_policy", "default_policy", "evaluate", "exception_applies", "waiver",
+    "locked_breaches", "check_exception", "looser",
+]

@@ -1,0 +1,82 @@
+"""Reports for security and audit: ``certfleet report NAME``.
+
+Each report is a builder in its own module that reads the registry (page by page
+where the data is large) and returns a :class:`~collector.reports.model.Report`;
+rendering (table, CSV, JSON, HTML) is in :mod:`collector.reports.render` and runs
+in the CLI. The collector serves built reports over ``ReportService.GetReport``.
+
+Adding a report (extension point)
+---------------------------------
+``REPORTS`` maps a report name to a :class:`ReportSpec`. To add one -- the
+``violations`` report (by rule, by owner, exceptions shown apart) is meant to be
+added this way by the policy engine -- write ``collector/reports/violations.py``
+with::
+
+    PARAMS = ("...",)                     # the parameters it takes (strings)
+    def build(registry, params, now) -> Report: ...
+
+and add one entry to ``REPORTS`` below::
+
+    "violations": ReportSpec("collector.reports.violations", "policy violations by rule and owner",
+                             ("...",)),
+
+Nothing else changes: the servicer, the wire format and the CLI (``certfleet
+report violations --format html``) take any name in ``REPORTS``; ``permission``
+is the admin permission the caller needs (collector/api/auth.py: ``read`` or
+``audit_read``).
+
+Builders are named by module and imported when first built, so that the CLI, which
+imports this package for rendering, does not pull in the registry (SQLAlchemy).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import importlib
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from collector.errors import InvalidInput
+from collector.reports.model import Report, Section, Value
+from collector.reports.params import check_known
+
+
+@dataclass(frozen=True)
+class ReportSpec:
+    module: str                    # has build(registry, params: Mapping[str, str], now) -> Report
+    description: str
+    params: tuple[str, ...] = ()   # accepted parameter names (the module's PARAMS)
+    permission: str = "read"       # collector.api.auth permission: "read" or "audit_read"
+
+    def builder(self) -> Any:
+        return importlib.import_module(self.module).build
+
+
+REPORTS: dict[str, ReportSpec] = {
+    "expiring": ReportSpec("collector.reports.expiring",
+                           "what expires within 7, 30 and 90 days, with owner, environment and service",
+                           ("within",)),
+    "owners": ReportSpec("collector.reports.owners", "orphaned and unconfirmed certificates"),
+    "coverage": ReportSpec("collector.reports.coverage", "agents, last reports, stores, scan errors, silent hosts",
+                           ("silent_after",)),
+    "audit": ReportSpec("collector.reports.audit",
+                        "who requested, issued, installed, revoked or changed policy, when and why",
+                        ("since", "until"), permission="audit_read"),
+    # "violations": added with the policy engine, see the module doc.
+}
+
+
+def spec(name: str) -> ReportSpec:
+    try:
+        return REPORTS[name]
+    except KeyError:
+        raise InvalidInput(f"no report {name!r}; reports: {', '.join(sorted(REPORTS))}") from None
+
+
+def build(registry: Any, name: str, params: Mapping[str, str], now: dt.datetime) -> Report:
+    """Build report ``name`` (unknown names and parameters are refused with InvalidInput)."""
+    s = spec(name)
+    check_known(name, params, s.params)
+    return s.builder()(registry, params, now)
+
+
+__all__ = ["REPORTS", "Report", "ReportSpec", "Section", "Value", "build", "spec"]

@@ -1,0 +1,170 @@
+"""Notifications against the registry (SQLite and PostgreSQL) and real channels on loopback:
+exactly once across two collectors and a restart, again after a renewal, a failing channel
+retried and visible while the others deliver."""
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from typing import Any, Iterator
+
+import pytest
+
+from collector.notify.notifier import Notifier
+from collector.notify.settings import NotifySettings
+from collector.registry import Registry
+from collector.registry.notify import NotifyStore
+from notify_servers import free_port, http_server, smtp_server
+from registry_certs import T0, header, leaf, location, root_ca, store_report
+
+NOW = T0 + dt.timedelta(hours=1)
+
+
+@pytest.fixture
+def smtp() -> Iterator[Any]:
+    yield from smtp_server()
+
+
+@pytest.fixture
+def http() -> Iterator[Any]:
+    yield from http_server()
+
+
+def settings(smtp_port: int, http_port: int, *, broken: bool = False, max_attempts: int = 8) -> NotifySettings:
+    base = f"http://127.0.0.1:{http_port}"
+    channels: list[dict[str, Any]] = [
+        {"name": "mail", "type": "smtp", "host": "127.0.0.1", "port": smtp_port, "from": "certfleet@example.com",
+         "to": ["pki@example.com"]},
+        {"name": "hooks", "type": "webhook", "url": f"{base}/default-hook"},
+        {"name": "chat", "type": "slack", "url": f"{base}/slack"},
+        {"name": "desk", "type": "ticket", "url": f"{base}/ticket"},
+    ]
+    if broken:
+        channels.append({"name": "broken", "type": "slack", "url": f"http://127.0.0.1:{free_port()}/x"})
+    return NotifySettings.from_config({"notify": {"channel": channels, "max_attempts": max_attempts}})
+
+
+def fleet(registry: Registry, make_agent: Any, http_port: int, days: float) -> Any:
+    make_agent("agent-1", "web1.example.com")
+    registry.owners.create_owner("web", T0, contacts=["web@example.com"], escalation="oncall@example.com",
+                                 webhook=f"http://127.0.0.1:{http_port}/web-hook")
+    registry.owners.add_rule("all-web", T0, owner="web", criticality="high")
+    ca = root_ca()
+    cert = leaf("www.example.com", ca, days=days)
+    store_report(registry, "agent-1", header("r1", full=True, sequence=1), [location(cert, "/etc/ssl/www.pem")], now=T0)
+    return ca
+
+
+def test_two_collectors_send_once_restart_sends_nothing_renewal_sends_again(
+        registry: Registry, db_url: str, make_agent: Any, smtp: Any, http: Any) -> None:
+    sink, smtp_port = smtp
+    hsink, http_port = http
+    ca = fleet(registry, make_agent, http_port, days=20)     # 19 days left: crosses 60 and 30 -> one notice (30)
+    cfg = settings(smtp_port, http_port)
+
+    other = Registry.open(db_url)                            # a second collector on the same database
+    try:
+        notifiers = [Notifier(registry, cfg), Notifier(other, cfg)]
+        barrier = threading.Barrier(2)
+        results: list[Any] = []
+        errors: list[BaseException] = []
+
+        def run(n: Notifier) -> None:
+            try:
+                barrier.wait()
+                results.append(n.run_once(NOW))
+            except BaseException as e:  # noqa: BLE001
+                errors.append(e)
+
+        threads = [threading.Thread(target=run, args=(n,)) for n in notifiers]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert not errors, errors
+        assert sum(r.notices for r in results) == 1 and sum(r.digests for r in results) == 1
+    finally:
+        other.close()
+
+    assert len(sink.messages) == 1
+    m = sink.messages[0]
+    assert m["to"] == ["web@example.com"] and "1 notice(s) for web" in m["subject"]
+    assert "threshold 30 days" in m["body"] and "web1.example.com:/etc/ssl/www.pem" in m["body"]
+    assert len(hsink.on("/web-hook")) == 1 and hsink.on("/default-hook") == []   # the owner's webhook
+    hook = hsink.on("/web-hook")[0]
+    assert hook["owner"] == "web" and [n["threshold_days"] for n in hook["notices"]] == [30]
+    assert len(hsink.on("/slack")) == 1 and "blocks" in hsink.on("/slack")[0]
+    assert hsink.on("/ticket") == []                         # no escalation, no failure: no ticket
+    audit = registry.audit.list(action="notification.sent")
+    assert len(audit) == 1 and audit[0].target == "owner:web"
+
+    # a restart (a new Registry on the same URL): nothing new; a later run within the same threshold neither
+    with Registry.open(db_url) as again:
+        r = Notifier(again, cfg).run_once(NOW + dt.timedelta(hours=2))
+        assert r.notices == 0 and r.sent == 0
+    assert len(sink.messages) == 1 and len(hsink.on("/slack")) == 1
+
+    # renewal: a new certificate at the same location starts again
+    renewed = leaf("www.example.com", ca, days=40, not_before=T0)
+    store_report(registry, "agent-1", header("r2", full=True, sequence=2), [location(renewed, "/etc/ssl/www.pem")],
+                 now=NOW)
+    r = Notifier(registry, cfg).run_once(NOW + dt.timedelta(hours=3))
+    assert r.notices == 1
+    assert len(sink.messages) == 2 and "threshold 60 days" in sink.messages[1]["body"]
+    assert renewed.fingerprint in sink.messages[1]["body"]
+
+
+def test_escalation_ticket_and_failing_channel_retried_and_visible(
+        registry: Registry, make_agent: Any, smtp: Any, http: Any) -> None:
+    sink, smtp_port = smtp
+    hsink, http_port = http
+    fleet(registry, make_agent, http_port, days=6)           # 5 days left, no renewal under way: escalation
+    cfg = settings(smtp_port, http_port, broken=True, max_attempts=2)
+    n = Notifier(registry, cfg)
+    r = n.run_once(NOW)
+    assert r.notices == 2 and r.digests == 1 and r.retrying == 1 and r.failed == 0
+    assert sorted(tuple(m["to"]) for m in sink.messages) == [("oncall@example.com",), ("web@example.com",)]
+    esc_mail = [m for m in sink.messages if m["to"] == ["oncall@example.com"]][0]
+    assert "ESCALATION" in esc_mail["subject"] and "no renewal is under way" in esc_mail["body"]
+    tickets = hsink.on("/ticket")
+    assert len(tickets) == 1
+    t = tickets[0]
+    assert t["assignment_group"] == "web" and t["priority"] == "P1" and t["kind"] == "escalation"
+    assert t["hosts"] == ["web1.example.com"] and t["paths"] == ["/etc/ssl/www.pem"]
+    assert t["due_date"].startswith("2026-01-06") and len(t["fingerprint"]) == 64
+
+    store = NotifyStore(registry.engine)
+    failing = store.failing_deliveries()
+    assert [(d.channel, d.state, d.attempts) for d in failing] == [("broken", "pending", 1)]
+    assert "POST http://127.0.0.1" in failing[0].last_error
+    assert {d.channel for d in store.list_deliveries(state="sent")} == {"mail", "hooks", "chat", "desk"}
+
+    # not due yet: nothing is tried; after the backoff it is tried again and fails for good
+    assert n.run_once(NOW + dt.timedelta(seconds=30)).retrying == 0
+    r = n.run_once(NOW + dt.timedelta(minutes=2))
+    assert r.failed == 1 and r.notices == 0
+    [failed] = store.list_deliveries(state="failed")
+    assert failed.channel == "broken" and failed.attempts == 2
+    assert [e.target for e in registry.audit.list(action="notification.failed")] == [f"delivery:{failed.id}"]
+    assert len(sink.messages) == 2                           # the others were not sent again
+
+
+def test_failed_job_and_silent_agent_are_told_once(registry: Registry, make_agent: Any, smtp: Any, http: Any) -> None:
+    sink, smtp_port = smtp
+    hsink, http_port = http
+    fleet(registry, make_agent, http_port, days=200)         # far from expiry
+    cfg = settings(smtp_port, http_port)
+    n = Notifier(registry, cfg)
+    assert n.run_once(NOW).notices == 0
+    later = T0 + dt.timedelta(days=2)                        # the agent has been silent for 2 days
+    r = n.run_once(later)
+    assert r.notices == 1
+    assert sink.messages[-1]["to"] == ["pki@example.com"] and "silent" in sink.messages[-1]["body"]
+    assert n.run_once(later + dt.timedelta(hours=1)).notices == 0
+
+    assert n.notify_violation(rule="sha1", fingerprint="ab" * 32, reason="SHA-1 signature", environment="prod",
+                              owner="web", now=later) is True
+    assert n.notify_violation(rule="sha1", fingerprint="ab" * 32, reason="SHA-1 signature", environment="prod",
+                              owner="web", now=later) is False
+    assert n.notify_violation(rule="sha1", fingerprint="cd" * 32, reason="x", environment="test", now=later) is False
+    assert "policy violation sha1" in sink.messages[-1]["body"]
+    assert [t["kind"] for t in hsink.on("/ticket")] == ["policy.violation"]

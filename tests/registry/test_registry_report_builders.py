@@ -1,0 +1,211 @@
+"""Report builders (collector/reports/) on real registry data, SQLite and PostgreSQL.
+
+(The inventory reports agents send are tested in test_registry_reports.py.)
+"""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+
+from collector import ownership as own
+from collector import reports
+from collector.errors import InvalidInput
+from collector.registry import Registry
+from collector.reports import audit as audit_report
+from collector.reports.model import Report, Section
+from collector.reports.render import render
+from registry_certs import T0, header, leaf, location, root_ca, scan_error, store_report
+
+NOW = T0 + dt.timedelta(hours=1)
+DAY = dt.timedelta(days=1)
+
+
+def section(report: Report, title: str) -> Section:
+    (s,) = [s for s in report.sections if s.title == title]
+    return s
+
+
+def rows(s: Section) -> list[dict[str, Any]]:
+    return [dict(zip(s.columns, r)) for r in s.rows]
+
+
+def summary(report: Report) -> dict[str, Any]:
+    return dict(report.summary)
+
+
+@pytest.fixture
+def fleet(registry: Registry, make_agent, monkeypatch):  # type: ignore[no-untyped-def]
+    """Two hosts with certificates expiring at different times, owners, a rule, labels and scan errors."""
+    monkeypatch.setattr(Registry, "PAGE_SIZE", 2)   # stream in several pages
+    make_agent("a1", "web1.example.com")
+    make_agent("a2", "db1.example.com")
+    make_agent("a3", "old1.example.com", now=T0 - 3 * DAY)    # never reports again: silent
+    root = root_ca()
+    certs = {
+        "expired": leaf("expired.example.com", root, days=0.5),     # not_after T0 - 12h
+        "soon": leaf("<script>alert(1)</script>.example.com", root, days=6),   # 4 days left at NOW
+        "month": leaf("month.example.com", root, days=21),
+        "quarter": leaf("quarter.example.com", root, days=61),
+        "later": leaf("later.example.com", root, days=201),
+    }
+    store_report(registry, "a1", header("r1", full=True, sequence=1, hostname="web1.example.com"), [
+        location(certs["expired"], "/etc/nginx/expired.pem"),
+        location(certs["soon"], "/etc/nginx/soon.pem"),
+        location(certs["month"], "/srv/app/month.pem", labels={"owner": "web"}),     # owner from a label only
+        location(certs["later"], "/etc/nginx/later.pem"),
+    ], errors=[scan_error("/etc/ssl/a.p12"), scan_error("/etc/ssl/b.p12")])
+    store_report(registry, "a2", header("r2", full=True, sequence=1, hostname="db1.example.com"), [
+        location(certs["quarter"], "/var/lib/pg/server.pem", labels={"owner": "dba"}),  # dba is not registered
+        location(certs["soon"], "/var/lib/pg/soon-copy.pem"),                           # nobody
+    ], errors=[scan_error("/var/lib/pg/x.jks", reason="corrupt", message="not a keystore")])
+    store = registry.owners
+    store.create_owner("web", T0, contacts=["web@example.com"], actor="admin:alice", reason="web team")
+    store.add_rule("nginx", T0, owner="web", environment="prod", criticality="high", service="shop",
+                   path="/etc/nginx/**", actor="admin:alice")
+    return certs
+
+
+def test_expiring_sections_and_ownership(registry: Registry, fleet) -> None:  # type: ignore[no-untyped-def]
+    r = reports.build(registry, "expiring", {}, NOW)
+    assert r.name == "expiring" and r.generated_at == NOW
+    assert [s.title for s in r.sections] == ["Expired, still installed", "Within 7 days", "Within 30 days",
+                                            "Within 90 days"]
+    (expired,) = rows(section(r, "Expired, still installed"))
+    assert expired["days_left"] == -1 and expired["path"] == "/etc/nginx/expired.pem"
+    soon = rows(section(r, "Within 7 days"))
+    assert {(x["host"], x["path"]) for x in soon} == {("web1.example.com", "/etc/nginx/soon.pem"),
+                                                      ("db1.example.com", "/var/lib/pg/soon-copy.pem")}
+    by_host = {x["host"]: x for x in soon}
+    web = by_host["web1.example.com"]
+    assert (web["owner"], web["environment"], web["criticality"], web["service"], web["owner_source"]) == (
+        "web", "prod", "high", "shop", "rule:nginx")
+    assert web["days_left"] == 4 and web["subject"] == "<script>alert(1)</script>.example.com"
+    assert web["fingerprint"] == fleet["soon"].fingerprint
+    assert by_host["db1.example.com"]["owner"] is None
+    (month,) = rows(section(r, "Within 30 days"))
+    assert (month["owner"], month["owner_source"]) == ("web", "label")
+    (quarter,) = rows(section(r, "Within 90 days"))
+    assert quarter["owner"] == "dba"
+    assert all(x["path"] != "/etc/nginx/later.pem" for s in r.sections for x in rows(s))   # beyond 90 days
+    s = summary(r)
+    assert s["Within 7 days: certificates"] == 1 and s["Within 7 days: locations"] == 2
+    assert s["Expired, still installed: certificates"] == 1 and s["Locations without an owner"] == 1
+
+    # a shorter horizon drops thresholds beyond it; a longer one adds a section
+    r = reports.build(registry, "expiring", {"within": "30d"}, NOW)
+    assert [s.title for s in r.sections] == ["Expired, still installed", "Within 7 days", "Within 30 days"]
+    r = reports.build(registry, "expiring", {"within": "365"}, NOW)
+    assert [s.title for s in r.sections][-1] == "Within 365 days"
+    assert rows(r.sections[-1])[0]["path"] == "/etc/nginx/later.pem"
+    with pytest.raises(InvalidInput, match="within: 'soon' is not a duration"):
+        reports.build(registry, "expiring", {"within": "soon"}, NOW)
+    with pytest.raises(InvalidInput, match="takes no parameter bogus"):
+        reports.build(registry, "expiring", {"bogus": "1"}, NOW)
+    with pytest.raises(InvalidInput, match="no report 'nope'"):
+        reports.build(registry, "nope", {}, NOW)
+
+
+def test_owners_orphaned_and_unconfirmed(registry: Registry, fleet) -> None:  # type: ignore[no-untyped-def]
+    r = reports.build(registry, "owners", {}, NOW)
+    orphaned = rows(section(r, "Orphaned"))
+    assert {(x["host"], x["path"], x["reason"]) for x in orphaned} == {
+        ("db1.example.com", "/var/lib/pg/soon-copy.pem", own.NO_OWNER),
+        ("db1.example.com", "/var/lib/pg/server.pem", own.UNKNOWN_OWNER),
+    }
+    assert [x["reason"] for x in orphaned] == [own.NO_OWNER, own.UNKNOWN_OWNER]   # worst first
+    # the same certificates as the ownership module's own orphan search
+    assert {x["fingerprint"] for x in orphaned} == {o.certificate.fingerprint for o in own.find_orphans(registry, NOW)}
+    (unconfirmed,) = rows(section(r, "Unconfirmed"))
+    assert (unconfirmed["path"], unconfirmed["owner"]) == ("/srv/app/month.pem", "web")
+    s = summary(r)
+    assert s["Orphaned certificates"] == 2 and s["Unconfirmed locations"] == 1
+    assert s[f"Orphaned locations: {own.UNKNOWN_OWNER}"] == 1 and s["Certificates present"] == 5
+
+    # confirming by a rule and registering dba fixes both; an owner losing its contact orphans again
+    registry.owners.add_rule("apps", NOW, owner="web", path="/srv/app/**")
+    registry.owners.create_owner("dba", NOW, contacts=["dba@example.com"])
+    r = reports.build(registry, "owners", {}, NOW)
+    # dba is reachable now, but still known only from the label: unconfirmed
+    assert [(x["path"], x["owner"]) for x in rows(section(r, "Unconfirmed"))] == [("/var/lib/pg/server.pem", "dba")]
+    assert [x["path"] for x in rows(section(r, "Orphaned"))] == ["/var/lib/pg/soon-copy.pem"]
+    registry.owners.update_owner("dba", NOW, contacts=[])
+    r = reports.build(registry, "owners", {}, NOW)
+    assert own.NO_WORKING_CONTACT in {x["reason"] for x in rows(section(r, "Orphaned"))}
+
+
+def test_coverage_agents_errors_and_silent_hosts(registry: Registry, fleet) -> None:  # type: ignore[no-untyped-def]
+    r = reports.build(registry, "coverage", {}, NOW)
+    agents = {x["host"]: x for x in rows(section(r, "Agents"))}
+    assert set(agents) == {"web1.example.com", "db1.example.com", "old1.example.com"}
+    web = agents["web1.example.com"]
+    assert (web["stores"], web["locations"], web["scan_errors"], web["silent"]) == (4, 4, 2, False)
+    assert web["last_report"] == "2026-01-01T12:00:00Z"
+    old = agents["old1.example.com"]
+    assert (old["stores"], old["locations"], old["last_report"], old["silent"]) == (0, 0, None, True)
+    (silent,) = rows(section(r, "Silent hosts"))
+    assert silent["host"] == "old1.example.com" and silent["silent_for"] == "3d 1h"
+    reasons = rows(section(r, "Scan errors by reason"))
+    assert [(x["reason"], x["errors"]) for x in reasons] == [("wrong_password", 2), ("corrupt", 1)]
+    assert reasons[0]["hosts"] == "web1.example.com" and "db1.example.com:/var/lib/pg/x.jks" in reasons[1]["example"]
+    assert len(rows(section(r, "Scan errors"))) == 3
+    s = summary(r)
+    assert s["Agents"] == 3 and s["Stores scanned"] == 6 and s["Agents that never reported"] == 1
+    assert s["Silent hosts (not seen for 1d 0h)"] == 1
+
+    r = reports.build(registry, "coverage", {"silent_after": "4d"}, NOW)
+    assert rows(section(r, "Silent hosts")) == []
+    # revoked agents are listed, never silent
+    registry.revoke_agent("a3", "retired", NOW)
+    r = reports.build(registry, "coverage", {}, NOW)
+    assert rows(section(r, "Silent hosts")) == []
+
+
+def test_audit_by_category_and_range(registry: Registry, fleet) -> None:  # type: ignore[no-untyped-def]
+    log = registry.audit
+    log.record(NOW, "operator:bob", "renewal.request", "cert:abc", "expires soon")
+    log.record(NOW + dt.timedelta(minutes=1), "collector", "job.issued", "job:1", "issued by internal CA")
+    log.record(NOW + dt.timedelta(minutes=2), "agent:a1", "job.verified", "job:1", "serving the new certificate")
+    log.record(NOW + dt.timedelta(minutes=3), "admin:alice", "certificate.revoke", "cert:old", "key compromise")
+    log.record(NOW + dt.timedelta(minutes=4), "admin:alice", "policy.update", "policy:default", "<b>no SHA-1</b>")
+    log.record(NOW + 10 * DAY, "admin:alice", "certificate.revoke", "cert:later", "outside the range")
+    until = NOW + DAY
+    r = reports.build(registry, "audit", {"since": "2026-01-01", "until": until.isoformat()}, NOW + 20 * DAY)
+    got = {s.title: [(x["actor"], x["action"], x["reason"]) for x in rows(s)] for s in r.sections}
+    assert got["Requested"] == [("operator:bob", "renewal.request", "expires soon")]
+    assert got["Issued"] == [("collector", "job.issued", "issued by internal CA")]
+    assert got["Installed and verified"] == [("agent:a1", "job.verified", "serving the new certificate")]
+    assert got["Revoked"] == [("admin:alice", "certificate.revoke", "key compromise")]
+    assert got["Policy and exception changes"] == [("admin:alice", "policy.update", "<b>no SHA-1</b>")]
+    assert ("admin:alice", "owner.create", "web team") in got["Ownership changes"]
+    assert all("outside the range" not in x[2] for v in got.values() for x in v)
+    s = summary(r)
+    assert s["Since"] == "2026-01-01T00:00:00Z" and s["Until"] == "2026-01-02T13:00:00Z"
+    assert s["Events"] == sum(len(v) for v in got.values())
+    # default range: the last 30 days
+    r = reports.build(registry, "audit", {}, NOW + 40 * DAY)
+    assert [x["reason"] for x in rows(section(r, "Revoked"))] == ["outside the range"]
+    with pytest.raises(InvalidInput, match="must be after since"):
+        reports.build(registry, "audit", {"since": "2026-02-01", "until": "2026-01-01"}, NOW)
+    with pytest.raises(InvalidInput, match="not an ISO 8601 time"):
+        reports.build(registry, "audit", {"since": "yesterday"}, NOW)
+    assert reports.spec("audit").permission == "audit_read"
+
+
+def test_every_report_renders_in_every_format(registry: Registry, fleet) -> None:  # type: ignore[no-untyped-def]
+    for name in reports.REPORTS:
+        r = reports.build(registry, name, {}, NOW)
+        for fmt in ("table", "csv", "json", "html"):
+            assert render(r, fmt, 100)
+    assert "&lt;script&gt;alert(1)" in render(reports.build(registry, "expiring", {}, NOW), "html")
+
+
+def test_spec_params_match_modules() -> None:
+    import importlib
+
+    for name, spec in reports.REPORTS.items():
+        assert importlib.import_module(spec.module).PARAMS == spec.params, name
+    assert audit_report.category("job.rolled_back") == "failed"
+    assert audit_report.category("exception.grant") == "policy"
+    assert audit_report.category("call.refused") == "refused"
