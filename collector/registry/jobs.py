@@ -35,7 +35,8 @@ from sqlalchemy.exc import IntegrityError
 from collector import jobs as model
 from collector.errors import Ambiguous, InvalidInput, NotFound
 from collector.registry import audit, db
-from collector.registry.models import agents, certificates, job_events, jobs, locations
+from collector.registry.lookup import resolve_fingerprint
+from collector.registry.models import agents, job_events, jobs, locations
 from collector.registry.types import JobEvent, JobView, LocationSelector
 
 _HEX = re.compile(r"[0-9a-f]+")
@@ -198,27 +199,10 @@ class JobStore(db.Connections):
                     raise
         raise AssertionError("unreachable")
 
-    def _resolve(self, conn: Connection, fingerprint: str) -> str:
-        prefix = re.sub(r"[\s:]", "", fingerprint).lower()
-        if not prefix or not _HEX.fullmatch(prefix) or len(prefix) > 64:
-            raise InvalidInput(f"{fingerprint.strip()[:80]!r} is not a hex SHA-256 fingerprint")
-        if len(prefix) < MIN_PREFIX:
-            raise InvalidInput(f"give at least {MIN_PREFIX} hex digits of the fingerprint")
-        c = certificates.c
-        cond = c.fingerprint == prefix if len(prefix) == 64 else and_(
-            c.fingerprint >= prefix, c.fingerprint < prefix + "g")
-        fps = [fp for fp in conn.execute(
-            select(c.fingerprint).where(cond).order_by(c.fingerprint).limit(2)).scalars() if fp.startswith(prefix)]
-        if not fps:
-            raise NotFound(f"no certificate with fingerprint {prefix if len(prefix) == 64 else prefix + '...'}")
-        if len(fps) > 1:
-            raise Ambiguous(f"prefix {prefix!r} matches several certificates; give more characters")
-        return fps[0]
-
     def _create(self, conn: Connection, fingerprint: str, sel: LocationSelector | None, template: str,
                 requested_by: str, reason: str, now: dt.datetime, timeout: dt.timedelta,
                 idempotency_key: str | None) -> list[JobView]:
-        fp = self._resolve(conn, fingerprint)
+        fp = resolve_fingerprint(conn, fingerprint)
         short = fp[:16] + "..."
         j = jobs.c
         if idempotency_key is not None:

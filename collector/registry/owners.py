@@ -16,23 +16,21 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import re
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
-from sqlalchemy import Connection, Engine, and_, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from collector import ownership as own
-from collector.errors import Ambiguous, InvalidInput, NotFound
+from collector.errors import InvalidInput, NotFound
 from collector.registry import audit, db
 from collector.registry.ingest import chunked
 from collector.registry.jobs import _describe, _label, _matches
-from collector.registry.models import agents, certificates, locations
+from collector.registry.lookup import resolve_fingerprint
+from collector.registry.models import agents, locations
 from collector.registry.models_owners import assignment_rules, explicit_assignments, owners
 from collector.registry.types import LocationSelector
 
-_HEX = re.compile(r"[0-9a-f]+")
-MIN_PREFIX = 6
 PRIORITY_STEP = 10
 
 
@@ -130,24 +128,6 @@ class OwnerStore(db.Connections):
         return (select(e, owners.c.name.label("owner_name"), agents.c.hostname)
                 .select_from(e.outerjoin(owners, owners.c.id == e.c.owner_id)
                              .outerjoin(agents, agents.c.agent_id == e.c.agent_id)))
-
-    @staticmethod
-    def _fingerprint(conn: Connection, value: str) -> str:
-        prefix = re.sub(r"[\s:]", "", value or "").lower()
-        if not prefix or not _HEX.fullmatch(prefix) or len(prefix) > 64:
-            raise InvalidInput(f"{(value or '').strip()[:80]!r} is not a hex SHA-256 fingerprint")
-        if len(prefix) < MIN_PREFIX:
-            raise InvalidInput(f"give at least {MIN_PREFIX} hex digits of the fingerprint")
-        c = certificates.c
-        cond = c.fingerprint == prefix if len(prefix) == 64 else and_(
-            c.fingerprint >= prefix, c.fingerprint < prefix + "g")
-        fps = [fp for fp in conn.execute(
-            select(c.fingerprint).where(cond).order_by(c.fingerprint).limit(2)).scalars() if fp.startswith(prefix)]
-        if not fps:
-            raise NotFound(f"no certificate with fingerprint {prefix if len(prefix) == 64 else prefix + '...'}")
-        if len(fps) > 1:
-            raise Ambiguous(f"prefix {prefix!r} matches several certificates; give more characters")
-        return fps[0]
 
     # -- owners ----------------------------------------------------------------------------
 
@@ -380,7 +360,7 @@ class OwnerStore(db.Connections):
         e = explicit_assignments.c
         with self._write() as conn:
             owner_id = self._owner_id(conn, changes["owner"]) if changes.get("owner") else None
-            fp = self._fingerprint(conn, fingerprint)
+            fp = resolve_fingerprint(conn, fingerprint)
             kept: list[str] = []
             events: list[tuple[str, str, dict[str, Any]]] = []
             for t in self._targets(conn, fp, where):
@@ -423,7 +403,7 @@ class OwnerStore(db.Connections):
         ``where`` selects; returns how many were removed. NotFound if there was none."""
         e = explicit_assignments.c
         with self._write() as conn:
-            fp = self._fingerprint(conn, fingerprint)
+            fp = resolve_fingerprint(conn, fingerprint)
             targets = {_target_key(**t): t for t in self._targets(conn, fp, where)}
             rows = conn.execute(self._explicit_select().where(e.target_key.in_(list(targets)))).all()
             if not rows:

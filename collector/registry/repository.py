@@ -11,15 +11,13 @@ several calls: see :class:`collector.registry.ingest.ReportTxn`.
 from __future__ import annotations
 
 import datetime as dt
-import re
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any, Iterator
 
-from sqlalchemy import Connection, Engine, and_, func, insert, literal, select, tuple_, update
+from sqlalchemy import Connection, Engine, func, insert, literal, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 
 from collector.errors import (
-    Ambiguous,
     InvalidInput,
     NotFound,
     PermissionDenied,
@@ -28,6 +26,7 @@ from collector.errors import (
     TokenUsed,
 )
 from collector.registry import audit, db
+from collector.registry.lookup import resolve_fingerprint
 from collector.registry.ingest import ReportTxn, chunked, dialect_insert, host_values
 from collector.registry.jobs import JobStore
 from collector.registry.owners import OwnerStore
@@ -54,8 +53,6 @@ if TYPE_CHECKING:
     from collector.registry.policies import PolicyStore
 
 UTC = dt.timezone.utc
-_HEX = re.compile(r"[0-9a-f]+")
-MIN_PREFIX = 6
 #: hex digits of a token's hash named in the audit trail
 TOKEN_PREFIX = 12
 
@@ -419,27 +416,9 @@ class Registry(db.Connections):
 
         Case and colons do not matter. All its locations are shown, present and removed.
         """
-        prefix = re.sub(r"[\s:]", "", fingerprint_prefix).lower()
-        if not prefix or not _HEX.fullmatch(prefix):
-            raise InvalidInput(f"{fingerprint_prefix.strip()[:80]!r} is not a hex fingerprint")
-        if len(prefix) > 64:
-            raise InvalidInput("a SHA-256 fingerprint has 64 hex digits")
-        if len(prefix) < MIN_PREFIX:
-            raise InvalidInput(f"give at least {MIN_PREFIX} hex digits of the fingerprint")
-        c = certificates.c
         with self._read() as conn:
-            if len(prefix) == 64:
-                cond = c.fingerprint == prefix
-            else:  # a range keeps the primary-key index usable whatever the collation
-                cond = and_(c.fingerprint >= prefix, c.fingerprint < prefix + "g")
-            fps = conn.execute(select(c.fingerprint).where(cond).order_by(c.fingerprint).limit(2)).scalars().all()
-            fps = [fp for fp in fps if fp.startswith(prefix)]
-            if not fps:
-                raise NotFound(f"no certificate with fingerprint {prefix if len(prefix) == 64 else prefix + '...'}")
-            if len(fps) > 1:
-                n = conn.execute(select(func.count()).select_from(certificates).where(cond)).scalar_one()
-                raise Ambiguous(f"prefix {prefix!r} matches {n} certificates; give more characters")
-            rows = conn.execute(self._cert_select(with_der).where(c.fingerprint == fps[0])).all()
+            fp = resolve_fingerprint(conn, fingerprint_prefix)
+            rows = conn.execute(self._cert_select(with_der).where(certificates.c.fingerprint == fp)).all()
             return self._cert_views(conn, rows, with_der, include_removed=True, hostname=None)[0]
 
     def list_certificates(self, flt: CertFilter, now: dt.datetime | None = None) -> Iterator[CertificateView]:

@@ -49,7 +49,7 @@ def test_fingerprint_prefix_lookup(registry: Registry, make_agent) -> None:  # t
         registry.get_certificate(missing[:10])
     with pytest.raises(InvalidInput, match="at least 6"):
         registry.get_certificate(fp[:5])
-    with pytest.raises(InvalidInput, match="not a hex fingerprint"):
+    with pytest.raises(InvalidInput, match="not a hex SHA-256 fingerprint"):
         registry.get_certificate("zz" * 8)
     with pytest.raises(InvalidInput):
         registry.get_certificate(fp + "00")
