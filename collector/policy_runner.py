@@ -56,10 +56,13 @@ class PolicySettings:
 
 
 class PolicyEvaluator:
-    def __init__(self, registry: Registry, settings: PolicySettings, clock: Callable[[], dt.datetime]) -> None:
+    def __init__(self, registry: Registry, settings: PolicySettings, clock: Callable[[], dt.datetime],
+                 on_new_violation: Callable[[Any], Any] | None = None) -> None:
         self.registry = registry
         self.settings = settings
         self.clock = clock
+        #: told of each new violation after it is stored (the notifier's, when notifications are configured)
+        self.on_new_violation = on_new_violation
 
     def load_file(self) -> bool:
         """Import the policy file when it changed since the last import; True when imported."""
@@ -80,7 +83,7 @@ class PolicyEvaluator:
         return v is not None
 
     def run_once(self) -> Any:
-        stats = self.registry.policies.evaluate_all(self.clock())
+        stats = self.registry.policies.evaluate_all(self.clock(), on_new_violation=self.on_new_violation)
         log.info("policy evaluation: %d certificates at %d locations; %d new, %d still, %d cleared violations; "
                  "%d exceptions expired", stats.certificates, stats.locations, stats.new, stats.still, stats.cleared,
                  stats.expired_exceptions)

@@ -13,7 +13,7 @@ import datetime as dt
 import logging
 import signal
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import grpc
 
@@ -90,11 +90,11 @@ def build_renewal(config: CollectorConfig, registry: Registry, clock: Callable[[
     return RenewalService(registry, issuers, templates, default, clock, broker=broker)
 
 
-def policy_evaluator(config: CollectorConfig, registry: Registry,
-                     clock: Callable[[], dt.datetime]) -> PolicyEvaluator:
+def policy_evaluator(config: CollectorConfig, registry: Registry, clock: Callable[[], dt.datetime],
+                     on_new_violation: Callable[[Any], Any] | None = None) -> PolicyEvaluator:
     """The [policy] table: the policy file and the evaluation interval."""
     base = config.path.resolve().parent if config.path else config.data_dir
-    return PolicyEvaluator(registry, PolicySettings.from_config(config.extra, base), clock)
+    return PolicyEvaluator(registry, PolicySettings.from_config(config.extra, base), clock, on_new_violation)
 
 
 def prepare(config: CollectorConfig, clock: Callable[[], dt.datetime] = utcnow) -> CollectorState:
@@ -126,6 +126,9 @@ class CollectorServer:
         cfg = state.config
         auth = Authenticator(state.registry)
         self.hub = AgentHub()
+        self.notifier = Notifier.from_config(cfg.extra, state.registry, clock)
+        # a new violation on a production certificate tells its owner; without a channel, nothing happens
+        on_new_violation = self.notifier.on_new_violation if self.notifier.enabled else None
         options = [
             ("grpc.max_receive_message_length", MAX_MESSAGE),
             ("grpc.max_send_message_length", MAX_MESSAGE),
@@ -133,7 +136,7 @@ class CollectorServer:
         self.main = grpc.aio.server(options=options)
         agent_pb2_grpc.add_AgentServiceServicer_to_server(
             AgentServicer(state.registry, state.ca, auth, dt.timedelta(seconds=cfg.agent_cert_lifetime), clock,
-                          renewal=state.renewal, hub=self.hub),
+                          renewal=state.renewal, hub=self.hub, on_new_violation=on_new_violation),
             self.main,
         )
         admin_pb2_grpc.add_AdminServiceServicer_to_server(
@@ -143,11 +146,11 @@ class CollectorServer:
         )
         audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(state.registry, auth, clock), self.main)
         governance_pb2_grpc.add_GovernanceServiceServicer_to_server(GovernanceServicer(state.registry, auth, clock), self.main)
-        policy_pb2_grpc.add_PolicyServiceServicer_to_server(PolicyServicer(state.registry, auth, clock), self.main)
-        self.policy = policy_evaluator(cfg, state.registry, clock)
+        policy_pb2_grpc.add_PolicyServiceServicer_to_server(PolicyServicer(state.registry, auth, clock, on_new_violation),
+                                                    self.main)
+        self.policy = policy_evaluator(cfg, state.registry, clock, on_new_violation)
         report_pb2_grpc.add_ReportServiceServicer_to_server(ReportServicer(state.registry, auth, clock), self.main)
         self.retention = AuditRetention.from_config(cfg.extra, state.registry, clock)
-        self.notifier = Notifier.from_config(cfg.extra, state.registry, clock)
         notify_pb2_grpc.add_NotifyServiceServicer_to_server(NotifyServicer(self.notifier, auth, clock), self.main)
         self.enroll = grpc.aio.server(options=options)
         agent_pb2_grpc.add_EnrollmentServicer_to_server(

@@ -6,7 +6,7 @@ import concurrent.futures
 import datetime as dt
 import logging
 import time
-from typing import AsyncIterator, Callable
+from typing import Any, AsyncIterator, Callable
 
 import grpc
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -34,6 +34,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         self, registry: Registry, ca: CollectorCA, auth: Authenticator,
         cert_lifetime: dt.timedelta, clock: Callable[[], dt.datetime],
         renewal: RenewalService | None = None, hub: AgentHub | None = None, poll_seconds: float = 2.0,
+        on_new_violation: Callable[[Any], Any] | None = None,
     ) -> None:
         self.registry = registry
         self.ca = ca
@@ -44,6 +45,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         self.hub = hub or AgentHub()
         self.poll_seconds = poll_seconds
         self._evaluations: set[asyncio.Task] = set()
+        self.on_new_violation = on_new_violation   # new policy violations (the notifier's, when configured)
 
     @unary
     async def Report(
@@ -114,7 +116,8 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         """Evaluate the agent's certificates against the policy, in the background (collector/policy.py)."""
         async def run() -> None:
             try:
-                await asyncio.to_thread(self.registry.policies.evaluate_agent, agent_id, self.clock())
+                await asyncio.to_thread(self.registry.policies.evaluate_agent, agent_id, self.clock(),
+                                        self.on_new_violation)
             except Exception:  # noqa: BLE001 - the scheduled evaluation catches up
                 log.exception("policy evaluation after the report from %s failed", agent_id)
 

@@ -28,8 +28,10 @@ log = logging.getLogger(__name__)
 
 
 class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
-    def __init__(self, registry: Registry, auth: Authenticator, clock: Callable[[], dt.datetime]) -> None:
+    def __init__(self, registry: Registry, auth: Authenticator, clock: Callable[[], dt.datetime],
+                 on_new_violation: Callable[[Any], Any] | None = None) -> None:
         self.registry = registry
+        self.on_new_violation = on_new_violation
         self.auth = auth
         self.clock = clock
         self._background: set[asyncio.Task] = set()
@@ -51,7 +53,8 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
                              reason=request.reason)
         log.info("policy v%d set by %s", v.version, caller.name)
         # evaluate against the new policy in the background; the scheduled run would catch up anyway
-        task = asyncio.create_task(self._call(self.registry.policies.evaluate_all, self.clock()))
+        task = asyncio.create_task(self._call(self.registry.policies.evaluate_all, self.clock(),
+                                              on_new_violation=self.on_new_violation))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         task.add_done_callback(_log_failure)

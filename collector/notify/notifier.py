@@ -202,6 +202,15 @@ class Notifier:
             self.deliver_due(now)
         return bool(won)
 
+    def on_new_violation(self, v: Any) -> bool:
+        """The policy evaluation's ``on_new_violation`` callback (a
+        collector.registry.policies.NewViolation): :meth:`notify_violation` for it."""
+        return self.notify_violation(
+            rule=v.rule, fingerprint=v.fingerprint, reason=v.reason, environment=v.environment, owner=v.owner,
+            subject=v.subject, criticality=v.criticality,
+            places=[dec.Place(h, p, alias, agent, store, chain) for h, p, alias, agent, store, chain in v.places],
+            first_seen=v.first_seen, now=v.first_seen)   # the evaluation's clock
+
     # -- routing ---------------------------------------------------------------------------
 
     def deliveries_for(self, digest_id: str, owner_name: str, notices: Sequence[dec.Notice],

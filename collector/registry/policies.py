@@ -17,8 +17,9 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import itertools
+import logging
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from sqlalchemy import Engine, and_, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -34,6 +35,7 @@ from collector.registry.models_policy import policy_documents, policy_exceptions
 from collector.registry.types import CertFilter, LocationSelector
 
 FILE_SOURCE = "file:"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +58,25 @@ class ViolationView:
     last_seen: dt.datetime
     cleared_at: dt.datetime | None
     exception_id: int | None          # the exception that waives it now (None when none or expired)
+
+
+@dataclass(frozen=True, slots=True)
+class NewViolation:
+    """A violation stored for the first time, not waived (what ``on_new_violation`` is told):
+    one per certificate, rule and owner, with every location the evaluation found it at."""
+    fingerprint: str
+    subject: str
+    rule: str
+    reason: str
+    owner: str
+    environment: str
+    criticality: str
+    first_seen: dt.datetime
+    places: tuple[tuple[str, str, str, str, str, int], ...]   # (hostname, path, alias, agent_id, store_type, chain)
+
+
+#: called for each new violation after the transaction that stored it committed
+OnNewViolation = Callable[[NewViolation], Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,9 +182,9 @@ class PolicyStore(db.Connections):
         with self._write() as conn:
             fp = ""
             if fingerprint.strip():
-                from collector.registry.owners import OwnerStore
+                from collector.registry.lookup import resolve_fingerprint
 
-                fp = OwnerStore._fingerprint(conn, fingerprint)
+                fp = resolve_fingerprint(conn, fingerprint)
             r = conn.execute(insert(policy_exceptions).values(
                 rule=rule, fingerprint=fp, owner=owner, pattern=pattern, reason=reason.strip(), granted_by=actor,
                 created_at=now, expires_at=expires_at, expiry_reported_at=None,
@@ -289,25 +310,32 @@ class PolicyStore(db.Connections):
 
     # -- evaluation -----------------------------------------------------------------------------
 
-    def evaluate_all(self, now: dt.datetime) -> EvalStats:
-        """Evaluate every present certificate at every present location; reconcile the violations."""
+    def evaluate_all(self, now: dt.datetime, on_new_violation: OnNewViolation | None = None) -> EvalStats:
+        """Evaluate every present certificate at every present location; reconcile the violations.
+
+        ``on_new_violation`` (optional) is called for every violation inserted by this run and not
+        waived, page by page after the page's transaction committed (never inside it); its
+        failures are logged, not raised."""
         from collector.registry.repository import Registry
 
         expired = self.report_expired_exceptions(now)
         certs = Registry(self.engine).list_certificates(CertFilter(), now)
-        stats = self._evaluate(certs, now, agent_id=None)
+        stats = self._evaluate(certs, now, agent_id=None, on_new_violation=on_new_violation)
         return EvalStats(stats.certificates, stats.locations, stats.new, stats.still, stats.cleared, len(expired))
 
-    def evaluate_agent(self, agent_id: str, now: dt.datetime) -> EvalStats:
-        """Evaluate what one agent holds (after its report); reconcile that agent's violations."""
+    def evaluate_agent(self, agent_id: str, now: dt.datetime,
+                       on_new_violation: OnNewViolation | None = None) -> EvalStats:
+        """Evaluate what one agent holds (after its report); reconcile that agent's violations
+        (``on_new_violation``: see :meth:`evaluate_all`)."""
         from collector.registry.repository import Registry
 
         reg = Registry(self.engine)
         hostname = reg.get_agent(agent_id).hostname
         certs = reg.list_certificates(CertFilter(hostname=hostname), now)
-        return self._evaluate(certs, now, agent_id=agent_id)
+        return self._evaluate(certs, now, agent_id=agent_id, on_new_violation=on_new_violation)
 
-    def _evaluate(self, certs: Iterable[Any], now: dt.datetime, agent_id: str | None) -> EvalStats:
+    def _evaluate(self, certs: Iterable[Any], now: dt.datetime, agent_id: str | None,
+                  on_new_violation: OnNewViolation | None = None) -> EvalStats:
         from collector.registry.owners import OwnerStore
 
         doc = self.current().doc
@@ -322,6 +350,7 @@ class PolicyStore(db.Connections):
                 break
             explicit = owners.explicit_for(page)
             found: dict[str, dict[str, Any]] = {}
+            extra: dict[str, tuple[str, str]] = {}   # active key -> (subject, criticality), for on_new_violation
             for cert in page:
                 n_certs += 1
                 for loc in cert.locations:
@@ -340,14 +369,43 @@ class PolicyStore(db.Connections):
                             hostname=loc.hostname, owner=a.owner or "", environment=a.environment or "",
                             rule=f.rule, reason=f.reason, exception_id=w.id if w else None,
                         )
+                        extra[active_key(cert.fingerprint, lk, f.rule)] = (cert.subject, a.criticality or "")
             if found:
-                n_new, n_still = self._reconcile_page(found, now)
-                new += n_new
+                inserted, n_still = self._reconcile_page(found, now)
+                new += len(inserted)
                 still += n_still
+                if on_new_violation is not None and inserted:   # the page's transaction has committed
+                    self._tell_new(inserted, found, extra, now, on_new_violation)
         cleared = self._clear_unseen(now, agent_id)
         return EvalStats(n_certs, n_locs, new, still, cleared)
 
-    def _reconcile_page(self, found: dict[str, dict[str, Any]], now: dt.datetime) -> tuple[int, int]:
+    @staticmethod
+    def _tell_new(inserted: list[str], found: dict[str, dict[str, Any]], extra: dict[str, tuple[str, str]],
+                  now: dt.datetime, callback: OnNewViolation) -> None:
+        groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+        for k in inserted:
+            f = found[k]
+            if f["exception_id"] is None:
+                groups.setdefault((f["fingerprint"], f["rule"], f["owner"]), []).append({**f, "_key": k})
+        for (fp, rule, owner), fs in groups.items():
+            envs = sorted({f["environment"] for f in fs if f["environment"]})
+            # a production location makes it a production certificate for the notice
+            env = next((e for e in envs if e.lower() in ("prod", "production")), envs[0] if envs else "")
+            crits = [extra[f["_key"]][1] for f in fs if extra[f["_key"]][1]]
+            crit = max(crits, key=lambda c: own.CRITICALITIES.index(c) if c in own.CRITICALITIES else -1) \
+                if crits else ""
+            nv = NewViolation(
+                fingerprint=fp, subject=extra[fs[0]["_key"]][0], rule=rule, reason=fs[0]["reason"], owner=owner,
+                environment=env, criticality=crit, first_seen=now,
+                places=tuple((f["hostname"], f["path"], f["alias"], f["agent_id"], f["store_type"], f["chain_index"])
+                             for f in fs))
+            try:
+                callback(nv)
+            except Exception:  # noqa: BLE001 - telling is best effort; the evaluation goes on
+                log.exception("on_new_violation failed for %s %s", rule, fp)
+
+    def _reconcile_page(self, found: dict[str, dict[str, Any]], now: dt.datetime) -> tuple[list[str], int]:
+        """Store one page's findings; (the active keys inserted, how many were there already)."""
 
         v = policy_violations.c
         keys = list(found)
@@ -381,7 +439,7 @@ class PolicyStore(db.Connections):
                     reason=bindparam("n_reason"), owner=bindparam("n_owner"), environment=bindparam("n_env"),
                     exception_id=bindparam("n_exc"), hostname=bindparam("n_host"),
                     last_seen=bindparam("seen")), changes)
-        return len(inserts), len(existing)
+        return [i["active_key"] for i in inserts], len(existing)
 
     def _clear_unseen(self, now: dt.datetime, agent_id: str | None) -> int:
         v = policy_violations.c
@@ -424,4 +482,4 @@ class _Loc:
     status: str = "present"
 
 
-__all__ = ["PolicyStore", "ViolationView", "PolicyVersion", "EvalStats", "location_key", "active_key"]
+__all__ = ["PolicyStore", "ViolationView", "NewViolation", "OnNewViolation", "PolicyVersion", "EvalStats", "location_key", "active_key"]

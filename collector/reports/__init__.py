@@ -7,10 +7,9 @@ in the CLI. The collector serves built reports over ``ReportService.GetReport``.
 
 Adding a report (extension point)
 ---------------------------------
-``REPORTS`` maps a report name to a :class:`ReportSpec`. To add one -- the
-``violations`` report (by rule, by owner, exceptions shown apart) is meant to be
-added this way by the policy engine -- write ``collector/reports/violations.py``
-with::
+``REPORTS`` maps a report name to a :class:`ReportSpec`. To add one -- as the
+``violations`` report (by rule, by owner, exceptions shown apart) was added --
+write a module such as ``collector/reports/violations.py`` with::
 
     PARAMS = ("...",)                     # the parameters it takes (strings)
     def build(registry, params, now) -> Report: ...
@@ -61,7 +60,8 @@ REPORTS: dict[str, ReportSpec] = {
     "audit": ReportSpec("collector.reports.audit",
                         "who requested, issued, installed, revoked or changed policy, when and why",
                         ("since", "until"), permission="audit_read"),
-    # "violations": added with the policy engine, see the module doc.
+    "violations": ReportSpec("collector.reports.violations",
+                             "policy violations by rule and owner, exceptions shown apart"),
 }
 
 

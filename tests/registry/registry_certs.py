@@ -228,3 +228,18 @@ def store_report(
     except BaseException:
         txn.abort()
         raise
+
+
+def sha1_cert_der(directory: Any, cn: str = "legacy.example.com") -> bytes:
+    """A self-signed SHA-1 certificate (valid from now, 90 days): cryptography no longer signs
+    with SHA-1, openssl still does. ``directory`` is a pathlib.Path for the key and PEM files."""
+    import subprocess
+
+    subprocess.run(
+        ["openssl", "req", "-x509", "-sha1", "-newkey", "rsa:2048", "-nodes", "-keyout", str(directory / "k.pem"),
+         "-out", str(directory / "c.pem"), "-days", "90", "-subj", f"/CN={cn}", "-addext", f"subjectAltName=DNS:{cn}"],
+        check=True, capture_output=True,
+    )
+    cert = x509.load_pem_x509_certificate((directory / "c.pem").read_bytes())
+    assert "sha1" in cert.signature_algorithm_oid._name.lower()
+    return cert.public_bytes(Encoding.DER)

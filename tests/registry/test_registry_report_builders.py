@@ -16,7 +16,7 @@ from collector.registry import Registry
 from collector.reports import audit as audit_report
 from collector.reports.model import Report, Section
 from collector.reports.render import render
-from registry_certs import T0, header, leaf, location, root_ca, scan_error, store_report
+from registry_certs import T0, header, leaf, location, root_ca, rsa_key, scan_error, sha1_cert_der, store_report
 
 NOW = T0 + dt.timedelta(hours=1)
 DAY = dt.timedelta(days=1)
@@ -209,3 +209,88 @@ def test_spec_params_match_modules() -> None:
     assert audit_report.category("job.rolled_back") == "failed"
     assert audit_report.category("exception.grant") == "policy"
     assert audit_report.category("call.refused") == "refused"
+
+
+@pytest.fixture(scope="module")
+def sha1_der(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    return sha1_cert_der(tmp_path_factory.mktemp("sha1"))
+
+
+@pytest.fixture
+def violated(registry: Registry, make_agent, sha1_der: bytes):  # type: ignore[no-untyped-def]
+    """web1 (owner web by a rule): a SHA-1 and an RSA-1024 certificate and a good one; db1 (no owner): RSA-1024.
+    Evaluated, then the SHA-1 one waived by an exception in force and db1's by one that has expired."""
+    from cryptography import x509
+
+    base = x509.load_der_x509_certificate(sha1_der).not_valid_before_utc.replace(microsecond=0) + dt.timedelta(hours=1)
+    make_agent("a1", "web1.example.com", now=base)
+    make_agent("a2", "db1.example.com", now=base)
+    root = root_ca(not_before=base - DAY)
+    weak = leaf("old.example.com", root, key=rsa_key(1024), not_before=base - DAY)
+    good = leaf("www.example.com", root, not_before=base - DAY)
+    store_report(registry, "a1", header("r1", full=True, sequence=1, hostname="web1.example.com"), [
+        location(sha1_der, "/etc/legacy/cert.pem"), location(weak, "/etc/old/cert.pem"),
+        location(good, "/etc/nginx/cert.pem")], now=base)
+    store_report(registry, "a2", header("r2", full=True, sequence=1, hostname="db1.example.com"), [
+        location(weak, "/var/lib/pg/weak.pem")], now=base)
+    registry.owners.create_owner("web", base, contacts=["web@example.com"])
+    registry.owners.add_rule("web", base, owner="web", environment="prod", host="web*")
+    pols = registry.policies
+    pols.evaluate_all(base + H)
+    sha1_fp = next(v.fingerprint for v in pols.list_violations(base + H) if v.rule == "forbidden_signature_algorithms")
+    waiver = pols.add_exception("forbidden_signature_algorithms", base + H, fingerprint=sha1_fp,
+                                reason="legacy appliance", expires_at=base + DAY, actor="admin:alice")
+    gone = pols.add_exception("min_rsa_bits", base + H, pattern="db1.example.com", reason="until the upgrade",
+                              expires_at=base + 2 * H, actor="admin:bob")
+    return base + 3 * H, sha1_fp, weak, waiver, gone
+
+
+H = dt.timedelta(hours=1)
+
+
+def test_violations_by_rule_and_owner_with_exceptions_apart(registry: Registry, violated) -> None:  # type: ignore[no-untyped-def]
+    now, sha1_fp, weak, waiver, gone = violated
+    r = reports.build(registry, "violations", {}, now)
+    assert r.name == "violations"
+    assert [s.title for s in r.sections] == ["By rule", "By owner", "Waived by exceptions", "Expired exceptions"]
+    by_rule = rows(section(r, "By rule"))
+    # the SHA-1 one is waived, so only the two RSA-1024 locations are active (db1's exception has expired)
+    assert [(x["rule"], x["host"], x["path"]) for x in by_rule] == [
+        ("min_rsa_bits", "db1.example.com", "/var/lib/pg/weak.pem"),
+        ("min_rsa_bits", "web1.example.com", "/etc/old/cert.pem")]
+    web = next(x for x in by_rule if x["host"] == "web1.example.com")
+    assert (web["fingerprint"], web["subject"], web["owner"], web["environment"]) == (
+        weak.fingerprint, "old.example.com", "web", "prod")
+    assert "1024 bits" in web["reason"] and web["first_seen"] == reports.model.iso(now - 2 * H)
+    by_owner = rows(section(r, "By owner"))
+    assert [(x["owner"], x["host"]) for x in by_owner] == [("web", "web1.example.com"), (None, "db1.example.com")]
+    assert "min_rsa_bits: 2" in section(r, "By rule").note
+    assert "(no owner): 1" in section(r, "By owner").note and "web: 1" in section(r, "By owner").note
+    (w,) = rows(section(r, "Waived by exceptions"))
+    assert (w["fingerprint"], w["rule"], w["path"], w["owner"]) == (
+        sha1_fp, "forbidden_signature_algorithms", "/etc/legacy/cert.pem", "web")
+    assert (w["exception_id"], w["exception_reason"], w["granted_by"], w["expires_at"]) == (
+        waiver.id, "legacy appliance", "admin:alice", reports.model.iso(waiver.expires_at))
+    assert all(x["fingerprint"] != sha1_fp for s in ("By rule", "By owner") for x in rows(section(r, s)))
+    (e,) = rows(section(r, "Expired exceptions"))
+    assert (e["exception_id"], e["rule"], e["target"], e["reason"], e["granted_by"]) == (
+        gone.id, "min_rsa_bits", "pattern:db1.example.com", "until the upgrade", "admin:bob")
+    s = summary(r)
+    assert (s["Active violations"], s["Rule min_rsa_bits"], s["Owner web"], s["Owner (no owner)"]) == (2, 2, 1, 1)
+    assert (s["Waived by exceptions"], s["Exceptions in force"], s["Expired exceptions"]) == (1, 1, 1)
+    assert reports.spec("violations").permission == "read"
+
+    # once the waiver expires too, the SHA-1 violation is back among the active ones
+    later = reports.build(registry, "violations", {}, now + 2 * DAY)
+    assert {x["rule"] for x in rows(section(later, "By rule"))} == {"min_rsa_bits", "forbidden_signature_algorithms"}
+    assert rows(section(later, "Waived by exceptions")) == []
+    assert len(rows(section(later, "Expired exceptions"))) == 2
+
+    for fmt in ("table", "csv", "json", "html"):
+        out = render(r, fmt, 100)
+        assert "min_rsa_bits" in out and "legacy appliance" in out.replace("\n", " ") or fmt == "table"
+        if fmt != "csv":
+            assert all(t in out for t in ("By rule", "By owner", "Waived by exceptions", "Expired exceptions"))
+    assert "old.example.com" in render(r, "html", 100) and "old.example.com" in render(r, "csv", 100)
+    with pytest.raises(InvalidInput, match="takes no parameter"):
+        reports.build(registry, "violations", {"bogus": "1"}, now)
