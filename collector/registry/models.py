@@ -301,4 +301,4 @@ job_events = JobEventRow.__table__
 
 # Tables of further areas live in their own modules on the same metadata; importing
 # them here keeps Base.metadata complete for migrations checks and create_all.
-from collector.registry import models_audit, models_notify, models_owners, models_policy  # noqa: E402,F401
+from collector.registry import models_audit, models_leases, models_notify, models_owners, models_policy  # noqa: E402,F401
