@@ -13,7 +13,6 @@ each may purge; the chain's lock makes the second find nothing left to do.
 """
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import logging
 from dataclasses import dataclass
@@ -80,11 +79,3 @@ class AuditRetention:
         if n:
             log.info("audit retention: %d event(s) older than %s purged", n, self.settings.retention)
         return n
-
-    async def run_forever(self) -> None:
-        while True:
-            try:
-                await asyncio.to_thread(self.run_once)
-            except Exception:  # noqa: BLE001 - keep going; a broken chain is logged every time
-                log.exception("audit retention failed")
-            await asyncio.sleep(self.settings.purge_interval.total_seconds())

@@ -473,9 +473,9 @@ def resolve(cert: Any, location: Any | None, rules: Sequence[Rule], explicit: It
         for rule in sorted(rules, key=lambda r: r.priority):
             if len(got) == len(ATTRIBUTES):
                 break
-            sets = rule.sets()
-            if any(a not in got for a in sets) and rule_matches(rule, facts, location):
-                take(sets, f"rule:{rule.name}")
+            # cheap test first (no dict built): does the rule set anything still unset?
+            if any(a not in got and getattr(rule, a) for a in ATTRIBUTES) and rule_matches(rule, facts, location):
+                take(rule.sets(), f"rule:{rule.name}")
     if len(got) < len(ATTRIBUTES):
         take(_label_hints(location), SOURCE_LABEL)
     source = sources.get("owner") or (first[0] if first else None)
@@ -483,6 +483,50 @@ def resolve(cert: Any, location: Any | None, rules: Sequence[Rule], explicit: It
         owner=got.get("owner"), environment=got.get("environment"), criticality=got.get("criticality"),
         service=got.get("service"), source=source, sources=sources,
     )
+
+
+class Resolver:
+    """``resolve`` for many locations with the same rules, remembering answers.
+
+    Without an explicit assignment that applies, an assignment depends only on the facts
+    the rules look at (hostname, path, labels, DNS names/subject, issuer: only those some
+    rule has a condition on) and on the location's labels (label hints); locations that
+    agree on those share one answer. Locations with an applicable explicit assignment are
+    resolved afresh. ``Resolver(rules)(cert_or_facts, location, explicit)``.
+    """
+
+    def __init__(self, rules: Sequence[Rule], max_entries: int = 100_000) -> None:
+        self.rules = sorted(rules, key=lambda r: r.priority)
+        self.by_host = any(r.host for r in self.rules)
+        self.by_path = any(r.path for r in self.rules)
+        self.by_names = any(r.san for r in self.rules)
+        self.by_issuer = any(r.issuer for r in self.rules)
+        self.max_entries = max_entries
+        self._memo: dict[Any, Assignment] = {}
+
+    def __call__(self, cert: Any, location: Any | None, explicit: Iterable[Explicit] = ()) -> Assignment:
+        facts = facts_of(cert)
+        exp = [e for e in explicit if e.applies(facts.fingerprint, location)]
+        if exp or location is None:
+            return resolve(facts, location, self.rules, exp)
+        labels = getattr(location, "labels", None) or {}
+        try:
+            key = (
+                (getattr(location, "hostname", "") or "") if self.by_host else None,
+                (getattr(location, "path", "") or "") if self.by_path else None,
+                frozenset(labels.items()),
+                (facts.dns_names, facts.subject) if self.by_names else None,
+                facts.issuer if self.by_issuer else None,
+            )
+        except TypeError:            # an unhashable label value: no memo
+            return resolve(facts, location, self.rules, ())
+        got = self._memo.get(key)
+        if got is None:
+            got = resolve(facts, location, self.rules, ())
+            if len(self._memo) >= self.max_entries:
+                self._memo.clear()
+            self._memo[key] = got
+        return got
 
 
 # -- orphans ---------------------------------------------------------------------------------

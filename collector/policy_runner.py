@@ -13,7 +13,6 @@ restart until the file itself changes. Every report is evaluated as it is stored
 """
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import logging
 import pathlib
@@ -88,11 +87,3 @@ class PolicyEvaluator:
                  "%d exceptions expired", stats.certificates, stats.locations, stats.new, stats.still, stats.cleared,
                  stats.expired_exceptions)
         return stats
-
-    async def run_forever(self) -> None:
-        while True:
-            try:
-                await asyncio.to_thread(self.run_once)
-            except Exception:  # noqa: BLE001 - keep evaluating
-                log.exception("policy evaluation failed")
-            await asyncio.sleep(self.settings.evaluate_interval.total_seconds())

@@ -36,6 +36,7 @@ from collector.notify.notifier import Notifier
 from collector.pki import CollectorCA
 from collector.registry.repository import Registry
 from collector.renewal import RenewalService
+from collector.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
 MAX_MESSAGE = 32 * 1024 * 1024
@@ -172,51 +173,41 @@ class CollectorServer:
             self.state.renewal.broker.set_notifier(lambda agent_id: loop.call_soon_threadsafe(self.hub.notify, agent_id))
         await self.main.start()
         await self.enroll.start()
-        self._sweeper = asyncio.create_task(self._sweep_forever()) if self.state.renewal else None
-        self._autorenewing = asyncio.create_task(self._autorenew_forever()) if self.state.autorenew else None
-        self._retaining = asyncio.create_task(self.retention.run_forever())
-        # without a channel, notices would be claimed and never told: the notifier waits for one
-        self._notifying = asyncio.create_task(self.notifier.run_forever()) if self.notifier.enabled else None
-        self._evaluating = asyncio.create_task(self.policy.run_forever())
+        self.scheduler = self.build_scheduler()
+        self.scheduler.start()
         log.info(
             "collector listening: agents/admin on %s (mutual TLS), enrollment on %s; CA fingerprint %s",
             self.state.config.listen, self.state.config.enroll_listen, self.state.ca.fingerprint_sha256,
         )
 
-    async def _sweep_forever(self, every: float = 30.0) -> None:
-        """Jobs past their deadline become stuck, visibly, whichever collector notices first."""
-        assert self.state.renewal is not None
-        while True:
-            try:
-                await asyncio.to_thread(self.state.renewal.sweep)
-            except Exception:  # noqa: BLE001 - keep sweeping
-                log.exception("stuck-job sweep failed")
-            await asyncio.sleep(every)
+    #: the stuck-job sweep's interval (seconds)
+    SWEEP_INTERVAL = 30.0
 
-    async def _autorenew_forever(self) -> None:
-        """Request the renewals that [[renewal.auto]] rules find due, every check_interval."""
+    def build_scheduler(self) -> Scheduler:
+        """The periodic work, each run once across the collectors on this database (collector/scheduler.py).
+
+        Leases are timed by the wall clock (the scheduler fires in real time), whatever ``clock`` the
+        jobs use. Silent agents are part of the notification run (Notifier.agent_notices).
+        """
+        sched = Scheduler(self.state.registry)
+        if self.state.renewal is not None:
+            # jobs past their deadline become stuck, visibly, whichever collector notices first
+            sched.add("renewal.sweep", self.state.renewal.sweep, self.SWEEP_INTERVAL)
         auto = self.state.autorenew
-        assert auto is not None
-        loop = asyncio.get_running_loop()
-        auto.notify = lambda agent_id: loop.call_soon_threadsafe(self.hub.notify, agent_id)
-        while True:
-            try:
-                await asyncio.to_thread(auto.run_once)
-            except Exception:  # noqa: BLE001 - keep checking
-                log.exception("auto-renewal check failed")
-            await asyncio.sleep(auto.check_interval)
+        if auto is not None:
+            loop = asyncio.get_running_loop()
+            auto.notify = lambda agent_id: loop.call_soon_threadsafe(self.hub.notify, agent_id)
+            sched.add("renewal.auto", auto.run_once, auto.check_interval)
+        sched.add("policy.evaluate", self.policy.run_once, self.policy.settings.evaluate_interval.total_seconds())
+        # without a channel, notices would be claimed and never told: the notifier waits for one
+        if self.notifier.enabled:
+            sched.add("notify.run", self.notifier.run_once, self.notifier.settings.interval.total_seconds())
+        sched.add("audit.retention", self.retention.run_once, self.retention.settings.purge_interval.total_seconds())
+        return sched
 
     async def stop(self, grace: float = 5.0) -> None:
-        if getattr(self, "_sweeper", None):
-            self._sweeper.cancel()
-        if getattr(self, "_autorenewing", None):
-            self._autorenewing.cancel()
-        if getattr(self, "_retaining", None):
-            self._retaining.cancel()
-        if getattr(self, "_notifying", None):
-            self._notifying.cancel()
-        if getattr(self, "_evaluating", None):
-            self._evaluating.cancel()
+        if getattr(self, "scheduler", None) is not None:
+            await self.scheduler.shutdown()
         await asyncio.gather(self.main.stop(grace), self.enroll.stop(grace))
 
 

@@ -62,17 +62,29 @@ def cmd_init_admin(ns: argparse.Namespace) -> int:
     from collector.config import load_config
     from collector.enrollment import serial_hex
     from collector.pki import write_private_file
+    from collector.errors import InvalidInput
     from collector.server import prepare, utcnow
 
+    team = (ns.team or "").strip().lower() or None
+    if ns.role == "owner" and team is None:
+        raise InvalidInput("role owner needs --team: the owner (team) it acts for (see: certfleet owners list)")
+    if ns.role != "owner" and team is not None:
+        raise InvalidInput(f"--team is only for role owner, not role {ns.role}")
     config = load_config(ns.config)
     state = prepare(config)
     try:
+        if team is not None:
+            known = [o.name for o in state.registry.owners.list_owners()]
+            if team not in known:
+                raise InvalidInput(
+                    f"no owner {team!r} to act for (owners: {', '.join(known) or 'none yet'}); "
+                    f"add it first with: certfleet owners add {team} --email ...")
         now = utcnow()
         cert, key = state.ca.issue_admin_certificate(
             ns.name, ns.role, now, lifetime=dt.timedelta(seconds=config.admin_cert_lifetime)
         )
         state.registry.record_admin_identity(serial_hex(cert), ns.name, ns.role, cert.not_valid_after_utc, now,
-                                             actor=_local_actor())
+                                             actor=_local_actor(), team=team)
     finally:
         state.registry.close()
     out = pathlib.Path(ns.out)
@@ -85,7 +97,7 @@ def cmd_init_admin(ns: argparse.Namespace) -> int:
     (out / "ca.pem").write_bytes(state.ca.cert_pem)
     host = config.agent_endpoint
     path = write_client_config(out, host)
-    print(f"admin identity {ns.name!r} (role {ns.role}) written to {out}")
+    print(f"admin identity {ns.name!r} (role {ns.role}{f', team {team}' if team else ''}) written to {out}")
     print(f"use it with: certfleet --config {path} ...   (or export CERTFLEET_CONFIG={path})")
     return 0
 
@@ -114,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="folder for admin.pem, admin.key, ca.pem and certfleet.toml")
     s.add_argument("--name", default="admin", help="name of this admin identity (default: admin)")
     s.add_argument("--role", default="admin", choices=ROLES, help="role (default: admin)")
+    s.add_argument("--team", default=None,
+                   help="role owner only (and required for it): the owner, as in `certfleet owners list`, "
+                        "whose certificates this identity may read and renew")
     s.set_defaults(func=cmd_init_admin)
     s = sub.add_parser("ca-fingerprint", help="print the SHA-256 fingerprint of the collector CA (creates it on first use)")
     s.add_argument("--config", required=True, help="collector TOML config")

@@ -12,7 +12,7 @@ import grpc
 from certfleet.v1 import admin_pb2, admin_pb2_grpc
 from collector import errors
 from collector.api import convert
-from collector.api.auth import ENROLL, MANAGE_AGENTS, READ, RENEW, REVOKE, Authenticator
+from collector.api.auth import ENROLL, MANAGE_AGENTS, READ, RENEW, REVOKE, AdminCaller, Authenticator
 from collector.api.errors import streaming, unary
 from collector.api.hub import AgentHub
 from collector.pki import CollectorCA
@@ -20,6 +20,7 @@ from collector.registry.repository import Registry
 from collector.registry.types import CertFilter
 from collector.registry.types import LocationSelector
 from collector.renewal import RenewalService
+from collector.scope import TeamScope
 from collector.tokens import hash_token, new_token
 
 log = logging.getLogger(__name__)
@@ -74,9 +75,28 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             ca_fingerprint_sha256=self.ca.fingerprint_sha256, enrollment_endpoint=self.enroll_endpoint,
         )
 
+    def _scope(self, caller: AdminCaller) -> TeamScope | None:
+        """The team scope of a caller of role owner (collector/scope.py); None for the other roles."""
+        return TeamScope(self.registry, caller.team or "") if caller.scoped else None
+
+    async def _visible_job(self, caller: AdminCaller, job_id: str, permission: str):  # noqa: ANN202
+        """The job, if the caller may see it; a job outside an owner's team is not found for reading
+        and refused (audited) for changing."""
+        job = await asyncio.to_thread(self._jobs().get, job_id)
+        scope = await asyncio.to_thread(self._scope, caller)
+        if scope is not None and not await asyncio.to_thread(scope.job, job):
+            if permission == READ:
+                raise errors.NotFound(f"no job {job_id} on the locations of team {caller.team}")
+            raise await self.auth.refuse(
+                caller, permission,
+                f"role owner (team {caller.team}) may change only its team's jobs; job {job_id} is not on its locations",
+                job_id=job_id)
+        return job
+
     @streaming
     async def ListCertificates(self, request, context):  # type: ignore[override]
-        await self.auth.admin(context, READ)
+        caller = await self.auth.admin(context, READ)
+        scope = await asyncio.to_thread(self._scope, caller)
         now = self.clock()
         flt = CertFilter(
             expiring_before=now + dt.timedelta(seconds=request.expiring_within_seconds)
@@ -87,16 +107,27 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         )
         it = self.registry.list_certificates(flt, now)
         async for page in _paged(it):
+            if scope is not None:
+                page = await asyncio.to_thread(scope.certificates, page)
+                if not page:
+                    continue
             yield admin_pb2.CertificatePage(certificates=[convert.certificate_out(v) for v in page])
 
     @unary
     async def GetCertificate(self, request, context):  # type: ignore[override]
-        await self.auth.admin(context, READ)
+        caller = await self.auth.admin(context, READ)
         view = await asyncio.to_thread(self.registry.get_certificate, request.fingerprint_prefix, True)
+        scope = await asyncio.to_thread(self._scope, caller)
+        if scope is not None:
+            view = await asyncio.to_thread(scope.certificate, view)
+            if view is None:
+                raise errors.NotFound(
+                    f"no certificate {request.fingerprint_prefix} at the locations of team {caller.team}")
         return convert.certificate_out(view)
 
     @streaming
     async def ListAgents(self, request, context):  # type: ignore[override]
+        # agents are not owned: every role that reads (owner too) sees them all, read-only
         await self.auth.admin(context, READ)
         async for page in _paged(self.registry.list_agents()):
             yield admin_pb2.AgentPage(agents=[convert.agent_out(v) for v in page])
@@ -134,6 +165,15 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         caller = await self.auth.admin(context, RENEW)
         where = LocationSelector(agent_id=request.agent_id, store_type=request.store_type, path=request.path,
                                alias=request.alias)
+        scope = await asyncio.to_thread(self._scope, caller)
+        if scope is not None:
+            cert = await asyncio.to_thread(self.registry.get_certificate, request.fingerprint_prefix, False)
+            foreign = await asyncio.to_thread(scope.foreign_targets, cert, where)
+            if foreign is None or foreign:
+                raise await self.auth.refuse(
+                    caller, RENEW, f"role owner (team {caller.team}) may renew only its team's certificates",
+                    fingerprint=cert.fingerprint,
+                    locations=[f"{loc.agent_id} {loc.store_type}:{loc.path}" for loc in (foreign or [])][:10])
         jobs = await asyncio.to_thread(
             self._renewal().request, request.fingerprint_prefix, where, request.template,
             f"{caller.role}:{caller.name}", request.reason,
@@ -145,9 +185,15 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
 
     @unary
     async def ListJobs(self, request, context):  # type: ignore[override]
-        await self.auth.admin(context, READ)
-        jobs = await asyncio.to_thread(
-            self._jobs().list, request.state or None, request.agent_id or None, request.limit or 100)
+        caller = await self.auth.admin(context, READ)
+        limit = request.limit or 100
+        scope = await asyncio.to_thread(self._scope, caller)
+        if scope is None:
+            jobs = await asyncio.to_thread(self._jobs().list, request.state or None, request.agent_id or None, limit)
+        else:   # the team's among the newest MAX_LIMIT jobs that match
+            jobs = await asyncio.to_thread(
+                self._jobs().list, request.state or None, request.agent_id or None, self._jobs().MAX_LIMIT)
+            jobs = (await asyncio.to_thread(scope.jobs, jobs))[:limit]
         return admin_pb2.ListJobsResponse(jobs=[convert.job_out(j) for j in jobs])
 
     def _jobs(self):  # noqa: ANN202
@@ -155,12 +201,13 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
 
     @unary
     async def GetJob(self, request, context):  # type: ignore[override]
-        await self.auth.admin(context, READ)
-        return convert.job_out(await asyncio.to_thread(self._jobs().get, request.job_id))
+        caller = await self.auth.admin(context, READ)
+        return convert.job_out(await self._visible_job(caller, request.job_id, READ))
 
     @unary
     async def RetryJob(self, request, context):  # type: ignore[override]
         caller = await self.auth.admin(context, RENEW)
+        await self._visible_job(caller, request.job_id, RENEW)
         job = await asyncio.to_thread(self._jobs().retry, request.job_id, self.clock(), f"{caller.role}:{caller.name}")
         self.hub.notify(job.agent_id)
         return convert.job_out(job)
@@ -168,6 +215,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     @unary
     async def CancelJob(self, request, context):  # type: ignore[override]
         caller = await self.auth.admin(context, RENEW)
+        await self._visible_job(caller, request.job_id, RENEW)
         job = await asyncio.to_thread(
             self._jobs().cancel, request.job_id, self.clock(), f"{caller.role}:{caller.name}", request.reason or "cancelled")
         return convert.job_out(job)

@@ -38,8 +38,20 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "admin": frozenset({READ, MANAGE_AGENTS, ENROLL, RENEW, REVOKE, AUDIT_READ, ASSIGN, POLICY, EXCEPTIONS}),
     "operator": frozenset({READ, MANAGE_AGENTS, ENROLL, RENEW, REVOKE, ASSIGN, EXCEPTIONS}),
     "auditor": frozenset({READ, AUDIT_READ}),
-    "owner": frozenset({READ, RENEW}),   # issue 4 narrows this to what the owner's team owns
+    "owner": frozenset({READ, RENEW}),   # narrowed to the team's certificates: OWNER_CALLS, collector/scope.py
 }
+
+# Role owner acts for one team (its admin identity's ``team``) and may make only these
+# calls; the servicers narrow each to the team's certificates and jobs (collector/scope.py).
+# Agents are not owned: ListAgents is read-only and shows every agent. Everything else
+# (assignments, orphans, policy violations and exceptions, notifications, reports) covers
+# other teams' certificates and is refused to the role.
+OWNER_CALLS = frozenset({
+    "AdminService.ListCertificates", "AdminService.GetCertificate", "AdminService.ListAgents",
+    "AdminService.Renew", "AdminService.ListJobs", "AdminService.GetJob", "AdminService.RetryJob",
+    "AdminService.CancelJob",
+    "GovernanceService.ListOwners", "GovernanceService.ListRules", "PolicyService.GetPolicy",
+})
 
 
 @dataclass(frozen=True)
@@ -47,6 +59,12 @@ class AdminCaller:
     name: str
     role: str
     serial: str
+    team: str | None = None     # role owner: the owner (team) it acts for
+
+    @property
+    def scoped(self) -> bool:
+        """Whether what this caller sees and changes is narrowed to its team (role owner)."""
+        return self.role == "owner"
 
     @property
     def actor(self) -> str:
@@ -96,13 +114,34 @@ class Authenticator:
             e = errors.Unauthenticated("admin certificate unknown or revoked")
             await self._refused(f"admin:{ident.name}", permission, e, {"serial": ident.serial})
             raise e
-        name, role = known
-        caller = AdminCaller(name=name, role=role, serial=ident.serial)
+        name, role, team = known
+        caller = AdminCaller(name=name, role=role, serial=ident.serial, team=team)
         if permission not in PERMISSIONS.get(role, frozenset()):
             e = errors.PermissionDenied(f"role {role!r} may not {permission.replace('_', ' ')}")
             await self._refused(caller.actor, permission, e, {"role": role, "serial": ident.serial})
             raise e
+        if role == "owner":
+            method = current_method() or "unknown"
+            if team is None:
+                e = errors.PermissionDenied("this owner identity names no team; make it again with "
+                                            "certfleet-collector init-admin --role owner --team TEAM")
+                await self._refused(caller.actor, permission, e, {"role": role, "serial": ident.serial})
+                raise e
+            if method not in OWNER_CALLS:
+                e = errors.PermissionDenied(
+                    f"role owner (team {team}) may not call {method}: it covers other teams' certificates; "
+                    "use certs list, certs show, renew and jobs, which show the team's own")
+                await self._refused(caller.actor, permission, e,
+                                    {"role": role, "team": team, "serial": ident.serial})
+                raise e
         return caller
+
+    async def refuse(self, caller: AdminCaller, permission: str, message: str, **detail: object) -> errors.PermissionDenied:
+        """Audit a call refused after the role check (e.g. outside the owner's team); returns the error to raise."""
+        e = errors.PermissionDenied(message)
+        await self._refused(caller.actor, permission, e,
+                            {"role": caller.role, "team": caller.team, "serial": caller.serial, **detail})
+        return e
 
     async def _refused(self, actor: str, permission: str, exc: errors.CollectorError, detail: dict) -> None:
         """Audit a refused admin call; a failure to record it is logged and does not hide the refusal."""

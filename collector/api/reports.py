@@ -2,6 +2,10 @@
 
 Thin: checks the caller's role (READ; a report's spec may ask for more -- the audit
 report needs AUDIT_READ), builds off the event loop, streams the parts.
+
+Role ``owner`` (one team's certificates) is refused every report in collector/api/auth.py
+(``OWNER_CALLS``): reports cover the whole fleet, and the team's certificates are in
+``certfleet certs list`` and ``jobs list``, which are narrowed to the team.
 """
 from __future__ import annotations
 

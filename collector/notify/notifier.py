@@ -18,7 +18,6 @@ thread, so a slow or failing channel never holds up the others.
 """
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import datetime as dt
 import logging
@@ -93,7 +92,7 @@ class Notifier:
         horizon = max([*th.default, *(t for ts in th.by_environment.values() for t in ts),
                        *(t for ts in th.by_owner.values() for t in ts), th.escalate_at or 0])
         store = self.registry.owners
-        rules = sorted(store.list_rules(), key=lambda r: r.priority)
+        resolver = own.Resolver(store.list_rules())
         active_locs, active_fps = self.store.active_job_locations()
         certs = self.registry.list_certificates(CertFilter(expiring_before=now + dt.timedelta(days=horizon + 1)), now)
         items: list[dec.CertItem] = []
@@ -103,8 +102,9 @@ class Notifier:
             explicit = store.explicit_for(page)
             for c in page:
                 by_owner: dict[str, dict[str, Any]] = {}
+                facts = own.facts_of(c)           # once per certificate, not per location
                 for loc in c.locations:
-                    a = own.resolve(c, loc, rules, explicit)
+                    a = resolver(facts, loc, explicit)
                     g = by_owner.setdefault(a.owner or "", {"envs": set(), "crit": [], "svc": "", "places": [],
                                                             "running": c.fingerprint in active_fps})
                     if a.environment:
@@ -298,11 +298,3 @@ class Notifier:
                                                    thread_name_prefix="notify") as pool:
             results = [r for rs in pool.map(run, by_channel.values()) for r in rs]
         return results.count("sent"), results.count("retrying"), results.count("failed")
-
-    async def run_forever(self) -> None:
-        while True:
-            try:
-                await asyncio.to_thread(self.run_once)
-            except Exception:  # noqa: BLE001 - keep notifying
-                log.exception("notification run failed")
-            await asyncio.sleep(self.settings.interval.total_seconds())

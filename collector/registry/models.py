@@ -222,6 +222,7 @@ class AdminIdentity(Base):
     created_at: Mapped[dt.datetime]
     revoked: Mapped[bool] = mapped_column(Boolean)
     revoked_at: Mapped[Optional[dt.datetime]]
+    team: Mapped[Optional[str]] = mapped_column(Text)     # role owner: the owner (team) it acts for
 
 
 

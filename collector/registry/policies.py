@@ -340,7 +340,7 @@ class PolicyStore(db.Connections):
 
         doc = self.current().doc
         owners = OwnerStore(self.engine)
-        rules = sorted(owners.list_rules(), key=lambda r: r.priority)
+        resolver = own.Resolver(owners.list_rules())
         exceptions = self.list_exceptions(now, expired=False)
         n_certs = n_locs = new = still = 0
         it = iter(certs)
@@ -353,13 +353,14 @@ class PolicyStore(db.Connections):
             extra: dict[str, tuple[str, str]] = {}   # active key -> (subject, criticality), for on_new_violation
             for cert in page:
                 n_certs += 1
+                facts = own.facts_of(cert)        # once per certificate, not per location
                 for loc in cert.locations:
                     if agent_id is not None and loc.agent_id != agent_id:
                         continue
                     if loc.status != "present":
                         continue
                     n_locs += 1
-                    a = own.resolve(cert, loc, rules, explicit)
+                    a = resolver(facts, loc, explicit)
                     lk = location_key(loc.agent_id, loc.store_type, loc.path, loc.alias, loc.chain_index)
                     for f in pol.evaluate(cert, loc, a, doc, now):
                         w = pol.waiver(exceptions, f, cert, loc, a, now)

@@ -39,6 +39,7 @@ from collector.registry.models import (
     scan_errors,
 )
 from collector.registry.types import (
+    AdminIdentityView,
     AgentView,
     CertFilter,
     CertificateView,
@@ -50,6 +51,7 @@ from collector.registry.types import (
 )
 
 if TYPE_CHECKING:
+    from collector.registry.leases import LeaseStore
     from collector.registry.policies import PolicyStore
 
 UTC = dt.timezone.utc
@@ -108,6 +110,13 @@ class Registry(db.Connections):
     def jobs(self) -> JobStore:
         """Renewal jobs on this registry's database (see collector.registry.jobs)."""
         return JobStore(self.engine)
+
+    @property
+    def leases(self) -> "LeaseStore":
+        """Scheduler leases: each scheduled run once across collectors (see collector.registry.leases)."""
+        from collector.registry.leases import LeaseStore
+
+        return LeaseStore(self.engine)
 
     @property
     def owners(self) -> OwnerStore:
@@ -338,21 +347,40 @@ class Registry(db.Connections):
     # -- admin identities ------------------------------------------------------------
 
     def record_admin_identity(self, serial: str, name: str, role: str, not_after: dt.datetime,
-                              now: dt.datetime, actor: str = "collector") -> None:
+                              now: dt.datetime, actor: str = "collector", team: str | None = None) -> None:
+        """Record an admin identity. Role ``owner`` needs ``team``, a registered owner (NotFound
+        otherwise); the other roles take none (InvalidInput)."""
+        from collector.registry.models_owners import owners as owners_table
+
         s = normalize_serial(serial)
+        team = (team or "").strip().lower() or None
+        if role == "owner" and team is None:
+            raise InvalidInput("role owner needs a team: the owner it acts for (see: certfleet owners list)")
+        if role != "owner" and team is not None:
+            raise InvalidInput(f"only role owner takes a team, not role {role}")
         with self._write() as conn:
+            if team is not None and conn.execute(
+                    select(owners_table.c.id).where(owners_table.c.name == team)).first() is None:
+                raise NotFound(f"no owner {team!r} for the team of this admin identity; "
+                               f"add it first with: certfleet owners add {team} --email ...")
             ins = dialect_insert(conn, admin_identities).values(
                 serial=s, name=name, role=role, not_after=not_after, created_at=now, revoked=False, revoked_at=None,
+                team=team,
             )
             conn.execute(ins.on_conflict_do_update(
                 index_elements=[admin_identities.c.serial],
-                set_={"name": ins.excluded.name, "role": ins.excluded.role, "not_after": ins.excluded.not_after},
+                set_={"name": ins.excluded.name, "role": ins.excluded.role, "not_after": ins.excluded.not_after,
+                      "team": ins.excluded.team},
             ))
-            audit.record(conn, now, actor, "admin.init", f"admin:{name}", f"admin identity with role {role}",
-                         {"name": name, "role": role, "serial": s, "not_after": audit.at_text(not_after)})
+            detail = {"name": name, "role": role, "serial": s, "not_after": audit.at_text(not_after)}
+            if team is not None:
+                detail["team"] = team
+            audit.record(conn, now, actor, "admin.init", f"admin:{name}",
+                         f"admin identity with role {role}" + (f" for team {team}" if team else ""), detail)
 
-    def admin_identity(self, serial: str, now: dt.datetime | None = None) -> tuple[str, str] | None:
-        """(name, role) of a known, unrevoked, unexpired admin identity; else None."""
+    def admin_identity(self, serial: str, now: dt.datetime | None = None) -> AdminIdentityView | None:
+        """(name, role, team) of a known, unrevoked, unexpired admin identity; else None.
+        ``team`` is the owner an identity of role ``owner`` acts for (None for other roles)."""
         now = now or _utcnow()
         with self._read() as conn:
             row = conn.execute(
@@ -360,7 +388,7 @@ class Registry(db.Connections):
             ).first()
         if row is None or row.revoked or row.not_after <= now:
             return None
-        return row.name, row.role
+        return AdminIdentityView(row.name, row.role, row.team)
 
     def revoke_admin_identity(self, serial: str, now: dt.datetime, actor: str = "collector") -> bool:
         s = normalize_serial(serial)

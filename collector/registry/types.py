@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +140,14 @@ class CertFilter:
     hostname: str | None = None
     issuer_contains: str | None = None           # case-insensitive substring of the issuer DN
     include_removed: bool = False                # include certificates seen only at removed locations
+
+
+class AdminIdentityView(NamedTuple):
+    """A known admin identity (Registry.admin_identity)."""
+
+    name: str
+    role: str                   # admin, operator, owner, auditor
+    team: str | None = None     # role owner: the owner (team) it acts for
 
 
 @dataclass(frozen=True, slots=True)

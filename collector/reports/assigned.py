@@ -22,7 +22,7 @@ def placed(registry: Any, flt: CertFilter, now: dt.datetime, rules: list[own.Rul
     its assignment (collector/ownership.py ``resolve``); the explicit assignments are fetched per page,
     so memory stays bounded by the page size."""
     store = registry.owners
-    rules = sorted(store.list_rules() if rules is None else rules, key=lambda r: r.priority)
+    resolver = own.Resolver(store.list_rules() if rules is None else rules)
     it = registry.list_certificates(flt, now)
     try:
         while True:
@@ -38,12 +38,13 @@ def placed(registry: Any, flt: CertFilter, now: dt.datetime, rules: list[own.Rul
                 else:
                     by_loc.setdefault((e.agent_id, e.store_type, e.path, e.alias), []).append(e)
             for cert in page:
+                facts = own.facts_of(cert)        # once per certificate, not per location
                 for loc in cert.locations:
                     if loc.status != "present":
                         continue
                     mine = by_fp.get(cert.fingerprint, []) + by_loc.get(
                         (loc.agent_id, loc.store_type, loc.path, loc.alias), [])
-                    yield Placed(cert, loc, own.resolve(cert, loc, rules, mine))
+                    yield Placed(cert, loc, resolver(facts, loc, mine))
     finally:
         close = getattr(it, "close", None)
         if close is not None:

@@ -41,12 +41,15 @@ def build(registry: Any, params: Mapping[str, str], now: dt.datetime) -> Report:
     buckets: list[list[tuple]] = [[] for _ in titles]
     certs_in: list[set[str]] = [set() for _ in titles]
     no_owner = 0
+    last_fp, cert_cells = None, (0, "", "")
     for pl in placed(registry, CertFilter(expiring_before=now + within), now):
         c, loc, a = pl.certificate, pl.location, pl.assignment
         left_days = (c.not_after - now).total_seconds() / 86400
         i = 0 if left_days < 0 else 1 + next((k for k, t in enumerate(limits) if left_days <= t), len(limits) - 1)
+        if c.fingerprint != last_fp:            # locations of one certificate come together
+            last_fp, cert_cells = c.fingerprint, (days_left(c.not_after, now), iso(c.not_after), cn_or_dn(c.subject))
         buckets[i].append((
-            days_left(c.not_after, now), iso(c.not_after), cn_or_dn(c.subject), loc.hostname,
+            *cert_cells, loc.hostname,
             loc.path + (f" [{loc.alias}]" if loc.alias else ""), a.service, a.owner, a.environment,
             a.criticality, a.sources.get("owner"), c.fingerprint,
         ))

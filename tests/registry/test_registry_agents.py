@@ -129,12 +129,29 @@ def test_agents_listing_touch_and_counts(registry: Registry, make_agent) -> None
 def test_admin_identities(registry: Registry) -> None:
     registry.record_admin_identity("0F:A0", "alice", "admin", T0 + dt.timedelta(days=365), T0)
     registry.record_admin_identity("b0", "bob", "reader", T0 + HOUR, T0)
-    assert registry.admin_identity("fa0", T0) == ("alice", "admin")
-    assert registry.admin_identity("b0", T0) == ("bob", "reader")
+    assert registry.admin_identity("fa0", T0) == ("alice", "admin", None)
+    assert registry.admin_identity("b0", T0) == ("bob", "reader", None)
     assert registry.admin_identity("b0", T0 + HOUR) is None             # expired
     assert registry.admin_identity("ccc", T0) is None                   # unknown
-    registry.record_admin_identity("fa0", "alice", "owner", T0 + dt.timedelta(days=365), T0)   # re-recorded
-    assert registry.admin_identity("fa0", T0) == ("alice", "owner")
+    registry.record_admin_identity("fa0", "alice", "operator", T0 + dt.timedelta(days=365), T0)   # re-recorded
+    assert registry.admin_identity("fa0", T0) == ("alice", "operator", None)
     assert registry.revoke_admin_identity("fa0", T0) is True
     assert registry.admin_identity("fa0", T0) is None                   # revoked
     assert registry.revoke_admin_identity("fa0", T0) is False
+
+
+def test_owner_identities_carry_a_team(registry: Registry) -> None:
+    from collector.errors import InvalidInput, NotFound
+
+    year = T0 + dt.timedelta(days=365)
+    with pytest.raises(NotFound, match="no owner 'web-team'"):
+        registry.record_admin_identity("c1", "wendy", "owner", year, T0, team="web-team")
+    registry.owners.create_owner("web-team", T0, contacts=["web@example.com"])
+    with pytest.raises(InvalidInput, match="needs a team"):
+        registry.record_admin_identity("c1", "wendy", "owner", year, T0)
+    with pytest.raises(InvalidInput, match="only role owner takes a team"):
+        registry.record_admin_identity("c1", "wendy", "auditor", year, T0, team="web-team")
+    assert registry.admin_identity("c1", T0) is None
+    registry.record_admin_identity("c1", "wendy", "owner", year, T0, team="Web-Team")
+    known = registry.admin_identity("c1", T0)
+    assert known == ("wendy", "owner", "web-team") and known.team == "web-team"

@@ -15,8 +15,10 @@ depends_on = None
 
 
 def upgrade() -> None:
-    pass
+    # the owner (team) an identity of role ``owner`` acts for; NULL for the other roles
+    op.add_column("admin_identities", sa.Column("team", sa.Text(), nullable=True))
 
 
 def downgrade() -> None:
-    pass
+    with op.batch_alter_table("admin_identities") as batch:
+        batch.drop_column("team")
