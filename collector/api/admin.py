@@ -3,17 +3,15 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import itertools
 import logging
-from typing import AsyncIterator, Callable, Iterator, TypeVar
-
-import grpc
+from typing import Callable
 
 from certfleet.v1 import admin_pb2, admin_pb2_grpc
 from collector import errors
 from collector.api import convert
 from collector.api.auth import ENROLL, MANAGE_AGENTS, READ, RENEW, REVOKE, AdminCaller, Authenticator
 from collector.api.errors import streaming, unary
+from collector.api.paging import paged as _paged
 from collector.api.hub import AgentHub
 from collector.pki import CollectorCA
 from collector.registry.repository import Registry
@@ -24,23 +22,7 @@ from collector.scope import TeamScope
 from collector.tokens import hash_token, new_token
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
-PAGE = 200
 MAX_TOKEN_TTL = 7 * 86400
-
-
-async def _paged(it: Iterator[T]) -> AsyncIterator[list[T]]:
-    """Drain a blocking registry iterator a page at a time off the event loop."""
-    try:
-        while True:
-            page = await asyncio.to_thread(lambda: list(itertools.islice(it, PAGE)))
-            if not page:
-                return
-            yield page
-    finally:
-        close = getattr(it, "close", None)
-        if close is not None:  # release the database cursor when the client goes away early
-            await asyncio.to_thread(close)
 
 
 class AdminServicer(admin_pb2_grpc.AdminServiceServicer):

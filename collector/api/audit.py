@@ -10,7 +10,7 @@ import grpc
 
 from certfleet.v1 import audit_pb2, audit_pb2_grpc
 from collector.api import convert
-from collector.api.admin import _paged
+from collector.api.paging import paged as _paged
 from collector.api.auth import AUDIT_READ, Authenticator
 from collector.api.errors import streaming, unary
 from collector.registry.audit import AuditEventView

@@ -16,7 +16,7 @@ from certfleet.v1 import governance_pb2 as pb
 from certfleet.v1 import governance_pb2_grpc
 from collector import ownership as own
 from collector.api import convert
-from collector.api.admin import _paged
+from collector.api.paging import paged as _paged
 from collector.api.auth import ASSIGN, READ, Authenticator
 from collector.api.errors import streaming, unary
 from collector.registry.repository import Registry

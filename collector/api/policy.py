@@ -17,7 +17,7 @@ from certfleet.v1 import policy_pb2 as pb
 from certfleet.v1 import policy_pb2_grpc
 from collector import policy as pol
 from collector.api import convert
-from collector.api.admin import _paged
+from collector.api.paging import paged as _paged
 from collector.api.auth import EXCEPTIONS, POLICY, READ, Authenticator
 from collector.api.errors import streaming, unary
 from collector.errors import InvalidInput
