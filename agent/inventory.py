@@ -45,6 +45,84 @@ class LocationKey:
     chain_index: int  # 0 = the entry's own certificate, 1.. = its chain
 
 
+# Location roles
+SERVICE = "service"            # a certificate a service uses (the default)
+TRUST_ANCHOR = "trust_anchor"  # an entry of a trust store (/etc/ssl/certs, a JVM's cacerts): inventoried, never renewed
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointFacts:
+    """One TLS handshake with one endpoint (location store_type ``endpoint``)."""
+
+    host: str
+    port: int
+    sni: str = ""
+    protocol: str = ""
+    cipher: str = ""
+    starttls: str = ""                      # "", smtp, imap, pop3
+    chain_valid: bool = False
+    validation_error: str = ""
+    chain_fingerprints: tuple[str, ...] = ()
+    source: str = "local_listener"          # local_listener, configured, network_scan
+    scan_id: str = ""
+    handshake_seconds: float = 0.0          # not part of the digest: it differs every time
+
+    def digest_part(self) -> str:
+        return repr((self.host, self.port, self.sni, self.protocol, self.cipher, self.starttls, self.chain_valid,
+                     self.validation_error, self.chain_fingerprints, self.source, self.scan_id))
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessLink:
+    """A process that uses a location (see proto ProcessLink for ``evidence`` values)."""
+
+    pid: int
+    name: str
+    executable: str = ""
+    user: str = ""
+    service: str = ""
+    listen: tuple[str, ...] = ()
+    evidence: str = ""
+    config_path: str = ""
+    suggested_reload: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class StaleService:
+    """The file holds one certificate, the port its process listens on serves another."""
+
+    endpoint: str                # host:port
+    served_fingerprint: str
+    pid: int = 0
+    process_name: str = ""
+    since: float = 0.0           # epoch seconds the agent first saw this mismatch
+
+
+@dataclass(frozen=True, slots=True)
+class WindowsEntry:
+    """A certificate in a Windows certificate store."""
+
+    store_location: str          # LocalMachine
+    store_name: str              # My, WebHosting
+    thumbprint: str              # SHA-1, upper-case hex
+    friendly_name: str = ""
+    key_exportable: bool = False
+    key_provider: str = ""
+    key_container: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class IisBinding:
+    site: str
+    protocol: str
+    ip: str
+    port: int
+    host_name: str = ""
+    sni: bool = False
+    certificate_hash: str = ""   # thumbprint, upper-case hex
+    store_name: str = ""
+
+
 @dataclass(frozen=True, slots=True)
 class FoundCert:
     """One certificate at one location, as read from disk."""
@@ -61,6 +139,12 @@ class FoundCert:
     file_mode: int               # permission bits only (st_mode & 0o7777)
     file_mtime: float            # seconds since the epoch
     labels: Mapping[str, str] = field(default_factory=dict)
+    role: str = SERVICE
+    endpoint: EndpointFacts | None = None
+    processes: tuple[ProcessLink, ...] = ()
+    stale: StaleService | None = None
+    windows: WindowsEntry | None = None
+    iis_bindings: tuple[IisBinding, ...] = ()
 
     def digest(self) -> str:
         """A short hash of everything the collector stores about this location.
@@ -71,7 +155,9 @@ class FoundCert:
         for part in (
             self.fingerprint, str(self.has_private_key), str(self.key_encrypted), self.key_match,
             self.entry_type, self.file_owner, self.file_group, str(self.file_mode), repr(self.file_mtime),
-            repr(sorted(self.labels.items())),
+            repr(sorted(self.labels.items())), self.role,
+            self.endpoint.digest_part() if self.endpoint else "", repr(self.processes), repr(self.stale),
+            repr(self.windows), repr(self.iis_bindings),
         ):
             h.update(part.encode())
             h.update(b"\0")

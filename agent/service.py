@@ -13,6 +13,7 @@ from agent.config import AgentConfig
 from agent.errors import AgentError
 from agent.identity import AgentIdentity, identity_dir, load_identity, make_key_and_csr, save_identity
 from agent.scanner import Scanner
+from agent.sources import build_sources
 from agent.sync import SyncError, SyncOutcome, Syncer, describe_rpc_error
 from agent.inventory import LocationKey
 from certfleet.v1 import agent_pb2, agent_pb2_grpc
@@ -53,7 +54,7 @@ class AgentService:
             )
             self.syncer = Syncer(
                 self.scanner, self.channel, self.config.data_dir / "state.json", self.identity.agent_id,
-                self.config.hostname, dict(self.config.labels),
+                self.config.hostname, dict(self.config.labels), sources=build_sources(self.config),
             )
         return self.syncer
 

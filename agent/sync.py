@@ -15,7 +15,7 @@ import platform
 import socket
 import uuid
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -24,6 +24,7 @@ from agent import __version__
 from agent.errors import AgentError
 from agent.inventory import MATCHES, MISMATCH, NO_KEY, UNKNOWN, FoundCert, ScanProblem
 from agent.scanner import Scanner
+from agent.sources import LocationSource, SourceError
 from agent.state import SyncState, key_from_str, key_str, load_state, save_state
 from certfleet.v1 import agent_pb2, agent_pb2_grpc, common_pb2
 
@@ -72,7 +73,7 @@ def host_info(hostname: str, labels: dict[str, str]) -> common_pb2.HostInfo:
 
 def location_msg(c: FoundCert) -> common_pb2.Location:
     k = c.key
-    return common_pb2.Location(
+    msg = common_pb2.Location(
         key=common_pb2.LocationKey(store_type=k.store_type, path=k.path, alias=k.alias, chain_index=k.chain_index),
         certificate_der=c.der,
         fingerprint_sha256=c.fingerprint,
@@ -85,7 +86,38 @@ def location_msg(c: FoundCert) -> common_pb2.Location:
         file_mode=c.file_mode,
         file_mtime=_ts(seconds=c.file_mtime),
         labels=dict(c.labels),
+        role=c.role,
+        processes=[common_pb2.ProcessLink(
+            pid=p.pid, name=p.name, executable=p.executable, user=p.user, service=p.service, listen=list(p.listen),
+            evidence=p.evidence, config_path=p.config_path, suggested_reload=p.suggested_reload,
+        ) for p in c.processes],
+        iis_bindings=[common_pb2.IisBinding(
+            site=b.site, protocol=b.protocol, ip=b.ip, port=b.port, host_name=b.host_name, sni=b.sni,
+            certificate_hash=b.certificate_hash, store_name=b.store_name,
+        ) for b in c.iis_bindings],
     )
+    if c.endpoint is not None:
+        e = c.endpoint
+        msg.endpoint.CopyFrom(common_pb2.EndpointInfo(
+            host=e.host, port=e.port, sni=e.sni, protocol=e.protocol, cipher=e.cipher, starttls=e.starttls,
+            chain_valid=e.chain_valid, validation_error=e.validation_error,
+            chain_fingerprints=list(e.chain_fingerprints), source=e.source, scan_id=e.scan_id,
+            handshake_seconds=e.handshake_seconds,
+        ))
+    if c.stale is not None:
+        st = c.stale
+        msg.stale.CopyFrom(common_pb2.StaleService(
+            endpoint=st.endpoint, served_fingerprint=st.served_fingerprint, pid=st.pid,
+            process_name=st.process_name, since=_ts(seconds=st.since),
+        ))
+    if c.windows is not None:
+        w = c.windows
+        msg.windows.CopyFrom(common_pb2.WindowsStoreEntry(
+            store_location=w.store_location, store_name=w.store_name, thumbprint=w.thumbprint,
+            friendly_name=w.friendly_name, key_exportable=w.key_exportable, key_provider=w.key_provider,
+            key_container=w.key_container,
+        ))
+    return msg
 
 
 def error_msg(p: ScanProblem, now: dt.datetime) -> common_pb2.ScanError:
@@ -120,9 +152,10 @@ class SyncOutcome:
 class Syncer:
     def __init__(
         self, scanner: Scanner, channel: grpc.Channel, state_path: pathlib.Path, agent_id: str,
-        hostname: str, labels: dict[str, str],
+        hostname: str, labels: dict[str, str], sources: Sequence[LocationSource] = (),
     ) -> None:
         self.scanner = scanner
+        self.sources = list(sources)
         self.stub = agent_pb2_grpc.AgentServiceStub(channel)
         self.state_path = state_path
         self.state: SyncState = load_state(state_path, agent_id)
@@ -160,6 +193,27 @@ class Syncer:
             for p in fs.problems:
                 problems.append(error_msg(p, now))
             for c in fs.entries:
+                ks = key_str(c.key)
+                digest = c.digest()
+                plan.current[ks] = digest
+                if plan.full or st.acked.get(ks) != digest:
+                    pending.append(location_msg(c))
+                    plan.upserts += 1
+                    if len(pending) >= CHUNK:
+                        yield flush()
+        for source in self.sources:
+            try:
+                result = source.collect(now)
+            except SourceError as e:
+                problems.append(error_msg(ScanProblem(source.name, "", "", e.reason, e.message), now))
+                # keep what this source last reported: a probe that could not run proves nothing gone
+                for ks, digest in st.acked.items():
+                    if key_from_str(ks).store_type in source.store_types:
+                        plan.current.setdefault(ks, digest)
+                continue
+            for p in result.problems:
+                problems.append(error_msg(p, now))
+            for c in result.entries:
                 ks = key_str(c.key)
                 digest = c.digest()
                 plan.current[ks] = digest

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
+from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from certfleet.v1 import admin_pb2, common_pb2
@@ -58,7 +60,23 @@ def location_in(msg: common_pb2.Location) -> t.LocationIn:
         file_mode=msg.file_mode,
         file_mtime=ts_to_dt(msg.file_mtime, msg.HasField("file_mtime")),
         labels=dict(msg.labels),
+        role=msg.role or "service",
+        endpoint=_as_dict(msg.endpoint) if msg.HasField("endpoint") else None,
+        processes=[_as_dict(p) for p in msg.processes] or None,
+        windows=({"entry": _as_dict(msg.windows) if msg.HasField("windows") else None,
+                  "iis_bindings": [_as_dict(b) for b in msg.iis_bindings]}
+                 if msg.HasField("windows") or msg.iis_bindings else None),
+        stale_served_fingerprint=(msg.stale.served_fingerprint.lower() or None) if msg.HasField("stale") else None,
+        stale_endpoint=msg.stale.endpoint if msg.HasField("stale") else None,
+        stale_detail=({"pid": msg.stale.pid, "process_name": msg.stale.process_name}
+                      if msg.HasField("stale") else None),
+        stale_since=ts_to_dt(msg.stale.since, msg.stale.HasField("since")) if msg.HasField("stale") else None,
     )
+
+
+def _as_dict(msg: Any) -> dict[str, Any]:
+    """A sub-message as a JSON-safe dict with the proto's field names (defaults included)."""
+    return json_format.MessageToDict(msg, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
 
 
 def location_key_in(msg: common_pb2.LocationKey) -> t.LocationKeyIn:

@@ -28,8 +28,8 @@ from collector.registry.models import certificates, locations
 CERT_COLUMNS = [c.name for c in certificates.c]
 LOCATION_KEY = ["agent_id", "store_type", "path", "alias", "chain_index"]
 LOCATION_COLUMNS = [c.name for c in locations.c if c.name != "id"]
-JSON_COLUMNS = {"sans", "key_usage", "extended_key_usage", "labels"}
-DATETIME_COLUMNS = {"not_before", "not_after", "first_seen", "last_seen", "removed_at", "file_mtime"}
+JSON_COLUMNS = {"sans", "key_usage", "extended_key_usage", "labels", "endpoint", "processes", "windows", "stale_detail"}
+DATETIME_COLUMNS = {"not_before", "not_after", "first_seen", "last_seen", "removed_at", "file_mtime", "stale_since"}
 UTC = dt.timezone.utc
 
 
@@ -54,6 +54,9 @@ def location_update_set(ex: Any) -> dict[str, Any]:
     values = {name: getattr(ex, name) for name in LOCATION_COLUMNS if name not in LOCATION_KEY}
     # first_seen is when this location started to hold its current certificate
     values["first_seen"] = case((t.fingerprint == ex.fingerprint, t.first_seen), else_=ex.first_seen)
+    # stale since the first report of this mismatch (the same served certificate)
+    values["stale_since"] = case(
+        (t.stale_served_fingerprint == ex.stale_served_fingerprint, t.stale_since), else_=ex.stale_since)
     return values
 
 

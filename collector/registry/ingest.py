@@ -299,6 +299,10 @@ class ReportTxn:
                 "file_owner": loc.file_owner, "file_group": loc.file_group, "file_mode": loc.file_mode,
                 "file_mtime": loc.file_mtime, "labels": dict(loc.labels), "first_seen": now, "last_seen": now,
                 "status": "present", "removed_at": None, "seen_generation": gen,
+                "role": loc.role or "service", "endpoint": loc.endpoint, "processes": loc.processes,
+                "windows": loc.windows, "stale_served_fingerprint": loc.stale_served_fingerprint,
+                "stale_endpoint": loc.stale_endpoint, "stale_detail": loc.stale_detail,
+                "stale_since": (loc.stale_since or now) if loc.stale_served_fingerprint else None,
             })
         self._bulk.upsert_locations(rows)
         self._insert_errors(errors)

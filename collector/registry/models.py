@@ -173,10 +173,20 @@ class Location(Base):
     status: Mapped[str] = mapped_column(String(16))   # present, removed
     removed_at: Mapped[Optional[dt.datetime]]
     seen_generation: Mapped[int] = mapped_column(BigInteger)
+    # discovery beyond files (0009)
+    role: Mapped[str] = mapped_column(String(16), server_default="service")   # service, trust_anchor
+    endpoint: Mapped[Optional[dict[str, Any]]] = mapped_column(Json)           # store_type endpoint: EndpointInfo fields
+    processes: Mapped[Optional[list[Any]]] = mapped_column(Json)               # [ProcessLink fields, ...]
+    windows: Mapped[Optional[dict[str, Any]]] = mapped_column(Json)            # {"entry": {...}, "iis_bindings": [...]}
+    stale_served_fingerprint: Mapped[Optional[str]] = mapped_column(String(64))
+    stale_endpoint: Mapped[Optional[str]] = mapped_column(Text)
+    stale_detail: Mapped[Optional[dict[str, Any]]] = mapped_column(Json)       # {"pid": .., "process_name": ..}
+    stale_since: Mapped[Optional[dt.datetime]]                                 # first seen stale (collector or agent time)
 
     __table_args__ = (
         UniqueConstraint("agent_id", "store_type", "path", "alias", "chain_index"),
         Index("ix_locations_agent_id_status", "agent_id", "status"),
+        Index("ix_locations_stale_since", "stale_since"),
     )
 
 
@@ -302,4 +312,4 @@ job_events = JobEventRow.__table__
 
 # Tables of further areas live in their own modules on the same metadata; importing
 # them here keeps Base.metadata complete for migrations checks and create_all.
-from collector.registry import models_audit, models_leases, models_notify, models_owners, models_policy  # noqa: E402,F401
+from collector.registry import models_audit, models_discovery, models_leases, models_notify, models_owners, models_policy  # noqa: E402,F401

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +40,15 @@ class LocationIn:
     file_mode: int
     file_mtime: dt.datetime | None
     labels: dict[str, str] = field(default_factory=dict)
+    # discovery beyond files (JSON-safe dicts with the proto's field names)
+    role: str = "service"                               # service, trust_anchor
+    endpoint: dict[str, Any] | None = None              # EndpointInfo
+    processes: list[dict[str, Any]] | None = None       # [ProcessLink, ...]
+    windows: dict[str, Any] | None = None               # {"entry": WindowsStoreEntry, "iis_bindings": [...]}
+    stale_served_fingerprint: str | None = None
+    stale_endpoint: str | None = None
+    stale_detail: dict[str, Any] | None = None          # {"pid": .., "process_name": ..}
+    stale_since: dt.datetime | None = None              # the agent's first sighting
 
 
 @dataclass(frozen=True, slots=True)

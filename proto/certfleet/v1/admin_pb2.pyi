@@ -3,6 +3,7 @@
 isort:skip_file
 """
 
+from certfleet.v1 import common_pb2 as _common_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -189,6 +190,12 @@ class LocationInfo(_message.Message):
     FILE_MTIME_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
     ENTRY_TYPE_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    ENDPOINT_FIELD_NUMBER: _builtins.int
+    PROCESSES_FIELD_NUMBER: _builtins.int
+    STALE_FIELD_NUMBER: _builtins.int
+    WINDOWS_FIELD_NUMBER: _builtins.int
+    IIS_BINDINGS_FIELD_NUMBER: _builtins.int
     agent_id: _builtins.str
     hostname: _builtins.str
     store_type: _builtins.str
@@ -205,6 +212,8 @@ class LocationInfo(_message.Message):
     file_group: _builtins.str
     file_mode: _builtins.int
     entry_type: _builtins.str
+    role: _builtins.str
+    """service, trust_anchor"""
     @_builtins.property
     def first_seen(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -215,6 +224,20 @@ class LocationInfo(_message.Message):
     def file_mtime(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    @_builtins.property
+    def endpoint(self) -> _common_pb2.EndpointInfo:
+        """store_type endpoint"""
+
+    @_builtins.property
+    def processes(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.ProcessLink]: ...
+    @_builtins.property
+    def stale(self) -> _common_pb2.StaleService:
+        """set while the location is stale; stale.since = first seen stale"""
+
+    @_builtins.property
+    def windows(self) -> _common_pb2.WindowsStoreEntry: ...
+    @_builtins.property
+    def iis_bindings(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.IisBinding]: ...
     def __init__(
         self,
         *,
@@ -237,10 +260,16 @@ class LocationInfo(_message.Message):
         file_mtime: _timestamp_pb2.Timestamp | None = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         entry_type: _builtins.str = ...,
+        role: _builtins.str = ...,
+        endpoint: _common_pb2.EndpointInfo | None = ...,
+        processes: _abc.Iterable[_common_pb2.ProcessLink] | None = ...,
+        stale: _common_pb2.StaleService | None = ...,
+        windows: _common_pb2.WindowsStoreEntry | None = ...,
+        iis_bindings: _abc.Iterable[_common_pb2.IisBinding] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["file_mtime", b"file_mtime", "first_seen", b"first_seen", "last_seen", b"last_seen", "removed_at", b"removed_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["endpoint", b"endpoint", "file_mtime", b"file_mtime", "first_seen", b"first_seen", "last_seen", b"last_seen", "removed_at", b"removed_at", "stale", b"stale", "windows", b"windows"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "alias", b"alias", "chain_index", b"chain_index", "entry_type", b"entry_type", "file_group", b"file_group", "file_mode", b"file_mode", "file_mtime", b"file_mtime", "file_owner", b"file_owner", "first_seen", b"first_seen", "has_private_key", b"has_private_key", "hostname", b"hostname", "key_encrypted", b"key_encrypted", "key_match", b"key_match", "labels", b"labels", "last_seen", b"last_seen", "path", b"path", "removed_at", b"removed_at", "status", b"status", "store_type", b"store_type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "alias", b"alias", "chain_index", b"chain_index", "endpoint", b"endpoint", "entry_type", b"entry_type", "file_group", b"file_group", "file_mode", b"file_mode", "file_mtime", b"file_mtime", "file_owner", b"file_owner", "first_seen", b"first_seen", "has_private_key", b"has_private_key", "hostname", b"hostname", "iis_bindings", b"iis_bindings", "key_encrypted", b"key_encrypted", "key_match", b"key_match", "labels", b"labels", "last_seen", b"last_seen", "path", b"path", "processes", b"processes", "removed_at", b"removed_at", "role", b"role", "stale", b"stale", "status", b"status", "store_type", b"store_type", "windows", b"windows"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

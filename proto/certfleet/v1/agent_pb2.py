@@ -26,49 +26,57 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from certfleet.v1 import common_pb2 as certfleet_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63\x65rtfleet/v1/agent.proto\x12\x0c\x63\x65rtfleet.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19\x63\x65rtfleet/v1/common.proto\"U\n\rEnrollRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0f\n\x07\x63sr_der\x18\x02 \x01(\x0c\x12$\n\x04host\x18\x03 \x01(\x0b\x32\x16.certfleet.v1.HostInfo\"i\n\x0e\x45nrollResponse\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63\x65rtificate_der\x18\x02 \x01(\x0c\x12\x14\n\x0c\x63\x61_chain_der\x18\x03 \x03(\x0c\x12\x16\n\x0e\x61gent_endpoint\x18\x04 \x01(\t\"p\n\x0c\x41gentMessage\x12)\n\x05hello\x18\x01 \x01(\x0b\x32\x18.certfleet.v1.AgentHelloH\x00\x12-\n\njob_update\x18\x02 \x01(\x0b\x32\x17.certfleet.v1.JobUpdateH\x00\x42\x06\n\x04\x62ody\";\n\nAgentHello\x12\x15\n\ragent_version\x18\x01 \x01(\t\x12\x16\n\x0ereload_actions\x18\x02 \x03(\t\"\xdc\x02\n\x10\x43ollectorCommand\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12\x37\n\x0fprepare_renewal\x18\x02 \x01(\x0b\x32\x1c.certfleet.v1.PrepareRenewalH\x00\x12?\n\x13install_certificate\x18\x03 \x01(\x0b\x32 .certfleet.v1.InstallCertificateH\x00\x12>\n\x13request_full_report\x18\x04 \x01(\x0b\x32\x1f.certfleet.v1.RequestFullReportH\x00\x12\x37\n\x0fplace_challenge\x18\x05 \x01(\x0b\x32\x1c.certfleet.v1.PlaceChallengeH\x00\x12\x39\n\x10remove_challenge\x18\x06 \x01(\x0b\x32\x1d.certfleet.v1.RemoveChallengeH\x00\x42\x06\n\x04\x62ody\"\x87\x01\n\x0ePlaceChallenge\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12+\n\x08location\x18\x02 \x01(\x0b\x32\x19.certfleet.v1.LocationKey\x12\r\n\x05token\x18\x03 \x01(\t\x12\x19\n\x11key_authorization\x18\x04 \x01(\t\x12\x0e\n\x06\x64omain\x18\x05 \x01(\t\"]\n\x0fRemoveChallenge\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12+\n\x08location\x18\x02 \x01(\x0b\x32\x19.certfleet.v1.LocationKey\x12\r\n\x05token\x18\x03 \x01(\t\"\x9d\x01\n\x0ePrepareRenewal\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12+\n\x08location\x18\x02 \x01(\x0b\x32\x19.certfleet.v1.LocationKey\x12\x10\n\x08key_spec\x18\x03 \x01(\t\x12\x13\n\x0b\x63ommon_name\x18\x04 \x01(\t\x12\x11\n\tdns_names\x18\x05 \x03(\t\x12\x14\n\x0cip_addresses\x18\x06 \x03(\t\"\xb9\x01\n\x12InstallCertificate\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12+\n\x08location\x18\x02 \x01(\x0b\x32\x19.certfleet.v1.LocationKey\x12\x17\n\x0f\x63\x65rtificate_der\x18\x03 \x01(\x0c\x12\x11\n\tchain_der\x18\x04 \x03(\x0c\x12 \n\x18\x65xpected_old_fingerprint\x18\x05 \x01(\t\x12\x18\n\x10trust_anchor_der\x18\x06 \x01(\x0c\"\x13\n\x11RequestFullReport\"D\n\x07JobStep\x12\x0c\n\x04step\x18\x01 \x01(\t\x12\n\n\x02ok\x18\x02 \x01(\x08\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\x12\x0f\n\x07seconds\x18\x04 \x01(\x01\"\xbe\x01\n\tJobUpdate\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0f\n\x07\x63sr_der\x18\x04 \x01(\x0c\x12\x1a\n\x12served_fingerprint\x18\x05 \x01(\t\x12$\n\x05steps\x18\x06 \x03(\x0b\x32\x15.certfleet.v1.JobStep\x12\x16\n\x0ereload_seconds\x18\x07 \x01(\x01\x12\x17\n\x0f\x63hallenge_token\x18\x08 \x01(\t\"\xdd\x01\n\x0cReportHeader\x12\x11\n\treport_id\x18\x01 \x01(\t\x12\x0c\n\x04\x66ull\x18\x02 \x01(\x08\x12\x10\n\x08sequence\x18\x03 \x01(\x04\x12\x15\n\rbase_sequence\x18\x04 \x01(\x04\x12$\n\x04host\x18\x05 \x01(\x0b\x32\x16.certfleet.v1.HostInfo\x12.\n\nscanned_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0estores_scanned\x18\x07 \x01(\r\x12\x15\n\rfiles_scanned\x18\x08 \x01(\r\"\xb8\x01\n\x0bReportChunk\x12*\n\x06header\x18\x01 \x01(\x0b\x32\x1a.certfleet.v1.ReportHeader\x12\'\n\x07upserts\x18\x02 \x03(\x0b\x32\x16.certfleet.v1.Location\x12+\n\x08removals\x18\x03 \x03(\x0b\x32\x19.certfleet.v1.LocationKey\x12\'\n\x06\x65rrors\x18\x04 \x03(\x0b\x32\x17.certfleet.v1.ScanError\"\xa8\x01\n\tReportAck\x12\x0e\n\x06stored\x18\x01 \x01(\x08\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12\x17\n\x0fresync_required\x18\x03 \x01(\x08\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x1a\n\x12locations_upserted\x18\x05 \x01(\r\x12\x19\n\x11locations_removed\x18\x06 \x01(\r\x12\x18\n\x10\x63\x65rtificates_new\x18\x07 \x01(\r\"\'\n\x14RenewIdentityRequest\x12\x0f\n\x07\x63sr_der\x18\x01 \x01(\x0c\"u\n\x15RenewIdentityResponse\x12\x17\n\x0f\x63\x65rtificate_der\x18\x01 \x01(\x0c\x12\x14\n\x0c\x63\x61_chain_der\x18\x02 \x03(\x0c\x12-\n\tnot_after\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2Q\n\nEnrollment\x12\x43\n\x06\x45nroll\x12\x1b.certfleet.v1.EnrollRequest\x1a\x1c.certfleet.v1.EnrollResponse2\xf3\x01\n\x0c\x41gentService\x12>\n\x06Report\x12\x19.certfleet.v1.ReportChunk\x1a\x17.certfleet.v1.ReportAck(\x01\x12X\n\rRenewIdentity\x12\".certfleet.v1.RenewIdentityRequest\x1a#.certfleet.v1.RenewIdentityResponse\x12I\n\x07\x43onnect\x12\x1a.certfleet.v1.AgentMessage\x1a\x1e.certfleet.v1.CollectorCommand(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63\x65rtfleet/v1/agent.proto\x12\x0c\x63\x65rtfleet.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19\x63\x65rtfleet/v1/common.proto\"U\n\rEnrollRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0f\n\x07\x63sr_der\x18\x02 \x01(\x0c\x12$\n\x04host\x18\x03 \x01(\x0b\x32\x16.certfleet.v1.HostInfo\"i\n\x0e\x45nrollResponse\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63\x65rtificate_der\x18\x02 \x01(\x0c\x12\x14\n\x0c\x63\x61_chain_der\x18\x03 \x03(\x0c\x12\x16\n\x0e\x61gent_endpoint\x18\x04 \x01(\t\"\xac\x01\n\x0c\x41gentMessage\x12)\n\x05hello\x18\x01 \x01(\x0b\x32\x18.certfleet.v1.AgentHelloH\x00\x12-\n\njob_update\x18\x02 \x01(\x0b\x32\x17.certfleet.v1.JobUpdateH\x00\x12:\n\rscan_progress\x18\x03 \x01(\x0b\x32!.certfleet.v1.NetworkScanProgressH\x00\x42\x06\n\x04\x62ody\";\n\nAgentHello\x12\x15\n\ragent_version\x18\x01 \x01(\t\x12\x16\n\x0ereload_actions\x18\x02 \x03(\t\"\x8f\x03\n\x10\x43ollectorCommand\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12\x37\n\x0fprepare_renewal\x18\x02 \x01(\x0b\x32\x1c.certfleet.v1.PrepareRenewalH\x00\x12?\n\x13install_certificate\x18\x03 \x01(\x0b\x32 .certfleet.v1.InstallCertificateH\x00\x12>\n\x13request_full_report\x18\x04 \x01(\x0b\x32\x1f.certfleet.v1.RequestFullReportH\x00\x12\x37\n\x0fplace_challenge\x18\x05 \x01(\x0b\x32\x1c.certfleet.v1.PlaceChallengeH\x00\x12\x39\n\x10remove_challenge\x18\x06 \x01(\x0b\x32\x1d.certfleet.v1.RemoveChallengeH\x00\x12\x31\n\x0cnetwork_scan\x18\x07 \x01(\x0b\x32\x19.certfleet.v1.NetworkScanH\x00\x42\x06\n\x04\x62ody\"\x9b\x02\n\x0bNetworkScan\x12\x0f\n\x07scan_id\x18\x01 \x01(\t\x12\x0f\n\x07targets\x18\x02 \x03(\t\x12\r\n\x05ports\x18\x03 \x03(\r\x12\x17\n\x0frate_per_second\x18\x04 \x01(\x01\x12\x17\n\x0ftimeout_seconds\x18\x05 \x01(\x01\x12\x13\n\x0b\x63oncurrency\x18\x06 \x01(\r\x12\x11\n\tsni_names\x18\x07 \x03(\t\x12\x39\n\x08starttls\x18\x08 \x03(\x0b\x32\'.certfleet.v1.NetworkScan.StarttlsEntry\x12\x15\n\rmax_addresses\x18\t \x01(\r\x1a/\n\rStarttlsEntry\x12\x0b\n\x03key\x18\x01 \x01(\r\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x8f\x01\n\x13NetworkScanProgress\x12\x0f\n\x07scan_id\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x15\n\rtargets_total\x18\x03 \x01(\r\x12\x0e\n\x06probed\x18\x04 \x01(\r\x12\x11\n\ttls_found\x18\x05 \x01(\r\x12\x0e\n\x06\x65rrors\x18\x06 \x01(\r\x12\x0e\n\x06reason\x18\x07 \x01(\t\"\x87\x01\n\x0ePlaceChallenge\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12+\n\x08location\x18\x02 \x01(\x0b\x32\x19.certfleet.v1.LocationKey\x12\r\n\x05token\x18\x03 \x01(\t\x12\x19\n\x11key_authorization\x18\x04 \x01(\t\x12\x0e\n\x06\x64omain\x18\x05 \x01(\t\"]\n\x0fRemoveChallenge\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12+\n\x08location\x18\x02 \x01(\x0b\x32\x19.certfleet.v1.LocationKey\x12\r\n\x05token\x18\x03 \x01(\t\"\x9d\x01\n\x0ePrepareRenewal\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12+\n\x08location\x18\x02 \x01(\x0b\x32\x19.certfleet.v1.LocationKey\x12\x10\n\x08key_spec\x18\x03 \x01(\t\x12\x13\n\x0b\x63ommon_name\x18\x04 \x01(\t\x12\x11\n\tdns_names\x18\x05 \x03(\t\x12\x14\n\x0cip_addresses\x18\x06 \x03(\t\"\xb9\x01\n\x12InstallCertificate\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12+\n\x08location\x18\x02 \x01(\x0b\x32\x19.certfleet.v1.LocationKey\x12\x17\n\x0f\x63\x65rtificate_der\x18\x03 \x01(\x0c\x12\x11\n\tchain_der\x18\x04 \x03(\x0c\x12 \n\x18\x65xpected_old_fingerprint\x18\x05 \x01(\t\x12\x18\n\x10trust_anchor_der\x18\x06 \x01(\x0c\"\x13\n\x11RequestFullReport\"D\n\x07JobStep\x12\x0c\n\x04step\x18\x01 \x01(\t\x12\n\n\x02ok\x18\x02 \x01(\x08\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\x12\x0f\n\x07seconds\x18\x04 \x01(\x01\"\xbe\x01\n\tJobUpdate\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0f\n\x07\x63sr_der\x18\x04 \x01(\x0c\x12\x1a\n\x12served_fingerprint\x18\x05 \x01(\t\x12$\n\x05steps\x18\x06 \x03(\x0b\x32\x15.certfleet.v1.JobStep\x12\x16\n\x0ereload_seconds\x18\x07 \x01(\x01\x12\x17\n\x0f\x63hallenge_token\x18\x08 \x01(\t\"\xdd\x01\n\x0cReportHeader\x12\x11\n\treport_id\x18\x01 \x01(\t\x12\x0c\n\x04\x66ull\x18\x02 \x01(\x08\x12\x10\n\x08sequence\x18\x03 \x01(\x04\x12\x15\n\rbase_sequence\x18\x04 \x01(\x04\x12$\n\x04host\x18\x05 \x01(\x0b\x32\x16.certfleet.v1.HostInfo\x12.\n\nscanned_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0estores_scanned\x18\x07 \x01(\r\x12\x15\n\rfiles_scanned\x18\x08 \x01(\r\"\xb8\x01\n\x0bReportChunk\x12*\n\x06header\x18\x01 \x01(\x0b\x32\x1a.certfleet.v1.ReportHeader\x12\'\n\x07upserts\x18\x02 \x03(\x0b\x32\x16.certfleet.v1.Location\x12+\n\x08removals\x18\x03 \x03(\x0b\x32\x19.certfleet.v1.LocationKey\x12\'\n\x06\x65rrors\x18\x04 \x03(\x0b\x32\x17.certfleet.v1.ScanError\"\xa8\x01\n\tReportAck\x12\x0e\n\x06stored\x18\x01 \x01(\x08\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12\x17\n\x0fresync_required\x18\x03 \x01(\x08\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x1a\n\x12locations_upserted\x18\x05 \x01(\r\x12\x19\n\x11locations_removed\x18\x06 \x01(\r\x12\x18\n\x10\x63\x65rtificates_new\x18\x07 \x01(\r\"\'\n\x14RenewIdentityRequest\x12\x0f\n\x07\x63sr_der\x18\x01 \x01(\x0c\"u\n\x15RenewIdentityResponse\x12\x17\n\x0f\x63\x65rtificate_der\x18\x01 \x01(\x0c\x12\x14\n\x0c\x63\x61_chain_der\x18\x02 \x03(\x0c\x12-\n\tnot_after\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2Q\n\nEnrollment\x12\x43\n\x06\x45nroll\x12\x1b.certfleet.v1.EnrollRequest\x1a\x1c.certfleet.v1.EnrollResponse2\xf3\x01\n\x0c\x41gentService\x12>\n\x06Report\x12\x19.certfleet.v1.ReportChunk\x1a\x17.certfleet.v1.ReportAck(\x01\x12X\n\rRenewIdentity\x12\".certfleet.v1.RenewIdentityRequest\x1a#.certfleet.v1.RenewIdentityResponse\x12I\n\x07\x43onnect\x12\x1a.certfleet.v1.AgentMessage\x1a\x1e.certfleet.v1.CollectorCommand(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'certfleet.v1.agent_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_NETWORKSCAN_STARTTLSENTRY']._loaded_options = None
+  _globals['_NETWORKSCAN_STARTTLSENTRY']._serialized_options = b'8\001'
   _globals['_ENROLLREQUEST']._serialized_start=102
   _globals['_ENROLLREQUEST']._serialized_end=187
   _globals['_ENROLLRESPONSE']._serialized_start=189
   _globals['_ENROLLRESPONSE']._serialized_end=294
-  _globals['_AGENTMESSAGE']._serialized_start=296
-  _globals['_AGENTMESSAGE']._serialized_end=408
-  _globals['_AGENTHELLO']._serialized_start=410
-  _globals['_AGENTHELLO']._serialized_end=469
-  _globals['_COLLECTORCOMMAND']._serialized_start=472
-  _globals['_COLLECTORCOMMAND']._serialized_end=820
-  _globals['_PLACECHALLENGE']._serialized_start=823
-  _globals['_PLACECHALLENGE']._serialized_end=958
-  _globals['_REMOVECHALLENGE']._serialized_start=960
-  _globals['_REMOVECHALLENGE']._serialized_end=1053
-  _globals['_PREPARERENEWAL']._serialized_start=1056
-  _globals['_PREPARERENEWAL']._serialized_end=1213
-  _globals['_INSTALLCERTIFICATE']._serialized_start=1216
-  _globals['_INSTALLCERTIFICATE']._serialized_end=1401
-  _globals['_REQUESTFULLREPORT']._serialized_start=1403
-  _globals['_REQUESTFULLREPORT']._serialized_end=1422
-  _globals['_JOBSTEP']._serialized_start=1424
-  _globals['_JOBSTEP']._serialized_end=1492
-  _globals['_JOBUPDATE']._serialized_start=1495
-  _globals['_JOBUPDATE']._serialized_end=1685
-  _globals['_REPORTHEADER']._serialized_start=1688
-  _globals['_REPORTHEADER']._serialized_end=1909
-  _globals['_REPORTCHUNK']._serialized_start=1912
-  _globals['_REPORTCHUNK']._serialized_end=2096
-  _globals['_REPORTACK']._serialized_start=2099
-  _globals['_REPORTACK']._serialized_end=2267
-  _globals['_RENEWIDENTITYREQUEST']._serialized_start=2269
-  _globals['_RENEWIDENTITYREQUEST']._serialized_end=2308
-  _globals['_RENEWIDENTITYRESPONSE']._serialized_start=2310
-  _globals['_RENEWIDENTITYRESPONSE']._serialized_end=2427
-  _globals['_ENROLLMENT']._serialized_start=2429
-  _globals['_ENROLLMENT']._serialized_end=2510
-  _globals['_AGENTSERVICE']._serialized_start=2513
-  _globals['_AGENTSERVICE']._serialized_end=2756
+  _globals['_AGENTMESSAGE']._serialized_start=297
+  _globals['_AGENTMESSAGE']._serialized_end=469
+  _globals['_AGENTHELLO']._serialized_start=471
+  _globals['_AGENTHELLO']._serialized_end=530
+  _globals['_COLLECTORCOMMAND']._serialized_start=533
+  _globals['_COLLECTORCOMMAND']._serialized_end=932
+  _globals['_NETWORKSCAN']._serialized_start=935
+  _globals['_NETWORKSCAN']._serialized_end=1218
+  _globals['_NETWORKSCAN_STARTTLSENTRY']._serialized_start=1171
+  _globals['_NETWORKSCAN_STARTTLSENTRY']._serialized_end=1218
+  _globals['_NETWORKSCANPROGRESS']._serialized_start=1221
+  _globals['_NETWORKSCANPROGRESS']._serialized_end=1364
+  _globals['_PLACECHALLENGE']._serialized_start=1367
+  _globals['_PLACECHALLENGE']._serialized_end=1502
+  _globals['_REMOVECHALLENGE']._serialized_start=1504
+  _globals['_REMOVECHALLENGE']._serialized_end=1597
+  _globals['_PREPARERENEWAL']._serialized_start=1600
+  _globals['_PREPARERENEWAL']._serialized_end=1757
+  _globals['_INSTALLCERTIFICATE']._serialized_start=1760
+  _globals['_INSTALLCERTIFICATE']._serialized_end=1945
+  _globals['_REQUESTFULLREPORT']._serialized_start=1947
+  _globals['_REQUESTFULLREPORT']._serialized_end=1966
+  _globals['_JOBSTEP']._serialized_start=1968
+  _globals['_JOBSTEP']._serialized_end=2036
+  _globals['_JOBUPDATE']._serialized_start=2039
+  _globals['_JOBUPDATE']._serialized_end=2229
+  _globals['_REPORTHEADER']._serialized_start=2232
+  _globals['_REPORTHEADER']._serialized_end=2453
+  _globals['_REPORTCHUNK']._serialized_start=2456
+  _globals['_REPORTCHUNK']._serialized_end=2640
+  _globals['_REPORTACK']._serialized_start=2643
+  _globals['_REPORTACK']._serialized_end=2811
+  _globals['_RENEWIDENTITYREQUEST']._serialized_start=2813
+  _globals['_RENEWIDENTITYREQUEST']._serialized_end=2852
+  _globals['_RENEWIDENTITYRESPONSE']._serialized_start=2854
+  _globals['_RENEWIDENTITYRESPONSE']._serialized_end=2971
+  _globals['_ENROLLMENT']._serialized_start=2973
+  _globals['_ENROLLMENT']._serialized_end=3054
+  _globals['_AGENTSERVICE']._serialized_start=3057
+  _globals['_AGENTSERVICE']._serialized_end=3300
 # @@protoc_insertion_point(module_scope)

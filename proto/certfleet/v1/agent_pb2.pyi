@@ -87,23 +87,27 @@ class AgentMessage(_message.Message):
 
     HELLO_FIELD_NUMBER: _builtins.int
     JOB_UPDATE_FIELD_NUMBER: _builtins.int
+    SCAN_PROGRESS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def hello(self) -> Global___AgentHello:
         """first message on every stream"""
 
     @_builtins.property
     def job_update(self) -> Global___JobUpdate: ...
+    @_builtins.property
+    def scan_progress(self) -> Global___NetworkScanProgress: ...
     def __init__(
         self,
         *,
         hello: Global___AgentHello | None = ...,
         job_update: Global___JobUpdate | None = ...,
+        scan_progress: Global___NetworkScanProgress | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "hello", b"hello", "job_update", b"job_update"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "hello", b"hello", "job_update", b"job_update", "scan_progress", b"scan_progress"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "hello", b"hello", "job_update", b"job_update"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "hello", b"hello", "job_update", b"job_update", "scan_progress", b"scan_progress"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["hello", "job_update"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["hello", "job_update", "scan_progress"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 
@@ -144,6 +148,7 @@ class CollectorCommand(_message.Message):
     REQUEST_FULL_REPORT_FIELD_NUMBER: _builtins.int
     PLACE_CHALLENGE_FIELD_NUMBER: _builtins.int
     REMOVE_CHALLENGE_FIELD_NUMBER: _builtins.int
+    NETWORK_SCAN_FIELD_NUMBER: _builtins.int
     command_id: _builtins.str
     @_builtins.property
     def prepare_renewal(self) -> Global___PrepareRenewal: ...
@@ -155,6 +160,8 @@ class CollectorCommand(_message.Message):
     def place_challenge(self) -> Global___PlaceChallenge: ...
     @_builtins.property
     def remove_challenge(self) -> Global___RemoveChallenge: ...
+    @_builtins.property
+    def network_scan(self) -> Global___NetworkScan: ...
     def __init__(
         self,
         *,
@@ -164,16 +171,142 @@ class CollectorCommand(_message.Message):
         request_full_report: Global___RequestFullReport | None = ...,
         place_challenge: Global___PlaceChallenge | None = ...,
         remove_challenge: Global___RemoveChallenge | None = ...,
+        network_scan: Global___NetworkScan | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "install_certificate", b"install_certificate", "place_challenge", b"place_challenge", "prepare_renewal", b"prepare_renewal", "remove_challenge", b"remove_challenge", "request_full_report", b"request_full_report"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "install_certificate", b"install_certificate", "network_scan", b"network_scan", "place_challenge", b"place_challenge", "prepare_renewal", b"prepare_renewal", "remove_challenge", b"remove_challenge", "request_full_report", b"request_full_report"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "command_id", b"command_id", "install_certificate", b"install_certificate", "place_challenge", b"place_challenge", "prepare_renewal", b"prepare_renewal", "remove_challenge", b"remove_challenge", "request_full_report", b"request_full_report"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "command_id", b"command_id", "install_certificate", b"install_certificate", "network_scan", b"network_scan", "place_challenge", b"place_challenge", "prepare_renewal", b"prepare_renewal", "remove_challenge", b"remove_challenge", "request_full_report", b"request_full_report"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["prepare_renewal", "install_certificate", "request_full_report", "place_challenge", "remove_challenge"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["prepare_renewal", "install_certificate", "request_full_report", "place_challenge", "remove_challenge", "network_scan"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 
 Global___CollectorCommand: _TypeAlias = CollectorCommand  # noqa: Y015
+
+@_typing.final
+class NetworkScan(_message.Message):
+    """Probe address ranges for TLS from this agent (for networks only it can reach).
+    Results come back as locations of store_type "endpoint" (source network_scan,
+    scan_id set) in the agent's next inventory report, then a final NetworkScanProgress.
+    Idempotent: a resent scan_id the agent already finished is answered with its final progress.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class StarttlsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.int
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.int = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    SCAN_ID_FIELD_NUMBER: _builtins.int
+    TARGETS_FIELD_NUMBER: _builtins.int
+    PORTS_FIELD_NUMBER: _builtins.int
+    RATE_PER_SECOND_FIELD_NUMBER: _builtins.int
+    TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
+    CONCURRENCY_FIELD_NUMBER: _builtins.int
+    SNI_NAMES_FIELD_NUMBER: _builtins.int
+    STARTTLS_FIELD_NUMBER: _builtins.int
+    MAX_ADDRESSES_FIELD_NUMBER: _builtins.int
+    scan_id: _builtins.str
+    rate_per_second: _builtins.float
+    """new connections per second, across the scan"""
+    timeout_seconds: _builtins.float
+    """per connection + handshake"""
+    concurrency: _builtins.int
+    """handshakes in flight"""
+    max_addresses: _builtins.int
+    """refuse larger ranges (0: the agent's default)"""
+    @_builtins.property
+    def targets(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """"10.0.0.5", "10.0.0.0/28", "10.0.0.1-10.0.0.20" """
+
+    @_builtins.property
+    def ports(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    @_builtins.property
+    def sni_names(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """names to send (from the registry's SANs for these addresses); none: no SNI"""
+
+    @_builtins.property
+    def starttls(self) -> _containers.ScalarMap[_builtins.int, _builtins.str]:
+        """port -> smtp, imap, pop3 (defaults: 25/587 smtp, 143 imap, 110 pop3)"""
+
+    def __init__(
+        self,
+        *,
+        scan_id: _builtins.str = ...,
+        targets: _abc.Iterable[_builtins.str] | None = ...,
+        ports: _abc.Iterable[_builtins.int] | None = ...,
+        rate_per_second: _builtins.float = ...,
+        timeout_seconds: _builtins.float = ...,
+        concurrency: _builtins.int = ...,
+        sni_names: _abc.Iterable[_builtins.str] | None = ...,
+        starttls: _abc.Mapping[_builtins.int, _builtins.str] | None = ...,
+        max_addresses: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["concurrency", b"concurrency", "max_addresses", b"max_addresses", "ports", b"ports", "rate_per_second", b"rate_per_second", "scan_id", b"scan_id", "sni_names", b"sni_names", "starttls", b"starttls", "targets", b"targets", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NetworkScan: _TypeAlias = NetworkScan  # noqa: Y015
+
+@_typing.final
+class NetworkScanProgress(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCAN_ID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    TARGETS_TOTAL_FIELD_NUMBER: _builtins.int
+    PROBED_FIELD_NUMBER: _builtins.int
+    TLS_FOUND_FIELD_NUMBER: _builtins.int
+    ERRORS_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    scan_id: _builtins.str
+    state: _builtins.str
+    """running, done, failed"""
+    targets_total: _builtins.int
+    """address x port pairs"""
+    probed: _builtins.int
+    tls_found: _builtins.int
+    """endpoints that completed a handshake"""
+    errors: _builtins.int
+    """refused/timeout are not errors; handshake failures are"""
+    reason: _builtins.str
+    """failed: why; done: a summary"""
+    def __init__(
+        self,
+        *,
+        scan_id: _builtins.str = ...,
+        state: _builtins.str = ...,
+        targets_total: _builtins.int = ...,
+        probed: _builtins.int = ...,
+        tls_found: _builtins.int = ...,
+        errors: _builtins.int = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["errors", b"errors", "probed", b"probed", "reason", b"reason", "scan_id", b"scan_id", "state", b"state", "targets_total", b"targets_total", "tls_found", b"tls_found"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NetworkScanProgress: _TypeAlias = NetworkScanProgress  # noqa: Y015
 
 @_typing.final
 class PlaceChallenge(_message.Message):

@@ -112,6 +112,9 @@ Global___HostInfo: _TypeAlias = HostInfo  # noqa: Y015
 class LocationKey(_message.Message):
     """Identifies one place on one host where a certificate lives. The agent is
     implied by the caller's identity.
+      files:    store_type pem, der, pkcs12, jks, jceks; path = absolute path of the store file
+      Windows:  store_type "windows"; path = "LocalMachine\\\\My" (store location\\\\name); alias = thumbprint (SHA-1, upper-case hex)
+      network:  store_type "endpoint"; path = "host:port" ("[v6]:port"); alias = the SNI name sent ("" for none)
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -121,9 +124,9 @@ class LocationKey(_message.Message):
     ALIAS_FIELD_NUMBER: _builtins.int
     CHAIN_INDEX_FIELD_NUMBER: _builtins.int
     store_type: _builtins.str
-    """pem, der, pkcs12, jks, jceks"""
+    """pem, der, pkcs12, jks, jceks, windows, endpoint"""
     path: _builtins.str
-    """absolute path of the store file"""
+    """see above"""
     alias: _builtins.str
     """keystore alias; "" for PEM/DER files"""
     chain_index: _builtins.int
@@ -182,6 +185,12 @@ class Location(_message.Message):
     FILE_MODE_FIELD_NUMBER: _builtins.int
     FILE_MTIME_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    ENDPOINT_FIELD_NUMBER: _builtins.int
+    PROCESSES_FIELD_NUMBER: _builtins.int
+    STALE_FIELD_NUMBER: _builtins.int
+    WINDOWS_FIELD_NUMBER: _builtins.int
+    IIS_BINDINGS_FIELD_NUMBER: _builtins.int
     certificate_der: _builtins.bytes
     fingerprint_sha256: _builtins.str
     """lower-case hex of SHA-256 over certificate_der"""
@@ -194,6 +203,8 @@ class Location(_message.Message):
     file_group: _builtins.str
     file_mode: _builtins.int
     """permission bits, e.g. 0o640"""
+    role: _builtins.str
+    """"service" (default when ""): used by a service; "trust_anchor": an entry of a trust store"""
     @_builtins.property
     def key(self) -> Global___LocationKey: ...
     @_builtins.property
@@ -201,6 +212,26 @@ class Location(_message.Message):
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """from the store's config: environment, service, owner ..."""
+
+    @_builtins.property
+    def endpoint(self) -> Global___EndpointInfo:
+        """store_type endpoint: how the handshake went"""
+
+    @_builtins.property
+    def processes(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProcessLink]:
+        """processes on the host that use this location"""
+
+    @_builtins.property
+    def stale(self) -> Global___StaleService:
+        """set while a process that uses this file serves another certificate"""
+
+    @_builtins.property
+    def windows(self) -> Global___WindowsStoreEntry:
+        """store_type windows"""
+
+    @_builtins.property
+    def iis_bindings(self) -> _containers.RepeatedCompositeFieldContainer[Global___IisBinding]:
+        """store_type windows: IIS bindings that use this certificate"""
 
     def __init__(
         self,
@@ -217,14 +248,268 @@ class Location(_message.Message):
         file_mode: _builtins.int = ...,
         file_mtime: _timestamp_pb2.Timestamp | None = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        role: _builtins.str = ...,
+        endpoint: Global___EndpointInfo | None = ...,
+        processes: _abc.Iterable[Global___ProcessLink] | None = ...,
+        stale: Global___StaleService | None = ...,
+        windows: Global___WindowsStoreEntry | None = ...,
+        iis_bindings: _abc.Iterable[Global___IisBinding] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["file_mtime", b"file_mtime", "key", b"key"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["endpoint", b"endpoint", "file_mtime", b"file_mtime", "key", b"key", "stale", b"stale", "windows", b"windows"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["certificate_der", b"certificate_der", "entry_type", b"entry_type", "file_group", b"file_group", "file_mode", b"file_mode", "file_mtime", b"file_mtime", "file_owner", b"file_owner", "fingerprint_sha256", b"fingerprint_sha256", "has_private_key", b"has_private_key", "key", b"key", "key_encrypted", b"key_encrypted", "key_match", b"key_match", "labels", b"labels"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["certificate_der", b"certificate_der", "endpoint", b"endpoint", "entry_type", b"entry_type", "file_group", b"file_group", "file_mode", b"file_mode", "file_mtime", b"file_mtime", "file_owner", b"file_owner", "fingerprint_sha256", b"fingerprint_sha256", "has_private_key", b"has_private_key", "iis_bindings", b"iis_bindings", "key", b"key", "key_encrypted", b"key_encrypted", "key_match", b"key_match", "labels", b"labels", "processes", b"processes", "role", b"role", "stale", b"stale", "windows", b"windows"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Location: _TypeAlias = Location  # noqa: Y015
+
+@_typing.final
+class EndpointInfo(_message.Message):
+    """One TLS handshake with one endpoint, as the agent saw it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOST_FIELD_NUMBER: _builtins.int
+    PORT_FIELD_NUMBER: _builtins.int
+    SNI_FIELD_NUMBER: _builtins.int
+    PROTOCOL_FIELD_NUMBER: _builtins.int
+    CIPHER_FIELD_NUMBER: _builtins.int
+    STARTTLS_FIELD_NUMBER: _builtins.int
+    CHAIN_VALID_FIELD_NUMBER: _builtins.int
+    VALIDATION_ERROR_FIELD_NUMBER: _builtins.int
+    CHAIN_FINGERPRINTS_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    SCAN_ID_FIELD_NUMBER: _builtins.int
+    HANDSHAKE_SECONDS_FIELD_NUMBER: _builtins.int
+    host: _builtins.str
+    port: _builtins.int
+    sni: _builtins.str
+    """the server name sent ("" for none)"""
+    protocol: _builtins.str
+    """TLSv1.3, TLSv1.2 ..."""
+    cipher: _builtins.str
+    starttls: _builtins.str
+    """"" for implicit TLS; smtp, imap, pop3"""
+    chain_valid: _builtins.bool
+    """the presented chain validates against the host's trust store and names sni/host"""
+    validation_error: _builtins.str
+    source: _builtins.str
+    """local_listener, configured, network_scan"""
+    scan_id: _builtins.str
+    """network_scan: the scan that found it"""
+    handshake_seconds: _builtins.float
+    @_builtins.property
+    def chain_fingerprints(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """SHA-256 of the certificates sent after the leaf, in order"""
+
+    def __init__(
+        self,
+        *,
+        host: _builtins.str = ...,
+        port: _builtins.int = ...,
+        sni: _builtins.str = ...,
+        protocol: _builtins.str = ...,
+        cipher: _builtins.str = ...,
+        starttls: _builtins.str = ...,
+        chain_valid: _builtins.bool = ...,
+        validation_error: _builtins.str = ...,
+        chain_fingerprints: _abc.Iterable[_builtins.str] | None = ...,
+        source: _builtins.str = ...,
+        scan_id: _builtins.str = ...,
+        handshake_seconds: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chain_fingerprints", b"chain_fingerprints", "chain_valid", b"chain_valid", "cipher", b"cipher", "handshake_seconds", b"handshake_seconds", "host", b"host", "port", b"port", "protocol", b"protocol", "scan_id", b"scan_id", "sni", b"sni", "source", b"source", "starttls", b"starttls", "validation_error", b"validation_error"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EndpointInfo: _TypeAlias = EndpointInfo  # noqa: Y015
+
+@_typing.final
+class ProcessLink(_message.Message):
+    """A process that uses a certificate location: it has the file open, names it on its
+    command line or in a known config (nginx, apache, haproxy, postfix, a JVM's keystore
+    arguments), or listens on the endpoint.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    EXECUTABLE_FIELD_NUMBER: _builtins.int
+    USER_FIELD_NUMBER: _builtins.int
+    SERVICE_FIELD_NUMBER: _builtins.int
+    LISTEN_FIELD_NUMBER: _builtins.int
+    EVIDENCE_FIELD_NUMBER: _builtins.int
+    CONFIG_PATH_FIELD_NUMBER: _builtins.int
+    SUGGESTED_RELOAD_FIELD_NUMBER: _builtins.int
+    pid: _builtins.int
+    name: _builtins.str
+    """nginx, java, ..."""
+    executable: _builtins.str
+    user: _builtins.str
+    service: _builtins.str
+    """systemd unit, Windows service or IIS site, "" when unknown"""
+    evidence: _builtins.str
+    """open_file, cmdline, config:nginx, config:apache, config:haproxy, config:postfix, jvm_keystore, listener"""
+    config_path: _builtins.str
+    """the config file that names the location, for config:* evidence"""
+    suggested_reload: _builtins.str
+    """a reload action of the agent's config that fits this process, "" when none"""
+    @_builtins.property
+    def listen(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """"127.0.0.1:443": sockets the process listens on"""
+
+    def __init__(
+        self,
+        *,
+        pid: _builtins.int = ...,
+        name: _builtins.str = ...,
+        executable: _builtins.str = ...,
+        user: _builtins.str = ...,
+        service: _builtins.str = ...,
+        listen: _abc.Iterable[_builtins.str] | None = ...,
+        evidence: _builtins.str = ...,
+        config_path: _builtins.str = ...,
+        suggested_reload: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["config_path", b"config_path", "evidence", b"evidence", "executable", b"executable", "listen", b"listen", "name", b"name", "pid", b"pid", "service", b"service", "suggested_reload", b"suggested_reload", "user", b"user"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProcessLink: _TypeAlias = ProcessLink  # noqa: Y015
+
+@_typing.final
+class StaleService(_message.Message):
+    """The file says one certificate, the port its process listens on serves another:
+    typically a renewal without a reload.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENDPOINT_FIELD_NUMBER: _builtins.int
+    SERVED_FINGERPRINT_FIELD_NUMBER: _builtins.int
+    PID_FIELD_NUMBER: _builtins.int
+    PROCESS_NAME_FIELD_NUMBER: _builtins.int
+    SINCE_FIELD_NUMBER: _builtins.int
+    endpoint: _builtins.str
+    """host:port that serves the other certificate"""
+    served_fingerprint: _builtins.str
+    pid: _builtins.int
+    process_name: _builtins.str
+    @_builtins.property
+    def since(self) -> _timestamp_pb2.Timestamp:
+        """when the agent first saw this mismatch"""
+
+    def __init__(
+        self,
+        *,
+        endpoint: _builtins.str = ...,
+        served_fingerprint: _builtins.str = ...,
+        pid: _builtins.int = ...,
+        process_name: _builtins.str = ...,
+        since: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["endpoint", b"endpoint", "pid", b"pid", "process_name", b"process_name", "served_fingerprint", b"served_fingerprint", "since", b"since"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StaleService: _TypeAlias = StaleService  # noqa: Y015
+
+@_typing.final
+class WindowsStoreEntry(_message.Message):
+    """A certificate in a Windows certificate store (read through CryptoAPI)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STORE_LOCATION_FIELD_NUMBER: _builtins.int
+    STORE_NAME_FIELD_NUMBER: _builtins.int
+    THUMBPRINT_FIELD_NUMBER: _builtins.int
+    FRIENDLY_NAME_FIELD_NUMBER: _builtins.int
+    KEY_EXPORTABLE_FIELD_NUMBER: _builtins.int
+    KEY_PROVIDER_FIELD_NUMBER: _builtins.int
+    KEY_CONTAINER_FIELD_NUMBER: _builtins.int
+    store_location: _builtins.str
+    """LocalMachine"""
+    store_name: _builtins.str
+    """My, WebHosting, ..."""
+    thumbprint: _builtins.str
+    """SHA-1, upper-case hex"""
+    friendly_name: _builtins.str
+    key_exportable: _builtins.bool
+    key_provider: _builtins.str
+    """e.g. Microsoft Software Key Storage Provider"""
+    key_container: _builtins.str
+    def __init__(
+        self,
+        *,
+        store_location: _builtins.str = ...,
+        store_name: _builtins.str = ...,
+        thumbprint: _builtins.str = ...,
+        friendly_name: _builtins.str = ...,
+        key_exportable: _builtins.bool = ...,
+        key_provider: _builtins.str = ...,
+        key_container: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["friendly_name", b"friendly_name", "key_container", b"key_container", "key_exportable", b"key_exportable", "key_provider", b"key_provider", "store_location", b"store_location", "store_name", b"store_name", "thumbprint", b"thumbprint"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WindowsStoreEntry: _TypeAlias = WindowsStoreEntry  # noqa: Y015
+
+@_typing.final
+class IisBinding(_message.Message):
+    """One IIS site binding (applicationHost.config / netsh http sslcert)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SITE_FIELD_NUMBER: _builtins.int
+    PROTOCOL_FIELD_NUMBER: _builtins.int
+    IP_FIELD_NUMBER: _builtins.int
+    PORT_FIELD_NUMBER: _builtins.int
+    HOST_NAME_FIELD_NUMBER: _builtins.int
+    SNI_FIELD_NUMBER: _builtins.int
+    CERTIFICATE_HASH_FIELD_NUMBER: _builtins.int
+    STORE_NAME_FIELD_NUMBER: _builtins.int
+    site: _builtins.str
+    protocol: _builtins.str
+    """https"""
+    ip: _builtins.str
+    """"*" or an address"""
+    port: _builtins.int
+    host_name: _builtins.str
+    """"" for none"""
+    sni: _builtins.bool
+    certificate_hash: _builtins.str
+    """thumbprint, upper-case hex"""
+    store_name: _builtins.str
+    """My, WebHosting"""
+    def __init__(
+        self,
+        *,
+        site: _builtins.str = ...,
+        protocol: _builtins.str = ...,
+        ip: _builtins.str = ...,
+        port: _builtins.int = ...,
+        host_name: _builtins.str = ...,
+        sni: _builtins.bool = ...,
+        certificate_hash: _builtins.str = ...,
+        store_name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["certificate_hash", b"certificate_hash", "host_name", b"host_name", "ip", b"ip", "port", b"port", "protocol", b"protocol", "site", b"site", "sni", b"sni", "store_name", b"store_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IisBinding: _TypeAlias = IisBinding  # noqa: Y015
 
 @_typing.final
 class ScanError(_message.Message):

@@ -1,0 +1,1 @@
+"""Discovery beyond files: TLS endpoints, listening sockets, which process serves which certificate."""
