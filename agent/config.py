@@ -48,7 +48,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from agent.errors import ConfigError, PasswordUnavailable, ReloadNotAllowed
 
@@ -68,6 +68,20 @@ _STORE_KEYS = {
     "follow_symlinks", "reload", "verify", "verify_timeout", "acme_webroot",
 }
 _TOP_KEYS = {"agent", "store", "collector", "reload"}
+
+# Feature sections with a parser of their own: [endpoints] and [discovery]
+# (agent/discovery/settings.py), [windows] (agent/windows/settings.py). A parser
+# takes (raw table, where, base dir) and returns its frozen settings object or
+# raises ConfigError naming the line (``where(section, 0, key)`` gives "file:line").
+# The result is in ``AgentConfig.sections[name]``; a section that is absent is
+# parsed from {} so features get their defaults.
+SectionParser = Callable[[Any, "_Where", Path], Any]
+
+
+def _section_parsers() -> dict[str, SectionParser]:
+    parsers: dict[str, SectionParser] = {}
+    # imported here: the feature packages import this module
+    return parsers
 _RELOAD_KEYS = {"command", "timeout"}
 _VERIFY_KEYS = {"host", "port", "sni", "ca_file"}
 _ACTION_NAME = re.compile(r"[A-Za-z0-9_.\-]+")
@@ -224,6 +238,7 @@ class AgentConfig:
     stores: tuple[StoreConfig, ...] = ()
     collector: Mapping[str, Any] = field(default_factory=dict)
     reload_actions: Mapping[str, ReloadAction] = field(default_factory=lambda: MappingProxyType({}))
+    sections: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))   # see _section_parsers
 
     def reload_action(self, name: str) -> ReloadAction:
         """The reload action called ``name``.
@@ -425,8 +440,9 @@ def parse_config(text: str, path: Path | None = None, world_readable: bool = Fal
         raise ConfigError(f"{path or '<config>'}: invalid TOML: {e}") from None
     base = path.parent if path is not None else Path.cwd()
 
+    parsers = _section_parsers()
     for key in doc:
-        if key not in _TOP_KEYS:
+        if key not in _TOP_KEYS and key not in parsers:
             raise ConfigError(
                 f"{where(None, 0, key) if not isinstance(doc[key], dict) else where(key)}: "
                 f"unknown key {key!r} (expected [agent], [collector], [reload.<name>] or [[store]] tables)"
@@ -491,10 +507,17 @@ def parse_config(text: str, path: Path | None = None, world_readable: bool = Fal
             )
         stores.append(store)
 
+    sections: dict[str, Any] = {}
+    for name, parse_section in parsers.items():
+        raw_section = doc.get(name, {})
+        if not isinstance(raw_section, dict):
+            raise ConfigError(f"{where(None, 0, name)}: {name!r} must be a table ([{name}])")
+        sections[name] = parse_section(raw_section, where, base)
+
     return AgentConfig(
         config_path=path, data_dir=data_dir, hostname=hostname, scan_interval=scan_interval,
         max_file_size=max_file_size, labels=labels, stores=tuple(stores), collector=collector,
-        reload_actions=reload_actions,
+        reload_actions=reload_actions, sections=MappingProxyType(sections),
     )
 
 
