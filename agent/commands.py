@@ -87,6 +87,7 @@ class CommandHandler:
         self.installer = installer
         self.on_installed = on_installed or (lambda: None)
         self.full_report_requested = threading.Event()
+        self.network_scans = None   # agent.discovery.netscan.NetworkScans, set by the service (runs scans off this thread)
 
     def handle(self, cmd: agent_pb2.CollectorCommand) -> list[agent_pb2.JobUpdate]:
         kind = cmd.WhichOneof("body")
@@ -101,6 +102,12 @@ class CommandHandler:
             return []
         if kind == "request_full_report":
             self.full_report_requested.set()
+            return []
+        if kind == "network_scan":
+            if self.network_scans is None:
+                log.warning("network scan %s ignored: this agent runs scans only as a service", cmd.network_scan.scan_id)
+            else:
+                self.network_scans.submit(cmd.network_scan)   # progress goes out through CommandStream.send
             return []
         log.warning("ignoring unknown command %s", cmd.command_id)
         return []
@@ -174,6 +181,17 @@ class CommandStream:
         self.reload_actions = reload_actions
         self.rng = rng or random.Random()
         self.connected = threading.Event()
+        self._out: queue.Queue[agent_pb2.AgentMessage | None] | None = None
+
+    def send(self, msg: agent_pb2.AgentMessage | agent_pb2.NetworkScanProgress) -> bool:
+        """Send a message on the open stream from any thread; False when not connected (it is dropped)."""
+        if isinstance(msg, agent_pb2.NetworkScanProgress):
+            msg = agent_pb2.AgentMessage(scan_progress=msg)
+        out = self._out
+        if out is None:
+            return False
+        out.put(msg)
+        return True
 
     def _outgoing(self, out: "queue.Queue[agent_pb2.AgentMessage | None]") -> Iterator[agent_pb2.AgentMessage]:
         yield agent_pb2.AgentMessage(hello=agent_pb2.AgentHello(agent_version=__version__,
@@ -193,11 +211,13 @@ class CommandStream:
         stopper = threading.Thread(target=lambda: (stop.wait(), call.cancel()), daemon=True)
         stopper.start()
         try:
+            self._out = out
             self.connected.set()
             for cmd in call:
                 for update in self.handler.handle(cmd):
                     out.put(agent_pb2.AgentMessage(job_update=update))
         finally:
+            self._out = None
             self.connected.clear()
             out.put(None)
             channel.close()

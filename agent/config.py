@@ -24,6 +24,7 @@
     verify = [{ host = "127.0.0.1", port = 443, sni = "www.example.net" }]   # or [[store.verify]]
     verify_timeout = "10s"        # how long an install waits for the endpoints to serve the new certificate
     acme_webroot = "/var/www/acme"  # optional: ACME http-01 files go to <acme_webroot>/.well-known/acme-challenge/
+    role = "trust_anchor"         # optional: a trust store (inventoried apart, never renewed); default: by path
 
     [reload.nginx]                # the only commands an install may run (the collector names them)
     command = ["/usr/sbin/nginx", "-s", "reload"]   # an argument list, never a shell string
@@ -65,8 +66,9 @@ _TYPE_ALIASES = {"jceks": "jks", "p12": "pkcs12", "pfx": "pkcs12", "crt": "pem",
 _AGENT_KEYS = {"data_dir", "hostname", "scan_interval", "max_file_size", "labels"}
 _STORE_KEYS = {
     "name", "type", "paths", "exclude", "labels", "password", "password_file", "password_env",
-    "follow_symlinks", "reload", "verify", "verify_timeout", "acme_webroot",
+    "follow_symlinks", "reload", "verify", "verify_timeout", "acme_webroot", "role",
 }
+STORE_ROLES = ("service", "trust_anchor")
 _TOP_KEYS = {"agent", "store", "collector", "reload"}
 
 # Feature sections with a parser of their own: [endpoints] and [discovery]
@@ -81,6 +83,11 @@ SectionParser = Callable[[Any, "_Where", Path], Any]
 def _section_parsers() -> dict[str, SectionParser]:
     parsers: dict[str, SectionParser] = {}
     # imported here: the feature packages import this module
+    from agent.discovery.settings import parse_discovery, parse_endpoints
+    parsers["endpoints"] = parse_endpoints
+    parsers["discovery"] = parse_discovery
+    from agent.windows.settings import parse_windows_section
+    parsers["windows"] = parse_windows_section
     return parsers
 _RELOAD_KEYS = {"command", "timeout"}
 _VERIFY_KEYS = {"host", "port", "sni", "ca_file"}
@@ -171,6 +178,7 @@ class StoreConfig:
     verify: tuple[VerifyEndpoint, ...] = ()
     verify_timeout: float = DEFAULT_VERIFY_TIMEOUT  # seconds
     acme_webroot: str | None = None                 # where the web server serves /.well-known/acme-challenge/ from
+    role: str | None = None                         # "trust_anchor" or "service"; None: by path (agent/discovery/trust.py)
 
     @property
     def has_password_source(self) -> bool:
@@ -714,10 +722,14 @@ def _store(s: Any, i: int, base: Path, where: _Where, world_readable: bool) -> S
             raise err("acme_webroot", "acme_webroot must be the folder the web server serves "
                                       "/.well-known/acme-challenge/ from")
         webroot = str(_resolve(webroot, base))
+    role = s.get("role")
+    if role is not None and role not in STORE_ROLES:
+        raise err("role", f"role must be \"service\" (certificates a service uses) or \"trust_anchor\" "
+                          f"(a trust store: inventoried, never renewed); got {role!r}")
 
     return StoreConfig(
         name=name, type=stype, paths=paths, exclude=exclude, labels=labels, password=password,
         password_file=password_file, password_env=password_env, follow_symlinks=follow,
         reload=reload_name.strip() if reload_name else None, verify=verify, verify_timeout=verify_timeout,
-        acme_webroot=webroot,
+        acme_webroot=webroot, role=role,
     )

@@ -156,6 +156,11 @@ class InstallRequest:
         with :func:`~agent.stores.writers.find_key_file` when not given.
         Raises :class:`~agent.errors.AgentError` subclasses with a clear message.
         """
+        if location.store_type == "windows":   # the Windows certificate store: agent/windows/install.py
+            from agent.windows.install import WindowsInstallRequest
+            return WindowsInstallRequest.from_config(  # type: ignore[return-value]
+                config, job_id=job_id, location=location, key=key, cert_der=cert_der, chain_ders=chain_ders,
+                expected_old_fingerprint=expected_old_fingerprint, ca_bundle=ca_bundle)
         store = _store_for(config, location, store_name)
         action: ReloadAction | None = None
         if reload is True:
@@ -704,6 +709,9 @@ class _Run:
 
 def install(request: InstallRequest, data_dir: str | os.PathLike[str], on_step: OnStep | None = None) -> InstallResult:
     """Install ``request`` (see the module doc); never raises for a failed install: see ``result.state``."""
+    if request.location.store_type == "windows":   # WindowsInstallRequest: import, rebind IIS/http.sys, verify
+        from agent.windows.install import install_windows
+        return install_windows(request, data_dir, on_step)  # type: ignore[arg-type]
     return _Run(request, Path(data_dir), on_step).run()
 
 

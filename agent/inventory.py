@@ -34,6 +34,12 @@ REASONS = {
     "vanished": "the file disappeared during the scan",
     "unsupported": "the file's format or algorithm is not supported",
     "no_certificates": "the file holds no certificates",
+    # TLS endpoints (agent/discovery): a configured target that gave no certificate
+    "refused": "connection refused: nothing listens there",
+    "timeout": "no complete TLS answer within the timeout",
+    "not_tls": "something answers, but not TLS (or STARTTLS is not offered)",
+    "handshake_failed": "a TLS server refused the handshake or sent no certificate",
+    "unreachable": "no route to the host, or its name does not resolve",
 }
 
 

@@ -10,6 +10,7 @@ import datetime as dt
 import json
 import math
 import textwrap
+import warnings
 from dataclasses import dataclass
 from typing import Any, Iterable, TextIO
 
@@ -18,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, r
 
 from agent.config import AgentConfig
 from agent.errors import AgentError
-from agent.inventory import FoundCert, ScanProblem
+from agent.inventory import TRUST_ANCHOR, FoundCert, ScanProblem
 from agent.scanner import ScanCounters, Scanner
 
 __all__ = [
@@ -52,6 +53,12 @@ class CertFacts:
 
 def cert_facts(der: bytes) -> CertFacts:
     """Parse ``der`` with cryptography; unparseable certificates get ``error`` set."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")     # old trust anchors with non-positive serials: shown, not warned about
+        return _cert_facts(der)
+
+
+def _cert_facts(der: bytes) -> CertFacts:
     try:
         cert = x509.load_der_x509_certificate(der)
         subject = cert.subject.rfc4514_string()
@@ -138,6 +145,17 @@ def cert_row(found: FoundCert, facts: CertFacts, now: dt.datetime, store: str = 
         "file_group": found.file_group,
         "file_mode": f"{found.file_mode:04o}",
         "labels": dict(found.labels),
+        "role": found.role,
+        "processes": [{
+            "pid": p.pid, "name": p.name, "executable": p.executable, "user": p.user, "service": p.service,
+            "listen": list(p.listen), "evidence": p.evidence, "config_path": p.config_path,
+            "suggested_reload": p.suggested_reload,
+        } for p in found.processes],
+        "stale": None if found.stale is None else {
+            "endpoint": found.stale.endpoint, "served_fingerprint": found.stale.served_fingerprint,
+            "pid": found.stale.pid, "process_name": found.stale.process_name,
+            "since": _iso(dt.datetime.fromtimestamp(found.stale.since, _UTC)),
+        },
     }
 
 
@@ -157,19 +175,27 @@ def problem_row(p: ScanProblem, store: str = "") -> dict[str, Any]:
 
 def format_json(rows: list[dict[str, Any]], problems: list[dict[str, Any]], counters: ScanCounters,
                 hostname: str, now: dt.datetime) -> str:
-    """The JSON report: ``certificates`` sorted by not_after, ``errors`` and a ``summary``."""
-    rows = sorted(rows, key=_sort_key)
+    """The JSON report: ``certificates`` sorted by not_after, ``trust_anchors`` (entries of trust
+    stores) apart, ``errors`` and a ``summary``."""
+    rows, anchors = _split_anchors(sorted(rows, key=_sort_key))
     doc = {
         "hostname": hostname,
         "scanned_at": _iso(_aware(now)),
-        "summary": _summary(rows, problems, counters),
+        "summary": _summary(rows, problems, counters, anchors),
         "certificates": rows,
+        "trust_anchors": anchors,
         "errors": problems,
     }
     return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
 
 
-def _summary(rows: list[dict[str, Any]], problems: list[dict[str, Any]], counters: ScanCounters) -> dict[str, int]:
+def _split_anchors(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(service certificate rows, trust anchor rows)."""
+    return ([r for r in rows if r.get("role") != TRUST_ANCHOR], [r for r in rows if r.get("role") == TRUST_ANCHOR])
+
+
+def _summary(rows: list[dict[str, Any]], problems: list[dict[str, Any]], counters: ScanCounters,
+             anchors: list[dict[str, Any]] | None = None) -> dict[str, int]:
     days = [r["days_left"] for r in rows if r["days_left"] is not None]
     return {
         "stores": counters.stores_scanned,
@@ -178,6 +204,9 @@ def _summary(rows: list[dict[str, Any]], problems: list[dict[str, Any]], counter
         "expired": sum(1 for d in days if d < 0),
         "expiring_soon": sum(1 for d in days if 0 <= d < SOON_DAYS),
         "problems": len(problems),
+        "trust_anchors": len(anchors or ()),
+        "stale": sum(1 for r in rows if r.get("stale")),
+        "linked_to_processes": sum(1 for r in rows if r.get("processes")),
     }
 
 
@@ -221,13 +250,14 @@ def format_table(rows: list[dict[str, Any]], problems: list[dict[str, Any]], cou
     Every line fits in ``width`` columns. Long subjects are cut on the right,
     long locations on the left (the file name stays visible).
     """
-    rows = sorted(rows, key=_sort_key)
-    s = _summary(rows, problems, counters)
+    rows, anchors = _split_anchors(sorted(rows, key=_sort_key))
+    s = _summary(rows, problems, counters, anchors)
     lines = [
-        _cut(f"{hostname}: {s['certificates']} certificates in {s['files']} files from {s['stores']} stores",
-             width, ellipsis),
+        _cut(f"{hostname}: {s['certificates']} certificates in {s['files']} files from {s['stores']} stores"
+             + (f", and {s['trust_anchors']} trust anchors" if anchors else ""), width, ellipsis),
         _cut(f"{s['expired']} expired, {s['expiring_soon']} expiring within {SOON_DAYS} days, "
-             f"{s['problems']} problems", width, ellipsis),
+             f"{s['problems']} problems" + (f", {s['stale']} STALE (renewed on disk, not served)" if s["stale"] else ""),
+             width, ellipsis),
         "",
     ]
     cols = [("NOT AFTER", 10), ("DAYS", 5), ("SUBJECT", 24), ("KEY", 8), ("PRIVATE", 9)]
@@ -248,8 +278,21 @@ def format_table(rows: list[dict[str, Any]], problems: list[dict[str, Any]], cou
             line = " ".join(f"{c:<{w}}" for c, (_, w) in zip(cells, cols, strict=True))
             line += " " + _cut_left(_location(r), loc_w, ellipsis)
             lines.append(line.rstrip())
+            lines.extend(_process_lines(r, width, ellipsis))
     else:
         lines.append("No certificates found.")
+    if anchors:
+        lines += ["", _cut(f"Trust anchors ({len(anchors)}; inventoried apart, never renewed):", width, ellipsis)]
+        per_file: dict[tuple[str, str], int] = {}
+        for r in anchors:
+            per_file[(r["store"], r["path"])] = per_file.get((r["store"], r["path"]), 0) + 1
+        by_store: dict[str, list[int]] = {}
+        for (store, _path), n in per_file.items():
+            by_store.setdefault(store, []).append(n)
+        for store, counts in sorted(by_store.items()):
+            expired = sum(1 for r in anchors if r["store"] == store and (r["days_left"] or 0) < 0)
+            lines.append(_cut(f"  {store or '-'}: {sum(counts)} certificates in {len(counts)} files"
+                              + (f", {expired} expired" if expired else ""), width, ellipsis))
     if problems:
         lines += ["", f"Problems ({len(problems)}):"]
         for p in sorted(problems, key=lambda p: (p["path"], p["alias"], p["reason"])):
@@ -258,6 +301,28 @@ def format_table(rows: list[dict[str, Any]], problems: list[dict[str, Any]], cou
             for part in textwrap.wrap(p["message"], width - 18) or [""]:
                 lines.append(" " * 18 + part)
     return "\n".join(lines) + "\n"
+
+
+def _process_lines(row: dict[str, Any], width: int, ellipsis: str) -> list[str]:
+    """Indented lines under a certificate: the processes using it, and a stale flag."""
+    out = []
+    for p in row.get("processes") or []:
+        text = f"used by {p['name']} (pid {p['pid']}"
+        if p["service"]:
+            text += f", {p['service']}"
+        text += f", {p['evidence']}"
+        if p["listen"]:
+            text += ", listens " + " ".join(p["listen"])
+        if p["suggested_reload"]:
+            text += f", reload: {p['suggested_reload']}"
+        out.extend(textwrap.wrap(text + ")", width, initial_indent="    ", subsequent_indent="      "))
+    st = row.get("stale")
+    if st:
+        out.extend(textwrap.wrap(
+            f"STALE since {st['since']}: {st['endpoint']} still serves {st['served_fingerprint'][:12]} "
+            f"({st['process_name']} pid {st['pid']}); reload it", width, initial_indent="    ",
+            subsequent_indent="      "))
+    return out
 
 
 def _key_cell(row: dict[str, Any]) -> str:
@@ -298,7 +363,14 @@ def render_scan(config: AgentConfig, fmt: str, out: TextIO, now: dt.datetime) ->
     if fmt not in FORMATS:
         raise AgentError(f"unknown output format {fmt!r}; use one of: {', '.join(FORMATS)}")
     scanner = Scanner(config)
-    rows, problems = collect(scanner.scan(force=True), now)
+    from agent.discovery.annotate import FileAnnotator
+
+    annotator = FileAnnotator.from_config(config)
+    annotation = annotator.begin(persist=False) if annotator is not None else None   # the agent service owns stale.json
+    scans = scanner.scan(force=True)
+    if annotation is not None:
+        scans = (_Annotated(fs, annotation.annotate(fs.entries)) for fs in scans)
+    rows, problems = collect(scans, now)
     if fmt == "json":
         out.write(format_json(rows, problems, scanner.counters, config.hostname, now))
     else:
@@ -306,6 +378,22 @@ def render_scan(config: AgentConfig, fmt: str, out: TextIO, now: dt.datetime) ->
                                ellipsis=_ellipsis_for(out)))
     out.flush()
     return 0
+
+
+@dataclass(frozen=True)
+class _Annotated:
+    """A FileScan with annotated entries (the fields collect() reads)."""
+
+    fs: Any
+    entries: list[FoundCert]
+
+    @property
+    def problems(self) -> Any:
+        return self.fs.problems
+
+    @property
+    def store_name(self) -> str:
+        return self.fs.store_name
 
 
 def _ellipsis_for(out: TextIO) -> str:

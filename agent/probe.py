@@ -13,20 +13,22 @@ import datetime as dt
 import hashlib
 import ipaddress
 import os
+import select
 import socket
 import ssl
 import time
 import warnings
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import Any, Callable
 
 from cryptography import x509
 from cryptography.x509.verification import DNSName, IPAddress, PolicyBuilder, Store, VerificationError
 
 from agent.errors import ProbeError
 
-__all__ = ["ProbeResult", "probe", "validate_chain", "system_roots", "SYSTEM_CA_FILE"]
+__all__ = ["ProbeResult", "probe", "validate_chain", "system_roots", "SYSTEM_CA_FILE", "Handshake", "HandshakeError",
+           "handshake"]
 
 SYSTEM_CA_FILE = "/etc/ssl/certs/ca-certificates.crt"
 
@@ -140,48 +142,146 @@ def validate_chain(leaf_der: bytes, chain_ders: list[bytes] | tuple[bytes, ...],
     return ""
 
 
+# Stable codes for why a handshake gave no certificate (HandshakeError.code).
+REFUSED = "refused"                  # nothing listens there
+TIMEOUT = "timeout"                  # no complete answer within the timeout
+NOT_TLS = "not_tls"                  # something answers, but not TLS (or STARTTLS is not offered)
+HANDSHAKE_FAILED = "handshake_failed"  # a TLS server refused the handshake (alert), or sent no certificate
+UNREACHABLE = "unreachable"          # no route, host down, name does not resolve
+
+# OpenSSL reasons that mean "the peer does not speak TLS at all"
+_NOT_TLS_REASONS = {
+    "WRONG_VERSION_NUMBER", "UNKNOWN_PROTOCOL", "HTTP_REQUEST", "HTTPS_PROXY_REQUEST", "PACKET_LENGTH_TOO_LONG",
+    "RECORD_LAYER_FAILURE", "RECORD_LENGTH_MISMATCH", "WRONG_SSL_VERSION", "UNEXPECTED_MESSAGE",
+    "BAD_PACKET_LENGTH", "UNEXPECTED_EOF_WHILE_READING", "NO_PROTOCOLS_AVAILABLE",
+}
+
+
+class HandshakeError(ProbeError):
+    """A handshake that gave no certificate; ``code`` is one of the stable codes above."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Handshake:
+    """What one completed handshake showed: the certificates sent (leaf first), protocol, cipher."""
+
+    presented: tuple[bytes, ...] = field(repr=False)
+    protocol: str
+    cipher: str
+    seconds: float
+
+
+Prepare = Callable[[socket.socket, float], None]   # (plain socket, monotonic deadline): e.g. a STARTTLS exchange
+
+
+def _wait(sock: socket.socket, write: bool, deadline: float) -> bool:
+    """Wait until ``sock`` is readable (or writable); False when the deadline passed first."""
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        return False
+    if hasattr(select, "poll"):
+        p = select.poll()
+        p.register(sock, select.POLLOUT if write else select.POLLIN)
+        return bool(p.poll(remaining * 1000.0))
+    r, w, _ = select.select([] if write else [sock], [sock] if write else [], [], remaining)
+    return bool(r or w)
+
+
+def _not_server_name(sni: str | None) -> str | None:
+    if not sni:
+        return None
+    try:
+        ipaddress.ip_address(sni)
+        return None                        # SNI never carries IP addresses
+    except ValueError:
+        return sni
+
+
+def handshake(host: str, port: int, sni: str | None = None, timeout: float = 5.0,
+              prepare: Prepare | None = None) -> Handshake:
+    """One TLS handshake with ``host:port`` that trusts nothing, within a hard ``timeout``.
+
+    The timeout bounds connect, ``prepare`` (a STARTTLS exchange on the plain
+    socket, given the monotonic deadline) and the handshake together: a server
+    that accepts and then trickles or says nothing cannot stretch it. Raises
+    :class:`HandshakeError` with a stable ``code`` and a message naming the
+    endpoint. (Name resolution of a host name is not bounded by it.)
+    """
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE        # see everything; validation follows, separately
+    t0 = time.perf_counter()
+    deadline = time.monotonic() + timeout
+    raw: socket.socket | None = None
+    try:
+        raw = socket.create_connection((host, port), timeout=timeout)
+        if time.monotonic() >= deadline:      # a name with several addresses may have used it all up
+            raise TimeoutError
+        if prepare is not None:
+            prepare(raw, deadline)
+        raw.setblocking(False)
+        tls = ctx.wrap_socket(raw, server_hostname=_not_server_name(sni), do_handshake_on_connect=False)
+        raw = tls
+        while True:
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                if not _wait(tls, False, deadline):
+                    raise TimeoutError from None
+            except ssl.SSLWantWriteError:
+                if not _wait(tls, True, deadline):
+                    raise TimeoutError from None
+        presented = tuple(_presented(tls))
+        protocol = tls.version() or ""
+        cipher = (tls.cipher() or ("", "", 0))[0]
+    except HandshakeError:
+        raise
+    except (socket.timeout, TimeoutError):
+        raise HandshakeError(TIMEOUT, f"{where}: no TLS answer within {timeout:g} s") from None
+    except ssl.SSLError as e:
+        reason = getattr(e, "reason", None) or ""
+        if isinstance(e, ssl.SSLEOFError) or reason in _NOT_TLS_REASONS:
+            raise HandshakeError(NOT_TLS, f"{where}: does not speak TLS ({reason or e})") from None
+        raise HandshakeError(HANDSHAKE_FAILED, f"{where}: TLS handshake failed: {reason or e}") from None
+    except ConnectionRefusedError:
+        raise HandshakeError(REFUSED, f"{where}: connection refused (nothing listens there)") from None
+    except (ConnectionResetError, BrokenPipeError, ConnectionAbortedError):
+        raise HandshakeError(NOT_TLS, f"{where}: closed the connection during the TLS handshake") from None
+    except socket.gaierror as e:
+        raise HandshakeError(UNREACHABLE, f"{where}: cannot resolve {host}: {e.strerror or e}") from None
+    except OSError as e:
+        raise HandshakeError(UNREACHABLE, f"{where}: cannot connect: {e.strerror or e}") from None
+    finally:
+        if raw is not None:
+            try:
+                raw.close()
+            except OSError:
+                pass
+    if not presented:
+        raise HandshakeError(HANDSHAKE_FAILED, f"{where}: the server presented no certificate")
+    return Handshake(presented, protocol, cipher, time.perf_counter() - t0)
+
+
 def probe(host: str, port: int, sni: str | None = None, timeout: float = 5.0,
           ca_bundle: bytes | None = None) -> ProbeResult:
     """Handshake with ``host:port`` (sending ``sni`` when given) and validate what it presents.
 
     The chain is validated for ``sni`` (else ``host``) against ``ca_bundle``
     (PEM) or, when None, the system trust store. Raises :class:`ProbeError`
-    when the endpoint cannot be reached, does not answer within ``timeout``
-    seconds, or the handshake fails.
+    (a :class:`HandshakeError` with a ``code``) when the endpoint cannot be
+    reached, does not answer within ``timeout`` seconds, or the handshake fails.
     """
-    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE        # see everything; validation follows, separately
-    server_hostname = sni
-    if server_hostname is not None:
-        try:
-            ipaddress.ip_address(server_hostname)
-            server_hostname = None         # SNI never carries IP addresses
-        except ValueError:
-            pass
-    t0 = time.perf_counter()
-    try:
-        with socket.create_connection((host, port), timeout=timeout) as raw:
-            with ctx.wrap_socket(raw, server_hostname=server_hostname) as tls:
-                presented = _presented(tls)
-                protocol = tls.version() or ""
-                cipher = (tls.cipher() or ("", "", 0))[0]
-    except (socket.timeout, TimeoutError):
-        raise ProbeError(f"{where}: no TLS answer within {timeout:g} s") from None
-    except ssl.SSLError as e:
-        raise ProbeError(f"{where}: TLS handshake failed: {e.reason or e}") from None
-    except ConnectionRefusedError:
-        raise ProbeError(f"{where}: connection refused (nothing listens there)") from None
-    except OSError as e:
-        raise ProbeError(f"{where}: cannot connect: {e.strerror or e}") from None
-    seconds = time.perf_counter() - t0
-    if not presented:
-        raise ProbeError(f"{where}: the server presented no certificate")
-    leaf, chain = presented[0], tuple(presented[1:])
+    hs = handshake(host, port, sni, timeout)
+    leaf, chain = hs.presented[0], tuple(hs.presented[1:])
     error = validate_chain(leaf, chain, sni or host, ca_bundle)
     return ProbeResult(
         host=host, port=port, sni=sni, leaf_der=leaf, fingerprint=hashlib.sha256(leaf).hexdigest(),
-        chain_ders=chain, protocol=protocol, cipher=cipher, validated=not error, validation_error=error,
-        seconds=seconds,
+        chain_ders=chain, protocol=hs.protocol, cipher=hs.cipher, validated=not error, validation_error=error,
+        seconds=hs.seconds,
     )

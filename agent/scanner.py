@@ -24,7 +24,14 @@ Symbolic links
     skipped. A directory link that leads back to one of its ancestors is a
     ``symlink_loop`` problem and is not entered; a directory reached twice by
     other links is walked once. A file link that loops is ``symlink_loop``; a
-    dangling one is ``vanished``.
+    dangling one is ``vanished``. In trust stores (agent/discovery/trust.py)
+    a file reached under several names (/etc/ssl/certs: ``Name.pem`` and its
+    hash link ``5a4d6896.0``) is read once, under its readable name.
+
+Roles
+    Entries of trust stores get role TRUST_ANCHOR (see agent/discovery/trust.py);
+    a JVM's ``cacerts`` opens with the JDK's default password when its store
+    configures none.
 
 Rescans
     A file whose stat signature (device, inode, size, mtime_ns, ctime_ns) is
@@ -47,12 +54,14 @@ import os
 import re
 import stat
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Iterator, Union
 
 from agent.config import AgentConfig, Secret, StoreConfig
+from agent.discovery.settings import discovery_settings
+from agent.discovery.trust import TrustStores, default_password, entry_role, is_hash_link_name
 from agent.errors import AgentError, PasswordUnavailable
-from agent.inventory import FoundCert, ScanProblem
+from agent.inventory import TRUST_ANCHOR, FoundCert, ScanProblem
 from agent.stores import ReadContext, StoreReadError, reader_for, type_from_name
 
 try:  # POSIX only
@@ -367,6 +376,10 @@ class Scanner:
         self._globs = {s.name: tuple(GlobPattern(p) for p in s.paths) for s in config.stores}
         self._excludes = {s.name: _Excludes(s.exclude) for s in config.stores}
         self._labels = {s.name: config.labels_for(s) for s in config.stores}
+        # Trust stores (agent/discovery/trust.py): their entries get role TRUST_ANCHOR, and a file
+        # reached through several links (/etc/ssl/certs: a name and a hash link per certificate) is read once.
+        self._trust = TrustStores(discovery_settings(config).trust_store_paths)
+        self._may_trust = {s.name: self._trust.store_may_hold_trust(s) for s in config.stores}
 
     # ----------------------------------------------------------------- public
 
@@ -380,6 +393,7 @@ class Scanner:
         t0 = time.perf_counter()
         seen: set[str] = set()
         seen_add = seen.add
+        trust_files: set[tuple[int, int]] = set()     # (st_dev, st_ino) of trust store files read in this scan
         fresh: dict[str, _Cached] = {}
         cache_get = self._cache.get
         completed = False
@@ -390,7 +404,10 @@ class Scanner:
                 c.stores_scanned += 1
                 name = store.name
                 pw = _StorePassword(store, self._salt)
+                may_trust = self._may_trust[name]
                 for batch in self._candidates(store):
+                    if may_trust:
+                        batch = _names_before_hash_links(batch)
                     for item in batch:
                         if item.__class__ is ScanProblem:
                             n_problems += 1
@@ -400,6 +417,12 @@ class Scanner:
                         if path in seen:
                             continue
                         seen_add(path)
+                        if (may_trust and st.__class__ is _stat_result
+                                and self._trust.file_role(store, path) == TRUST_ANCHOR):
+                            ident = (st.st_dev, st.st_ino)
+                            if ident in trust_files:
+                                continue      # the same trust store file under another name (a hash link)
+                            trust_files.add(ident)
                         n_seen += 1
                         if not force and st.__class__ is _stat_result:
                             cached = cache_get(path)
@@ -705,8 +728,13 @@ class Scanner:
             problem = ScanProblem(guess, path, "", "empty", why)
             return self._remember(fresh, path, store, sig, guess, [], [problem], None)
 
+        getter = pw.get
+        if not store.has_password_source and self._may_trust[store.name]:
+            default = default_password(path)          # JVM cacerts: the JDK's default; never logged
+            if default is not None:
+                getter = lambda: default  # noqa: E731
         ctx = ReadContext(self._owner(fst.st_uid), self._group(fst.st_gid), fst.st_mode & 0o7777,
-                          fst.st_mtime, self._labels[store.name], pw.get)
+                          fst.st_mtime, self._labels[store.name], getter)
         pw.used = False
         try:
             entries = reader_for(stype).read(path, data, ctx)
@@ -719,6 +747,11 @@ class Scanner:
             entries = []
             problems = ctx.problems + [ScanProblem(
                 guess, path, "", "corrupt", "the file could not be read (unexpected error; see the agent log)")]
+        if entries and self._may_trust[store.name]:
+            file_role = self._trust.file_role(store, path)
+            if file_role is not None:
+                explicit = store.role is not None
+                entries = [replace(e, role=entry_role(e, file_role, explicit)) for e in entries]
         found_type = entries[0].key.store_type if entries else (problems[-1].store_type if problems else guess)
         token = pw.token() if pw.used else None
         return self._remember(fresh, path, store, sig, found_type, entries, problems, token)
@@ -776,7 +809,13 @@ class Scanner:
 
 def _strip(e: FoundCert) -> FoundCert:
     return FoundCert(e.key, b"", e.fingerprint, e.has_private_key, e.key_encrypted, e.key_match,
-                     e.entry_type, e.file_owner, e.file_group, e.file_mode, e.file_mtime, e.labels)
+                     e.entry_type, e.file_owner, e.file_group, e.file_mode, e.file_mtime, e.labels, e.role)
+
+
+def _names_before_hash_links(batch: list[_Candidate]) -> list[_Candidate]:
+    """The batch with OpenSSL hash links (``5a4d6896.0``) last, so a trust store file keeps its real name."""
+    return sorted(batch, key=lambda item: item.__class__ is not ScanProblem
+                  and is_hash_link_name(os.path.basename(item[0])))  # type: ignore[index]
 
 
 def _readlink(path: str) -> str:

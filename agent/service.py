@@ -10,6 +10,7 @@ import grpc
 
 from agent.commands import CommandHandler, CommandStream, JobDir
 from agent.config import AgentConfig
+from agent.discovery.netscan import ReportGate, network_scans_for
 from agent.errors import AgentError
 from agent.identity import AgentIdentity, identity_dir, load_identity, make_key_and_csr, save_identity
 from agent.scanner import Scanner
@@ -128,10 +129,14 @@ class AgentService:
         wake = threading.Event()   # an install or a collector request makes the next report come at once
         handler = CommandHandler(self.config, self.install_for_job, on_installed=wake.set)
         stream = CommandStream(self._channel, handler, sorted(self.config.reload_actions), rng)
+        reports = ReportGate()     # a network scan waits for the report that carries its results
+        handler.network_scans = network_scans_for(self.config, stream.send, reports, wake.set)
         threading.Thread(target=stream.run_forever, args=(stop,), name="commands", daemon=True).start()
         while not stop.is_set():
             try:
+                ticket = reports.begin()
                 self.run_once(full=handler.full_report_requested.is_set())
+                reports.stored(ticket)
                 handler.full_report_requested.clear()
                 failures = 0
             except AgentError as e:
@@ -149,6 +154,7 @@ class AgentService:
                     and not handler.full_report_requested.is_set():
                 stop.wait(min(1.0, deadline - waited))
                 waited += 1.0
+        handler.network_scans.stop()
         if self.channel is not None:
             self.channel.close()
         log.info("agent stopped")

@@ -46,4 +46,12 @@ def build_sources(config: AgentConfig) -> Sequence[LocationSource]:
     """The sources this agent's config asks for, in report order."""
     sources: list[LocationSource] = []
     # agent/discovery/ (TLS endpoints) and agent/windows/ (certificate store, IIS) add theirs here.
+    from agent.discovery.source import EndpointSource   # local listeners, [endpoints] targets, network scan results
+    sources.append(EndpointSource(config))
+    from agent.windows.settings import settings_of   # [windows] enabled: default true on Windows only
+    windows = settings_of(config)
+    if windows.enabled:
+        from agent.windows.api import default_api
+        from agent.windows.store_source import WindowsStoreSource
+        sources.append(WindowsStoreSource(windows, default_api(), config.labels))
     return sources

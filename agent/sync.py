@@ -22,6 +22,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from agent import __version__
 from agent.errors import AgentError
+from agent.discovery.annotate import FileAnnotator
 from agent.inventory import MATCHES, MISMATCH, NO_KEY, UNKNOWN, FoundCert, ScanProblem
 from agent.scanner import Scanner
 from agent.sources import LocationSource, SourceError
@@ -153,9 +154,13 @@ class Syncer:
     def __init__(
         self, scanner: Scanner, channel: grpc.Channel, state_path: pathlib.Path, agent_id: str,
         hostname: str, labels: dict[str, str], sources: Sequence[LocationSource] = (),
+        annotator: FileAnnotator | None | str = "config",
     ) -> None:
         self.scanner = scanner
         self.sources = list(sources)
+        # process links and stale-service flags on file locations (agent/discovery/annotate.py);
+        # "config": as the scanner's config's [discovery] says, None: off
+        self.annotator = FileAnnotator.from_config(scanner.config) if annotator == "config" else annotator
         self.stub = agent_pb2_grpc.AgentServiceStub(channel)
         self.state_path = state_path
         self.state: SyncState = load_state(state_path, agent_id)
@@ -184,15 +189,22 @@ class Syncer:
             pending = []
             return chunk
 
+        annot = self.annotator.begin() if isinstance(self.annotator, FileAnnotator) else None
         for fs in self.scanner.scan(force=plan.full):
-            if fs.reused and not plan.full and any(st.acked.get(key_str(c.key)) != c.digest() for c in fs.entries):
+            entries = fs.entries
+            if annot is not None and entries:
+                # processes and stale flags first: they are part of the digest
+                entries = annot.annotate(entries, reread=lambda fs=fs: self.scanner.read_file(fs.path, fs.store_name).entries)
+            if (fs.reused and not plan.full and any(not c.der for c in entries)
+                    and any(st.acked.get(key_str(c.key)) != c.digest() for c in entries)):
                 # Unchanged since the last scan, but the collector never acknowledged
-                # it (an earlier report failed): cached entries carry no DER, so read
-                # this one file again.
+                # it (an earlier report failed) or its annotations changed: cached
+                # entries carry no DER, so read this one file again.
                 fs = self.scanner.read_file(fs.path, fs.store_name)
+                entries = annot.annotate(fs.entries) if annot is not None else fs.entries
             for p in fs.problems:
                 problems.append(error_msg(p, now))
-            for c in fs.entries:
+            for c in entries:
                 ks = key_str(c.key)
                 digest = c.digest()
                 plan.current[ks] = digest
@@ -201,6 +213,8 @@ class Syncer:
                     plan.upserts += 1
                     if len(pending) >= CHUNK:
                         yield flush()
+        if annot is not None:
+            annot.finish()
         for source in self.sources:
             try:
                 result = source.collect(now)

@@ -110,10 +110,16 @@ def run(prog: str, *args: str, env: dict | None = None, timeout: float = 120) ->
     return Result(p.returncode, p.stdout, p.stderr)
 
 
+# The test host is shared: every other test's TLS servers (and the collector) listen on it too, so an
+# e2e agent does not probe the host's listening ports unless its test asks ([endpoints] in stores_toml).
+NO_LISTENERS = "\n[endpoints]\nlisteners = false\n"
+
+
 @dataclass
 class Agent:
     workdir: pathlib.Path
     stores_toml: str
+    endpoints_toml: str = NO_LISTENERS   # added unless stores_toml has its own [endpoints]; "" for the defaults
 
     @property
     def config(self) -> pathlib.Path:
@@ -124,6 +130,7 @@ class Agent:
         host = f'hostname = "{hostname}"\n' if hostname else ""
         self.config.write_text(
             f'[agent]\ndata_dir = "{self.workdir / "data"}"\n{host}labels = {{ environment = "test" }}\n\n' + self.stores_toml
+            + ("" if "[endpoints]" in self.stores_toml else self.endpoints_toml)
         )
         self.config.chmod(0o600)
 
