@@ -36,10 +36,13 @@ def cmd_scan(ns: argparse.Namespace) -> int:
 
 def cmd_enroll(ns: argparse.Namespace) -> int:
     from agent.config import load_config
-    from agent.enroll import enroll
+    import os
+
+    from agent.enroll import enroll, read_token
 
     config = load_config(ns.config)
-    ident = enroll(config, ns.collector, ns.token, ns.ca_fingerprint, force=ns.force, timeout=ns.timeout)
+    token = read_token(ns.token, ns.token_file, dict(os.environ))
+    ident = enroll(config, ns.collector, token, ns.ca_fingerprint, force=ns.force, timeout=ns.timeout)
     print(f"enrolled as agent {ident.agent_id}; reporting to {ident.endpoint}; identity valid until "
           f"{ident.not_after.isoformat()}")
     return 0
@@ -66,6 +69,15 @@ def cmd_run(ns: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(ns: argparse.Namespace) -> int:
+    from agent.doctor import exit_code, render, run_doctor
+
+    now = utcnow()
+    results = run_doctor(ns.config, now, timeout=ns.timeout)
+    render(results, ns.format, sys.stdout, ns.config, now)
+    return exit_code(results)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="certfleet-agent", description="certfleet agent")
     p.add_argument("--version", action="version", version=f"certfleet-agent {__version__}")
@@ -80,7 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("enroll", help="enroll this host with a collector using a single-use token")
     s.add_argument("--config", required=True, help="agent TOML config (its data_dir receives the identity)")
     s.add_argument("--collector", required=True, metavar="HOST:PORT", help="the collector's enrollment endpoint")
-    s.add_argument("--token", required=True, help="token from `certfleet token create`")
+    s.add_argument("--token", help="token from `certfleet token create` (visible in the process list; "
+                                   "prefer --token-file or $CERTFLEET_ENROLL_TOKEN)")
+    s.add_argument("--token-file", metavar="FILE", help="read the token from FILE ('-': standard input)")
     s.add_argument("--ca-fingerprint", required=True, metavar="SHA256", help="SHA-256 fingerprint of the collector CA")
     s.add_argument("--force", action="store_true", help="enroll again even if this host already has an identity")
     s.add_argument("--timeout", type=float, default=30.0, help="seconds (default 30)")
@@ -91,6 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--once", action="store_true", help="one scan and report; exit 0 only once the collector stored it")
     s.add_argument("--full", action="store_true", help="send a full report rather than a delta")
     s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("doctor", help="check config, stores, data dir, identity, collector and clock; exit 1 on a failure")
+    s.add_argument("--config", required=True, help="agent TOML config")
+    s.add_argument("--format", choices=["table", "json"], default="table")
+    s.add_argument("--timeout", type=float, default=5.0, help="seconds for each network step (default 5)")
+    s.set_defaults(func=cmd_doctor)
     return p
 
 

@@ -24,6 +24,39 @@ def split_endpoint(value: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+TOKEN_ENV = "CERTFLEET_ENROLL_TOKEN"
+
+
+def read_token(token: str | None, token_file: str | None, environ: dict[str, str]) -> str:
+    """The enrollment token from exactly one of: --token, --token-file (``-`` = standard input), $CERTFLEET_ENROLL_TOKEN.
+
+    A token on the command line is visible in the process list while enrollment runs; the file,
+    standard input and the environment are not.
+    """
+    import sys
+
+    given = [name for name, value in (("--token", token), ("--token-file", token_file), (TOKEN_ENV, environ.get(TOKEN_ENV)))
+             if value]
+    if not given:
+        raise EnrollError(f"no enrollment token: pass --token-file FILE (or - for standard input), set {TOKEN_ENV}, "
+                          "or pass --token")
+    if len(given) > 1:
+        raise EnrollError(f"give the enrollment token once (got {' and '.join(given)})")
+    if token:
+        value = token
+    elif token_file:
+        try:
+            value = sys.stdin.read() if token_file == "-" else open(token_file, encoding="utf-8").read()
+        except OSError as e:
+            raise EnrollError(f"cannot read the token file {token_file}: {e.strerror}") from None
+    else:
+        value = environ[TOKEN_ENV]
+    value = value.strip()
+    if not value or len(value.split()) != 1:
+        raise EnrollError("the enrollment token is empty or not a single word")
+    return value
+
+
 def enroll(
     config: AgentConfig, collector: str, token: str, ca_fingerprint: str, *, force: bool = False, timeout: float = 30.0,
 ) -> AgentIdentity:
@@ -57,5 +90,7 @@ def enroll(
     ep_host, _, ep_port = endpoint.rpartition(":")
     if ep_host in ("0.0.0.0", "::", "[::]", ""):
         endpoint = f"{host}:{ep_port}"   # the collector listens on all addresses: reach it where we enrolled
+    # the data dir holds the identity key and state: private to the agent's user when we make it
+    config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     return save_identity(directory, key, resp.certificate_der, list(resp.ca_chain_der), resp.agent_id, endpoint)

@@ -23,3 +23,16 @@ def need_tools(*tools: str) -> None:
     missing = [t for t in tools if shutil.which(t) is None]
     if missing:
         pytest.skip(f"needs {', '.join(missing)} (packaging/dev/setup.sh installs them)")
+
+
+@pytest.fixture(scope="session")
+def project_debs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, pathlib.Path]:
+    """{"certfleet-agent": .deb, "certfleet-collector": .deb} of the project's version, built once per session."""
+    from tests.debs import BUILD, build_project_debs, given_debs
+
+    given = given_debs()
+    if given is not None:
+        return given
+    if not BUILD.exists() or shutil.which("dpkg-deb") is None:
+        pytest.skip("needs packaging/build-deb.sh and dpkg-deb (a Debian machine) to build the packages")
+    return build_project_debs(tmp_path_factory.mktemp("debs") / "out")

@@ -40,6 +40,12 @@ command -v keytool >/dev/null 2>&1 || need+=(default-jre-headless)   # real JKS/
 command -v cc >/dev/null 2>&1 || need+=(gcc libc6-dev)                # pyjks -> twofish builds from source
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)   # install tests: real nginx on loopback
 command -v pebble >/dev/null 2>&1 || need+=(pebble)                   # real ACME server (+ pebble-challtestsrv) for the issuer tests
+{ [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import apt' 2>/dev/null; } || need+=(python3-apt)   # ansible.builtin.apt in the role tests (tests/ansible)
+# packaging/build-deb.sh builds the packages' environments on the system python3: it needs its venv
+# module and headers (twofish); tests/packaging checks the installed units with systemd-analyze
+{ [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import ensurepip' 2>/dev/null; } || need+=(python3-venv)
+{ [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import sysconfig, os, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' 2>/dev/null; } || need+=(python3-dev)
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 PY=$(pick_python || true)
 if [ -z "$PY" ]; then
   need+=(python3 python3-venv python3-dev)

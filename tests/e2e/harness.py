@@ -135,8 +135,14 @@ class Agent:
         self.config.chmod(0o600)
 
     def enroll(self, collector: Collector, token: dict, *extra: str) -> Result:
-        return run("certfleet-agent", "enroll", "--config", str(self.config), "--collector", token["enrollment_endpoint"],
-                   "--token", token["token"], "--ca-fingerprint", token["ca_fingerprint_sha256"], *extra)
+        # the token goes as operators should pass it: not on the command line (visible in `ps`)
+        r = run("certfleet-agent", "enroll", "--config", str(self.config), "--collector", token["enrollment_endpoint"],
+                "--ca-fingerprint", token["ca_fingerprint_sha256"], *extra,
+                env=dict(os.environ, CERTFLEET_ENROLL_TOKEN=token["token"]))
+        if r.code == 0:
+            mode = (self.workdir / "data").stat().st_mode & 0o777
+            assert mode == 0o700, f"the agent's data dir is {oct(mode)} after enrollment"
+        return r
 
     def run_once(self, *extra: str) -> Result:
         return run("certfleet-agent", "run", "--config", str(self.config), "--once", *extra)
