@@ -114,10 +114,14 @@ def main() -> int:
             f'data_dir = "{WORK / "agent"}"\n'
             'labels = { environment = "quickstart" }\n\n'
             + sample["config_toml"]
+            # TLS endpoints: the agent probes what it is told here (the collector's own listener);
+            # on a server, leave listeners on to probe every port the host listens on
+            + f'\n[endpoints]\nlisteners = false\ntargets = ["127.0.0.1:{port}"]\n'
         )
         agent_toml.chmod(0o600)
         run(str(BIN / "certfleet-agent"), "enroll", "--config", str(agent_toml), "--collector",
-            tok["enrollment_endpoint"], "--token", tok["token"], "--ca-fingerprint", tok["ca_fingerprint_sha256"], env=env)
+            tok["enrollment_endpoint"], "--ca-fingerprint", tok["ca_fingerprint_sha256"],
+            env=dict(env, CERTFLEET_ENROLL_TOKEN=tok["token"]))   # not on the command line: `ps` shows that
 
         say("one scan and report")
         run(str(BIN / "certfleet-agent"), "run", "--config", str(agent_toml), "--once", env=env)
