@@ -1,10 +1,15 @@
 """``certfleet report NAME``: reports for security and audit, rendered here from what the collector built.
 
-    certfleet report expiring [--within 90d]                    what expires within 7, 30 and 90 days
+    certfleet report expiring [--within 90d] [--all | --limit N] what expires within 7, 30 and 90 days
     certfleet report owners                                     orphaned and unconfirmed certificates
     certfleet report coverage [--silent-after 1d]               agents, stores, scan errors, silent hosts
     certfleet report audit [--since ISO] [--until ISO]          who did what, when and why (admin, auditor)
     ... [--format table|csv|json|html] [--out FILE] [--param KEY=VALUE ...]
+
+``expiring`` as a table shows the summary, the counts per owner and the soonest
+``TABLE_LIMIT`` (100) rows of each window: at fleet size a window holds tens of thousands
+of locations, which no one reads in a terminal. ``--all`` shows every row; CSV, JSON and
+HTML have every row unless ``--limit N`` is given.
 
 ``--out`` writes the file atomically (a ``.part`` file renamed into place); without it the
 report goes to standard output. HTML is one self-contained file, printable. ``--param``
@@ -30,6 +35,7 @@ from collector.reports.render import FORMATS, render
 from collector.reports.wire import from_parts
 
 TIMEOUT = 600.0
+TABLE_LIMIT = 100        # detail rows per section of a table, for reports that take "limit"
 
 
 def request_params(ns: argparse.Namespace) -> dict[str, str]:
@@ -48,6 +54,13 @@ def request_params(ns: argparse.Namespace) -> dict[str, str]:
         params["since"] = iso(parse_time(ns.since, "--since")) or ""
     if ns.until:
         params["until"] = iso(parse_time(ns.until, "--until")) or ""
+    if ns.limit is not None:
+        if ns.limit < 0:
+            raise InvalidInput("--limit: must be 0 or more")
+        params["limit"] = str(ns.limit)
+    elif (not getattr(ns, "all", False) and ns.format == "table" and ns.name in REPORTS
+          and "limit" in REPORTS[ns.name].params):
+        params["limit"] = str(TABLE_LIMIT)
     return params
 
 
@@ -89,5 +102,9 @@ def register(subparsers: Any) -> None:
     s.add_argument("--silent-after", metavar="DURATION", help="coverage: a host is silent after this (default 1d)")
     s.add_argument("--since", metavar="ISO", help="audit: from this time (default: 30 days ago)")
     s.add_argument("--until", metavar="ISO", help="audit: up to this time, exclusive (default: now)")
+    rows = s.add_mutually_exclusive_group()
+    rows.add_argument("--limit", type=int, metavar="N",
+                      help=f"expiring: at most N detail rows per window (table default {TABLE_LIMIT}; others: all)")
+    rows.add_argument("--all", action="store_true", help="expiring: every detail row, also in a table")
     s.add_argument("--param", action="append", metavar="KEY=VALUE", help="any other report parameter")
     s.set_defaults(func=cmd_report, needs_channel=True)

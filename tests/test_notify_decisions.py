@@ -87,3 +87,24 @@ def test_job_agent_and_violation_events_once() -> None:
                                                            "policy.violation", "web")
     assert dec.priority_for("critical") == "P1" and dec.priority_for("low", "escalation") == "P3"
     assert dec.retry_delay(1) == dt.timedelta(minutes=1) and dec.retry_delay(20) == dt.timedelta(hours=1)
+
+
+def test_deciding_keys_say_exactly_when_a_notice_is_due() -> None:
+    """The notifier judges only items with an unsent deciding key (an anti-join in the registry):
+    for every item and every set of sent keys, a notice is due exactly when one of them is unsent."""
+    import itertools
+
+    th = dec.Thresholds(by_environment={"prod": (90, 60, 30, 14, 7, 3, 1)}, by_owner={"db": (5,)}, escalate_at=7)
+    fp = "f" * 64
+    universe = [(fp, t, kind, owner) for t in (90, 60, 30, 14, 7, 5, 3, 1) for kind in (dec.EXPIRY, dec.ESCALATION)
+                for owner in ("web", "db")]
+    for days, owner, envs, running in itertools.product((100, 61, 45, 10, 6.5, 2, 0.5, -3), ("web", "db"),
+                                                        ((), ("prod",)), (False, True)):
+        it = item(fp, days=days, owner=owner, environments=envs, renewal_running=running)
+        keys = dec.deciding_keys(it, NOW, th)
+        assert len(set(keys)) == len(keys) <= 2
+        for k in range(0, len(universe), 3):
+            for sent in (set(), set(universe), set(universe[:k]), set(universe[k:]), set(keys), set(keys[:1])):
+                due = dec.due_notices([it], sent, NOW, th)
+                assert bool(due) == any(key not in sent for key in keys), (days, owner, envs, running, sent)
+                assert {n.sent_key for n in due} == {key for key in keys if key not in sent}

@@ -142,3 +142,22 @@ def test_wire_round_trip_in_pages() -> None:
 def test_subject_cn_unescaped() -> None:
     assert cn_or_dn("CN=\\<script\\>.example.com,O=x") == "<script>.example.com"
     assert cn_or_dn("O=only org") == "O=only org" and cn_or_dn("") == "(empty subject)"
+
+
+def test_cli_asks_for_a_cut_table_and_full_files() -> None:
+    """``certfleet report expiring`` in a table asks for the soonest 100 rows per window; --all,
+    CSV, JSON and HTML ask for every row; --limit N for N; reports without a limit get none."""
+    from collector import admin_cli
+    from collector.cli_reports import TABLE_LIMIT, request_params
+
+    def params(*argv: str) -> dict[str, str]:
+        return request_params(admin_cli.build_parser().parse_args(["report", *argv]))
+
+    assert TABLE_LIMIT == 100
+    assert params("expiring") == {"limit": "100"}
+    assert params("expiring", "--all") == {}
+    assert params("expiring", "--format", "csv") == {} and params("expiring", "--format", "html") == {}
+    assert params("expiring", "--format", "json", "--limit", "5", "--within", "30d") == {"limit": "5", "within": "30d"}
+    assert params("coverage") == {} and params("owners") == {}
+    with pytest.raises(SystemExit):                         # one or the other
+        params("expiring", "--all", "--limit", "5")

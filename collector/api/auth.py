@@ -43,14 +43,20 @@ PERMISSIONS: dict[str, frozenset[str]] = {
 
 # Role owner acts for one team (its admin identity's ``team``) and may make only these
 # calls; the servicers narrow each to the team's certificates and jobs (collector/scope.py).
-# Agents are not owned: ListAgents is read-only and shows every agent. Everything else
-# (assignments, orphans, policy violations and exceptions, notifications, reports) covers
-# other teams' certificates and is refused to the role.
+# Agents are not owned: ListAgents is read-only and shows every agent. GetReport: only the
+# reports that have a team view (collector/reports ``owner_scoped``: expiring, violations,
+# owners), built for the team; the servicer refuses the others (coverage, audit). Everything
+# else (assignments, orphans, policy violations and exceptions, notifications) covers other
+# teams' certificates and is refused to the role.
 OWNER_CALLS = frozenset({
     "AdminService.ListCertificates", "AdminService.GetCertificate", "AdminService.ListAgents",
     "AdminService.Renew", "AdminService.ListJobs", "AdminService.GetJob", "AdminService.RetryJob",
     "AdminService.CancelJob",
     "GovernanceService.ListOwners", "GovernanceService.ListRules", "PolicyService.GetPolicy",
+    "ReportService.GetReport",
+    # stale services: only the team's locations (collector/api/discovery.py). Network scans are
+    # of address ranges, not of a team's certificates: refused to the role.
+    "DiscoveryService.ListStale",
 })
 
 

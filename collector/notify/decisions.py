@@ -177,9 +177,36 @@ def _when(d: float) -> str:
     return f"expires in {int(d)} day(s)"
 
 
+def deciding_keys(item: CertItem, now: dt.datetime, thresholds: Thresholds = Thresholds(),
+                  memo: dict[tuple[str, tuple[str, ...]], tuple[int, ...]] | None = None) -> tuple[Key, ...]:
+    """The keys :func:`due_notices` decides ``item`` on: the expiry notice of the smallest threshold
+    crossed (when one is), and the escalation (when it is crossed and no renewal runs).
+
+    ``due_notices([item], sent, ...)`` has a notice exactly when one of these is not in ``sent``
+    (the larger thresholds only become ``marks`` of such a notice), so a notifier may look these
+    keys up first (an anti-join in the registry) and judge only the items with an unsent one.
+    ``memo`` (a dict kept over one run) remembers the thresholds per owner and environments."""
+    d = days_left(item.not_after, now)
+    if memo is None:
+        ts = thresholds.for_item(item.owner, item.environments)
+    else:                                   # many items share an owner and environments
+        ts = memo.get((item.owner, item.environments))   # type: ignore[assignment]
+        if ts is None:
+            ts = memo[(item.owner, item.environments)] = thresholds.for_item(item.owner, item.environments)
+    crossed = [t for t in ts if d <= t]
+    keys: list[Key] = []
+    if crossed:
+        keys.append((item.fingerprint, min(crossed), EXPIRY, item.owner))
+    esc = thresholds.escalate_at
+    if esc is not None and d <= esc and not item.renewal_running:
+        keys.append((item.fingerprint, esc, ESCALATION, item.owner))
+    return tuple(keys)
+
+
 def due_notices(items: Iterable[CertItem], sent: Iterable[Key] | set[Key], now: dt.datetime,
                 thresholds: Thresholds = Thresholds()) -> list[Notice]:
-    """Expiry and escalation notices due now for ``items`` (see the module doc), given the ``sent`` keys."""
+    """Expiry and escalation notices due now for ``items`` (see the module doc), given the ``sent`` keys
+    (those of :func:`deciding_keys` and, for the marks, the item's larger thresholds)."""
     sent = sent if isinstance(sent, (set, frozenset)) else set(sent)
     out: list[Notice] = []
     for it in items:

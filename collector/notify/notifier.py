@@ -19,6 +19,7 @@ thread, so a slow or failing channel never holds up the others.
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import datetime as dt
 import logging
 from dataclasses import dataclass
@@ -29,8 +30,8 @@ from collector.notify import decisions as dec
 from collector.notify.channels import ChannelError, Message
 from collector.notify.channels.webhook import ticket_fields
 from collector.notify.settings import NotifySettings
+from collector.registry.expiry import ExpiryStore
 from collector.registry.notify import DeliveryIn, NotifyStore
-from collector.registry.types import CertFilter
 
 log = logging.getLogger(__name__)
 #: a delivery being sent is not due again for this long (a collector that dies mid-send)
@@ -87,55 +88,81 @@ class Notifier:
 
     # -- facts -> notices ------------------------------------------------------------------
 
-    def certificate_items(self, now: dt.datetime) -> list[dec.CertItem]:
+    def horizon_days(self) -> int:
+        """The largest threshold (any owner, environment, or the escalation): nothing expiring later
+        than this many days away can be due."""
         th = self.settings.thresholds
-        horizon = max([*th.default, *(t for ts in th.by_environment.values() for t in ts),
-                       *(t for ts in th.by_owner.values() for t in ts), th.escalate_at or 0])
-        store = self.registry.owners
-        resolver = own.Resolver(store.list_rules())
+        return max([*th.default, *(t for ts in th.by_environment.values() for t in ts),
+                    *(t for ts in th.by_owner.values() for t in ts), th.escalate_at or 0])
+
+    def certificate_items(self, now: dt.datetime) -> list[dec.CertItem]:
+        """The certificates that may be due (not_after within the largest threshold window, plus a
+        day), one item per certificate and owner of its present locations; column-only, a page at
+        a time (collector/registry/expiry.py), ownership resolved with a memo and the explicit
+        assignments of the window read in bulk."""
+        items, places = self._items(now)
+        return [dataclasses.replace(i, places=tuple(dec.Place(*t) for t in ps)) for i, ps in zip(items, places)]
+
+    def _items(self, now: dt.datetime) -> tuple[list[dec.CertItem], list[list[tuple]]]:
+        """Items without their places, and each item's places as (hostname, path, alias, agent id,
+        store type, chain index): a run with nothing new makes no Place at all."""
+        before = now + dt.timedelta(days=self.horizon_days() + 1)
+        expiry = ExpiryStore(self.registry.engine)
+        resolver = own.Resolver(self.registry.owners.list_rules())
+        explicit = expiry.explicit(before)
         active_locs, active_fps = self.store.active_job_locations()
-        certs = self.registry.list_certificates(CertFilter(expiring_before=now + dt.timedelta(days=horizon + 1)), now)
         items: list[dec.CertItem] = []
-        page: list[Any] = []
+        places: list[list[tuple]] = []
+        by_owner: dict[str, list[Any]] = {}     # owner -> [envs, crits, service, places, running]
+        cur: Any = None
 
         def flush() -> None:
-            explicit = store.explicit_for(page)
-            for c in page:
-                by_owner: dict[str, dict[str, Any]] = {}
-                facts = own.facts_of(c)           # once per certificate, not per location
-                for loc in c.locations:
-                    a = resolver(facts, loc, explicit)
-                    g = by_owner.setdefault(a.owner or "", {"envs": set(), "crit": [], "svc": "", "places": [],
-                                                            "running": c.fingerprint in active_fps})
-                    if a.environment:
-                        g["envs"].add(a.environment)
-                    if a.criticality:
-                        g["crit"].append(a.criticality)
-                    g["svc"] = g["svc"] or (a.service or "")
-                    g["places"].append(dec.Place(loc.hostname, loc.path, loc.alias, loc.agent_id, loc.store_type,
-                                                 loc.chain_index))
-                    if (loc.agent_id, loc.store_type, loc.path, loc.alias, loc.chain_index) in active_locs:
-                        g["running"] = True
-                for owner, g in sorted(by_owner.items()):
-                    crit = max(g["crit"], key=own.CRITICALITIES.index) if g["crit"] else ""
-                    items.append(dec.CertItem(
-                        fingerprint=c.fingerprint, subject=c.subject, not_after=c.not_after, owner=owner,
-                        environments=tuple(sorted(g["envs"])), criticality=crit, service=g["svc"],
-                        places=tuple(g["places"]), renewal_running=g["running"]))
-            page.clear()
+            for owner, (envs, crits, svc, ps, running) in sorted(by_owner.items()):
+                crit = max(crits, key=own.CRITICALITIES.index) if crits else ""
+                items.append(dec.CertItem(
+                    fingerprint=cur.fingerprint, subject=cur.subject, not_after=cur.not_after, owner=owner,
+                    environments=tuple(sorted(envs)), criticality=crit, service=svc, renewal_running=running))
+                places.append(ps)
+            by_owner.clear()
 
-        for c in certs:
-            page.append(c)
-            if len(page) >= 500:
-                flush()
-        if page:
+        facts: Any = None
+        for pl in expiry.placements(before, with_issuer=resolver.by_issuer, with_names=resolver.by_names):
+            if cur is None or pl.fingerprint != cur.fingerprint:    # a certificate's locations come together
+                if cur is not None:
+                    flush()
+                cur, facts = pl, pl.facts()
+            a = resolver(facts, pl, explicit.at(pl))
+            g = by_owner.get(a.owner or "")
+            if g is None:
+                g = by_owner[a.owner or ""] = [set(), [], "", [], pl.fingerprint in active_fps]
+            if a.environment:
+                g[0].add(a.environment)
+            if a.criticality:
+                g[1].append(a.criticality)
+            if not g[2] and a.service:
+                g[2] = a.service
+            g[3].append((pl.hostname, pl.path, pl.alias, pl.agent_id, pl.store_type, pl.chain_index))
+            if active_locs and (pl.agent_id, pl.store_type, pl.path, pl.alias, pl.chain_index) in active_locs:
+                g[4] = True
+        if cur is not None:
             flush()
-        return items
+        return items, places
 
     def certificate_notices(self, now: dt.datetime) -> list[dec.Notice]:
-        items = self.certificate_items(now)
-        sent = self.store.sent_keys(i.fingerprint for i in items)
-        return dec.due_notices(items, sent, now, self.settings.thresholds)
+        """Expiry and escalation notices due now. Only the items with a deciding key that no notice
+        has claimed (an anti-join in the registry: NotifyStore.unsent) are judged, with their sent
+        keys; on a run with nothing new that is none, and no sent key is read."""
+        th = self.settings.thresholds
+        items, places = self._items(now)
+        memo: dict[Any, Any] = {}
+        deciding = [dec.deciding_keys(i, now, th, memo) for i in items]
+        unsent = self.store.unsent(k for ks in deciding for k in ks)
+        if not unsent:
+            return []
+        candidates = [dataclasses.replace(i, places=tuple(dec.Place(*t) for t in ps))
+                      for i, ps, ks in zip(items, places, deciding) if any(k in unsent for k in ks)]
+        sent = self.store.sent_keys(i.fingerprint for i in candidates)
+        return dec.due_notices(candidates, sent, now, th)
 
     def _owner_at(self, fingerprint: str, agent_id: str, store_type: str, path: str, alias: str) -> tuple[Any, Any]:
         """(certificate, assignment) of a certificate at one location, or (None, None) when unknown."""

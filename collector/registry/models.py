@@ -158,7 +158,7 @@ class Location(Base):
     path: Mapped[str] = mapped_column(Text)
     alias: Mapped[str] = mapped_column(Text)
     chain_index: Mapped[int] = mapped_column(Integer)
-    fingerprint: Mapped[str] = mapped_column(String(64), ForeignKey("certificates.fingerprint"), index=True)
+    fingerprint: Mapped[str] = mapped_column(String(64), ForeignKey("certificates.fingerprint"))
     has_private_key: Mapped[bool] = mapped_column(Boolean)
     key_encrypted: Mapped[bool] = mapped_column(Boolean)
     key_match: Mapped[str] = mapped_column(Text)
@@ -187,6 +187,7 @@ class Location(Base):
         UniqueConstraint("agent_id", "store_type", "path", "alias", "chain_index"),
         Index("ix_locations_agent_id_status", "agent_id", "status"),
         Index("ix_locations_stale_since", "stale_since"),
+        Index("ix_locations_fingerprint_status", "fingerprint", "status"),
     )
 
 

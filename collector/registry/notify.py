@@ -11,11 +11,12 @@ so two collectors never send the same delivery at once either.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import uuid
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
-from sqlalchemy import Engine, and_, insert, select, update
+from sqlalchemy import Engine, and_, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from collector import jobs as jobmodel
@@ -29,6 +30,7 @@ from collector.registry.models_notify import deliveries, notices_sent
 PENDING, SENT, FAILED = "pending", "sent", "failed"
 DELIVERY_STATES = (PENDING, SENT, FAILED)
 MAX_LIMIT = 1000
+UNSENT_CHUNK = 20_000      # keys per anti-join statement
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,37 @@ class NotifyStore(db.Connections):
             for part in chunked(ks):
                 for r in conn.execute(select(n.fingerprint, n.threshold, n.kind, n.owner).where(n.fingerprint.in_(part))):
                     out.add((r.fingerprint, r.threshold, r.kind, r.owner))
+        return out
+
+    def unsent(self, keys: Iterable[Key]) -> set[Key]:
+        """The keys among ``keys`` that no notice has claimed: an anti-join of the given keys
+        against ``notices_sent`` (its unique key serves each probe), so only what is still to
+        decide comes back -- nothing at all on a run with nothing new. The keys travel as one
+        parameter: four arrays (``unnest``) on PostgreSQL, a JSON array (``json_each``) on SQLite."""
+        ks = sorted(set(keys))
+        if not ks:
+            return set()
+        out: set[Key] = set()
+        with self._read() as conn:
+            for part in chunked(ks, UNSENT_CHUNK):
+                if conn.dialect.name == "postgresql":
+                    rows = conn.execute(text(
+                        "SELECT k.fp, k.t AS th, k.kind, k.ow FROM unnest("
+                        "CAST(:fps AS text[]), CAST(:ts AS integer[]), CAST(:kinds AS text[]), CAST(:owners AS text[])"
+                        ") AS k(fp, t, kind, ow) WHERE NOT EXISTS (SELECT 1 FROM notices_sent n "
+                        "WHERE n.fingerprint = k.fp AND n.threshold = k.t AND n.kind = k.kind AND n.owner = k.ow "
+                        "OFFSET 0)"),   # a probe of the unique key per key, not a hash of every notice sent
+                        {"fps": [k[0] for k in part], "ts": [k[1] for k in part], "kinds": [k[2] for k in part],
+                         "owners": [k[3] for k in part]})
+                else:
+                    rows = conn.execute(text(
+                        "SELECT k.fp, k.t AS th, k.kind, k.ow FROM (SELECT json_extract(j.value, '$[0]') AS fp, "
+                        "json_extract(j.value, '$[1]') AS t, json_extract(j.value, '$[2]') AS kind, "
+                        "json_extract(j.value, '$[3]') AS ow FROM json_each(:keys) AS j) AS k "
+                        "WHERE NOT EXISTS (SELECT 1 FROM notices_sent n WHERE n.fingerprint = k.fp "
+                        "AND n.threshold = k.t AND n.kind = k.kind AND n.owner = k.ow)"),
+                        {"keys": json.dumps(part)})
+                out.update((r.fp, int(r.th), r.kind, r.ow) for r in rows)
         return out
 
     def claim_digest(self, digest: Digest, now: dt.datetime,

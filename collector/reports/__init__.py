@@ -12,7 +12,7 @@ Adding a report (extension point)
 write a module such as ``collector/reports/violations.py`` with::
 
     PARAMS = ("...",)                     # the parameters it takes (strings)
-    def build(registry, params, now) -> Report: ...
+    def build(registry, params, now, team=None) -> Report: ...   # team: see owner_scoped
 
 and add one entry to ``REPORTS`` below::
 
@@ -22,7 +22,10 @@ and add one entry to ``REPORTS`` below::
 Nothing else changes: the servicer, the wire format and the CLI (``certfleet
 report violations --format html``) take any name in ``REPORTS``; ``permission``
 is the admin permission the caller needs (collector/api/auth.py: ``read`` or
-``audit_read``).
+``audit_read``). ``owner_scoped`` reports may be read by role ``owner``: the builder
+gets ``team`` and keeps only what that team owns (a location is the team's when its
+resolved owner is the team, as in collector/scope.py); the others cover the whole
+fleet and are refused to the role (and the refusal audited).
 
 Builders are named by module and imported when first built, so that the CLI, which
 imports this package for rendering, does not pull in the registry (SQLAlchemy).
@@ -45,6 +48,7 @@ class ReportSpec:
     description: str
     params: tuple[str, ...] = ()   # accepted parameter names (the module's PARAMS)
     permission: str = "read"       # collector.api.auth permission: "read" or "audit_read"
+    owner_scoped: bool = False     # role owner may read it, narrowed to its team (build(..., team=))
 
     def builder(self) -> Any:
         return importlib.import_module(self.module).build
@@ -53,15 +57,15 @@ class ReportSpec:
 REPORTS: dict[str, ReportSpec] = {
     "expiring": ReportSpec("collector.reports.expiring",
                            "what expires within 7, 30 and 90 days, with owner, environment and service",
-                           ("within",)),
-    "owners": ReportSpec("collector.reports.owners", "orphaned and unconfirmed certificates"),
+                           ("within", "limit"), owner_scoped=True),
+    "owners": ReportSpec("collector.reports.owners", "orphaned and unconfirmed certificates", owner_scoped=True),
     "coverage": ReportSpec("collector.reports.coverage", "agents, last reports, stores, scan errors, silent hosts",
                            ("silent_after",)),
     "audit": ReportSpec("collector.reports.audit",
                         "who requested, issued, installed, revoked or changed policy, when and why",
                         ("since", "until"), permission="audit_read"),
     "violations": ReportSpec("collector.reports.violations",
-                             "policy violations by rule and owner, exceptions shown apart"),
+                             "policy violations by rule and owner, exceptions shown apart", owner_scoped=True),
 }
 
 
@@ -72,11 +76,16 @@ def spec(name: str) -> ReportSpec:
         raise InvalidInput(f"no report {name!r}; reports: {', '.join(sorted(REPORTS))}") from None
 
 
-def build(registry: Any, name: str, params: Mapping[str, str], now: dt.datetime) -> Report:
-    """Build report ``name`` (unknown names and parameters are refused with InvalidInput)."""
+def build(registry: Any, name: str, params: Mapping[str, str], now: dt.datetime, team: str | None = None) -> Report:
+    """Build report ``name`` (unknown names and parameters are refused with InvalidInput);
+    with ``team``, only what that team owns (only for ``owner_scoped`` reports)."""
     s = spec(name)
     check_known(name, params, s.params)
-    return s.builder()(registry, params, now)
+    if team is None:
+        return s.builder()(registry, params, now)
+    if not s.owner_scoped:
+        raise InvalidInput(f"report {name!r} covers the whole fleet and has no view for one team")
+    return s.builder()(registry, params, now, team=team)
 
 
 __all__ = ["REPORTS", "Report", "ReportSpec", "Section", "Value", "build", "spec"]

@@ -1,51 +1,34 @@
-"""Certificates with each present location's resolved assignment, read page by page."""
+"""Present locations with their resolved assignment, for the reports that judge ownership.
+
+Column-only (collector/registry/expiry.py: one joined query, soonest expiry first, read a
+batch at a time), ownership resolved with ``ownership.Resolver`` (a memo over the facts the
+rules look at) and the explicit assignments of the whole range read in bulk beforehand.
+"""
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
-import itertools
 from typing import Any, Iterator
 
 from collector import ownership as own
-from collector.registry.types import CertFilter
+from collector.registry.expiry import BATCH, ExpiryStore, ExplicitIndex, Placement
+
+#: "no horizon": every present location
+FOREVER = dt.datetime(9999, 1, 1, tzinfo=dt.timezone.utc)
 
 
-@dataclasses.dataclass(frozen=True)
-class Placed:
-    certificate: Any             # CertificateView (present locations only, no DER)
-    location: Any                # LocationView
-    assignment: own.Assignment
-
-
-def placed(registry: Any, flt: CertFilter, now: dt.datetime, rules: list[own.Rule] | None = None) -> Iterator[Placed]:
-    """Every present location of the certificates matching ``flt`` (soonest expiry first) with
-    its assignment (collector/ownership.py ``resolve``); the explicit assignments are fetched per page,
-    so memory stays bounded by the page size."""
-    store = registry.owners
-    resolver = own.Resolver(store.list_rules() if rules is None else rules)
-    it = registry.list_certificates(flt, now)
-    try:
-        while True:
-            page = list(itertools.islice(it, registry.PAGE_SIZE))
-            if not page:
-                return
-            explicit = store.explicit_for(page)
-            by_fp: dict[str, list[own.Explicit]] = {}
-            by_loc: dict[tuple[str, str, str, str], list[own.Explicit]] = {}
-            for e in explicit:
-                if e.scope == own.SCOPE_CERTIFICATE:
-                    by_fp.setdefault(e.fingerprint, []).append(e)
-                else:
-                    by_loc.setdefault((e.agent_id, e.store_type, e.path, e.alias), []).append(e)
-            for cert in page:
-                facts = own.facts_of(cert)        # once per certificate, not per location
-                for loc in cert.locations:
-                    if loc.status != "present":
-                        continue
-                    mine = by_fp.get(cert.fingerprint, []) + by_loc.get(
-                        (loc.agent_id, loc.store_type, loc.path, loc.alias), [])
-                    yield Placed(cert, loc, resolver(facts, loc, mine))
-    finally:
-        close = getattr(it, "close", None)
-        if close is not None:
-            close()
+def placed(registry: Any, before: dt.datetime | None = None, *, since: dt.datetime | None = None,
+           batch: int | None = None, resolver: own.Resolver | None = None,
+           explicit: ExplicitIndex | None = None) -> Iterator[tuple[Placement, own.Assignment]]:
+    """Every present location of the certificates with ``since`` <= not_after < ``before`` (all when
+    None), soonest expiry first, with its assignment (collector/ownership.py ``resolve``). ``resolver``
+    and ``explicit`` may be given to share them between calls; ``batch``: certificates per page."""
+    before = before or FOREVER
+    store = ExpiryStore(registry.engine)
+    resolver = resolver or own.Resolver(registry.owners.list_rules())
+    explicit = explicit or store.explicit(before)
+    fp, facts = None, None
+    for pl in store.placements(before, since=since, with_issuer=resolver.by_issuer, with_names=resolver.by_names,
+                               batch=batch or BATCH):
+        if pl.fingerprint != fp:                 # the locations of one certificate come together
+            fp, facts = pl.fingerprint, pl.facts()
+        yield pl, resolver(facts, pl, explicit.at(pl))

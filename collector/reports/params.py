@@ -41,3 +41,17 @@ def time(params: Mapping[str, str], key: str) -> dt.datetime | None:
     except ValueError:
         raise InvalidInput(f"{key}: {raw!r} is not an ISO 8601 time (e.g. 2026-01-31 or 2026-01-31T10:00:00Z)") from None
     return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+
+
+def limit(params: Mapping[str, str], key: str = "limit") -> int | None:
+    """A row limit: a whole number >= 0, or None (no limit) when not given or ``all``."""
+    raw = (params.get(key) or "").strip().lower()
+    if raw in ("", "all"):
+        return None
+    try:
+        n = int(raw)
+    except ValueError:
+        raise InvalidInput(f"{key}: {raw!r} is not a whole number of rows (or 'all')") from None
+    if n < 0:
+        raise InvalidInput(f"{key}: must be 0 or more")
+    return n

@@ -18,13 +18,16 @@ UTC = dt.timezone.utc
 
 
 def value_out(v: Value) -> pb.ReportValue:
+    t = type(v)                     # exact types first: most cells are text (bool is an int subclass)
+    if t is str:
+        return pb.ReportValue(text=v)
     if v is None:
         return pb.ReportValue()
-    if isinstance(v, bool):
+    if t is bool or isinstance(v, bool):
         return pb.ReportValue(flag=v)
-    if isinstance(v, int):
+    if t is int or isinstance(v, int):
         return pb.ReportValue(integer=v)
-    if isinstance(v, float):
+    if t is float or isinstance(v, float):
         return pb.ReportValue(number=v)
     return pb.ReportValue(text=str(v))
 
@@ -32,6 +35,10 @@ def value_out(v: Value) -> pb.ReportValue:
 def value_in(m: pb.ReportValue) -> Value:
     kind = m.WhichOneof("kind")
     return None if kind is None else getattr(m, kind)
+
+
+def _row_in(cells: Iterable[pb.ReportValue]) -> tuple[Value, ...]:
+    return tuple(None if (k := c.WhichOneof("kind")) is None else getattr(c, k) for c in cells)
 
 
 def to_parts(report: Report, rows_per_part: int = ROWS_PER_PART) -> Iterator[pb.ReportPart]:
@@ -67,7 +74,7 @@ def from_parts(parts: Iterable[pb.ReportPart]) -> Report:
         elif kind == "rows":
             if section is None:
                 raise CollectorError("the collector sent report rows before a section")
-            section.rows.extend(tuple(value_in(c) for c in r.cells) for r in part.rows.rows)
+            section.rows.extend(_row_in(r.cells) for r in part.rows.rows)
     if report is None:
         raise CollectorError("the collector sent no report")
     return report

@@ -168,3 +168,55 @@ def test_failed_job_and_silent_agent_are_told_once(registry: Registry, make_agen
     assert n.notify_violation(rule="sha1", fingerprint="cd" * 32, reason="x", environment="test", now=later) is False
     assert "policy violation sha1" in sink.messages[-1]["body"]
     assert [t["kind"] for t in hsink.on("/ticket")] == ["policy.violation"]
+
+
+def test_unsent_is_an_anti_join_on_the_whole_key(registry: Registry) -> None:
+    from collector.notify import decisions as dec
+
+    store = NotifyStore(registry.engine)
+    fp, other = "a" * 64, "b" * 64
+    claimed = dec.Notice(kind=dec.EXPIRY, key=fp, threshold=30, owner="web", title="t", target=f"certificate:{fp}",
+                         marks=(60,))
+    _, won = store.claim_digest(dec.Digest("web", (claimed,)), NOW, lambda did, ns: [])
+    assert won == [claimed]
+    asked = {(fp, 30, dec.EXPIRY, "web"), (fp, 60, dec.EXPIRY, "web"),        # claimed, and marked
+             (fp, 14, dec.EXPIRY, "web"), (fp, 30, dec.EXPIRY, ""), (fp, 30, dec.ESCALATION, "web"),
+             (other, 30, dec.EXPIRY, "web"), (other, 7, dec.ESCALATION, "o'brien, \"x\"")}
+    assert store.unsent(asked) == asked - {(fp, 30, dec.EXPIRY, "web"), (fp, 60, dec.EXPIRY, "web")}
+    assert store.unsent([]) == set()
+    assert store.unsent([(fp, 30, dec.EXPIRY, "web")]) == set()
+
+
+def test_a_certificate_of_two_teams_tells_each_once_even_after_a_half_finished_run(
+        registry: Registry, db_url: str, make_agent: Any, smtp: Any, http: Any) -> None:
+    """A certificate at a web location and a db location: each owner gets its digest once. A run that
+    claimed web's digest and died before db's (simulated by claiming web's alone) leaves db's to the next."""
+    from collector.notify import decisions as dec
+
+    sink, smtp_port = smtp
+    _, http_port = http
+    make_agent("agent-1", "web1.example.com")
+    registry.owners.create_owner("web", T0, contacts=["web@example.com"])
+    registry.owners.create_owner("db", T0, contacts=["db@example.com"])
+    registry.owners.add_rule("web", T0, owner="web", path="/etc/nginx/**")
+    registry.owners.add_rule("db", T0, owner="db", path="/var/lib/pg/**")
+    cert = leaf("shared.example.com", root_ca(), days=20)
+    store_report(registry, "agent-1", header("r1", full=True, sequence=1),
+                 [location(cert, "/etc/nginx/shared.pem"), location(cert, "/var/lib/pg/shared.pem")], now=T0)
+    cfg = NotifySettings.from_config({"notify": {"escalate_at": False, "channel": [
+        {"name": "mail", "type": "smtp", "host": "127.0.0.1", "port": smtp_port, "from": "certfleet@example.com"}]}})
+    n = Notifier(registry, cfg)
+    items = n.certificate_items(NOW)
+    assert sorted((i.owner, [p.path for p in i.places]) for i in items) == [
+        ("db", ["/var/lib/pg/shared.pem"]), ("web", ["/etc/nginx/shared.pem"])]
+    web_only = dec.due_notices([i for i in items if i.owner == "web"], set(), NOW, cfg.thresholds)
+    _, won = n.store.claim_digest(dec.Digest("web", tuple(web_only)), NOW, lambda did, ns: [])
+    assert [w.threshold for w in won] == [30]
+
+    with Registry.open(db_url) as again:                     # "restarted": the next run sends db's only
+        r = Notifier(again, cfg).run_once(NOW + dt.timedelta(minutes=15))
+    assert (r.notices, r.digests, r.sent) == (1, 1, 1)
+    assert [m["to"] for m in sink.messages] == [["db@example.com"]]
+    assert "threshold 30 days" in sink.messages[0]["body"] and "/var/lib/pg/shared.pem" in sink.messages[0]["body"]
+    r = n.run_once(NOW + dt.timedelta(minutes=30))
+    assert (r.notices, r.sent) == (0, 0) and len(sink.messages) == 1

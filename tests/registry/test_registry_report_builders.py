@@ -70,8 +70,14 @@ def fleet(registry: Registry, make_agent, monkeypatch):  # type: ignore[no-untyp
 def test_expiring_sections_and_ownership(registry: Registry, fleet) -> None:  # type: ignore[no-untyped-def]
     r = reports.build(registry, "expiring", {}, NOW)
     assert r.name == "expiring" and r.generated_at == NOW
-    assert [s.title for s in r.sections] == ["Expired, still installed", "Within 7 days", "Within 30 days",
-                                            "Within 90 days"]
+    assert [s.title for s in r.sections] == ["By owner", "Expired, still installed", "Within 7 days",
+                                            "Within 30 days", "Within 90 days"]
+    # per owner, locations per window: web has the expired one, one within 7 days and one within 30;
+    # dba (a label, not registered) one within 90; the unowned copy on db1 comes last
+    assert section(r, "By owner").columns == ("owner", "expired", "within_7_days", "within_30_days",
+                                              "within_90_days", "locations")
+    assert section(r, "By owner").rows == [("web", 1, 1, 1, 0, 3), ("dba", 0, 0, 0, 1, 1),
+                                           ("(no owner)", 0, 1, 0, 0, 1)]
     (expired,) = rows(section(r, "Expired, still installed"))
     assert expired["days_left"] == -1 and expired["path"] == "/etc/nginx/expired.pem"
     soon = rows(section(r, "Within 7 days"))
@@ -88,23 +94,76 @@ def test_expiring_sections_and_ownership(registry: Registry, fleet) -> None:  # 
     assert (month["owner"], month["owner_source"]) == ("web", "label")
     (quarter,) = rows(section(r, "Within 90 days"))
     assert quarter["owner"] == "dba"
-    assert all(x["path"] != "/etc/nginx/later.pem" for s in r.sections for x in rows(s))   # beyond 90 days
+    assert all(x["path"] != "/etc/nginx/later.pem" for s in r.sections[1:] for x in rows(s))   # beyond 90 days
     s = summary(r)
     assert s["Within 7 days: certificates"] == 1 and s["Within 7 days: locations"] == 2
     assert s["Expired, still installed: certificates"] == 1 and s["Locations without an owner"] == 1
 
     # a shorter horizon drops thresholds beyond it; a longer one adds a section
     r = reports.build(registry, "expiring", {"within": "30d"}, NOW)
-    assert [s.title for s in r.sections] == ["Expired, still installed", "Within 7 days", "Within 30 days"]
+    assert [s.title for s in r.sections] == ["By owner", "Expired, still installed", "Within 7 days", "Within 30 days"]
     r = reports.build(registry, "expiring", {"within": "365"}, NOW)
     assert [s.title for s in r.sections][-1] == "Within 365 days"
     assert rows(r.sections[-1])[0]["path"] == "/etc/nginx/later.pem"
     with pytest.raises(InvalidInput, match="within: 'soon' is not a duration"):
         reports.build(registry, "expiring", {"within": "soon"}, NOW)
+    with pytest.raises(InvalidInput, match="limit: 'many' is not a whole number"):
+        reports.build(registry, "expiring", {"limit": "many"}, NOW)
     with pytest.raises(InvalidInput, match="takes no parameter bogus"):
         reports.build(registry, "expiring", {"bogus": "1"}, NOW)
     with pytest.raises(InvalidInput, match="no report 'nope'"):
         reports.build(registry, "nope", {}, NOW)
+
+
+def test_expiring_limit_team_and_explicit_assignments(registry: Registry, fleet) -> None:  # type: ignore[no-untyped-def]
+    from collector.registry.types import LocationSelector
+
+    # explicit assignments override the rule: the certificate "soon" (both copies) to dba-team,
+    # then its web1 location back to web; a location assignment names a location, not a certificate
+    store = registry.owners
+    store.create_owner("dba-team", NOW, contacts=["dba@example.com"])
+    store.assign(fleet["soon"].fingerprint, NOW, owner="dba-team", environment="test", reason="theirs")
+    store.assign(fleet["soon"].fingerprint, NOW, owner="web",
+                 where=LocationSelector(agent_id="a1", path="/etc/nginx/soon.pem"), reason="ours here")
+    r = reports.build(registry, "expiring", {}, NOW)
+    soon = {x["host"]: x for x in rows(section(r, "Within 7 days"))}
+    assert (soon["web1.example.com"]["owner"], soon["web1.example.com"]["owner_source"]) == ("web", "explicit")
+    assert soon["web1.example.com"]["environment"] == "test"      # from the certificate's assignment
+    assert (soon["db1.example.com"]["owner"], soon["db1.example.com"]["owner_source"]) == ("dba-team", "explicit")
+
+    # limit: the soonest rows of each window, resolved as in the full report; every location still
+    # counted (by an aggregate: the same counts as the full report's), the cut said
+    full = reports.build(registry, "expiring", {}, NOW)
+    r = reports.build(registry, "expiring", {"limit": "1"}, NOW)
+    assert [s.title for s in r.sections] == [s.title for s in full.sections][1:]      # no "By owner"
+    assert len(section(r, "Within 7 days").rows) == 1
+    assert section(r, "Within 7 days").rows[0] in section(full, "Within 7 days").rows
+    assert "showing the soonest 1 of 2" in section(r, "Within 7 days").note
+    assert "showing" not in section(r, "Within 30 days").note
+    assert {k: v for k, v in summary(r).items() if k.endswith(("certificates", "locations"))} == {
+        k: v for k, v in summary(full).items() if k.endswith(("certificates", "locations"))}
+    assert "Locations without an owner" not in summary(r) and "--all" in summary(r)["Locations per owner"]
+    r = reports.build(registry, "expiring", {"limit": "0"}, NOW)
+    assert all(not s.rows for s in r.sections) and summary(r)["Within 90 days: certificates"] == 1
+    r = reports.build(registry, "expiring", {"limit": "5", "within": "365d"}, NOW)
+    assert [x["path"] for x in rows(section(r, "Within 365 days"))] == ["/etc/nginx/later.pem"]
+
+    # a team sees its locations only, and counts only them (with a limit too)
+    r = reports.build(registry, "expiring", {"limit": "1"}, NOW, team="web")
+    assert [x["path"] for s in r.sections[1:] for x in rows(s)] == [
+        "/etc/nginx/expired.pem", "/etc/nginx/soon.pem", "/srv/app/month.pem"]
+    assert summary(r)["Within 7 days: locations"] == 1
+    r = reports.build(registry, "expiring", {}, NOW, team="web")
+    assert {(x["host"], x["path"]) for s in r.sections[1:] for x in rows(s)} == {
+        ("web1.example.com", "/etc/nginx/expired.pem"), ("web1.example.com", "/etc/nginx/soon.pem"),
+        ("web1.example.com", "/srv/app/month.pem")}
+    assert summary(r)["Team"] == "web" and summary(r)["Within 7 days: locations"] == 1
+    assert summary(r)["Locations without an owner"] == 0 and "(team web)" in r.title
+    assert [row[0] for row in section(r, "By owner").rows] == ["web"]
+    r = reports.build(registry, "expiring", {}, NOW, team="nobody")
+    assert all(not s.rows for s in r.sections) and summary(r)["Within 7 days: certificates"] == 0
+    with pytest.raises(InvalidInput, match="covers the whole fleet"):
+        reports.build(registry, "coverage", {}, NOW, team="web")
 
 
 def test_owners_orphaned_and_unconfirmed(registry: Registry, fleet) -> None:  # type: ignore[no-untyped-def]
@@ -294,3 +353,31 @@ def test_violations_by_rule_and_owner_with_exceptions_apart(registry: Registry, 
     assert "old.example.com" in render(r, "html", 100) and "old.example.com" in render(r, "csv", 100)
     with pytest.raises(InvalidInput, match="takes no parameter"):
         reports.build(registry, "violations", {"bogus": "1"}, now)
+
+
+def test_violations_for_one_team(registry: Registry, violated) -> None:  # type: ignore[no-untyped-def]
+    now, sha1_fp, weak, waiver, gone = violated
+    r = reports.build(registry, "violations", {}, now, team="web")
+    assert "(team web)" in r.title
+    assert [(x["rule"], x["host"], x["path"]) for x in rows(section(r, "By rule"))] == [
+        ("min_rsa_bits", "web1.example.com", "/etc/old/cert.pem")]         # not db1's copy
+    assert [x["fingerprint"] for x in rows(section(r, "Waived by exceptions"))] == [sha1_fp]
+    assert rows(section(r, "Expired exceptions")) == []                     # db1's pattern exception is not web's
+    s = summary(r)
+    assert (s["Team"], s["Active violations"], s["Exceptions in force"], s["Expired exceptions"]) == ("web", 1, 1, 0)
+    assert "Owner (no owner)" not in s
+    r = reports.build(registry, "violations", {}, now, team="db")
+    assert all(not sec.rows for sec in r.sections) and summary(r)["Active violations"] == 0
+
+
+def test_owners_report_for_one_team(registry: Registry, fleet) -> None:  # type: ignore[no-untyped-def]
+    r = reports.build(registry, "owners", {}, NOW, team="web")
+    assert rows(section(r, "Orphaned")) == []                               # web is reachable
+    assert [(x["path"], x["owner"]) for x in rows(section(r, "Unconfirmed"))] == [("/srv/app/month.pem", "web")]
+    s = summary(r)
+    assert (s["Team"], s["Locations present"], s["Registered owners"]) == ("web", 4, 1)
+    registry.owners.update_owner("web", NOW, contacts=[])                   # web loses its only contact
+    r = reports.build(registry, "owners", {}, NOW, team="web")
+    orphaned = rows(section(r, "Orphaned"))
+    assert {x["reason"] for x in orphaned} == {own.NO_WORKING_CONTACT} and len(orphaned) == 4
+    assert all(x["host"] == "web1.example.com" for x in orphaned)          # db1's orphans are not web's
