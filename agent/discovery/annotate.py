@@ -116,9 +116,10 @@ class ReportAnnotation:
             return out
         uses = self.index.uses(entries[0].key.path) if entries[0].role != TRUST_ANCHOR else ()
         names = self.owner._names
-        for e in entries:
-            if e.der and e.fingerprint not in names:
-                names[e.fingerprint] = cert_names(e.der)
+        if uses:   # names matter only for files a process uses (the stale check); most files have none
+            for e in entries:
+                if e.der and e.fingerprint not in names:
+                    names[e.fingerprint] = cert_names(e.der)
         if uses and reread is not None and any(
                 e.key.chain_index == 0 and e.fingerprint not in names for e in entries):
             entries = list(reread())

@@ -70,6 +70,7 @@ class LinkIndex:
 
     by_path: dict[str, list[Use]] = field(default_factory=dict)
     paths_by_root: dict[int, set[str]] = field(default_factory=dict)
+    _dirs: dict[str, str] = field(default_factory=dict, repr=False)   # directory -> its real path, this snapshot
 
     def uses(self, path: str) -> tuple[Use, ...]:
         """The processes using ``path`` (as written, or the file it resolves to), one per process."""
@@ -77,10 +78,7 @@ class LinkIndex:
             return ()
         p = os.path.normpath(path)
         found = list(self.by_path.get(p, ()))
-        try:
-            real = os.path.realpath(p)
-        except OSError:
-            real = p
+        real = self._real(p)
         if real != p:
             found += self.by_path.get(real, ())
         best: dict[int, Use] = {}
@@ -91,6 +89,26 @@ class LinkIndex:
             elif u.serves and not old.serves:
                 best[u.root] = Use(old.link, True, old.listeners, old.root)
         return tuple(best[r] for r in sorted(best))
+
+    def _real(self, p: str) -> str:
+        """``os.path.realpath(p)`` for a store file, cheaply: the directory's real path is
+        resolved once per directory (a store has thousands of files in few directories); the
+        file itself costs one lstat, and a full resolve only when it is a symbolic link."""
+        head, tail = os.path.split(p)
+        real_dir = self._dirs.get(head)
+        if real_dir is None:
+            try:
+                real_dir = os.path.realpath(head)
+            except OSError:
+                real_dir = head
+            self._dirs[head] = real_dir
+        candidate = os.path.join(real_dir, tail)
+        try:
+            if os.path.islink(candidate):
+                return os.path.realpath(candidate)
+        except OSError:
+            pass
+        return candidate
 
     def paths_of(self, root: int) -> frozenset[str]:
         """Every file the process ``root`` was found to use (configs, open files, command line)."""
