@@ -126,17 +126,25 @@ class ReportAnnotation:
             for e in entries:
                 if e.der:
                     names[e.fingerprint] = cert_names(e.der)
+        entries_state = self.state.entries
         for e in entries:
             ks = key_str(e.key)
-            self._keys.add(ks)
-            self._fingerprints.add(e.fingerprint)
+            # remembered only where needed (a report may hold tens of thousands of locations):
+            # keys with a stale entry (checked after the stale check below may add one), and
+            # fingerprints whose names are cached
+            if e.fingerprint in names:
+                self._fingerprints.add(e.fingerprint)
             if e.role == TRUST_ANCHOR or not uses:
+                if ks in entries_state:
+                    self._keys.add(ks)
                 out.append(e if not (e.processes or e.stale) else dataclasses.replace(e, processes=(), stale=None))
                 continue
             links = tuple(u.link for u in uses)
             stale = None
             if self.owner.settings.stale_check and e.key.chain_index == 0:
                 stale = self._stale(ks, e, uses, entries)
+            if ks in entries_state:
+                self._keys.add(ks)
             out.append(dataclasses.replace(e, processes=links, stale=stale))
         return out
 
