@@ -11,7 +11,7 @@ from typing import Any, Callable
 import grpc
 
 from certfleet.v1 import admin_pb2, admin_pb2_grpc
-from collector import __version__, cli_audit, cli_notify, cli_owners, cli_policy, cli_reports, cliformat
+from collector import __version__, cli_audit, cli_discovery, cli_notify, cli_owners, cli_policy, cli_reports, cliformat
 from collector.clientconfig import ClientConfig, load_client_config
 from collector.config import parse_duration
 from collector.errors import CollectorError
@@ -180,6 +180,9 @@ def cmd_renew(stub: admin_pb2_grpc.AdminServiceStub, ns: argparse.Namespace) -> 
     ), timeout=TIMEOUT)
     for j in r.jobs:
         print(f"job {j.job_id} ({j.state}) for {j.hostname}:{j.path}" + (f" [{j.alias}]" if j.alias else ""))
+        hint = j.reason.partition("suggested reload: ")[2]   # the reload the agent found for this service
+        if hint:
+            print(f"  suggested reload: {hint}")
     if not ns.wait:
         return 0
     return follow_jobs(stub, [j.job_id for j in r.jobs], ns.timeout)
@@ -304,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_policy.register(sub)
     cli_notify.register(sub)
     cli_reports.register(sub)
+    cli_discovery.register(sub)
     return p
 
 

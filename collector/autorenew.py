@@ -289,6 +289,12 @@ class Planned:
         return location_key(self.location.agent_id, self.location.store_type, self.location.path, self.location.alias)
 
 
+def renewable_here(loc: LocationView) -> bool:
+    """Trust anchors (entries of a trust store) are never renewed; endpoints (what a port serves)
+    are renewed where the service reads the certificate, a file or store location of their own."""
+    return getattr(loc, "role", "service") != "trust_anchor" and loc.store_type != "endpoint"
+
+
 def first_rule(rules: Iterable[AutoRule], loc: LocationView) -> AutoRule | None:
     return next((r for r in rules if r.matches(loc)), None)
 
@@ -307,7 +313,7 @@ def plan_renewals(
     active_locations: Collection[LocationKey] = frozenset(),
 ) -> list[Planned]:
     """The renewals due at ``now``: for each present location at chain index 0 of a certificate
-    that is not a CA, the first rule that matches the location decides whether it is due
+    that is not a CA (trust anchors and endpoints left out: :func:`renewable_here`), the first rule that matches the location decides whether it is due
     (:func:`collector.jobs.renewal_due` with the rule's timing, window and jitter, seeded by the
     fingerprint so that a certificate always gets the same point and a fleet spreads out).
     Expired certificates still installed are due (inside the window, like any other).
@@ -319,6 +325,8 @@ def plan_renewals(
             continue
         for loc in cert.locations:
             if loc.status != "present" or loc.chain_index != 0:
+                continue
+            if not renewable_here(loc):
                 continue
             if location_key(loc.agent_id, loc.store_type, loc.path, loc.alias) in active_locations:
                 continue

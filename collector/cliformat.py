@@ -84,7 +84,69 @@ def location_dict(loc: admin_pb2.LocationInfo) -> dict[str, Any]:
         "file_mode": f"{loc.file_mode:04o}",
         "file_mtime": iso(ts(loc.file_mtime, loc.HasField("file_mtime"))),
         "labels": dict(loc.labels),
+        "role": loc.role or "service",
+        "stale": ({
+            "served_fingerprint": loc.stale.served_fingerprint, "endpoint": loc.stale.endpoint,
+            "pid": loc.stale.pid, "process_name": loc.stale.process_name,
+            "since": iso(ts(loc.stale.since, loc.stale.HasField("since"))),
+        } if loc.HasField("stale") else None),
+        "endpoint": _plain(loc.endpoint) if loc.HasField("endpoint") else None,
+        "processes": [_plain(p) for p in loc.processes],
+        "windows": _plain(loc.windows) if loc.HasField("windows") else None,
+        "iis_bindings": [_plain(b) for b in loc.iis_bindings],
     }
+
+
+def _plain(msg: Any) -> dict[str, Any]:
+    from google.protobuf import json_format
+
+    return json_format.MessageToDict(msg, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+
+
+def location_facts(loc: dict[str, Any]) -> list[str]:
+    """Readable lines about a location's discovery facts (``location_dict`` output): role,
+    handshake, processes, stale service, Windows store entry and IIS bindings."""
+    out: list[str] = []
+    if loc.get("role") == "trust_anchor":
+        out.append("trust anchor (an entry of a trust store: not renewed, not judged as a service certificate)")
+    ep = loc.get("endpoint")
+    if ep:
+        how = ep.get("starttls") and f"STARTTLS {ep['starttls']}" or "TLS"
+        sni = f" SNI {ep['sni']}" if ep.get("sni") else " no SNI"
+        valid = "chain valid" if ep.get("chain_valid") else f"chain NOT valid ({ep.get('validation_error') or 'unknown'})"
+        src = ep.get("source") or "?"
+        if ep.get("scan_id"):
+            src += f" {ep['scan_id'][:8]}"
+        out.append(f"endpoint {ep.get('host')}:{ep.get('port')} {how}{sni}: {ep.get('protocol') or '?'} "
+                   f"{ep.get('cipher') or '?'}, {valid}; found by {src}, handshake {float(ep.get('handshake_seconds') or 0):.3f}s")
+        if ep.get("chain_fingerprints"):
+            out.append("  chain sent: " + ", ".join(f[:12] for f in ep["chain_fingerprints"]))
+    for p in loc.get("processes") or ():
+        svc = f" ({p['service']})" if p.get("service") else ""
+        listen = f" listening on {', '.join(p['listen'])}" if p.get("listen") else ""
+        why = p.get("evidence") or "?"
+        if p.get("config_path"):
+            why += f" {p['config_path']}"
+        reload = f"; reload: {p['suggested_reload']}" if p.get("suggested_reload") else ""
+        out.append(f"used by {p.get('name') or '?'} pid {p.get('pid')}{svc} as {p.get('user') or '?'}{listen} "
+                   f"[{why}]{reload}")
+    st = loc.get("stale")
+    if st:
+        who = f" by {st['process_name']} pid {st['pid']}" if st.get("process_name") else ""
+        out.append(f"STALE since {st['since'] or '?'}: {st['endpoint'] or 'its port'}{who} serves "
+                   f"{st['served_fingerprint'][:16]}, not the certificate in this file (reload the service)")
+    w = loc.get("windows")
+    if w:
+        key = ("key exportable" if w.get("key_exportable") else "key not exportable")
+        prov = f", {w['key_provider']}" if w.get("key_provider") else ""
+        name = f" \"{w['friendly_name']}\"" if w.get("friendly_name") else ""
+        out.append(f"Windows store {w.get('store_location')}\\{w.get('store_name')} thumbprint {w.get('thumbprint')}"
+                   f"{name}: {key}{prov}")
+    for b in loc.get("iis_bindings") or ():
+        host = b.get("host_name") or "*"
+        out.append(f"IIS site {b.get('site')!r}: {b.get('protocol')} {b.get('ip')}:{b.get('port')} host {host}"
+                   f"{' SNI' if b.get('sni') else ''} ({b.get('store_name')})")
+    return out
 
 
 def cert_dict(c: admin_pb2.CertificateInfo, now: dt.datetime) -> dict[str, Any]:
@@ -208,11 +270,16 @@ def cert_detail(c: admin_pb2.CertificateInfo, now: dt.datetime) -> str:
     for loc in d["locations"]:
         alias = f" alias={loc['alias']}" if loc["alias"] else ""
         key = "key:" + (loc["key_match"] if loc["has_private_key"] else "none") + (" (encrypted)" if loc["key_encrypted"] else "")
+        perms = f"{loc['file_owner']}:{loc['file_group']} {loc['file_mode']} " if loc["store_type"] not in (
+            "endpoint", "windows") else ""
+        if loc["store_type"] == "endpoint":
+            key = "served"        # seen in a handshake: no key, no file
         lines.append(
             f"  - [{loc['status']}] {loc['host']}:{loc['path']}{alias} #{loc['chain_index']} ({loc['store_type']}) {key} "
-            f"{loc['file_owner']}:{loc['file_group']} {loc['file_mode']} last seen {loc['last_seen']}"
+            f"{perms}last seen {loc['last_seen']}"
             + (f" removed {loc['removed_at']}" if loc["removed_at"] else "")
         )
+        lines.extend("      " + line for line in location_facts(loc))
     return "\n".join(lines) + "\n"
 
 

@@ -37,6 +37,23 @@ Which rules apply to which certificates:
 - maximum validity, SAN patterns, wildcards, self-signed: certificates that are not CAs
   (a root in a trust store is self-signed and long-lived on purpose).
 
+Trust anchors (a location of role ``trust_anchor``: an entry of a system or Java trust
+store) are not service certificates; per rule (:data:`TRUST_ANCHOR_RULES`):
+
+- key type, RSA size, EC curve: evaluated. A weak anchor key lets whoever breaks it mint
+  certificates the host trusts; the fix (take the anchor out of the store) is actionable.
+  These findings are recorded but not notified (collector/registry/policies.py): the
+  store belongs to the OS or JDK vendor, not to the owner a notice would reach.
+- signature algorithm: not evaluated (an anchor's own signature is never checked when a
+  chain is validated: trust comes from being in the store).
+- expired-but-installed: not evaluated (an expired anchor validates nothing; the store's
+  package removes it on its next update).
+- maximum validity, SAN patterns, wildcards, self-signed: not evaluated (rules about what
+  a service presents; anchors are long-lived and self-signed on purpose).
+
+The same certificate at a service location (a file a service uses, an endpoint that
+serves it) is judged there by every rule: endpoint-only certificates are evaluated too.
+
 Exceptions waive one rule (or ``*``, every rule) for a certificate (fingerprint), an
 owner, or a DNS glob on the certificate's DNS names (or CN) or the location's host; an
 exception past its ``expires_at`` no longer applies.
@@ -71,6 +88,16 @@ KEY_TYPES = ("rsa", "ec", "ed25519", "ed448", "dsa")
 # curve names as the registry stores them (cryptography's) -> NIST names
 _CURVES = {"secp256r1": "P-256", "prime256v1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521",
            "p-256": "P-256", "p-384": "P-384", "p-521": "P-521", "p256": "P-256", "p384": "P-384", "p521": "P-521"}
+
+
+#: location role of a trust store entry (collector/registry: locations.role)
+TRUST_ANCHOR = "trust_anchor"
+#: the rules that judge a trust anchor (see the module doc)
+TRUST_ANCHOR_RULES = frozenset({ALLOWED_KEY_TYPES, MIN_RSA_BITS, ALLOWED_EC_CURVES})
+
+
+def is_trust_anchor(location: Any | None) -> bool:
+    return getattr(location, "role", "") == TRUST_ANCHOR
 
 
 class PolicyError(InvalidInput):
@@ -395,6 +422,8 @@ def evaluate(cert: Any, location: Any | None, assignment: Any | None, policy: Po
         if s.forbid_self_signed and getattr(cert, "self_signed", False):
             where = f" in {env}" if env else ""
             out.append(Finding(FORBID_SELF_SIGNED, f"self-signed certificates are forbidden{where}"))
+    if is_trust_anchor(location):
+        out = [f for f in out if f.rule in TRUST_ANCHOR_RULES]
     return out
 
 

@@ -15,12 +15,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from certfleet.v1 import agent_pb2, common_pb2
-from collector import errors
+from collector import discovery, errors
 from collector.challenges import ChallengeBroker
 from collector.issuers.base import Issuer
 from collector.policy import RequestFacts
 from collector.registry.repository import Registry
 from collector.registry.types import LocationSelector
+from collector.scope import renew_targets
 from collector.templates import SubjectNames, Template, check_request
 
 log = logging.getLogger(__name__)
@@ -62,16 +63,55 @@ class RenewalService:
     def request(self, fingerprint_prefix: str, where: LocationSelector, template_name: str, requested_by: str, reason: str):
         """One job per location of the certificate (or the one named); repeating the request returns the same jobs."""
         cert = self.registry.get_certificate(fingerprint_prefix, with_der=True)
+        selector = where if any((where.agent_id, where.store_type, where.path, where.alias)) else None
+        # endpoints and trust anchors are not renewed: say so, and where to renew instead
+        targets = renew_targets(cert, selector)
+        blocked = [t for t in targets if discovery.not_renewable(t)]
+        ok = [t for t in targets if not discovery.not_renewable(t)]
+        if blocked and not ok:
+            raise errors.InvalidInput(self._refusal(cert.fingerprint, blocked))
         tpl = self.template(template_name)
         names = SubjectNames.from_certificate(x509.load_der_x509_certificate(cert.der))
         check_request(tpl, names)   # refuse before anything is queued
-        selector = where if any((where.agent_id, where.store_type, where.path, where.alias)) else None
         # a request that breaks a LOCKED policy value is refused, naming the rule (collector/policy.py)
         self.registry.policies.check_renewal(cert, selector, RequestFacts.from_template(tpl, names.dns))
-        return self.registry.jobs.create_renewals(
-            cert.fingerprint, selector,
-            tpl.name, requested_by, reason or "renewal requested", self.clock(), JOB_TIMEOUT,
-        )
+        reason = reason or "renewal requested"
+        hints = {id(t): discovery.reload_suggestion(t.processes) for t in ok}
+        if not blocked and not any(hints.values()):
+            return self.registry.jobs.create_renewals(
+                cert.fingerprint, selector, tpl.name, requested_by, reason, self.clock(), JOB_TIMEOUT)
+        for t in blocked:
+            log.info("renewal of %s: %s %s left out: %s", cert.fingerprint[:16], t.hostname, t.path,
+                     discovery.not_renewable(t))
+        # one request per location: each job carries the reload the agent found for its service
+        out: dict[str, object] = {}
+        for t in ok:
+            one = LocationSelector(agent_id=t.agent_id, store_type=t.store_type, path=t.path, alias=t.alias,
+                                   chain_index=t.chain_index)
+            why = f"{reason}; {hints[id(t)]}" if hints[id(t)] else reason
+            for job in self.registry.jobs.create_renewals(cert.fingerprint, one, tpl.name, requested_by, why,
+                                                          self.clock(), JOB_TIMEOUT):
+                out.setdefault(job.job_id, job)
+        return list(out.values())
+
+    def _refusal(self, fingerprint: str, blocked: list) -> str:  # noqa: ANN001
+        """Why none of the targeted locations can be renewed, and where to renew instead."""
+        parts = []
+        for t in blocked[:5]:
+            why = discovery.not_renewable(t)
+            text = f"{t.hostname} {t.store_type}:{t.path}" + (f" [{t.alias}]" if t.alias else "") + f": {why}"
+            if t.store_type == "endpoint":
+                files = self.registry.discovery.serving_locations(t.agent_id, t.path)
+                if files:
+                    text += "; on this host it is read from " + ", ".join(
+                        f"{st}:{path}" + (f" [{alias}]" if alias else "") for st, path, alias in files[:5])
+                    text += " (renew there: certfleet renew <that certificate> --location PATH)"
+                else:
+                    text += ("; the registry knows no file or store whose process listens there "
+                             "(the agent links them when it can see the process)")
+            parts.append(text)
+        more = f" and {len(blocked) - 5} more" if len(blocked) > 5 else ""
+        return f"certificate {fingerprint[:16]}... cannot be renewed where asked: " + "; ".join(parts) + more
 
     # -- commands for a connected agent ------------------------------------------------
 

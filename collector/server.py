@@ -29,6 +29,7 @@ from collector.policy_runner import PolicyEvaluator, PolicySettings
 from collector.api.reports import ReportServicer, report_pb2_grpc
 from collector.api.hub import AgentHub
 from collector.api.notify import NotifyServicer, notify_pb2_grpc
+from collector.api.discovery import DiscoveryServicer, discovery_pb2_grpc
 from collector.audit_retention import AuditRetention
 from collector.autorenew import AutoRenewer, build_autorenewer
 from collector.config import CollectorConfig, ConfigError
@@ -153,6 +154,8 @@ class CollectorServer:
         report_pb2_grpc.add_ReportServiceServicer_to_server(ReportServicer(state.registry, auth, clock), self.main)
         self.retention = AuditRetention.from_config(cfg.extra, state.registry, clock)
         notify_pb2_grpc.add_NotifyServiceServicer_to_server(NotifyServicer(self.notifier, auth, clock), self.main)
+        discovery_pb2_grpc.add_DiscoveryServiceServicer_to_server(
+            DiscoveryServicer(state.registry, auth, clock, hub=self.hub), self.main)
         self.enroll = grpc.aio.server(options=options)
         agent_pb2_grpc.add_EnrollmentServicer_to_server(
             EnrollmentServicer(
@@ -198,12 +201,20 @@ class CollectorServer:
             loop = asyncio.get_running_loop()
             auto.notify = lambda agent_id: loop.call_soon_threadsafe(self.hub.notify, agent_id)
             sched.add("renewal.auto", auto.run_once, auto.check_interval)
+        # network scans whose agent went quiet fail visibly (collector/discovery.py overdue)
+        sched.add("netscan.sweep", self.sweep_scans, self.SWEEP_INTERVAL)
         sched.add("policy.evaluate", self.policy.run_once, self.policy.settings.evaluate_interval.total_seconds())
         # without a channel, notices would be claimed and never told: the notifier waits for one
         if self.notifier.enabled:
             sched.add("notify.run", self.notifier.run_once, self.notifier.settings.interval.total_seconds())
         sched.add("audit.retention", self.retention.run_once, self.retention.settings.purge_interval.total_seconds())
         return sched
+
+    def sweep_scans(self) -> int:
+        failed = self.state.registry.discovery.fail_overdue(self.clock())
+        for scan in failed:
+            log.warning("network scan %s on agent %s failed: %s", scan.scan_id, scan.agent_id, scan.reason)
+        return len(failed)
 
     async def stop(self, grace: float = 5.0) -> None:
         if getattr(self, "scheduler", None) is not None:

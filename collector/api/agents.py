@@ -12,7 +12,7 @@ import grpc
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from certfleet.v1 import agent_pb2, agent_pb2_grpc
-from collector import enrollment, errors
+from collector import discovery, enrollment, errors
 from collector.api import convert
 from collector.api.auth import Authenticator
 from collector.api.hub import AgentHub
@@ -27,6 +27,28 @@ log = logging.getLogger(__name__)
 
 def _add_upserts(txn, messages) -> None:  # noqa: ANN001
     txn.add_upserts([convert.location_in(m) for m in messages])
+
+
+def scan_commands(registry: Registry, agent_id: str, now: dt.datetime, resend: bool) -> list[agent_pb2.CollectorCommand]:
+    """NetworkScan commands for the agent's stream: queued scans (claimed, so one collector sends
+    each) and, on a fresh stream, the ones it was sent and has not finished (collector/registry/discovery.py)."""
+    return [
+        agent_pb2.CollectorCommand(command_id=f"{s.scan_id}:netscan", network_scan=agent_pb2.NetworkScan(
+            scan_id=s.scan_id, targets=list(s.targets), ports=list(s.ports), rate_per_second=s.rate_per_second,
+            timeout_seconds=s.timeout_seconds, concurrency=s.concurrency, sni_names=list(s.sni_names),
+            starttls=dict(s.starttls), max_addresses=discovery.MAX_PROBES))   # the agent reads it as address x port pairs
+        for s in registry.discovery.claim_for_agent(agent_id, now, resend=resend)
+    ]
+
+
+def record_scan_progress(registry: Registry, agent_id: str, p: agent_pb2.NetworkScanProgress, now: dt.datetime) -> None:
+    """A NetworkScanProgress from the agent's stream, into the registry."""
+    v = registry.discovery.record_progress(agent_id, p.scan_id, discovery.Progress(
+        state=p.state, targets_total=p.targets_total, probed=p.probed, tls_found=p.tls_found, errors=p.errors,
+        reason=p.reason), now)
+    if v is not None and v.state in discovery.FINAL:
+        log.info("network scan %s on agent %s %s: %d probed, %d TLS endpoints, %d errors; %s", v.scan_id, agent_id,
+                 v.state, v.probed, v.tls_found, v.errors, v.reason)
 
 
 class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
@@ -163,11 +185,24 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                 log.exception("job update from %s failed", agent_id)
             wake.set()
 
+        async def scan_progress(progress: agent_pb2.NetworkScanProgress) -> None:
+            try:
+                await asyncio.to_thread(record_scan_progress, self.registry, agent_id, progress, self.clock())
+            except errors.CollectorError as e:
+                log.warning("network scan progress from %s refused: %s", agent_id, e)
+            except Exception:  # noqa: BLE001 - one bad message must not drop the stream
+                log.exception("network scan progress from %s failed", agent_id)
+
         async def read_updates() -> None:
             while True:
                 msg = await context.read()
                 if msg is grpc.aio.EOF:
                     return
+                if msg.HasField("scan_progress"):
+                    task = asyncio.create_task(scan_progress(msg.scan_progress))
+                    pending.add(task)
+                    task.add_done_callback(pending.discard)
+                    continue
                 if not msg.HasField("job_update") or self.renewal is None:
                     continue
                 update = msg.job_update
@@ -180,9 +215,11 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                 task.add_done_callback(pending.discard)
 
         reader = asyncio.create_task(read_updates())
+        connected = True   # a stream that just (re)connected gets its unfinished network scans again
         try:
             while not reader.done():
                 wake.clear()   # before looking: a wake-up during the look is not lost
+                commands: list[agent_pb2.CollectorCommand] = []
                 if self.renewal is not None:
                     try:
                         commands = await asyncio.to_thread(self.renewal.commands_for, agent_id)
@@ -190,9 +227,14 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                         log.exception("could not prepare commands for %s", agent_id)
                         commands = []
                     commands += self.renewal.broker.take(agent_id)
-                    for cmd in commands:
-                        await context.write(cmd)
-                        log.info("sent %s to agent %s", cmd.command_id, agent_id)
+                try:
+                    commands += await asyncio.to_thread(scan_commands, self.registry, agent_id, self.clock(), connected)
+                    connected = False
+                except Exception:  # noqa: BLE001 - tried again on the next look
+                    log.exception("could not prepare network scans for %s", agent_id)
+                for cmd in commands:
+                    await context.write(cmd)
+                    log.info("sent %s to agent %s", cmd.command_id, agent_id)
                 waiter = asyncio.create_task(wake.wait())
                 await asyncio.wait({waiter, reader}, timeout=self.poll_seconds, return_when=asyncio.FIRST_COMPLETED)
                 waiter.cancel()

@@ -115,7 +115,25 @@ def location_out(view: t.LocationView) -> admin_pb2.LocationInfo:
         file_mtime=dt_to_ts(view.file_mtime),
         labels=view.labels,
         entry_type=view.entry_type,
+        role=view.role or "service",
+        endpoint=_msg(common_pb2.EndpointInfo, view.endpoint),
+        processes=[_msg(common_pb2.ProcessLink, p) for p in view.processes],
+        stale=(common_pb2.StaleService(
+            endpoint=view.stale_endpoint or "", served_fingerprint=view.stale_served_fingerprint,
+            pid=int((view.stale_detail or {}).get("pid") or 0),
+            process_name=str((view.stale_detail or {}).get("process_name") or ""),
+            since=dt_to_ts(view.stale_since)) if view.stale_served_fingerprint else None),
+        windows=_msg(common_pb2.WindowsStoreEntry, (view.windows or {}).get("entry")),
+        iis_bindings=[_msg(common_pb2.IisBinding, b) for b in (view.windows or {}).get("iis_bindings") or ()],
     )
+
+
+def _msg(cls: Any, value: dict[str, Any] | None) -> Any:
+    """A sub-message back from the dict ``_as_dict`` stored (None for none); unknown keys (a newer
+    agent's) are ignored."""
+    if not value:
+        return None
+    return json_format.ParseDict(value, cls(), ignore_unknown_fields=True)
 
 
 def certificate_out(view: t.CertificateView) -> admin_pb2.CertificateInfo:

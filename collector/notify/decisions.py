@@ -22,7 +22,9 @@ Other events (each once, by key): a renewal job that ``failed`` or was
 ``rolled_back``, a job ``stuck`` (key: job id + state), an agent silent for
 longer than ``agent_silent_after`` (key: agent id + its last-seen time, so it is
 told again after it came back and went silent again), and a policy violation on
-a production certificate (see :func:`violation_notice`).
+a production certificate (see :func:`violation_notice`), and a stale service: a file
+whose process serves another certificate (key: location id + served fingerprint + stale
+since, so one notice per stale episode; see :func:`stale_service_notices`).
 
 Notices are grouped per owner into one :class:`Digest` per run (``""`` is the
 digest of notices that have no owner).
@@ -45,7 +47,8 @@ JOB_ROLLED_BACK = "job.rolled_back"
 JOB_STUCK = "job.stuck"
 AGENT_SILENT = "agent.silent"
 POLICY_VIOLATION = "policy.violation"
-KINDS = (EXPIRY, ESCALATION, JOB_FAILED, JOB_ROLLED_BACK, JOB_STUCK, AGENT_SILENT, POLICY_VIOLATION)
+STALE_SERVICE = "stale.service"
+KINDS = (EXPIRY, ESCALATION, JOB_FAILED, JOB_ROLLED_BACK, JOB_STUCK, AGENT_SILENT, POLICY_VIOLATION, STALE_SERVICE)
 JOB_KINDS = {"failed": JOB_FAILED, "rolled_back": JOB_ROLLED_BACK, "stuck": JOB_STUCK}
 
 #: a notice's key in ``notices_sent``: (fingerprint or event hash, threshold, kind, owner)
@@ -315,6 +318,44 @@ def violation_notice(*, rule: str, fingerprint: str, reason: str, owner: str = "
         fingerprint=fingerprint, subject=subject, environment=environment, criticality=criticality,
         places=tuple(places), escalate=True,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class StaleFact:
+    """A location whose process serves another certificate than the file holds (collector/registry/discovery.py)."""
+
+    location_id: int
+    served_fingerprint: str
+    since: dt.datetime
+    owner: str
+    place: Place
+    file_fingerprint: str
+    subject: str = ""
+    endpoint: str = ""
+    process: str = ""               # "nginx pid 4242"
+    suggested_reload: str = ""
+    service: str = ""
+
+
+def stale_service_notices(facts: Iterable[StaleFact], sent: set[Key] | frozenset[Key]) -> list[Notice]:
+    """One notice per stale episode of a location: the key is (location id, served fingerprint, stale
+    since), so the same episode is told once however many runs and collectors see it, and a new
+    episode (stale again after a reload, or another certificate served) is told again."""
+    out = []
+    for f in facts:
+        key = event_key("stale", str(f.location_id), f.served_fingerprint, f.since.isoformat())
+        if (key, 0, STALE_SERVICE, f.owner) in sent:
+            continue
+        who = f" ({f.process})" if f.process else ""
+        reload = f"; suggested reload: {f.suggested_reload}" if f.suggested_reload else ""
+        out.append(Notice(
+            kind=STALE_SERVICE, key=key, threshold=0, owner=f.owner, target=f"certificate:{f.file_fingerprint}",
+            title=f"stale service on {f.place.text()}: {f.endpoint or 'its port'} still serves an older certificate",
+            detail=(f"{f.endpoint or 'the service'}{who} serves {f.served_fingerprint[:16]}, the file holds "
+                    f"{f.file_fingerprint[:16]}, since {f.since.isoformat()}: reload the service{reload}"),
+            fingerprint=f.file_fingerprint, subject=f.subject, service=f.service, places=(f.place,),
+        ))
+    return out
 
 
 def group_digests(notices: Iterable[Notice]) -> list[Digest]:

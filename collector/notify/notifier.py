@@ -72,7 +72,8 @@ class Notifier:
         """Decide, claim and queue what is due now, then deliver what is due (new and retries)."""
         now = now or self.clock()
         owners = {o.name: o for o in self.registry.owners.list_owners()}
-        notices = self.certificate_notices(now) + self.job_notices(now) + self.agent_notices(now, owners)
+        notices = (self.certificate_notices(now) + self.job_notices(now) + self.agent_notices(now, owners)
+                   + self.stale_notices())
         n_notices = n_digests = 0
         for digest in dec.group_digests(notices):
             _, won = self.store.claim_digest(
@@ -126,7 +127,9 @@ class Notifier:
             by_owner.clear()
 
         facts: Any = None
-        for pl in expiry.placements(before, with_issuer=resolver.by_issuer, with_names=resolver.by_names):
+        # trust anchors (entries of a trust store) are never told about: not renewed, not the owner's to fix
+        for pl in expiry.placements(before, with_issuer=resolver.by_issuer, with_names=resolver.by_names,
+                                    services_only=True):
             if cur is None or pl.fingerprint != cur.fingerprint:    # a certificate's locations come together
                 if cur is not None:
                     flush()
@@ -191,6 +194,21 @@ class Notifier:
                 environment=(a.environment or "") if a else "", not_after=cert.not_after if cert else None))
         keys = [dec.event_key("job", f.job_id, f.state) for f in facts]
         return dec.job_notices(facts, frozenset(self.store.sent_keys(keys)))
+
+    def stale_notices(self) -> list[dec.Notice]:
+        """A notice to the owner of each location whose process serves another certificate, once per
+        stale episode (collector/notify/decisions.py stale_service_notices)."""
+        facts = [dec.StaleFact(
+            location_id=v.location_id, served_fingerprint=v.served_fingerprint, since=v.since, owner=v.owner,
+            place=dec.Place(v.hostname, v.path, v.alias, v.agent_id, v.store_type, v.chain_index),
+            file_fingerprint=v.file_fingerprint, subject=v.subject, endpoint=v.endpoint,
+            process=f"{v.process_name} pid {v.pid}" if v.process_name else "", suggested_reload=v.suggested_reload,
+            service=v.service)
+            for v in self.registry.discovery.stale_with_owners() if v.since is not None]
+        if not facts:
+            return []
+        keys = [dec.event_key("stale", str(f.location_id), f.served_fingerprint, f.since.isoformat()) for f in facts]
+        return dec.stale_service_notices(facts, frozenset(self.store.sent_keys(keys)))
 
     def agent_notices(self, now: dt.datetime, owners: Mapping[str, own.Owner]) -> list[dec.Notice]:
         facts = []

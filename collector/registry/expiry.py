@@ -22,7 +22,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Iterator, NamedTuple
 
-from sqlalchemy import Engine, Text, case, cast, func, literal, select, true, tuple_
+from sqlalchemy import Engine, Text, and_, case, cast, func, literal, select, true, tuple_
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from collector import ownership as own
@@ -33,6 +33,7 @@ from collector.registry.models_owners import explicit_assignments
 from collector.registry.owners import OwnerStore, _explicit_view
 
 BATCH = 2000
+TRUST_ANCHOR = "trust_anchor"               # locations.role of a trust store entry
 
 
 def _LOC_ORDER(row: tuple) -> tuple:   # noqa: N802 - a sort key: hostname, store type, path, alias, chain index
@@ -90,7 +91,7 @@ class ExpiryStore(db.Connections):
         self.engine = engine
 
     def placements(self, before: dt.datetime, *, since: dt.datetime | None = None, with_issuer: bool = False,
-                   with_names: bool = False, batch: int = BATCH) -> Iterator[Placement]:
+                   with_names: bool = False, batch: int = BATCH, services_only: bool = False) -> Iterator[Placement]:
         """Every present location of a certificate with ``since`` <= not_after < ``before``, soonest
         expiry first (then fingerprint, hostname, store type, path, alias, chain index).
 
@@ -99,7 +100,8 @@ class ExpiryStore(db.Connections):
         ``ix_locations_fingerprint_status`` (hostnames from one read of the agents): two plain statements
         per page, whatever the planner thinks of a join over every location (SQLite without
         statistics, or PostgreSQL before it has analysed a large first report, would start from
-        all of them)."""
+        all of them). ``services_only``: leave out trust anchors (locations of role ``trust_anchor``,
+        entries of a system or Java trust store: not renewed, not told about)."""
         c, lc, a = certificates.c, locations.c, agents.c
         cert_cols = [c.fingerprint, c.subject, c.not_after]
         if with_issuer:
@@ -107,7 +109,7 @@ class ExpiryStore(db.Connections):
         if with_names:
             cert_cols.append(cast(c.sans, Text).label("sans_text"))
         loc_cols = [lc.fingerprint, lc.agent_id, lc.store_type, lc.path, lc.alias, lc.chain_index,
-                    cast(lc.labels, Text).label("labels_text"), lc.status]
+                    cast(lc.labels, Text).label("labels_text"), lc.status, lc.role]
         labels_memo: dict[str | None, dict[str, Any]] = {}
         with self._read() as conn:        # the fleet's hostnames (one row per agent), not a join per page
             hostnames: dict[str, str] = dict(conn.execute(select(a.agent_id, a.hostname)).all())
@@ -128,7 +130,7 @@ class ExpiryStore(db.Connections):
                     # by fingerprint only: a planner without statistics takes "status = 'present'" for
                     # rare and reads every present location by ix_locations_agent_id_status instead
                     for r in conn.execute(self._by_fingerprint(conn, loc_cols, part)):
-                        if r[7] != "present":
+                        if r[7] != "present" or (services_only and r[8] == TRUST_ANCHOR):
                             continue
                         got = by_fp.get(r[0])
                         row = (hostnames.get(r[1], ""), *r[1:7])
@@ -169,7 +171,7 @@ class ExpiryStore(db.Connections):
         per_fp = select(*cols).where(lc.fingerprint == wanted.c.fp).offset(0).lateral()
         return select(*per_fp.c).select_from(wanted.join(per_fp, true()))
 
-    def counts(self, edges: list[dt.datetime]) -> list[tuple[int, int]]:
+    def counts(self, edges: list[dt.datetime], services_only: bool = False) -> list[tuple[int, int]]:
         """(certificates, present locations) per window, for certificates with a present location:
         window 0 is not_after < ``edges[0]``, window k is ``edges[k-1]`` <= not_after < ``edges[k]``.
 
@@ -185,7 +187,10 @@ class ExpiryStore(db.Connections):
                 conn.exec_driver_sql("SET LOCAL jit = off")
             cert_fp = c.fingerprint.op("||")(literal(""))
             # per certificate (in the index's order: no sort), then per window
-            present = func.sum(case((lc.status == "present", 1), else_=0))   # (not a filter: see placements)
+            here = lc.status == "present"
+            if services_only:   # trust anchors left out, as in placements
+                here = and_(here, lc.role != TRUST_ANCHOR)
+            present = func.sum(case((here, 1), else_=0))   # (not a filter: see placements)
             per_cert = (
                 select(c.not_after.label("na"), c.fingerprint, present.label("n"))
                 .select_from(certificates.join(locations, lc.fingerprint == cert_fp))

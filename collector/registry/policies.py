@@ -351,6 +351,7 @@ class PolicyStore(db.Connections):
             explicit = owners.explicit_for(page)
             found: dict[str, dict[str, Any]] = {}
             extra: dict[str, tuple[str, str]] = {}   # active key -> (subject, criticality), for on_new_violation
+            anchors: set[str] = set()                 # active keys at trust anchors: not notified
             for cert in page:
                 n_certs += 1
                 facts = own.facts_of(cert)        # once per certificate, not per location
@@ -371,22 +372,26 @@ class PolicyStore(db.Connections):
                             rule=f.rule, reason=f.reason, exception_id=w.id if w else None,
                         )
                         extra[active_key(cert.fingerprint, lk, f.rule)] = (cert.subject, a.criticality or "")
+                        if pol.is_trust_anchor(loc):
+                            anchors.add(active_key(cert.fingerprint, lk, f.rule))
             if found:
                 inserted, n_still = self._reconcile_page(found, now)
                 new += len(inserted)
                 still += n_still
                 if on_new_violation is not None and inserted:   # the page's transaction has committed
-                    self._tell_new(inserted, found, extra, now, on_new_violation)
+                    self._tell_new(inserted, found, extra, now, on_new_violation, anchors)
         cleared = self._clear_unseen(now, agent_id)
         return EvalStats(n_certs, n_locs, new, still, cleared)
 
     @staticmethod
     def _tell_new(inserted: list[str], found: dict[str, dict[str, Any]], extra: dict[str, tuple[str, str]],
-                  now: dt.datetime, callback: OnNewViolation) -> None:
+                  now: dt.datetime, callback: OnNewViolation, anchors: frozenset[str] | set[str] = frozenset()) -> None:
+        """Tell ``callback`` of the new, unwaived violations; not those at trust anchors (``anchors``:
+        active keys; collector/policy.py TRUST_ANCHOR_RULES: recorded, not notified)."""
         groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
         for k in inserted:
             f = found[k]
-            if f["exception_id"] is None:
+            if f["exception_id"] is None and k not in anchors:
                 groups.setdefault((f["fingerprint"], f["rule"], f["owner"]), []).append({**f, "_key": k})
         for (fp, rule, owner), fs in groups.items():
             envs = sorted({f["environment"] for f in fs if f["environment"]})

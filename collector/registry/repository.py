@@ -51,6 +51,7 @@ from collector.registry.types import (
 )
 
 if TYPE_CHECKING:
+    from collector.registry.discovery import DiscoveryStore
     from collector.registry.leases import LeaseStore
     from collector.registry.policies import PolicyStore
 
@@ -129,6 +130,13 @@ class Registry(db.Connections):
         from collector.registry.policies import PolicyStore
 
         return PolicyStore(self.engine)
+
+    @property
+    def discovery(self) -> "DiscoveryStore":
+        """Network scan jobs and stale services (see collector.registry.discovery)."""
+        from collector.registry.discovery import DiscoveryStore
+
+        return DiscoveryStore(self.engine)
 
     @property
     def audit(self) -> audit.AuditLog:
@@ -447,7 +455,7 @@ class Registry(db.Connections):
         with self._read() as conn:
             fp = resolve_fingerprint(conn, fingerprint_prefix)
             rows = conn.execute(self._cert_select(with_der).where(certificates.c.fingerprint == fp)).all()
-            return self._cert_views(conn, rows, with_der, include_removed=True, hostname=None)[0]
+            return self._cert_views(conn, rows, with_der, include_removed=True, hostname=None, details=True)[0]
 
     def list_certificates(self, flt: CertFilter, now: dt.datetime | None = None) -> Iterator[CertificateView]:
         """Certificates matching ``flt`` by not_after then fingerprint, streamed a page at a time.
@@ -502,14 +510,18 @@ class Registry(db.Connections):
             cols.append(certificates.c.der)
         return select(*cols)
 
+    #: location columns read only for one certificate in full (JSON: costly over a whole fleet)
+    DETAIL_COLUMNS = ("endpoint", "processes", "windows", "stale_detail")
+
     def _cert_views(self, conn: Connection, rows: list[Any], with_der: bool, include_removed: bool,
-                    hostname: str | None) -> list[CertificateView]:
+                    hostname: str | None, details: bool = False) -> list[CertificateView]:
         fps = [r.fingerprint for r in rows]
         lc, a = locations.c, agents.c
         locs: dict[str, list[LocationView]] = defaultdict(list)
+        cols = [col for col in locations.c if details or col.name not in self.DETAIL_COLUMNS]
         for part in chunked(fps):
             stmt = (
-                select(locations, a.hostname).join(agents, a.agent_id == lc.agent_id)
+                select(*cols, a.hostname).join(agents, a.agent_id == lc.agent_id)
                 .where(lc.fingerprint.in_(part))
                 .order_by(a.hostname, lc.store_type, lc.path, lc.alias, lc.chain_index)
             )
@@ -525,6 +537,9 @@ class Registry(db.Connections):
                     status=r.status, first_seen=r.first_seen, last_seen=r.last_seen, removed_at=r.removed_at,
                     file_owner=r.file_owner, file_group=r.file_group, file_mode=r.file_mode,
                     file_mtime=r.file_mtime, labels=dict(r.labels or {}),
+                    role=r.role or "service", stale_served_fingerprint=r.stale_served_fingerprint,
+                    stale_endpoint=r.stale_endpoint, stale_since=r.stale_since,
+                    **(_location_details(r) if details else {}),
                 ))
         return [
             CertificateView(
@@ -540,6 +555,12 @@ class Registry(db.Connections):
             )
             for r in rows
         ]
+
+
+def _location_details(r: Any) -> dict[str, Any]:
+    """The JSON facts of a location row (see LocationView)."""
+    return {"endpoint": r.endpoint or None, "processes": tuple(r.processes or ()), "windows": r.windows or None,
+            "stale_detail": r.stale_detail or None, "details": True}
 
 
 def _error_view(e: Any) -> ScanErrorView:

@@ -119,6 +119,17 @@ class LocationView:
     file_mode: int
     file_mtime: dt.datetime | None
     labels: dict[str, str]
+    # discovery beyond files. role and the stale scalars always; the JSON facts (endpoint,
+    # processes, windows, stale_detail) only where asked for (GetCertificate), to keep lists light
+    role: str = "service"                               # service, trust_anchor
+    stale_served_fingerprint: str | None = None
+    stale_endpoint: str | None = None
+    stale_since: dt.datetime | None = None
+    endpoint: dict[str, Any] | None = None              # EndpointInfo fields
+    processes: tuple[dict[str, Any], ...] = ()          # ProcessLink fields
+    windows: dict[str, Any] | None = None               # {"entry": WindowsStoreEntry, "iis_bindings": [...]}
+    stale_detail: dict[str, Any] | None = None          # {"pid": .., "process_name": ..}
+    details: bool = False                               # whether the JSON facts were read
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,3 +270,67 @@ class JobView:
         if self.alias:
             where += f" [{self.alias}]"
         return f"{where} #{self.chain_index}"
+
+
+# -- discovery: network scans, stale services -----------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkScanView:
+    scan_id: str
+    agent_id: str
+    hostname: str
+    targets: tuple[str, ...]
+    ports: tuple[int, ...]
+    rate_per_second: float
+    timeout_seconds: float
+    concurrency: int
+    starttls: dict[int, str]
+    sni_names: tuple[str, ...]
+    state: str                  # queued, sent, running, done, failed
+    targets_total: int
+    probed: int
+    tls_found: int
+    errors: int
+    reason: str
+    requested_by: str
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    finished_at: dt.datetime | None
+    endpoints_in_registry: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class StaleView:
+    """A present location whose process serves another certificate than the file holds."""
+
+    agent_id: str
+    hostname: str
+    store_type: str
+    path: str
+    alias: str
+    chain_index: int
+    labels: dict[str, str]
+    file_fingerprint: str
+    served_fingerprint: str
+    endpoint: str
+    process_name: str
+    pid: int
+    since: dt.datetime | None
+    processes: tuple[dict[str, Any], ...]
+    # the file's certificate, for ownership (collector.ownership.resolve)
+    subject: str = ""
+    issuer: str = ""
+    sans: tuple[SanView, ...] = ()
+    owner: str = ""             # filled by the caller that resolves ownership
+    service: str = ""
+    status: str = "present"
+    location_id: int = 0        # the registry's row: with served_fingerprint and since, one stale episode
+
+    @property
+    def fingerprint(self) -> str:
+        return self.file_fingerprint
+
+    @property
+    def suggested_reload(self) -> str:
+        return next((p.get("suggested_reload") or "" for p in self.processes if p.get("suggested_reload")), "")

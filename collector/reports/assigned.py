@@ -18,17 +18,19 @@ FOREVER = dt.datetime(9999, 1, 1, tzinfo=dt.timezone.utc)
 
 def placed(registry: Any, before: dt.datetime | None = None, *, since: dt.datetime | None = None,
            batch: int | None = None, resolver: own.Resolver | None = None,
-           explicit: ExplicitIndex | None = None) -> Iterator[tuple[Placement, own.Assignment]]:
+           explicit: ExplicitIndex | None = None,
+           services_only: bool = False) -> Iterator[tuple[Placement, own.Assignment]]:
     """Every present location of the certificates with ``since`` <= not_after < ``before`` (all when
     None), soonest expiry first, with its assignment (collector/ownership.py ``resolve``). ``resolver``
-    and ``explicit`` may be given to share them between calls; ``batch``: certificates per page."""
+    and ``explicit`` may be given to share them between calls; ``batch``: certificates per page;
+    ``services_only``: trust anchors left out (ExpiryStore.placements)."""
     before = before or FOREVER
     store = ExpiryStore(registry.engine)
     resolver = resolver or own.Resolver(registry.owners.list_rules())
     explicit = explicit or store.explicit(before)
     fp, facts = None, None
     for pl in store.placements(before, since=since, with_issuer=resolver.by_issuer, with_names=resolver.by_names,
-                               batch=batch or BATCH):
+                               batch=batch or BATCH, services_only=services_only):
         if pl.fingerprint != fp:                 # the locations of one certificate come together
             fp, facts = pl.fingerprint, pl.facts()
         yield pl, resolver(facts, pl, explicit.at(pl))

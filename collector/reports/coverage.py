@@ -2,7 +2,8 @@
 scan errors by reason, and hosts that went silent.
 
 A host is *silent* when its active agent was last seen longer ago than ``silent_after``
-(default ``1d``); revoked agents are listed but never counted as silent.
+(default ``1d``); revoked agents are listed but never counted as silent. *Stale services*:
+files whose process still serves another certificate (a renewal without a reload).
 """
 from __future__ import annotations
 
@@ -56,6 +57,9 @@ def build(registry: Any, params: Mapping[str, str], now: dt.datetime) -> Report:
         shown = ", ".join(hosts[:MAX_HOSTS_LISTED]) + (f" (+{len(hosts) - MAX_HOSTS_LISTED})"
                                                        if len(hosts) > MAX_HOSTS_LISTED else "")
         reason_rows.append((reason, len(items), shown, items[0][1]))
+    from collector.reports.expiring import stale_section
+
+    stale = stale_section(registry)
     summary: list[tuple[str, Any]] = [
         ("Agents", len(agent_rows)),
         ("Active agents", active),
@@ -65,6 +69,7 @@ def build(registry: Any, params: Mapping[str, str], now: dt.datetime) -> Report:
         ("Locations", locs),
         ("Scan errors", len(error_rows)),
         ("Scan error reasons", len(reason_rows)),
+        ("Stale services", len(stale.rows)),
     ]
     return Report(
         name="coverage", title="Fleet coverage", generated_at=now, summary=summary,
@@ -74,6 +79,7 @@ def build(registry: Any, params: Mapping[str, str], now: dt.datetime) -> Report:
                     "stores: distinct stores with a present certificate; last_report: last stored inventory"),
             Section("Scan errors by reason", REASON_COLUMNS, reason_rows),
             Section("Scan errors", ERROR_COLUMNS, error_rows, "from each agent's last report"),
+            stale,
         ],
         params=dict(params),
     )

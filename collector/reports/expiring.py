@@ -21,6 +21,12 @@ seconds; the cut windows say how many rows they left out.
 
 A ``team`` (role owner) keeps only the locations whose resolved owner is that team (every
 window location is resolved to know, also with a ``limit``).
+
+Trust anchors (entries of a system or Java trust store) are left out: they are not renewed,
+and a distribution's expiring roots would flood the report. *Stale services* lists the
+locations whose process still serves another certificate than the file holds (the renewal
+that was never reloaded), with both fingerprints, the endpoint and since when
+(collector/registry/discovery.py; the team's only for role owner).
 """
 from __future__ import annotations
 
@@ -56,6 +62,19 @@ def _row(pl: Any, a: Any, now: dt.datetime) -> tuple:
             a.sources.get("owner"), pl.fingerprint)
 
 
+STALE_COLUMNS = ("host", "path", "file_fingerprint", "served_fingerprint", "endpoint", "since", "owner")
+
+
+def stale_section(registry: Any, team: str | None = None) -> Section:
+    """Locations whose process serves another certificate than the file holds, oldest first."""
+    rows = [(v.hostname, v.path + (f" [{v.alias}]" if v.alias else ""), v.file_fingerprint, v.served_fingerprint,
+             v.endpoint, iso(v.since), v.owner or NO_OWNER)
+            for v in registry.discovery.stale_with_owners(team=team)]
+    return Section("Stale services", STALE_COLUMNS, rows,
+                   "the file holds a newer certificate than its process serves: reload the service "
+                   "(certfleet stale shows the process and the reload that fits)")
+
+
 def build(registry: Any, params: Mapping[str, str], now: dt.datetime, team: str | None = None) -> Report:
     within = p.duration(params, "within", "90d")
     limit = p.limit(params)
@@ -75,14 +94,14 @@ def build(registry: Any, params: Mapping[str, str], now: dt.datetime, team: str 
         # What a person reads: the counts of every window (an aggregate in the database) and the
         # soonest ``limit`` locations of each; owners are resolved for those rows only.
         store = ExpiryStore(registry.engine)
-        for k, (n_certs, n_locs) in enumerate(store.counts(edges)):
+        for k, (n_certs, n_locs) in enumerate(store.counts(edges, services_only=True)):
             certs_in[k], located[k] = n_certs, n_locs
         if limit:
             resolver = own.Resolver(registry.owners.list_rules())
             explicit = store.explicit(edges[-1])
             for k in range(len(titles)):
                 for pl, a in placed(registry, edges[k], since=edges[k - 1] if k else None, batch=limit + 1,
-                                    resolver=resolver, explicit=explicit):
+                                    resolver=resolver, explicit=explicit, services_only=True):
                     buckets[k].append(_row(pl, a, now))
                     if len(buckets[k]) >= limit:
                         break
@@ -90,7 +109,7 @@ def build(registry: Any, params: Mapping[str, str], now: dt.datetime, team: str 
         by_owner, no_owner = {}, 0
         last_fp, k = None, 0
         counted_fp: str | None = None
-        for pl, a in placed(registry, edges[-1]):
+        for pl, a in placed(registry, edges[-1], services_only=True):
             if pl.fingerprint != last_fp:              # the locations of one certificate come together
                 last_fp = pl.fingerprint
                 k = next((w for w, e in enumerate(edges) if pl.not_after < e), len(edges) - 1)
@@ -133,6 +152,9 @@ def build(registry: Any, params: Mapping[str, str], now: dt.datetime, team: str 
         if len(rows) < n:
             note += f"; showing the soonest {len(rows)} of {n} (--all for every row)"
         sections.append(Section(title, COLUMNS, rows, note))
+    stale = stale_section(registry, team)
+    summary.append(("Stale services", len(stale.rows)))
+    sections.append(stale)
     title = f"Certificates expiring within {_limit_text(limits[-1])}"
     if team is not None:
         title += f" (team {team})"

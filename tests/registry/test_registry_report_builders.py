@@ -71,7 +71,7 @@ def test_expiring_sections_and_ownership(registry: Registry, fleet) -> None:  # 
     r = reports.build(registry, "expiring", {}, NOW)
     assert r.name == "expiring" and r.generated_at == NOW
     assert [s.title for s in r.sections] == ["By owner", "Expired, still installed", "Within 7 days",
-                                            "Within 30 days", "Within 90 days"]
+                                            "Within 30 days", "Within 90 days", "Stale services"]
     # per owner, locations per window: web has the expired one, one within 7 days and one within 30;
     # dba (a label, not registered) one within 90; the unowned copy on db1 comes last
     assert section(r, "By owner").columns == ("owner", "expired", "within_7_days", "within_30_days",
@@ -101,10 +101,11 @@ def test_expiring_sections_and_ownership(registry: Registry, fleet) -> None:  # 
 
     # a shorter horizon drops thresholds beyond it; a longer one adds a section
     r = reports.build(registry, "expiring", {"within": "30d"}, NOW)
-    assert [s.title for s in r.sections] == ["By owner", "Expired, still installed", "Within 7 days", "Within 30 days"]
+    assert [s.title for s in r.sections] == ["By owner", "Expired, still installed", "Within 7 days", "Within 30 days",
+                                            "Stale services"]
     r = reports.build(registry, "expiring", {"within": "365"}, NOW)
-    assert [s.title for s in r.sections][-1] == "Within 365 days"
-    assert rows(r.sections[-1])[0]["path"] == "/etc/nginx/later.pem"
+    assert [s.title for s in r.sections][-2:] == ["Within 365 days", "Stale services"]
+    assert rows(r.sections[-2])[0]["path"] == "/etc/nginx/later.pem"
     with pytest.raises(InvalidInput, match="within: 'soon' is not a duration"):
         reports.build(registry, "expiring", {"within": "soon"}, NOW)
     with pytest.raises(InvalidInput, match="limit: 'many' is not a whole number"):

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x63\x65rtfleet/v1/discovery.proto\x12\x0c\x63\x65rtfleet.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9a\x02\n\x17StartNetworkScanRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0f\n\x07targets\x18\x02 \x03(\t\x12\r\n\x05ports\x18\x03 \x03(\r\x12\x17\n\x0frate_per_second\x18\x04 \x01(\x01\x12\x17\n\x0ftimeout_seconds\x18\x05 \x01(\x01\x12\x13\n\x0b\x63oncurrency\x18\x06 \x01(\r\x12\x45\n\x08starttls\x18\x07 \x03(\x0b\x32\x33.certfleet.v1.StartNetworkScanRequest.StarttlsEntry\x12\x0e\n\x06reason\x18\x08 \x01(\t\x1a/\n\rStarttlsEntry\x12\x0b\n\x03key\x18\x01 \x01(\r\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xdc\x03\n\x0fNetworkScanInfo\x12\x0f\n\x07scan_id\x18\x01 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\x12\x10\n\x08hostname\x18\x03 \x01(\t\x12\x0f\n\x07targets\x18\x04 \x03(\t\x12\r\n\x05ports\x18\x05 \x03(\r\x12\x17\n\x0frate_per_second\x18\x06 \x01(\x01\x12\x17\n\x0ftimeout_seconds\x18\x07 \x01(\x01\x12\x13\n\x0b\x63oncurrency\x18\x08 \x01(\r\x12\r\n\x05state\x18\t \x01(\t\x12\x15\n\rtargets_total\x18\n \x01(\r\x12\x0e\n\x06probed\x18\x0b \x01(\r\x12\x11\n\ttls_found\x18\x0c \x01(\r\x12\x0e\n\x06\x65rrors\x18\r \x01(\r\x12\x0e\n\x06reason\x18\x0e \x01(\t\x12\x14\n\x0crequested_by\x18\x0f \x01(\t\x12.\n\ncreated_at\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1d\n\x15\x65ndpoints_in_registry\x18\x13 \x01(\r\":\n\x17ListNetworkScansRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\"(\n\x15GetNetworkScanRequest\x12\x0f\n\x07scan_id\x18\x01 \x01(\t\"$\n\x10ListStaleRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\"\xb8\x02\n\x11StaleLocationInfo\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x10\n\x08hostname\x18\x02 \x01(\t\x12\x12\n\nstore_type\x18\x03 \x01(\t\x12\x0c\n\x04path\x18\x04 \x01(\t\x12\r\n\x05\x61lias\x18\x05 \x01(\t\x12\x18\n\x10\x66ile_fingerprint\x18\x06 \x01(\t\x12\x1a\n\x12served_fingerprint\x18\x07 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x08 \x01(\t\x12\x14\n\x0cprocess_name\x18\t \x01(\t\x12\x0b\n\x03pid\x18\n \x01(\r\x12)\n\x05since\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05owner\x18\x0c \x01(\t\x12\x0f\n\x07service\x18\r \x01(\t\x12\x18\n\x10suggested_reload\x18\x0e \x01(\t2\xee\x02\n\x10\x44iscoveryService\x12X\n\x10StartNetworkScan\x12%.certfleet.v1.StartNetworkScanRequest\x1a\x1d.certfleet.v1.NetworkScanInfo\x12Z\n\x10ListNetworkScans\x12%.certfleet.v1.ListNetworkScansRequest\x1a\x1d.certfleet.v1.NetworkScanInfo0\x01\x12T\n\x0eGetNetworkScan\x12#.certfleet.v1.GetNetworkScanRequest\x1a\x1d.certfleet.v1.NetworkScanInfo\x12N\n\tListStale\x12\x1e.certfleet.v1.ListStaleRequest\x1a\x1f.certfleet.v1.StaleLocationInfo0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x63\x65rtfleet/v1/discovery.proto\x12\x0c\x63\x65rtfleet.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xad\x02\n\x17StartNetworkScanRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0f\n\x07targets\x18\x02 \x03(\t\x12\r\n\x05ports\x18\x03 \x03(\r\x12\x17\n\x0frate_per_second\x18\x04 \x01(\x01\x12\x17\n\x0ftimeout_seconds\x18\x05 \x01(\x01\x12\x13\n\x0b\x63oncurrency\x18\x06 \x01(\r\x12\x45\n\x08starttls\x18\x07 \x03(\x0b\x32\x33.certfleet.v1.StartNetworkScanRequest.StarttlsEntry\x12\x0e\n\x06reason\x18\x08 \x01(\t\x12\x11\n\tsni_names\x18\t \x03(\t\x1a/\n\rStarttlsEntry\x12\x0b\n\x03key\x18\x01 \x01(\r\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xdf\x04\n\x0fNetworkScanInfo\x12\x0f\n\x07scan_id\x18\x01 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\x12\x10\n\x08hostname\x18\x03 \x01(\t\x12\x0f\n\x07targets\x18\x04 \x03(\t\x12\r\n\x05ports\x18\x05 \x03(\r\x12\x17\n\x0frate_per_second\x18\x06 \x01(\x01\x12\x17\n\x0ftimeout_seconds\x18\x07 \x01(\x01\x12\x13\n\x0b\x63oncurrency\x18\x08 \x01(\r\x12\r\n\x05state\x18\t \x01(\t\x12\x15\n\rtargets_total\x18\n \x01(\r\x12\x0e\n\x06probed\x18\x0b \x01(\r\x12\x11\n\ttls_found\x18\x0c \x01(\r\x12\x0e\n\x06\x65rrors\x18\r \x01(\r\x12\x0e\n\x06reason\x18\x0e \x01(\t\x12\x14\n\x0crequested_by\x18\x0f \x01(\t\x12.\n\ncreated_at\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1d\n\x15\x65ndpoints_in_registry\x18\x13 \x01(\r\x12\x11\n\tsni_names\x18\x14 \x03(\t\x12=\n\x08starttls\x18\x15 \x03(\x0b\x32+.certfleet.v1.NetworkScanInfo.StarttlsEntry\x1a/\n\rStarttlsEntry\x12\x0b\n\x03key\x18\x01 \x01(\r\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\":\n\x17ListNetworkScansRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\"(\n\x15GetNetworkScanRequest\x12\x0f\n\x07scan_id\x18\x01 \x01(\t\"$\n\x10ListStaleRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\"\xb8\x02\n\x11StaleLocationInfo\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x10\n\x08hostname\x18\x02 \x01(\t\x12\x12\n\nstore_type\x18\x03 \x01(\t\x12\x0c\n\x04path\x18\x04 \x01(\t\x12\r\n\x05\x61lias\x18\x05 \x01(\t\x12\x18\n\x10\x66ile_fingerprint\x18\x06 \x01(\t\x12\x1a\n\x12served_fingerprint\x18\x07 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x08 \x01(\t\x12\x14\n\x0cprocess_name\x18\t \x01(\t\x12\x0b\n\x03pid\x18\n \x01(\r\x12)\n\x05since\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05owner\x18\x0c \x01(\t\x12\x0f\n\x07service\x18\r \x01(\t\x12\x18\n\x10suggested_reload\x18\x0e \x01(\t2\xee\x02\n\x10\x44iscoveryService\x12X\n\x10StartNetworkScan\x12%.certfleet.v1.StartNetworkScanRequest\x1a\x1d.certfleet.v1.NetworkScanInfo\x12Z\n\x10ListNetworkScans\x12%.certfleet.v1.ListNetworkScansRequest\x1a\x1d.certfleet.v1.NetworkScanInfo0\x01\x12T\n\x0eGetNetworkScan\x12#.certfleet.v1.GetNetworkScanRequest\x1a\x1d.certfleet.v1.NetworkScanInfo\x12N\n\tListStale\x12\x1e.certfleet.v1.ListStaleRequest\x1a\x1f.certfleet.v1.StaleLocationInfo0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,20 +34,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_STARTNETWORKSCANREQUEST_STARTTLSENTRY']._loaded_options = None
   _globals['_STARTNETWORKSCANREQUEST_STARTTLSENTRY']._serialized_options = b'8\001'
+  _globals['_NETWORKSCANINFO_STARTTLSENTRY']._loaded_options = None
+  _globals['_NETWORKSCANINFO_STARTTLSENTRY']._serialized_options = b'8\001'
   _globals['_STARTNETWORKSCANREQUEST']._serialized_start=80
-  _globals['_STARTNETWORKSCANREQUEST']._serialized_end=362
-  _globals['_STARTNETWORKSCANREQUEST_STARTTLSENTRY']._serialized_start=315
-  _globals['_STARTNETWORKSCANREQUEST_STARTTLSENTRY']._serialized_end=362
-  _globals['_NETWORKSCANINFO']._serialized_start=365
-  _globals['_NETWORKSCANINFO']._serialized_end=841
-  _globals['_LISTNETWORKSCANSREQUEST']._serialized_start=843
-  _globals['_LISTNETWORKSCANSREQUEST']._serialized_end=901
-  _globals['_GETNETWORKSCANREQUEST']._serialized_start=903
-  _globals['_GETNETWORKSCANREQUEST']._serialized_end=943
-  _globals['_LISTSTALEREQUEST']._serialized_start=945
-  _globals['_LISTSTALEREQUEST']._serialized_end=981
-  _globals['_STALELOCATIONINFO']._serialized_start=984
-  _globals['_STALELOCATIONINFO']._serialized_end=1296
-  _globals['_DISCOVERYSERVICE']._serialized_start=1299
-  _globals['_DISCOVERYSERVICE']._serialized_end=1665
+  _globals['_STARTNETWORKSCANREQUEST']._serialized_end=381
+  _globals['_STARTNETWORKSCANREQUEST_STARTTLSENTRY']._serialized_start=334
+  _globals['_STARTNETWORKSCANREQUEST_STARTTLSENTRY']._serialized_end=381
+  _globals['_NETWORKSCANINFO']._serialized_start=384
+  _globals['_NETWORKSCANINFO']._serialized_end=991
+  _globals['_NETWORKSCANINFO_STARTTLSENTRY']._serialized_start=334
+  _globals['_NETWORKSCANINFO_STARTTLSENTRY']._serialized_end=381
+  _globals['_LISTNETWORKSCANSREQUEST']._serialized_start=993
+  _globals['_LISTNETWORKSCANSREQUEST']._serialized_end=1051
+  _globals['_GETNETWORKSCANREQUEST']._serialized_start=1053
+  _globals['_GETNETWORKSCANREQUEST']._serialized_end=1093
+  _globals['_LISTSTALEREQUEST']._serialized_start=1095
+  _globals['_LISTSTALEREQUEST']._serialized_end=1131
+  _globals['_STALELOCATIONINFO']._serialized_start=1134
+  _globals['_STALELOCATIONINFO']._serialized_end=1446
+  _globals['_DISCOVERYSERVICE']._serialized_start=1449
+  _globals['_DISCOVERYSERVICE']._serialized_end=1815
 # @@protoc_insertion_point(module_scope)

@@ -51,6 +51,7 @@ class StartNetworkScanRequest(_message.Message):
     CONCURRENCY_FIELD_NUMBER: _builtins.int
     STARTTLS_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    SNI_NAMES_FIELD_NUMBER: _builtins.int
     agent_id: _builtins.str
     """or a unique prefix; the agent that runs the scan"""
     rate_per_second: _builtins.float
@@ -71,6 +72,10 @@ class StartNetworkScanRequest(_message.Message):
     def starttls(self) -> _containers.ScalarMap[_builtins.int, _builtins.str]:
         """port -> smtp, imap, pop3"""
 
+    @_builtins.property
+    def sni_names(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """server names to send besides those the registry knows for these addresses"""
+
     def __init__(
         self,
         *,
@@ -82,10 +87,11 @@ class StartNetworkScanRequest(_message.Message):
         concurrency: _builtins.int = ...,
         starttls: _abc.Mapping[_builtins.int, _builtins.str] | None = ...,
         reason: _builtins.str = ...,
+        sni_names: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "concurrency", b"concurrency", "ports", b"ports", "rate_per_second", b"rate_per_second", "reason", b"reason", "starttls", b"starttls", "targets", b"targets", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "concurrency", b"concurrency", "ports", b"ports", "rate_per_second", b"rate_per_second", "reason", b"reason", "sni_names", b"sni_names", "starttls", b"starttls", "targets", b"targets", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -94,6 +100,26 @@ Global___StartNetworkScanRequest: _TypeAlias = StartNetworkScanRequest  # noqa: 
 @_typing.final
 class NetworkScanInfo(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class StarttlsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.int
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.int = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
 
     SCAN_ID_FIELD_NUMBER: _builtins.int
     AGENT_ID_FIELD_NUMBER: _builtins.int
@@ -114,6 +140,8 @@ class NetworkScanInfo(_message.Message):
     UPDATED_AT_FIELD_NUMBER: _builtins.int
     FINISHED_AT_FIELD_NUMBER: _builtins.int
     ENDPOINTS_IN_REGISTRY_FIELD_NUMBER: _builtins.int
+    SNI_NAMES_FIELD_NUMBER: _builtins.int
+    STARTTLS_FIELD_NUMBER: _builtins.int
     scan_id: _builtins.str
     agent_id: _builtins.str
     hostname: _builtins.str
@@ -140,6 +168,14 @@ class NetworkScanInfo(_message.Message):
     def updated_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def finished_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def sni_names(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """names sent (given + from the registry's SANs)"""
+
+    @_builtins.property
+    def starttls(self) -> _containers.ScalarMap[_builtins.int, _builtins.str]:
+        """port -> smtp, imap, pop3 (given + defaults for the usual mail ports)"""
+
     def __init__(
         self,
         *,
@@ -162,10 +198,12 @@ class NetworkScanInfo(_message.Message):
         updated_at: _timestamp_pb2.Timestamp | None = ...,
         finished_at: _timestamp_pb2.Timestamp | None = ...,
         endpoints_in_registry: _builtins.int = ...,
+        sni_names: _abc.Iterable[_builtins.str] | None = ...,
+        starttls: _abc.Mapping[_builtins.int, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "finished_at", b"finished_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "concurrency", b"concurrency", "created_at", b"created_at", "endpoints_in_registry", b"endpoints_in_registry", "errors", b"errors", "finished_at", b"finished_at", "hostname", b"hostname", "ports", b"ports", "probed", b"probed", "rate_per_second", b"rate_per_second", "reason", b"reason", "requested_by", b"requested_by", "scan_id", b"scan_id", "state", b"state", "targets", b"targets", "targets_total", b"targets_total", "timeout_seconds", b"timeout_seconds", "tls_found", b"tls_found", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "concurrency", b"concurrency", "created_at", b"created_at", "endpoints_in_registry", b"endpoints_in_registry", "errors", b"errors", "finished_at", b"finished_at", "hostname", b"hostname", "ports", b"ports", "probed", b"probed", "rate_per_second", b"rate_per_second", "reason", b"reason", "requested_by", b"requested_by", "scan_id", b"scan_id", "sni_names", b"sni_names", "starttls", b"starttls", "state", b"state", "targets", b"targets", "targets_total", b"targets_total", "timeout_seconds", b"timeout_seconds", "tls_found", b"tls_found", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
