@@ -51,7 +51,7 @@ import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 from agent.config import DEFAULT_VERIFY_TIMEOUT, AgentConfig, ReloadAction, Secret, StoreConfig, VerifyEndpoint
 from agent.errors import AgentError, InstallError, PasswordUnavailable, ProbeError, ReloadFailed, StoreWriteError
@@ -248,7 +248,42 @@ def backup_dir(data_dir: str | os.PathLike[str], job_id: str) -> Path:
     return Path(data_dir) / "backups" / safe
 
 
-class _Run:
+class StepBook:
+    """The bookkeeping every install pipeline shares (files here, the Windows store in
+    agent/windows/install.py): steps announced to the caller, logged, and kept for the result."""
+
+    req: Any
+    on_step: OnStep | None
+    steps: list[Step]
+    t0: float
+    new_fp: str
+    old_fp: str
+    served: str | None
+    reload_seconds: float | None
+    verify_seconds: float | None
+    backup: Path | None
+
+    def _announce(self, step: str, detail: str) -> None:
+        if self.on_step is not None:
+            try:
+                self.on_step(step, detail)
+            except Exception:  # noqa: BLE001 - a progress reporter must not break an install
+                log.exception("install progress callback failed")
+
+    def record(self, step: str, ok: bool, detail: str, started: float) -> None:
+        self.steps.append(Step(step, ok, detail, time.perf_counter() - started))
+        log.info("install %s %s: %s %s", self.req.job_id, step, "ok" if ok else "FAILED", detail)
+
+    def _result(self, state: str, reason: str, written: bool, warnings: Sequence[str] = ()) -> InstallResult:
+        return InstallResult(
+            state=state, reason=reason, steps=self.steps, new_fingerprint=self.new_fp, old_fingerprint=self.old_fp,
+            served_fingerprint=self.served, reload_seconds=self.reload_seconds, verify_seconds=self.verify_seconds,
+            seconds=time.perf_counter() - self.t0, written=written and state == VERIFIED,
+            backup_dir=str(self.backup) if self.backup else None, warnings=list(warnings),
+        )
+
+
+class _Run(StepBook):
     """One install: the steps, with the state rollback needs."""
 
     def __init__(self, req: InstallRequest, data_dir: Path, on_step: OnStep | None) -> None:
@@ -270,24 +305,8 @@ class _Run:
 
     # ----------------------------------------------------------------- bookkeeping
 
-    def _announce(self, step: str, detail: str) -> None:
-        if self.on_step is not None:
-            try:
-                self.on_step(step, detail)
-            except Exception:  # noqa: BLE001 - a progress reporter must not break an install
-                log.exception("install progress callback failed")
-
-    def record(self, step: str, ok: bool, detail: str, started: float) -> None:
-        self.steps.append(Step(step, ok, detail, time.perf_counter() - started))
-        log.info("install %s %s: %s %s", self.req.job_id, step, "ok" if ok else "FAILED", detail)
-
     def result(self, state: str, reason: str) -> InstallResult:
-        return InstallResult(
-            state=state, reason=reason, steps=self.steps, new_fingerprint=self.new_fp, old_fingerprint=self.old_fp,
-            served_fingerprint=self.served, reload_seconds=self.reload_seconds, verify_seconds=self.verify_seconds,
-            seconds=time.perf_counter() - self.t0, written=self.written and state == VERIFIED,
-            backup_dir=str(self.backup) if self.backup else None, warnings=list(self.warnings),
-        )
+        return self._result(state, reason, self.written, self.warnings)
 
     # ----------------------------------------------------------------- the pipeline
 

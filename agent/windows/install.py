@@ -49,7 +49,7 @@ from cryptography.x509.oid import NameOID
 
 from agent.errors import AgentError, InstallError, ProbeError
 from agent.fsutil import atomic_write
-from agent.install import FAILED, ROLLED_BACK, VERIFIED, InstallResult, Step, backup_dir
+from agent.install import FAILED, ROLLED_BACK, VERIFIED, InstallResult, Step, StepBook, backup_dir
 from agent.inventory import LocationKey
 from agent.keys import PrivateKey, same_public_key
 from agent.probe import ProbeResult, probe, validate_chain
@@ -161,7 +161,7 @@ def _names_of(cert_der: bytes) -> list[str]:
     return names
 
 
-class _Run:
+class _Run(StepBook):
     def __init__(self, req: WindowsInstallRequest, data_dir: Path, on_step: OnStep | None, api: WindowsApi) -> None:
         self.req = req
         self.data_dir = data_dir
@@ -191,24 +191,8 @@ class _Run:
 
     # ----------------------------------------------------------------- bookkeeping
 
-    def _announce(self, step: str, detail: str) -> None:
-        if self.on_step is not None:
-            try:
-                self.on_step(step, detail)
-            except Exception:  # noqa: BLE001 - a progress reporter must not break an install
-                log.exception("install progress callback failed")
-
-    def record(self, step: str, ok: bool, detail: str, started: float) -> None:
-        self.steps.append(Step(step, ok, detail, time.perf_counter() - started))
-        log.info("install %s %s: %s %s", self.req.job_id, step, "ok" if ok else "FAILED", detail)
-
     def result(self, state: str, reason: str) -> InstallResult:
-        return InstallResult(
-            state=state, reason=reason, steps=self.steps, new_fingerprint=self.new_fp, old_fingerprint=self.old_fp,
-            served_fingerprint=self.served, reload_seconds=self.reload_seconds, verify_seconds=self.verify_seconds,
-            seconds=time.perf_counter() - self.t0, written=self.imported and state == VERIFIED,
-            backup_dir=str(self.backup) if self.backup else None,
-        )
+        return self._result(state, reason, self.imported)
 
     @property
     def where(self) -> str:
