@@ -224,12 +224,15 @@ class InstallResult:
         }
 
 
-class _Abort(Exception):
-    """Internal: a step failed; ``reason`` says why."""
+class StepFailed(Exception):
+    """A step of an install pipeline failed; ``reason`` says why (the pipelines turn it into rollback)."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+_Abort = StepFailed
 
 
 @dataclass
@@ -273,6 +276,29 @@ class StepBook:
     def record(self, step: str, ok: bool, detail: str, started: float) -> None:
         self.steps.append(Step(step, ok, detail, time.perf_counter() - started))
         log.info("install %s %s: %s %s", self.req.job_id, step, "ok" if ok else "FAILED", detail)
+
+    def _await(self, target: Any, want: str, deadline: float, require_valid: bool) -> tuple[bool, str]:
+        raise NotImplementedError
+
+    def _verify_each(self, step: str, targets: Sequence[Any], noun: str, want: str, timeout: float,
+                     require_valid: bool) -> None:
+        """Every target serves ``want`` before one shared deadline (``_await`` probes one); the first
+        that does not fails the step and aborts the install."""
+        started = time.perf_counter()
+        self._announce(step, f"waiting for {len(targets)} {noun}(s) to serve {want[:16]}...")
+        deadline = started + timeout
+        details = []
+        for target in targets:
+            ok, detail = self._await(target, want, deadline, require_valid)
+            details.append(detail)
+            if not ok:
+                if step == "verify":
+                    self.verify_seconds = time.perf_counter() - started
+                self.record(step, False, detail, started)
+                raise _Abort(detail)
+        if step == "verify":
+            self.verify_seconds = time.perf_counter() - started
+        self.record(step, True, "; ".join(details), started)
 
     def _result(self, state: str, reason: str, written: bool, warnings: Sequence[str] = ()) -> InstallResult:
         return InstallResult(
@@ -536,21 +562,7 @@ class _Run(StepBook):
         endpoints = self.req.verify
         if not endpoints:
             return
-        started = time.perf_counter()
-        self._announce(step, f"waiting for {len(endpoints)} endpoint(s) to serve {want[:16]}...")
-        deadline = started + self.req.verify_timeout
-        details = []
-        for ep in endpoints:
-            ok, detail = self._await(ep, want, deadline, require_valid)
-            details.append(detail)
-            if not ok:
-                if step == "verify":
-                    self.verify_seconds = time.perf_counter() - started
-                self.record(step, False, detail, started)
-                raise _Abort(detail)
-        if step == "verify":
-            self.verify_seconds = time.perf_counter() - started
-        self.record(step, True, "; ".join(details), started)
+        self._verify_each(step, endpoints, "endpoint", want, self.req.verify_timeout, require_valid)
 
     def _roots_for(self, ep: VerifyEndpoint) -> bytes | None:
         if self.req.ca_bundle is not None:

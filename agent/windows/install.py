@@ -49,7 +49,7 @@ from cryptography.x509.oid import NameOID
 
 from agent.errors import AgentError, InstallError, ProbeError
 from agent.fsutil import atomic_write
-from agent.install import FAILED, ROLLED_BACK, VERIFIED, InstallResult, Step, StepBook, backup_dir
+from agent.install import FAILED, ROLLED_BACK, VERIFIED, InstallResult, Step, StepBook, StepFailed, backup_dir
 from agent.inventory import LocationKey
 from agent.keys import PrivateKey, same_public_key
 from agent.probe import ProbeResult, probe, validate_chain
@@ -142,10 +142,7 @@ class _Check:
         return f"{self.binding.endpoint}{via}"
 
 
-class _Abort(Exception):
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
+_Abort = StepFailed   # one exception for a failed step across the pipelines (StepBook raises it too)
 
 
 def _names_of(cert_der: bytes) -> list[str]:
@@ -395,21 +392,7 @@ class _Run(StepBook):
                 self.record(step, True, "no http.sys binding uses this certificate: nothing to check by handshake",
                             time.perf_counter())
             return
-        started = time.perf_counter()
-        self._announce(step, f"waiting for {len(checks)} binding(s) to serve {want[:16]}...")
-        deadline = started + self.settings.verify_timeout
-        details = []
-        for c in checks:
-            ok, detail = self._await(c, want, deadline, require_valid)
-            details.append(detail)
-            if not ok:
-                if step == "verify":
-                    self.verify_seconds = time.perf_counter() - started
-                self.record(step, False, detail, started)
-                raise _Abort(detail)
-        if step == "verify":
-            self.verify_seconds = time.perf_counter() - started
-        self.record(step, True, "; ".join(details), started)
+        self._verify_each(step, checks, "binding", want, self.settings.verify_timeout, require_valid)
 
     def _await(self, c: _Check, want: str, deadline: float, require_valid: bool) -> tuple[bool, str]:
         roots = self._roots()
