@@ -300,7 +300,7 @@ def check_collector(ident, timeout: float = DEFAULT_TIMEOUT):  # noqa: ANN001, A
 
     # 1. DNS
     try:
-        addrs = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)   # a name that does not resolve is told apart
     except socket.gaierror as e:
         return CheckResult(name, FAIL, f"cannot resolve {host}: {e.strerror}",
                            "a DNS problem: check the name and /etc/resolv.conf (the endpoint comes from "

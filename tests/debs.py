@@ -7,15 +7,23 @@ used instead of building them.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import subprocess
 import time
 import tomllib
 from pathlib import Path
+from typing import Iterator
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "packaging/build-deb.sh"
 PACKAGES = ("certfleet-agent", "certfleet-collector")
+# the tests that install the packages on this machine take this lock, so two never overlap
+LOCK = Path("/run/lock/certfleet-package-tests.lock")
+LOCK_WAIT = 900.0
 WHEELHOUSE = Path(os.environ.get("CERTFLEET_TEST_WHEELHOUSE", Path.home() / ".cache/certfleet/wheelhouse"))
 
 
@@ -69,3 +77,20 @@ def build_project_debs(outdir: Path) -> dict[str, Path]:
     print(f"\nbuilt {', '.join(f'{p.name} ({p.stat().st_size / 1e6:.1f} MB)' for p in debs.values())} "
           f"in {time.monotonic() - started:.0f} s")
     return debs
+
+
+@contextlib.contextmanager
+def package_lock(wait: float = LOCK_WAIT) -> Iterator[None]:
+    """Hold the machine-wide lock of the package-installing tests (skip after ``wait`` seconds)."""
+    LOCK.parent.mkdir(parents=True, exist_ok=True)
+    with open(LOCK, "w") as lock:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    pytest.skip(f"another test held {LOCK} (installing the packages) for {wait:.0f} s")
+                time.sleep(2)
+        yield

@@ -7,8 +7,6 @@ against a real collector (tests/e2e/harness.py), stopped by the stop event.
 from __future__ import annotations
 
 import io
-import os
-import pathlib
 import signal
 import string
 import sys

@@ -14,9 +14,6 @@ import pathlib
 
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-BUILD = ROOT / "packaging/build-deb.sh"
-
 
 def _pick(folder: pathlib.Path) -> dict[str, pathlib.Path]:
     found = {}

@@ -17,8 +17,8 @@ installed, so it never touches a real installation.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-import fcntl
 import hashlib
 import json
 import os
@@ -33,11 +33,12 @@ import tomllib
 
 import pytest
 
+from tests.debs import PACKAGES, package_lock
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 PLAYBOOK = ROOT / "ansible/site.yml"
 ANSIBLE_PLAYBOOK = pathlib.Path(sys.executable).parent / "ansible-playbook"
 SYSTEM_PYTHON = "/usr/bin/python3"
-PACKAGES = ("certfleet-agent", "certfleet-collector")
 UNITS = ("certfleet-agent.service", "certfleet-collector.service")
 PID_DIR = pathlib.Path("/run/certfleet-direct")
 ADMIN_CONFIG = pathlib.Path("/var/lib/certfleet/collector/ansible-admin/certfleet.toml")
@@ -49,8 +50,6 @@ ROLE_PATHS = (
     PID_DIR, pathlib.Path("/var/log/certfleet"), pathlib.Path("/usr/local/lib/certfleet-ansible"),
     pathlib.Path("/var/cache/certfleet-ansible"), DROPIN.parent,
 )
-# the tests that install the packages on this machine take this lock, so two never overlap
-LOCK = pathlib.Path("/run/lock/certfleet-package-tests.lock")
 RECAP = re.compile(r"^(\S+)\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
@@ -191,13 +190,8 @@ def cleanup(existed: dict[pathlib.Path, bool]) -> list[str]:
 def fleet(ansible_host_ready, certfleet_debs, tmp_path_factory: pytest.TempPathFactory):
     """Both playbook runs against this machine; yields what the tests look at, then undoes it all."""
     preconditions()   # again: nothing may have changed while the packages were built
-    LOCK.parent.mkdir(parents=True, exist_ok=True)
-    lock = open(LOCK, "w")
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        lock.close()
-        pytest.skip(f"another test is installing certfleet packages on this machine ({LOCK} is held)")
+    held = contextlib.ExitStack()
+    held.enter_context(package_lock())
     work = tmp_path_factory.mktemp("ansible")
     os.chmod(work, 0o755)            # the agent (root) reads the store; the collector never looks here
     stores = work / "stores"
@@ -241,7 +235,7 @@ def fleet(ansible_host_ready, certfleet_debs, tmp_path_factory: pytest.TempPathF
         }
     finally:
         problems = cleanup(existed)
-        lock.close()
+        held.close()
         assert not problems, "cleanup: " + "; ".join(problems)
 
 

@@ -6,7 +6,6 @@ import pathlib
 import subprocess
 import time
 
-import pytest
 
 from tests.conftest import need_tools
 from tests.e2e.harness import Agent, Collector

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import pathlib
 import subprocess
-import sys
 import time
 
 import pytest

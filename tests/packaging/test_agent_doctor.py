@@ -26,7 +26,7 @@ from agent.doctor import (
 from agent.identity import identity_dir, load_identity, make_key_and_csr, save_identity
 from collector.pki import CollectorCA
 from tests.conftest import free_port
-from tests.e2e.harness import BIN, Agent, Collector, run
+from tests.e2e.harness import BIN, Agent, Collector
 from tests.packaging.conftest import good_stores_toml
 
 NOW = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)

@@ -12,8 +12,6 @@ The tests in this module run in order and share one installation.
 """
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import grp
 import hashlib
 import json
@@ -34,19 +32,16 @@ import pytest
 
 from tests.conftest import ROOT, free_port
 from tests.debs import finish_build as _finish_build
-from tests.debs import start_build
+from tests.debs import PACKAGES, package_lock, project_version, start_build
 from tests.packaging.conftest import good_stores_toml
 
 pytestmark = pytest.mark.slow
 
-PACKAGES = ("certfleet-agent", "certfleet-collector")
 UNIT_DIR = Path("/lib/systemd/system")
 ETC = Path("/etc/certfleet")
 LIB = Path("/var/lib/certfleet")
 UPGRADE_SUFFIX = "+upgradetest1"
 # Taken by every test that installs the packages on this machine (tests/ansible too), so two never overlap.
-LOCK = Path("/run/lock/certfleet-package-tests.lock")
-LOCK_WAIT = 900.0
 
 
 def _why_skip() -> str | None:
@@ -250,29 +245,13 @@ def _machine_state() -> str | None:
     return None
 
 
-@contextlib.contextmanager
-def _package_lock() -> Iterator[None]:
-    LOCK.parent.mkdir(parents=True, exist_ok=True)
-    with open(LOCK, "w") as lock:
-        deadline = time.monotonic() + LOCK_WAIT
-        while True:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    pytest.skip(f"another test held {LOCK} (installing the packages) for {LOCK_WAIT:.0f} s")
-                time.sleep(2)
-        yield
-
-
 @pytest.fixture(scope="module")
 def deployment(project_debs: dict[str, Path]) -> Iterator[Deployment]:
     work = Path(tempfile.mkdtemp(prefix="certfleet-deb-test-"))
     try:
-        base = _project_version()
+        base = project_version()
         debs = dict(project_debs)   # built once per session (tests/conftest.py); building changes nothing here
-        with _package_lock():
+        with package_lock():
             if (why := _machine_state()) is not None:
                 pytest.skip(why)
             upgrade_version = base + UPGRADE_SUFFIX
@@ -291,12 +270,6 @@ def deployment(project_debs: dict[str, Path]) -> Iterator[Deployment]:
                     dpkg("--purge", *installed)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-
-
-def _project_version() -> str:
-    import tomllib
-
-    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
 
 
 def _user_exists() -> bool:
@@ -362,7 +335,7 @@ def test_install_creates_user_and_private_directories(deployment: Deployment) ->
              "/usr/bin/certfleet-collector": "/opt/certfleet/collector/bin/certfleet-collector",
              "/usr/bin/certfleet": "/opt/certfleet/collector/bin/certfleet"}
     assert {k: os.readlink(k) for k in links} == links
-    version = _project_version()
+    version = project_version()
     assert sh("/usr/bin/certfleet-agent", "--version").stdout.strip() == f"certfleet-agent {version}"
     assert sh("/usr/bin/certfleet-collector", "--version").stdout.strip() == f"certfleet-collector {version}"
 

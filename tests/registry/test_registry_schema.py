@@ -69,7 +69,6 @@ def test_bad_urls_are_clear() -> None:
 
 def test_bulk_sqlite_conversions_match_the_column_types() -> None:
     """The SQLite fast path must store exactly what SQLAlchemy would (reads and comparisons rely on it)."""
-    import json
     from zoneinfo import ZoneInfo
 
     from sqlalchemy.dialects import sqlite

@@ -28,7 +28,7 @@ _INSTALL = Path(__file__).resolve().parents[2] / "install"
 if str(_INSTALL) not in sys.path:
     sys.path.insert(0, str(_INSTALL))
 
-from install_helpers import PEM, Issued, TestCA, openssl_key, public_key_of  # noqa: E402
+from install_helpers import Issued, TestCA, openssl_key, public_key_of  # noqa: E402
 
 
 def free_port_on(ip: str) -> int:
