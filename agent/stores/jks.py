@@ -13,6 +13,7 @@ import importlib
 from typing import Any
 
 from agent.inventory import MATCHES, MISMATCH, NO_KEY, PRIVATE_KEY_ENTRY, TRUSTED_CERTIFICATE, UNKNOWN, FoundCert
+from agent.stores import asn1
 from agent.stores.base import ReadContext, StoreReader, StoreReadError, der_length_check
 from agent.stores.keys import KEY_ERRORS, cert_spki, der_key_spki
 from agent.stores.sniff import JCEKS_MAGIC, JKS_MAGIC, hint, sniff
@@ -91,15 +92,16 @@ class JksReader(StoreReader):
             return []
         match = UNKNOWN
         if password is not None:
+            pkcs8 = None
             try:
-                entry.decrypt(password)
-            except pyjks.DecryptionFailureException:
+                pkcs8 = decrypt_key(entry._encrypted, password, stype)   # noqa: SLF001 - the protected key bytes
+            except WrongKeyPassword:
                 log.debug("%s: key %r has its own password; not checked", path, alias)
-            except Exception:  # noqa: BLE001 - pyjks parses untrusted input
+            except Exception:  # noqa: BLE001 - the key protection is untrusted input
                 log.debug("%s: key %r cannot be decrypted", path, alias, exc_info=True)
-            if entry.is_decrypted():
+            if pkcs8 is not None:
                 try:
-                    spki = der_key_spki(entry.pkey_pkcs8)
+                    spki = der_key_spki(pkcs8)
                 except KEY_ERRORS:
                     spki = None
                 if spki is not None:
@@ -113,6 +115,51 @@ class JksReader(StoreReader):
             else:
                 out.append(ctx.found(stype, path, alias, i, der, False, False, NO_KEY, PRIVATE_KEY_ENTRY))
         return out
+
+
+class WrongKeyPassword(Exception):
+    """The key's protection does not open with the password (the key has a password of its own)."""
+
+
+#: Sun's proprietary JKS key protection and the JCEKS PBE (PBEWithMD5AndTripleDES)
+JKS_KEY_OID = "1.3.6.1.4.1.42.2.17.1.1"
+JCE_KEY_OID = "1.3.6.1.4.1.42.2.19.1"
+
+
+def decrypt_key(protected: bytes, password: str, stype: str) -> bytes:
+    """The PKCS#8 PrivateKeyInfo inside a JKS/JCEKS EncryptedPrivateKeyInfo.
+
+    Parsed here rather than by pyjks: OpenJDK 17.0.19 and later write the JKS
+    algorithm identifier without its NULL parameters, which pyjks 20 cannot read
+    (it asks for the absent parameters' bytes). Raises :class:`WrongKeyPassword`
+    when the integrity check or padding fails, ValueError for anything malformed.
+    """
+    _, start, end = asn1.read_tlv(protected)
+    items = asn1.children(protected, start, end)
+    if len(items) != 2 or items[0][0] != asn1.SEQUENCE or items[1][0] != asn1.OCTET_STRING:
+        raise ValueError("not an EncryptedPrivateKeyInfo")
+    algorithm = asn1.children(protected, items[0][2], items[0][3])
+    if not algorithm or algorithm[0][0] != asn1.OID:
+        raise ValueError("no key protection algorithm")
+    oid = asn1.decode_oid(protected[algorithm[0][2]:algorithm[0][3]])
+    encrypted = protected[items[1][2]:items[1][3]]
+    sun_crypto = importlib.import_module("jks.sun_crypto")
+    wrong = (pyjks.BadHashCheckException, pyjks.BadPaddingException)
+    try:
+        if oid == JKS_KEY_OID:
+            return sun_crypto.jks_pkey_decrypt(encrypted, password)
+        if oid == JCE_KEY_OID and stype == "jceks":
+            if len(algorithm) != 2 or algorithm[1][0] != asn1.SEQUENCE:
+                raise ValueError("JCEKS key protection without its PBE parameters")
+            params = asn1.children(protected, algorithm[1][2], algorithm[1][3])
+            if len(params) != 2 or params[0][0] != asn1.OCTET_STRING or params[1][0] != asn1.INTEGER:
+                raise ValueError("malformed JCEKS PBE parameters")
+            salt = protected[params[0][2]:params[0][3]]
+            iterations = int.from_bytes(protected[params[1][2]:params[1][3]], "big")
+            return sun_crypto.jce_pbe_decrypt(encrypted, password, salt, iterations)
+    except wrong:
+        raise WrongKeyPassword() from None
+    raise ValueError(f"unknown {stype.upper()} key protection algorithm {oid}")
 
 
 def _check(path: str, stype: str, alias: str, index: int, der: bytes, ctx: ReadContext) -> bool:
