@@ -52,6 +52,7 @@ from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
 from agent.errors import ConfigError, PasswordUnavailable, ReloadNotAllowed
+from certfleet.values import parse_duration, parse_size
 
 __all__ = [
     "AgentConfig", "StoreConfig", "Secret", "ConfigError", "load_config", "parse_config",
@@ -281,71 +282,7 @@ class AgentConfig:
 
 # --------------------------------------------------------------------------- helpers
 
-_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)", re.I)
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
-
-
-def parse_duration(value: str | int | float) -> float:
-    """Seconds in a duration: ``30``, ``"30s"``, ``"15m"``, ``"1h"``, ``"2d"``, ``"1h30m"``.
-
-    Plain numbers (or numeric strings) are seconds. Raises ValueError with a
-    message suitable for a user.
-    """
-    if isinstance(value, bool):
-        raise ValueError(f"not a duration: {value!r}")
-    if isinstance(value, (int, float)):
-        seconds = float(value)
-    elif isinstance(value, str):
-        text = value.strip()
-        if not text:
-            raise ValueError("empty duration")
-        try:
-            seconds = float(text)
-        except ValueError:
-            pos = 0
-            seconds = 0.0
-            compact = text.replace(" ", "")
-            for m in _DURATION_RE.finditer(compact):
-                if m.start() != pos:
-                    break
-                seconds += float(m.group(1)) * _DURATION_UNITS[m.group(2).lower()]
-                pos = m.end()
-            if pos != len(compact) or pos == 0:
-                raise ValueError(
-                    f"not a duration: {value!r} (use e.g. \"30s\", \"15m\", \"1h\", \"2d\" or seconds)"
-                ) from None
-    else:
-        raise ValueError(f"not a duration: {value!r}")
-    if seconds < 0 or seconds != seconds or seconds == float("inf"):
-        raise ValueError(f"duration must be a finite positive number: {value!r}")
-    return seconds
-
-
-_SIZE_RE = re.compile(r"(\d+(?:\.\d+)?)\s*((?:[kmgt](?:i?b)?|b)?)", re.I)
-_SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
-
-
-def parse_size(value: str | int) -> int:
-    """Bytes in a size: ``1048576``, ``"512KB"``, ``"10MB"``, ``"1GiB"``, ``"200B"``.
-
-    K/M/G/T are powers of 1024 (``KB`` and ``KiB`` mean the same). Raises
-    ValueError with a message suitable for a user.
-    """
-    if isinstance(value, bool):
-        raise ValueError(f"not a size: {value!r}")
-    if isinstance(value, int):
-        n = value
-    elif isinstance(value, str):
-        m = _SIZE_RE.fullmatch(value.strip())
-        if not m:
-            raise ValueError(f"not a size: {value!r} (use e.g. \"512KB\", \"10MB\" or bytes)")
-        unit = m.group(2).lower()[:1]
-        n = int(float(m.group(1)) * _SIZE_UNITS["" if unit == "b" else unit])
-    else:
-        raise ValueError(f"not a size: {value!r}")
-    if n <= 0:
-        raise ValueError(f"size must be positive: {value!r}")
-    return n
+# parse_duration and parse_size: the product's one value grammar (certfleet/values.py)
 
 
 def default_hostname() -> str:

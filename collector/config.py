@@ -17,10 +17,10 @@ admin_cert_lifetime = "365d"
 from __future__ import annotations
 
 import pathlib
-import re
 import tomllib
 from dataclasses import dataclass, field
 
+from certfleet.values import parse_duration as _duration
 from collector.errors import CollectorError
 
 
@@ -28,20 +28,13 @@ class ConfigError(CollectorError):
     """The collector's config file is missing, malformed or inconsistent."""
 
 
-_DURATION = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$")
-_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
 def parse_duration(value: str | int | float, what: str = "duration") -> float:
-    """Seconds from ``30s``, ``15m``, ``1h``, ``2d`` or a plain number of seconds."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if value < 0:
-            raise ConfigError(f"{what}: must not be negative")
-        return float(value)
-    m = _DURATION.match(str(value))
-    if not m:
-        raise ConfigError(f"{what}: {value!r} is not a duration (use e.g. 30s, 15m, 1h, 2d)")
-    return float(int(m.group(1)) * _UNITS[m.group(2)])
+    """Seconds in ``value`` by the product's one value grammar (certfleet/values.py: ``30s``, ``1h30m``,
+    ``2d``, ``1w``, plain seconds); a ConfigError naming ``what`` when it is not one."""
+    try:
+        return _duration(value)
+    except ValueError as e:
+        raise ConfigError(f"{what}: {e}") from None
 
 
 def split_hostport(value: str, what: str) -> tuple[str, int]:

@@ -51,6 +51,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
 
+from certfleet.values import parse_duration
 from collector.errors import IssuerError
 
 __all__ = [
@@ -99,8 +100,6 @@ _TEMPLATE_KEYS = {
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _LABEL_RE = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 _PATTERN_LABEL_RE = re.compile(r"[a-z0-9*?\[\]!_-]{1,63}")
-_DURATION = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$")
-_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 MAX_VALIDITY = dt.timedelta(days=3650)
 
 
@@ -227,10 +226,10 @@ def _parse_validity(value: Any, where: str) -> dt.timedelta:
     elif isinstance(value, int) and not isinstance(value, bool):
         seconds = float(value)
     else:
-        m = _DURATION.match(str(value))
-        if not m:
-            raise TemplateConfigError(f"{where}: validity {value!r} is not a duration (use e.g. 12h, 90d)")
-        seconds = float(int(m.group(1)) * _UNITS[m.group(2)])
+        try:
+            seconds = parse_duration(value)
+        except ValueError:
+            raise TemplateConfigError(f"{where}: validity {value!r} is not a duration (use e.g. 12h, 90d)") from None
     if seconds < 60:
         raise TemplateConfigError(f"{where}: validity must be at least one minute")
     if seconds > MAX_VALIDITY.total_seconds():

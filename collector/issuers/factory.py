@@ -21,6 +21,7 @@ import re
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from certfleet.values import parse_duration
 from collector.issuers.base import Issuer
 from collector.templates import Template, TemplateConfigError
 
@@ -105,8 +106,6 @@ def check_template_issuers(templates: Mapping[str, Template], issuers: Mapping[s
 
 # -- helpers for the issuer modules' from_config ------------------------------
 
-_DURATION = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$")
-_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def check_keys(name: str, cfg: Mapping[str, Any], known: set[str]) -> None:
@@ -118,15 +117,17 @@ def check_keys(name: str, cfg: Mapping[str, Any], known: set[str]) -> None:
 
 
 def config_duration(name: str, cfg: Mapping[str, Any], key: str, default: dt.timedelta) -> dt.timedelta:
+    """A positive duration setting of issuer ``name`` (the product's value grammar, certfleet/values.py)."""
     value = cfg.get(key)
     if value is None:
         return default
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
-        return dt.timedelta(seconds=value)
-    m = _DURATION.match(str(value))
-    if not m or int(m.group(1)) <= 0:
+    try:
+        seconds = parse_duration(value)
+    except ValueError:
+        seconds = 0.0
+    if seconds <= 0:
         raise TemplateConfigError(f"issuer {name!r}: {key} {value!r} is not a duration (use e.g. 30s, 15m, 1h, 7d)")
-    return dt.timedelta(seconds=int(m.group(1)) * _UNITS[m.group(2)])
+    return dt.timedelta(seconds=seconds)
 
 
 def config_path(cfg: Mapping[str, Any], key: str, base: Path) -> Path | None:

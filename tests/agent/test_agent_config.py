@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import Secret, default_hostname, load_config, parse_duration, parse_size
+from agent.config import Secret, default_hostname, load_config, parse_duration
 from agent.errors import AgentError, ConfigError, PasswordUnavailable
 
 from agent_helpers import store_toml, write_config
@@ -54,20 +54,6 @@ def test_relative_paths_resolve_against_the_config_directory(tmp_path: Path) -> 
     assert s.password_file == str(cfg_dir / "secret/pw")
 
 
-@pytest.mark.parametrize("text,seconds", [
-    ("30s", 30), ("15m", 900), ("1h", 3600), ("2d", 172800), ("1h30m", 5400), ("90", 90), (45, 45), (2.5, 2.5),
-])
-def test_durations(text: str | int, seconds: float) -> None:
-    assert parse_duration(text) == seconds
-
-
-@pytest.mark.parametrize("text,size", [
-    ("512KB", 512 * 1024), ("10MB", 10 * 1024**2), ("1GiB", 1024**3), ("200B", 200), ("4096", 4096), (1000, 1000),
-])
-def test_sizes(text: str | int, size: int) -> None:
-    assert parse_size(text) == size
-
-
 @pytest.mark.parametrize("bad", ["15 minutes", "h", "-5", "", "1x"])
 def test_bad_duration_is_a_config_error_naming_the_key(tmp_path: Path, bad: str) -> None:
     with pytest.raises(ValueError):
@@ -75,12 +61,6 @@ def test_bad_duration_is_a_config_error_naming_the_key(tmp_path: Path, bad: str)
     path = write_config(tmp_path, "", agent=f'scan_interval = "{bad}"\n')
     with pytest.raises(ConfigError, match=r"agent\.toml:\d+: \[agent\] scan_interval"):
         load_config(path)
-
-
-@pytest.mark.parametrize("bad", ["10 parsecs", "MB", "0", "-1KB"])
-def test_bad_size(bad: str) -> None:
-    with pytest.raises(ValueError):
-        parse_size(bad)
 
 
 def test_unknown_keys_are_named_with_their_line(tmp_path: Path) -> None:
