@@ -63,7 +63,7 @@ class JobDir:
 
     def save_result(self, update: agent_pb2.JobUpdate) -> None:
         self.result_path.write_bytes(update.SerializeToString())
-        if update.state == "verified":
+        if update.state == agent_pb2.JOB_UPDATE_STATE_VERIFIED:
             # The key now lives in the store; the job's copy is no longer needed.
             try:
                 self.key_path.unlink()
@@ -118,9 +118,9 @@ class CommandHandler:
             key = job.key(p.key_spec)
             csr = make_csr(key, p.common_name or None, list(p.dns_names), list(p.ip_addresses))
         except AgentError as e:
-            return agent_pb2.JobUpdate(job_id=p.job_id, state="failed", reason=f"key or CSR: {e}")
+            return agent_pb2.JobUpdate(job_id=p.job_id, state=agent_pb2.JOB_UPDATE_STATE_FAILED, reason=f"key or CSR: {e}")
         log.info("job %s: new %s key made on this host, CSR sent", p.job_id, p.key_spec)
-        return agent_pb2.JobUpdate(job_id=p.job_id, state="csr_ready", csr_der=csr)
+        return agent_pb2.JobUpdate(job_id=p.job_id, state=agent_pb2.JOB_UPDATE_STATE_CSR_READY, csr_der=csr)
 
     def _challenge_file(self, location: agent_pb2.LocationKey, token: str) -> pathlib.Path:
         from agent.install import _store_for
@@ -142,9 +142,9 @@ class CommandHandler:
         except (AgentError, OSError) as e:
             why = str(e) if isinstance(e, AgentError) else f"cannot write the challenge file: {e.strerror}"
             log.warning("job %s: http-01 challenge for %s not placed: %s", c.job_id, c.domain, why)
-            return agent_pb2.JobUpdate(job_id=c.job_id, state="challenge_failed", reason=why, challenge_token=c.token)
+            return agent_pb2.JobUpdate(job_id=c.job_id, state=agent_pb2.JOB_UPDATE_STATE_CHALLENGE_FAILED, reason=why, challenge_token=c.token)
         log.info("job %s: http-01 challenge for %s placed at %s", c.job_id, c.domain, path)
-        return agent_pb2.JobUpdate(job_id=c.job_id, state="challenge_ready", challenge_token=c.token)
+        return agent_pb2.JobUpdate(job_id=c.job_id, state=agent_pb2.JOB_UPDATE_STATE_CHALLENGE_READY, challenge_token=c.token)
 
     def remove_challenge(self, c: agent_pb2.RemoveChallenge) -> None:
         try:
@@ -162,11 +162,11 @@ class CommandHandler:
         try:
             key = job.existing_key()
         except AgentError as e:
-            update = agent_pb2.JobUpdate(job_id=c.job_id, state="failed", reason=str(e))
+            update = agent_pb2.JobUpdate(job_id=c.job_id, state=agent_pb2.JOB_UPDATE_STATE_FAILED, reason=str(e))
         else:
             update = self.installer(job, c, key)
         job.save_result(update)
-        if update.state in ("verified", "rolled_back"):
+        if update.state in (agent_pb2.JOB_UPDATE_STATE_VERIFIED, agent_pb2.JOB_UPDATE_STATE_ROLLED_BACK):
             self.on_installed()
         return update
 

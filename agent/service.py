@@ -112,12 +112,13 @@ class AgentService:
                 ca_bundle=anchor,
             )
         except AgentError as e:
-            return agent_pb2.JobUpdate(job_id=cmd.job_id, state="failed", reason=str(e))
+            return agent_pb2.JobUpdate(job_id=cmd.job_id, state=agent_pb2.JOB_UPDATE_STATE_FAILED, reason=str(e))
         log.info("job %s: installing into %s", cmd.job_id, loc.path)
         result = install(req, data_dir=self.config.data_dir)
         log.info("job %s: %s %s", cmd.job_id, result.state, result.reason)
         return agent_pb2.JobUpdate(
-            job_id=cmd.job_id, state=result.state, reason=result.reason,
+            job_id=cmd.job_id, state=agent_pb2.JobUpdateState.Value(f"JOB_UPDATE_STATE_{result.state.upper()}"),
+            reason=result.reason,
             served_fingerprint=result.served_fingerprint or "", reload_seconds=result.reload_seconds or 0.0,
             steps=[agent_pb2.JobStep(step=st.step, ok=st.ok, detail=st.detail, seconds=st.seconds) for st in result.steps],
         )

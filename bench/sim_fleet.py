@@ -144,7 +144,7 @@ class SimAgent:
             if key is None:
                 key = self.keys[p.job_id] = new_key(p.key_spec)
             csr = make_csr(key, p.common_name or None, list(p.dns_names), list(p.ip_addresses))
-            return agent_pb2.JobUpdate(job_id=p.job_id, state="csr_ready", csr_der=csr)
+            return agent_pb2.JobUpdate(job_id=p.job_id, state=agent_pb2.JOB_UPDATE_STATE_CSR_READY, csr_der=csr)
         if kind == "install_certificate":
             c = cmd.install_certificate
             self.commands[(c.job_id, "install")] += 1
@@ -155,10 +155,10 @@ class SimAgent:
             self.answered.setdefault(c.job_id, time.monotonic())
             if reason:
                 self.problems.append(f"{self.hostname} job {c.job_id}: {reason}")
-                return agent_pb2.JobUpdate(job_id=c.job_id, state="failed", reason=reason)
+                return agent_pb2.JobUpdate(job_id=c.job_id, state=agent_pb2.JOB_UPDATE_STATE_FAILED, reason=reason)
             self.installed[c.job_id] = fp
             step = agent_pb2.JobStep(step="write", ok=True, detail="simulated", seconds=0.0)
-            return agent_pb2.JobUpdate(job_id=c.job_id, state="verified", reason="simulated install",
+            return agent_pb2.JobUpdate(job_id=c.job_id, state=agent_pb2.JOB_UPDATE_STATE_VERIFIED, reason="simulated install",
                                        served_fingerprint=fp, steps=[step])
         self.problems.append(f"{self.hostname}: unexpected command {kind} ({cmd.command_id})")
         return None

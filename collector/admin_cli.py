@@ -180,9 +180,10 @@ def cmd_renew(stub: admin_pb2_grpc.AdminServiceStub, ns: argparse.Namespace) -> 
     ), timeout=TIMEOUT)
     for j in r.jobs:
         print(f"job {j.job_id} ({j.state}) for {j.hostname}:{j.path}" + (f" [{j.alias}]" if j.alias else ""))
-        hint = j.reason.partition("suggested reload: ")[2]   # the reload the agent found for this service
-        if hint:
-            print(f"  suggested reload: {hint}")
+        if j.HasField("suggested_reload"):   # the reload the agent found for this service
+            h = j.suggested_reload
+            who = f"{h.process or 'a process'} pid {h.pid}" + (f", {h.service}" if h.service else "")
+            print(f"  suggested reload: {h.action} ({who} uses this location)")
     if not ns.wait:
         return 0
     return follow_jobs(stub, [j.job_id for j in r.jobs], ns.timeout)

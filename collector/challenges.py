@@ -20,6 +20,7 @@ from typing import Callable, Iterator
 
 from certfleet.v1 import agent_pb2, common_pb2
 from collector import errors
+from collector.jobs import CHALLENGE_READY, AgentJobUpdate
 from collector.registry.types import JobView
 
 log = logging.getLogger(__name__)
@@ -99,12 +100,12 @@ class ChallengeBroker:
             remove_challenge=agent_pb2.RemoveChallenge(job_id=job.job_id, location=self._location(job), token=token),
         ))
 
-    def ack(self, update: agent_pb2.JobUpdate) -> None:
+    def ack(self, update: AgentJobUpdate) -> None:
         """The agent's answer: ``challenge_ready`` or ``challenge_failed`` (reason)."""
         with self._lock:
             waiting = self._waiting.get(update.challenge_token)
         if waiting is None:
             return
         done, outcome = waiting
-        outcome.append("" if update.state == "challenge_ready" else (update.reason or "failed"))
+        outcome.append("" if update.state == CHALLENGE_READY else (update.reason or "failed"))
         done.set()

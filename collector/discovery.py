@@ -301,12 +301,38 @@ def not_renewable(loc: Any) -> str | None:
     return None
 
 
-def reload_suggestion(processes: Iterable[Mapping[str, Any]]) -> str:
-    """"suggested reload: nginx (nginx pid 4242 uses this file)" from a location's process links; "" for none."""
+@dataclass(frozen=True)
+class ReloadSuggestion:
+    """The reload action an agent found for the service that uses a location (a [reload.<name>] of its
+    config that fits the process); kept on the renewal job it was suggested for."""
+
+    action: str
+    process: str = ""
+    pid: int = 0
+    service: str = ""
+
+    def text(self) -> str:
+        """``nginx (nginx pid 4242, nginx.service uses this location)``."""
+        who = f"{self.process or 'a process'} pid {self.pid}"
+        svc = f", {self.service}" if self.service else ""
+        return f"{self.action} ({who}{svc} uses this location)"
+
+    def as_json(self) -> dict[str, Any]:
+        return {"action": self.action, "process": self.process, "pid": self.pid, "service": self.service}
+
+    @classmethod
+    def from_json(cls, raw: Any) -> ReloadSuggestion | None:
+        if not isinstance(raw, Mapping) or not raw.get("action"):
+            return None
+        return cls(action=str(raw["action"]), process=str(raw.get("process") or ""), pid=int(raw.get("pid") or 0),
+                   service=str(raw.get("service") or ""))
+
+
+def reload_suggestion(processes: Iterable[Mapping[str, Any]]) -> ReloadSuggestion | None:
+    """The first reload action a location's process links suggest; None when none does."""
     for p in processes:
         action = p.get("suggested_reload") or ""
         if action:
-            who = f"{p.get('name') or 'a process'} pid {p.get('pid')}"
-            svc = f", {p['service']}" if p.get("service") else ""
-            return f"suggested reload: {action} ({who}{svc} uses this location)"
-    return ""
+            return ReloadSuggestion(action=action, process=p.get("name") or "", pid=int(p.get("pid") or 0),
+                                    service=p.get("service") or "")
+    return None

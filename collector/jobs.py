@@ -105,6 +105,41 @@ def transition(current: str, new: str) -> None:
         )
 
 
+# -- what an agent says about a job ----------------------------------------------------
+
+#: the states an agent reports (JobUpdate.state); the challenge ones answer an ACME http-01 placement
+CSR_READY = "csr_ready"
+CHALLENGE_READY = "challenge_ready"
+CHALLENGE_FAILED = "challenge_failed"
+AGENT_STATES: tuple[str, ...] = (CSR_READY, INSTALLING, VERIFIED, ROLLED_BACK, FAILED, CHALLENGE_READY, CHALLENGE_FAILED)
+#: agent states that end an install (the job takes them over as its own final state)
+INSTALL_OUTCOMES: frozenset[str] = frozenset({VERIFIED, ROLLED_BACK, FAILED})
+
+
+@dataclass(frozen=True)
+class InstallStep:
+    """One step of an install as the agent did it: check, backup, write, reload, verify, restore."""
+
+    step: str
+    ok: bool
+    detail: str = ""
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class AgentJobUpdate:
+    """What an agent says about one of its jobs (the wire's JobUpdate, read at the door)."""
+
+    job_id: str
+    state: str                          # one of AGENT_STATES, or "" when the agent sent none we know
+    reason: str = ""
+    csr_der: bytes = b""
+    served_fingerprint: str = ""
+    steps: tuple[InstallStep, ...] = ()
+    reload_seconds: float = 0.0
+    challenge_token: str = ""
+
+
 # -- commands to the agent -------------------------------------------------------------
 
 MAKE_CSR = "make_csr"

@@ -15,7 +15,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from certfleet.v1 import agent_pb2, common_pb2
-from collector import discovery, errors
+from collector import discovery, errors, jobs
 from collector.challenges import ChallengeBroker
 from collector.issuers.base import Issuer
 from collector.policy import RequestFacts
@@ -83,14 +83,15 @@ class RenewalService:
         for t in blocked:
             log.info("renewal of %s: %s %s left out: %s", cert.fingerprint[:16], t.hostname, t.path,
                      discovery.not_renewable(t))
-        # one request per location: each job carries the reload the agent found for its service
+        # one request per location: each job keeps the reload the agent found for its service
         out: dict[str, object] = {}
         for t in ok:
             one = LocationSelector(agent_id=t.agent_id, store_type=t.store_type, path=t.path, alias=t.alias,
                                    chain_index=t.chain_index)
-            why = f"{reason}; {hints[id(t)]}" if hints[id(t)] else reason
-            for job in self.registry.jobs.create_renewals(cert.fingerprint, one, tpl.name, requested_by, why,
-                                                          self.clock(), JOB_TIMEOUT):
+            hint = hints[id(t)]
+            detail = {"suggested_reload": hint.as_json()} if hint else None
+            for job in self.registry.jobs.create_renewals(cert.fingerprint, one, tpl.name, requested_by, reason,
+                                                          self.clock(), JOB_TIMEOUT, detail=detail):
                 out.setdefault(job.job_id, job)
         return list(out.values())
 
@@ -164,36 +165,39 @@ class RenewalService:
 
     # -- what the agent says -----------------------------------------------------------
 
-    def on_update(self, agent_id: str, update: agent_pb2.JobUpdate) -> None:
+    def on_update(self, agent_id: str, update: jobs.AgentJobUpdate) -> None:
         now = self.clock()
         job = self.registry.jobs.get(update.job_id)
         if job.agent_id != agent_id:
             raise errors.PermissionDenied(f"job {update.job_id} belongs to another agent")
-        if update.state == "csr_ready":
-            if job.state not in ("key_pending", "requested"):
+        if update.state == jobs.CSR_READY:
+            if job.state not in (jobs.KEY_PENDING, jobs.REQUESTED):
                 return   # a repeated CSR for a job that moved on: harmless
-            if job.state == "requested":   # a CSR for an earlier attempt (the agent keeps one key per job)
-                self.registry.jobs.advance(job.job_id, "key_pending", now, reason="CSR arrived for an earlier request")
-            self.registry.jobs.advance(job.job_id, "csr_received", now, reason="key made on the host; CSR received",
+            if job.state == jobs.REQUESTED:   # a CSR for an earlier attempt (the agent keeps one key per job)
+                self.registry.jobs.advance(job.job_id, jobs.KEY_PENDING, now,
+                                           reason="CSR arrived for an earlier request")
+            self.registry.jobs.advance(job.job_id, jobs.CSR_RECEIVED, now, reason="key made on the host; CSR received",
                                        actor=f"agent:{agent_id}", csr_der=update.csr_der)
             self._issue(job.job_id, update.csr_der)
-        elif update.state in ("verified", "rolled_back", "failed"):
-            detail = {
-                "steps": [{"step": s.step, "ok": s.ok, "detail": s.detail, "seconds": round(s.seconds, 3)} for s in update.steps],
-                "reload_seconds": round(update.reload_seconds, 3),
-            }
-            if job.state in ("verified", "rolled_back", "failed", "cancelled"):
+        elif update.state in jobs.INSTALL_OUTCOMES:
+            if job.final:
                 return
-            if job.state == "issued":
-                self.registry.jobs.advance(job.job_id, "installing", now, reason="agent installing")
+            detail = dict(job.result_detail) if isinstance(job.result_detail, dict) else {}
+            detail.update({
+                "steps": [{"step": s.step, "ok": s.ok, "detail": s.detail, "seconds": round(s.seconds, 3)}
+                          for s in update.steps],
+                "reload_seconds": round(update.reload_seconds, 3),
+            })
+            if job.state == jobs.ISSUED:
+                self.registry.jobs.advance(job.job_id, jobs.INSTALLING, now, reason="agent installing")
             self.registry.jobs.advance(
                 job.job_id, update.state, now, reason=update.reason or update.state, actor=f"agent:{agent_id}",
                 served_fingerprint=update.served_fingerprint, result_detail=detail,
             )
             log.info("job %s %s on agent %s: %s", job.job_id, update.state, agent_id, update.reason)
-        elif update.state == "installing":
-            if job.state == "issued":
-                self.registry.jobs.advance(job.job_id, "installing", now, reason="agent installing")
+        elif update.state == jobs.INSTALLING:
+            if job.state == jobs.ISSUED:
+                self.registry.jobs.advance(job.job_id, jobs.INSTALLING, now, reason="agent installing")
         else:
             raise errors.InvalidInput(f"unknown job update state {update.state!r}")
 

@@ -90,6 +90,8 @@ def test_endpoint_matching_and_renewability() -> None:
     assert d.not_renewable(Loc("pem")) is None
     assert "TLS endpoint" in d.not_renewable(Loc("endpoint"))
     assert "trust anchors are not renewed" in d.not_renewable(Loc("pem", "trust_anchor"))
-    assert d.reload_suggestion([{"name": "nginx", "pid": 7, "suggested_reload": "nginx"}]) == (
-        "suggested reload: nginx (nginx pid 7 uses this location)")
-    assert d.reload_suggestion([{"name": "java", "pid": 8}]) == ""
+    hint = d.reload_suggestion([{"name": "java", "pid": 8}, {"name": "nginx", "pid": 7, "suggested_reload": "nginx"}])
+    assert hint == d.ReloadSuggestion("nginx", "nginx", 7, "")
+    assert hint.text() == "nginx (nginx pid 7 uses this location)"
+    assert d.ReloadSuggestion.from_json(hint.as_json()) == hint
+    assert d.reload_suggestion([{"name": "java", "pid": 8}]) is None

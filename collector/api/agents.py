@@ -12,7 +12,7 @@ import grpc
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from certfleet.v1 import agent_pb2, agent_pb2_grpc
-from collector import discovery, enrollment, errors
+from collector import discovery, enrollment, errors, jobs
 from collector.api import convert
 from collector.api.auth import Authenticator
 from collector.api.hub import AgentHub
@@ -176,7 +176,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
 
         pending: set[asyncio.Task] = set()
 
-        async def apply(update: agent_pb2.JobUpdate) -> None:
+        async def apply(update: jobs.AgentJobUpdate) -> None:
             try:
                 await asyncio.to_thread(self.renewal.on_update, agent_id, update)
             except errors.CollectorError as e:
@@ -205,8 +205,8 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                     continue
                 if not msg.HasField("job_update") or self.renewal is None:
                     continue
-                update = msg.job_update
-                if update.state in ("challenge_ready", "challenge_failed"):
+                update = convert.job_update_in(msg.job_update)
+                if update.state in (jobs.CHALLENGE_READY, jobs.CHALLENGE_FAILED):
                     self.renewal.broker.ack(update)      # an issuance in progress is waiting for this
                     continue
                 # Applied in the background: issuing may wait for this same stream (ACME challenges).

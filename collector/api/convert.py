@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Any
 
-from google.protobuf import json_format
+from google.protobuf import json_format, unknown_fields
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from certfleet.v1 import admin_pb2, common_pb2
+from certfleet.v1 import admin_pb2, agent_pb2, common_pb2
+from collector import jobs
 from collector.registry import types as t
 
 _KEY_MATCH = {
@@ -185,8 +187,6 @@ def agent_out(view: t.AgentView) -> admin_pb2.AgentInfo:
 
 
 def job_out(view: t.JobView) -> admin_pb2.JobInfo:
-    import json
-
     return admin_pb2.JobInfo(
         job_id=view.job_id,
         kind=view.kind,
@@ -213,5 +213,51 @@ def job_out(view: t.JobView) -> admin_pb2.JobInfo:
                                    actor=e.actor)
             for e in view.events
         ],
-        result_detail=json.dumps(view.result_detail) if view.result_detail is not None else "",
+        result_detail=_install_result(view.result_detail),
+        suggested_reload=_reload_suggestion(view.suggested_reload),
+    )
+
+
+def _install_result(detail: Any) -> str:
+    """The agent's install steps as JSON ("" before it reported); the reload suggestion has its own field."""
+    if isinstance(detail, dict):
+        detail = {k: v for k, v in detail.items() if k != "suggested_reload"} or None
+    return json.dumps(detail) if detail is not None else ""
+
+
+def _reload_suggestion(hint: Any) -> admin_pb2.ReloadSuggestion | None:
+    if hint is None:
+        return None
+    return admin_pb2.ReloadSuggestion(action=hint.action, process=hint.process, pid=hint.pid, service=hint.service)
+
+
+_JOB_UPDATE_STATES = {
+    agent_pb2.JOB_UPDATE_STATE_CSR_READY: jobs.CSR_READY,
+    agent_pb2.JOB_UPDATE_STATE_INSTALLING: jobs.INSTALLING,
+    agent_pb2.JOB_UPDATE_STATE_VERIFIED: jobs.VERIFIED,
+    agent_pb2.JOB_UPDATE_STATE_ROLLED_BACK: jobs.ROLLED_BACK,
+    agent_pb2.JOB_UPDATE_STATE_FAILED: jobs.FAILED,
+    agent_pb2.JOB_UPDATE_STATE_CHALLENGE_READY: jobs.CHALLENGE_READY,
+    agent_pb2.JOB_UPDATE_STATE_CHALLENGE_FAILED: jobs.CHALLENGE_FAILED,
+}
+#: JobUpdate's field 2, reserved since the enum: agents before 0.2 sent the state there as text
+_LEGACY_STATE_FIELD = 2
+
+
+def _legacy_state(msg: agent_pb2.JobUpdate) -> str:
+    for field in unknown_fields.UnknownFieldSet(msg):
+        if field.field_number == _LEGACY_STATE_FIELD and isinstance(field.data, bytes):
+            text = field.data.decode("utf-8", "replace")
+            return text if text in jobs.AGENT_STATES else ""
+    return ""
+
+
+def job_update_in(msg: agent_pb2.JobUpdate) -> jobs.AgentJobUpdate:
+    """An agent's JobUpdate; from an agent before 0.2 the state comes from the old text field."""
+    state = _JOB_UPDATE_STATES.get(msg.state, "") or _legacy_state(msg)
+    return jobs.AgentJobUpdate(
+        job_id=msg.job_id, state=state, reason=msg.reason, csr_der=bytes(msg.csr_der),
+        served_fingerprint=msg.served_fingerprint,
+        steps=tuple(jobs.InstallStep(s.step, s.ok, s.detail, s.seconds) for s in msg.steps),
+        reload_seconds=msg.reload_seconds, challenge_token=msg.challenge_token,
     )

@@ -27,7 +27,7 @@ import datetime as dt
 import hashlib
 import re
 import uuid
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from sqlalchemy import Connection, Engine, and_, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -169,6 +169,7 @@ class JobStore(db.Connections):
         timeout: dt.timedelta = model.DEFAULT_TIMEOUT,
         *,
         idempotency_key: str | None = None,
+        detail: Mapping[str, Any] | None = None,
     ) -> list[JobView]:
         """One renewal job per present location of the certificate (or per location matching
         ``location_filter``), each in ``requested``.
@@ -191,7 +192,7 @@ class JobStore(db.Connections):
             try:
                 with self._write() as conn:
                     return self._create(conn, fingerprint, sel, template, requested_by, reason, now, timeout,
-                                        idempotency_key)
+                                        idempotency_key, detail)
             except IntegrityError:
                 # Another collector made a job for one of these locations (or this request)
                 # at the same time; the next try finds and returns it.
@@ -201,7 +202,7 @@ class JobStore(db.Connections):
 
     def _create(self, conn: Connection, fingerprint: str, sel: LocationSelector | None, template: str,
                 requested_by: str, reason: str, now: dt.datetime, timeout: dt.timedelta,
-                idempotency_key: str | None) -> list[JobView]:
+                idempotency_key: str | None, detail: Mapping[str, Any] | None = None) -> list[JobView]:
         fp = resolve_fingerprint(conn, fingerprint)
         short = fp[:16] + "..."
         j = jobs.c
@@ -265,8 +266,8 @@ class JobStore(db.Connections):
                 requested_by=requested_by, reason=reason, state=model.REQUESTED, attempts=0,
                 timeout_seconds=seconds, deadline=model.deadline_for(now, dt.timedelta(seconds=seconds)),
                 next_attempt_at=now, command_sent_at=None, csr_der=None, new_fingerprint=None,
-                certificate_der=None, chain=None, served_fingerprint=None, result_detail=None,
-                idempotency_key=(hashlib.sha256(f"{idempotency_key}\0{key}".encode()).hexdigest()
+                certificate_der=None, chain=None, served_fingerprint=None,
+                result_detail=dict(detail) if detail else None, idempotency_key=(hashlib.sha256(f"{idempotency_key}\0{key}".encode()).hexdigest()
                                  if idempotency_key is not None else None),
                 request_key=idempotency_key, active_key=key, created_at=now, updated_at=now, finished_at=None,
             ))

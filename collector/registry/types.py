@@ -265,6 +265,14 @@ class JobView:
         return is_final(self.state)
 
     @property
+    def suggested_reload(self):  # noqa: ANN201 - collector.discovery.ReloadSuggestion | None
+        """The reload action the agent found for this location's service when the job was made."""
+        from collector.discovery import ReloadSuggestion
+
+        detail = self.result_detail if isinstance(self.result_detail, dict) else {}
+        return ReloadSuggestion.from_json(detail.get("suggested_reload"))
+
+    @property
     def location_label(self) -> str:
         where = f"{self.store_type}:{self.path}"
         if self.alias:

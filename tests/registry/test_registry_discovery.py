@@ -277,7 +277,8 @@ def test_renewal_refuses_endpoints_and_trust_anchors(registry, renewal, certs) -
     # the file location is renewed, and its job says which reload fits its service
     (job,) = renewal.request(certs["old"].fingerprint, LocationSelector(), "", "admin:root", "CAB 7")
     assert job.path == "/etc/nginx/tls/mail.pem"
-    assert job.reason == ("CAB 7; suggested reload: nginx (nginx pid 4242, nginx.service uses this location)")
+    assert job.reason == "CAB 7"
+    assert job.suggested_reload.text() == "nginx (nginx pid 4242, nginx.service uses this location)"
 
 
 def test_renewal_of_a_certificate_also_served_renews_only_its_files(registry, renewal, certs) -> None:  # type: ignore[no-untyped-def]

@@ -8,7 +8,7 @@ import pathlib
 import pytest
 
 from agent.keys import make_csr, new_key
-from certfleet.v1 import agent_pb2
+from collector.jobs import AgentJobUpdate
 from collector import errors
 from collector.issuers.acme import AcmeIssuer, StandaloneHttp01Solver
 from collector.issuers.internal_ca import InternalCA
@@ -50,7 +50,7 @@ def _csr() -> bytes:
 
 def _to_csr_received(svc: RenewalService, job_id: str) -> None:
     svc.commands_for("agent-1")                                   # PrepareRenewal sent: key_pending
-    svc.on_update("agent-1", agent_pb2.JobUpdate(job_id=job_id, state="csr_ready", csr_der=_csr()))
+    svc.on_update("agent-1", AgentJobUpdate(job_id=job_id, state="csr_ready", csr_der=_csr()))
 
 
 def test_issuer_outage_is_retried_with_backoff_then_fails(setup) -> None:  # noqa: ANN001
@@ -78,7 +78,7 @@ def test_internal_ca_issues_and_install_command_follows(setup) -> None:  # noqa:
     assert cmd.WhichOneof("body") == "install_certificate"
     assert cmd.install_certificate.expected_old_fingerprint == cert.fingerprint
     assert cmd.install_certificate.trust_anchor_der                 # the internal root, for the agent's check
-    svc.on_update("agent-1", agent_pb2.JobUpdate(job_id=job.job_id, state="verified",
+    svc.on_update("agent-1", AgentJobUpdate(job_id=job.job_id, state="verified",
                                                  served_fingerprint=svc.registry.jobs.get(job.job_id).new_fingerprint))
     assert svc.registry.jobs.get(job.job_id).state == "verified"
 
@@ -96,4 +96,4 @@ def test_update_from_another_agent_refused(setup, make_agent) -> None:  # noqa: 
     make_agent("agent-2", "web2.example.com", now=T0)
     (job,) = svc.request(cert.fingerprint, LocationSelector(), "", "admin:test", "test")
     with pytest.raises(errors.PermissionDenied):
-        svc.on_update("agent-2", agent_pb2.JobUpdate(job_id=job.job_id, state="csr_ready", csr_der=_csr()))
+        svc.on_update("agent-2", AgentJobUpdate(job_id=job.job_id, state="csr_ready", csr_der=_csr()))

@@ -795,6 +795,7 @@ class JobInfo(_message.Message):
     SERVED_FINGERPRINT_FIELD_NUMBER: _builtins.int
     EVENTS_FIELD_NUMBER: _builtins.int
     RESULT_DETAIL_FIELD_NUMBER: _builtins.int
+    SUGGESTED_RELOAD_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     kind: _builtins.str
     agent_id: _builtins.str
@@ -823,6 +824,10 @@ class JobInfo(_message.Message):
     def finished_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___JobEventInfo]: ...
+    @_builtins.property
+    def suggested_reload(self) -> Global___ReloadSuggestion:
+        """unset when the agent found no reload action for the service"""
+
     def __init__(
         self,
         *,
@@ -848,14 +853,49 @@ class JobInfo(_message.Message):
         served_fingerprint: _builtins.str = ...,
         events: _abc.Iterable[Global___JobEventInfo] | None = ...,
         result_detail: _builtins.str = ...,
+        suggested_reload: Global___ReloadSuggestion | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "deadline", b"deadline", "finished_at", b"finished_at", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "deadline", b"deadline", "finished_at", b"finished_at", "suggested_reload", b"suggested_reload", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "alias", b"alias", "attempts", b"attempts", "chain_index", b"chain_index", "created_at", b"created_at", "deadline", b"deadline", "events", b"events", "finished_at", b"finished_at", "hostname", b"hostname", "job_id", b"job_id", "kind", b"kind", "new_fingerprint", b"new_fingerprint", "old_fingerprint", b"old_fingerprint", "path", b"path", "reason", b"reason", "requested_by", b"requested_by", "result_detail", b"result_detail", "served_fingerprint", b"served_fingerprint", "state", b"state", "store_type", b"store_type", "template", b"template", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "alias", b"alias", "attempts", b"attempts", "chain_index", b"chain_index", "created_at", b"created_at", "deadline", b"deadline", "events", b"events", "finished_at", b"finished_at", "hostname", b"hostname", "job_id", b"job_id", "kind", b"kind", "new_fingerprint", b"new_fingerprint", "old_fingerprint", b"old_fingerprint", "path", b"path", "reason", b"reason", "requested_by", b"requested_by", "result_detail", b"result_detail", "served_fingerprint", b"served_fingerprint", "state", b"state", "store_type", b"store_type", "suggested_reload", b"suggested_reload", "template", b"template", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___JobInfo: _TypeAlias = JobInfo  # noqa: Y015
+
+@_typing.final
+class ReloadSuggestion(_message.Message):
+    """The reload action the agent found for the service that uses a job's location
+    (a [reload.<name>] of the agent's config that fits the process), when the job was made.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACTION_FIELD_NUMBER: _builtins.int
+    PROCESS_FIELD_NUMBER: _builtins.int
+    PID_FIELD_NUMBER: _builtins.int
+    SERVICE_FIELD_NUMBER: _builtins.int
+    action: _builtins.str
+    process: _builtins.str
+    """process name"""
+    pid: _builtins.int
+    service: _builtins.str
+    """systemd unit, "" when unknown"""
+    def __init__(
+        self,
+        *,
+        action: _builtins.str = ...,
+        process: _builtins.str = ...,
+        pid: _builtins.int = ...,
+        service: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "pid", b"pid", "process", b"process", "service", b"service"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReloadSuggestion: _TypeAlias = ReloadSuggestion  # noqa: Y015
 
 @_typing.final
 class RevokeCertificateRequest(_message.Message):

@@ -9,6 +9,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -19,6 +20,44 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _JobUpdateState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _JobUpdateStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JobUpdateState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    JOB_UPDATE_STATE_UNSPECIFIED: _JobUpdateState.ValueType  # 0
+    JOB_UPDATE_STATE_CSR_READY: _JobUpdateState.ValueType  # 1
+    """the key is made on the host; csr_der carries the CSR"""
+    JOB_UPDATE_STATE_INSTALLING: _JobUpdateState.ValueType  # 2
+    JOB_UPDATE_STATE_VERIFIED: _JobUpdateState.ValueType  # 3
+    """the service serves the new certificate"""
+    JOB_UPDATE_STATE_ROLLED_BACK: _JobUpdateState.ValueType  # 4
+    """the install failed and the old certificate is served again"""
+    JOB_UPDATE_STATE_FAILED: _JobUpdateState.ValueType  # 5
+    JOB_UPDATE_STATE_CHALLENGE_READY: _JobUpdateState.ValueType  # 6
+    """an ACME http-01 challenge file is in place"""
+    JOB_UPDATE_STATE_CHALLENGE_FAILED: _JobUpdateState.ValueType  # 7
+
+class JobUpdateState(_JobUpdateState, metaclass=_JobUpdateStateEnumTypeWrapper):
+    """What an agent says about a job. Agents before 0.2 sent these as text in field 2
+    ("csr_ready", "verified", ...); the collector still reads that from old agents.
+    """
+
+JOB_UPDATE_STATE_UNSPECIFIED: JobUpdateState.ValueType  # 0
+JOB_UPDATE_STATE_CSR_READY: JobUpdateState.ValueType  # 1
+"""the key is made on the host; csr_der carries the CSR"""
+JOB_UPDATE_STATE_INSTALLING: JobUpdateState.ValueType  # 2
+JOB_UPDATE_STATE_VERIFIED: JobUpdateState.ValueType  # 3
+"""the service serves the new certificate"""
+JOB_UPDATE_STATE_ROLLED_BACK: JobUpdateState.ValueType  # 4
+"""the install failed and the old certificate is served again"""
+JOB_UPDATE_STATE_FAILED: JobUpdateState.ValueType  # 5
+JOB_UPDATE_STATE_CHALLENGE_READY: JobUpdateState.ValueType  # 6
+"""an ACME http-01 challenge file is in place"""
+JOB_UPDATE_STATE_CHALLENGE_FAILED: JobUpdateState.ValueType  # 7
+Global___JobUpdateState: _TypeAlias = JobUpdateState  # noqa: Y015
 
 @_typing.final
 class EnrollRequest(_message.Message):
@@ -509,8 +548,7 @@ class JobUpdate(_message.Message):
     RELOAD_SECONDS_FIELD_NUMBER: _builtins.int
     CHALLENGE_TOKEN_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
-    state: _builtins.str
-    """csr_ready, installing, verified, rolled_back, failed, challenge_ready, challenge_failed"""
+    state: Global___JobUpdateState.ValueType
     reason: _builtins.str
     csr_der: _builtins.bytes
     """with csr_ready"""
@@ -524,7 +562,7 @@ class JobUpdate(_message.Message):
         self,
         *,
         job_id: _builtins.str = ...,
-        state: _builtins.str = ...,
+        state: Global___JobUpdateState.ValueType = ...,
         reason: _builtins.str = ...,
         csr_der: _builtins.bytes = ...,
         served_fingerprint: _builtins.str = ...,
