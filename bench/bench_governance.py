@@ -12,7 +12,7 @@ add_upserts, finish), a few owners and assignment rules (host globs, a label rul
 some explicit assignments) so ownership resolves, and a policy document. Then measures:
 
 - ``certfleet report expiring`` as a user runs it: the CLI command's own code
-  (collector.cli_reports.cmd_report: the parameters the CLI sends, GetReport, the parts
+  (collector.cli.reports.cmd_report: the parameters the CLI sends, GetReport, the parts
   streamed in, the table rendered; its output captured) against the real ReportServicer
   in a separate process on the same database, over a loopback gRPC channel. Not included:
   the CLI's interpreter start and the mTLS handshake; the servicer's role check is a
@@ -51,7 +51,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from collector import reports  # noqa: E402
-from collector.notify.notifier import Notifier  # noqa: E402
+from collector.services.notifier import Notifier  # noqa: E402
 from collector.notify.settings import NotifySettings  # noqa: E402
 from collector.registry import Registry  # noqa: E402
 from collector.registry.types import HostFacts, LocationIn, LocationSelector, ReportHeaderIn  # noqa: E402
@@ -290,8 +290,8 @@ def measure_notify(reg: Registry, now: dt.datetime, profile: str) -> list[str]:
 
 def cli_params(argv: list[str]) -> dict[str, str]:
     """The report parameters the CLI sends for ``certfleet <argv>``."""
-    from collector import admin_cli, cli_reports
-
+    from collector.cli import main as admin_cli
+    from collector.cli import reports as cli_reports
     return cli_reports.request_params(admin_cli.build_parser().parse_args(argv))
 
 
@@ -345,8 +345,7 @@ class cli_expiring:  # noqa: N801 - used as a function
 
         import grpc
 
-        from collector import admin_cli
-
+        from collector.cli import main as admin_cli
         times, out = [], ""
         for k in range(runs + 1):
             ns = admin_cli.build_parser().parse_args(argv)

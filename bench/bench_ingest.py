@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 from cryptography.hazmat.primitives.serialization import Encoding  # noqa: E402
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID  # noqa: E402
 
-from collector.certinfo import parse_certificate  # noqa: E402
+from collector.domain.certinfo import parse_certificate  # noqa: E402
 from collector.registry import Registry  # noqa: E402
 from collector.registry.types import CertFilter, HostFacts, LocationIn, ReportHeaderIn  # noqa: E402
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from collector.autorenew import (
+from collector.services.autorenew import (
     AutoRule,
     Planned,
     busy_locations,
@@ -19,8 +19,8 @@ from collector.autorenew import (
     path_pattern,
     plan_renewals,
 )
-from collector.config import ConfigError, config_from_dict
-from collector.jobs import MaintenanceWindow, renewal_point
+from collector.config.core import ConfigError, config_from_dict
+from collector.domain.jobstates import MaintenanceWindow, renewal_point
 from collector.registry.types import CertificateView, JobView, LocationSelector, LocationView
 
 UTC = dt.timezone.utc

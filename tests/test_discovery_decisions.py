@@ -1,11 +1,11 @@
-"""collector/discovery.py: the collector's network scan decisions, as pure functions."""
+"""collector/domain/netscan.py: the collector's network scan decisions, as pure functions."""
 from __future__ import annotations
 
 import datetime as dt
 
 import pytest
 
-from collector import discovery as d
+from collector.domain import netscan as d
 from collector.errors import InvalidInput
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)

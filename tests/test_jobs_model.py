@@ -6,9 +6,9 @@ import random
 
 import pytest
 
-from collector import jobs
+from collector.domain import jobstates as jobs
 from collector.errors import CollectorError, InvalidInput
-from collector.jobs import (
+from collector.domain.jobstates import (
     ACTIVE_STATES,
     FINAL_STATES,
     STATES,

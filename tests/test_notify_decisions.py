@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from collector.notify import decisions as dec
-
+from collector.domain import notices as dec
 UTC = dt.timezone.utc
 NOW = dt.datetime(2026, 3, 1, tzinfo=UTC)
 

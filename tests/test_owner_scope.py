@@ -1,12 +1,12 @@
-"""Role owner's view (collector/scope.py): which certificates, locations and jobs are its team's."""
+"""Role owner's view (collector/domain/scope.py): which certificates, locations and jobs are its team's."""
 from __future__ import annotations
 
 from types import SimpleNamespace
 
-from collector import ownership as own
-from collector.ownership import Explicit, Rule
+from collector.domain import ownership as own
+from collector.domain.ownership import Explicit, Rule
 from collector.registry.types import LocationSelector
-from collector.scope import TeamScope, foreign_targets, job_owned, renew_targets, team_locations, team_view
+from collector.domain.scope import TeamScope, foreign_targets, job_owned, renew_targets, team_locations, team_view
 from tests.test_ownership import cert, loc
 
 RULES = [Rule(name="web", priority=10, owner="web-team", path="/srv/web/**"),

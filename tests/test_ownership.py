@@ -5,9 +5,9 @@ import datetime as dt
 
 import pytest
 
-from collector import ownership as own
+from collector.domain import ownership as own
 from collector.errors import InvalidInput
-from collector.ownership import Assignment, CertFacts, Explicit, Owner, Rule, resolve
+from collector.domain.ownership import Assignment, CertFacts, Explicit, Owner, Rule, resolve
 from collector.registry.types import CertificateView, LocationView, SanView
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)

@@ -1,4 +1,4 @@
-"""collector/policy.py: rules as data, scopes and locks, exceptions -- pure, with an injected clock."""
+"""collector/domain/policy.py: rules as data, scopes and locks, exceptions -- pure, with an injected clock."""
 from __future__ import annotations
 
 import datetime as dt
@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from collector import policy as pol
-from collector.ownership import Assignment
+from collector.domain import policy as pol
+from collector.domain.ownership import Assignment
 
 UTC = dt.timezone.utc
 NOW = dt.datetime(2026, 6, 1, tzinfo=UTC)

@@ -147,8 +147,8 @@ def test_subject_cn_unescaped() -> None:
 def test_cli_asks_for_a_cut_table_and_full_files() -> None:
     """``certfleet report expiring`` in a table asks for the soonest 100 rows per window; --all,
     CSV, JSON and HTML ask for every row; --limit N for N; reports without a limit get none."""
-    from collector import admin_cli
-    from collector.cli_reports import TABLE_LIMIT, request_params
+    from collector.cli import main as admin_cli
+    from collector.cli.reports import TABLE_LIMIT, request_params
 
     def params(*argv: str) -> dict[str, str]:
         return request_params(admin_cli.build_parser().parse_args(["report", *argv]))

@@ -1,4 +1,4 @@
-"""The scheduler (collector/scheduler.py): two collectors on one database run each slot once."""
+"""The scheduler (collector/server/scheduler.py): two collectors on one database run each slot once."""
 from __future__ import annotations
 
 import asyncio
@@ -9,7 +9,7 @@ from pathlib import Path
 
 from collector.registry import Registry
 from collector.registry.leases import slot_of
-from collector.scheduler import Scheduler
+from collector.server.scheduler import Scheduler
 
 INTERVAL = 0.5
 

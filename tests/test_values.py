@@ -55,7 +55,7 @@ def _toml(value: str | float) -> str:
 def test_agent_and_collector_configs_read_the_same_durations(tmp_path: pathlib.Path, text: str | float,
                                                             seconds: float) -> None:
     from agent.config import parse_config
-    from collector.config import config_from_dict
+    from collector.config.core import config_from_dict
     from collector.issuers.factory import config_duration
 
     agent = parse_config(f"[agent]\nscan_interval = {_toml(text)}\n", path=tmp_path / "agent.toml")
@@ -68,7 +68,7 @@ def test_agent_and_collector_configs_read_the_same_durations(tmp_path: pathlib.P
 @pytest.mark.parametrize("bad", [b for b in BAD_DURATIONS if isinstance(b, str) and b])
 def test_agent_and_collector_configs_refuse_the_same_durations(tmp_path: pathlib.Path, bad: str) -> None:
     from agent.config import ConfigError as AgentConfigError, parse_config
-    from collector.config import ConfigError as CollectorConfigError, config_from_dict
+    from collector.config.core import ConfigError as CollectorConfigError, config_from_dict
 
     with pytest.raises(AgentConfigError, match="scan_interval"):
         parse_config(f'[agent]\nscan_interval = "{bad}"\n', path=tmp_path / "agent.toml")

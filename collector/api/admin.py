@@ -17,9 +17,9 @@ from collector.pki import CollectorCA
 from collector.registry.repository import Registry
 from collector.registry.types import CertFilter
 from collector.registry.types import LocationSelector
-from collector.renewal import RenewalService
-from collector.scope import TeamScope
-from collector.tokens import hash_token, new_token
+from collector.services.renewal import RenewalService
+from collector.domain.scope import TeamScope
+from collector.domain.tokens import hash_token, new_token
 
 log = logging.getLogger(__name__)
 MAX_TOKEN_TTL = 7 * 86400
@@ -58,7 +58,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         )
 
     def _scope(self, caller: AdminCaller) -> TeamScope | None:
-        """The team scope of a caller of role owner (collector/scope.py); None for the other roles."""
+        """The team scope of a caller of role owner (collector/domain/scope.py); None for the other roles."""
         return TeamScope(self.registry, caller.team or "") if caller.scoped else None
 
     async def _visible_job(self, caller: AdminCaller, job_id: str, permission: str):  # noqa: ANN202

@@ -12,7 +12,10 @@ import grpc
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from certfleet.v1 import agent_pb2, agent_pb2_grpc
-from collector import discovery, enrollment, errors, jobs
+from collector import errors
+from collector.domain import netscan as discovery
+from collector.services import enrollment
+from collector.domain import jobstates as jobs
 from collector.api import convert
 from collector.api.auth import Authenticator
 from collector.api.hub import AgentHub
@@ -20,7 +23,7 @@ from collector.api.errors import unary
 from collector.pki import CollectorCA
 from collector.registry.repository import Registry
 from collector.registry.types import ReportHeaderIn
-from collector.renewal import RenewalService
+from collector.services.renewal import RenewalService
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +138,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         )
 
     def _evaluate(self, agent_id: str) -> None:
-        """Evaluate the agent's certificates against the policy, in the background (collector/policy.py)."""
+        """Evaluate the agent's certificates against the policy, in the background (collector/domain/policy.py)."""
         async def run() -> None:
             try:
                 await asyncio.to_thread(self.registry.policies.evaluate_agent, agent_id, self.clock(),

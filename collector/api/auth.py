@@ -38,11 +38,11 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "admin": frozenset({READ, MANAGE_AGENTS, ENROLL, RENEW, REVOKE, AUDIT_READ, ASSIGN, POLICY, EXCEPTIONS}),
     "operator": frozenset({READ, MANAGE_AGENTS, ENROLL, RENEW, REVOKE, ASSIGN, EXCEPTIONS}),
     "auditor": frozenset({READ, AUDIT_READ}),
-    "owner": frozenset({READ, RENEW}),   # narrowed to the team's certificates: OWNER_CALLS, collector/scope.py
+    "owner": frozenset({READ, RENEW}),   # narrowed to the team's certificates: OWNER_CALLS, collector/domain/scope.py
 }
 
 # Role owner acts for one team (its admin identity's ``team``) and may make only these
-# calls; the servicers narrow each to the team's certificates and jobs (collector/scope.py).
+# calls; the servicers narrow each to the team's certificates and jobs (collector/domain/scope.py).
 # Agents are not owned: ListAgents is read-only and shows every agent. GetReport: only the
 # reports that have a team view (collector/reports ``owner_scoped``: expiring, violations,
 # owners), built for the team; the servicer refuses the others (coverage, audit). Everything

@@ -9,7 +9,7 @@ from google.protobuf import json_format, unknown_fields
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from certfleet.v1 import admin_pb2, agent_pb2, common_pb2
-from collector import jobs
+from collector.domain import jobstates as jobs
 from collector.registry import types as t
 
 _KEY_MATCH = {

@@ -1,9 +1,9 @@
 """DiscoveryService servicer: network scan jobs and stale services, for the `certfleet` CLI.
 
-Thin: messages to calls (collector/discovery.py decides, collector/registry/discovery.py
+Thin: messages to calls (collector/domain/netscan.py decides, collector/registry/discovery.py
 stores), domain errors to status codes. Starting a scan needs MANAGE_AGENTS (admin,
 operator); reading needs READ. Role owner sees only its team's stale locations
-(ownership resolved as for certificates, collector/scope.py) and no scans (scans are of
+(ownership resolved as for certificates, collector/domain/scope.py) and no scans (scans are of
 networks, not of a team's certificates: the call is refused, audited, by the role check).
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ import logging
 from typing import Callable
 
 from certfleet.v1 import discovery_pb2, discovery_pb2_grpc
-from collector import discovery
+from collector.domain import netscan as discovery
 from collector.api.auth import MANAGE_AGENTS, READ, Authenticator
 from collector.api.convert import dt_to_ts
 from collector.api.errors import streaming, unary

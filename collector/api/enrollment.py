@@ -10,7 +10,7 @@ import grpc
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from certfleet.v1 import agent_pb2, agent_pb2_grpc
-from collector import enrollment
+from collector.services import enrollment
 from collector.api.convert import host_in
 from collector.api.errors import unary
 from collector.pki import CollectorCA

@@ -2,7 +2,7 @@
 
 Thin: checks the caller's role (reading: READ; changes: ASSIGN), turns messages
 into ``Registry.owners`` calls and records into messages. The semantics are in
-collector/ownership.py and collector/registry/owners.py.
+collector/domain/ownership.py and collector/registry/owners.py.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from certfleet.v1 import governance_pb2 as pb
 from certfleet.v1 import governance_pb2_grpc
-from collector import ownership as own
+from collector.domain import ownership as own
 from collector.api import convert
 from collector.api.paging import paged as _paged
 from collector.api.auth import ASSIGN, READ, Authenticator

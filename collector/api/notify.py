@@ -14,7 +14,7 @@ from collector.api import convert
 from collector.api.auth import READ, Authenticator
 from collector.api.errors import unary
 from collector.notify.channels.webhook import _safe
-from collector.notify.notifier import Notifier
+from collector.services.notifier import Notifier
 from collector.registry.notify import DeliveryView
 
 DEFAULT_LIMIT = 100

@@ -3,7 +3,7 @@
 Thin: checks the caller's role (reading: READ; the policy: POLICY, admin only;
 exceptions: EXCEPTIONS, admin and operator), turns messages into
 ``Registry.policies`` calls and records into messages. The semantics are in
-collector/policy.py and collector/registry/policies.py.
+collector/domain/policy.py and collector/registry/policies.py.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from certfleet.v1 import policy_pb2 as pb
 from certfleet.v1 import policy_pb2_grpc
-from collector import policy as pol
+from collector.domain import policy as pol
 from collector.api import convert
 from collector.api.paging import paged as _paged
 from collector.api.auth import EXCEPTIONS, POLICY, READ, Authenticator

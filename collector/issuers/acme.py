@@ -72,7 +72,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from collector.errors import CollectorError, IssuerError, IssuerUnavailable
 from collector.issuers.base import Issued, RevocationReason, prepare_request, utc
 from collector.pki import write_private_file, write_public_file
-from collector.templates import SubjectNames, Template, TemplateConfigError
+from collector.domain.templates import SubjectNames, Template, TemplateConfigError
 
 log = logging.getLogger(__name__)
 

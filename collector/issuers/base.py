@@ -1,7 +1,7 @@
 """The one small interface every issuer implements, and what it hands back.
 
 An issuer signs a certificate for a CSR made on the host (the collector never
-sees the key) under a named :class:`~collector.templates.Template`, and revokes
+sees the key) under a named :class:`~collector.domain.templates.Template`, and revokes
 certificates with an RFC 5280 reason. Abilities only some issuers have are
 separate protocols (:class:`SupportsCRL`), checked with ``isinstance``.
 
@@ -31,7 +31,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from collector.errors import IssuerError
-from collector.templates import SubjectNames, Template, check_request, csr_matches_template
+from collector.domain.templates import SubjectNames, Template, check_request, csr_matches_template
 
 __all__ = [
     "Issuer", "SupportsCRL", "Issued", "RevocationReason", "IssuerError",

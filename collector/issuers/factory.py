@@ -23,7 +23,7 @@ from typing import Any, Callable, Mapping
 
 from certfleet.values import parse_duration
 from collector.issuers.base import Issuer
-from collector.templates import Template, TemplateConfigError
+from collector.domain.templates import Template, TemplateConfigError
 
 __all__ = ["build_issuers", "FACTORIES", "IssuerFactory", "check_template_issuers"]
 

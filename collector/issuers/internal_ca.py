@@ -22,7 +22,7 @@ Two ways to get the hierarchy:
   in order towards the root. The chain is checked at start-up.
 
 Leaf certificates take their subject (CN) and SANs from the request's
-:class:`~collector.templates.SubjectNames`, never from the CSR; key usage and
+:class:`~collector.domain.templates.SubjectNames`, never from the CSR; key usage and
 extended key usage come from the template; each gets a random 128-bit serial,
 subject and authority key identifiers and, with ``crl_url`` configured, a CRL
 distribution point. The validity is the template's, clamped so it never
@@ -66,7 +66,7 @@ from collector.issuers.base import Issued, RevocationReason, prepare_request, ut
 from collector.pki import (
     read_certificates, read_private_key, same_public_key, write_private_file, write_public_file,
 )
-from collector.templates import SubjectNames, Template, TemplateConfigError
+from collector.domain.templates import SubjectNames, Template, TemplateConfigError
 
 try:  # POSIX: lock the directory while creating the hierarchy
     import fcntl

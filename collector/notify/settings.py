@@ -52,8 +52,8 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from collector.config import ConfigError, parse_duration
-from collector.notify import decisions as dec
+from collector.config.core import ConfigError, parse_duration
+from collector.domain import notices as dec
 from collector.notify.channels import Channel, NotifyConfigError, build_channel
 
 _KEYS = {"interval", "thresholds", "thresholds_by_environment", "thresholds_by_owner", "escalate_at",

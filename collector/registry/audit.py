@@ -9,7 +9,7 @@ Writing::
 ``record`` locks the chain's head (``SELECT ... FOR UPDATE`` on PostgreSQL, so
 that concurrent writers of several collectors append one after the other;
 SQLite writers are serialised already by ``BEGIN IMMEDIATE``), numbers the
-event, and inserts it with (collector/auditchain.py, pure)::
+event, and inserts it with (collector/domain/auditchain.py, pure)::
 
     hash = sha256(prev_hash || canonical JSON of [seq, at, actor, action, target, reason, detail])
 
@@ -34,7 +34,7 @@ from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
-from collector.auditchain import (  # noqa: F401 - re-exported for the registry's users
+from collector.domain.auditchain import (  # noqa: F401 - re-exported for the registry's users
     ChainCheck,
     VerifyResult,
     at_text,

@@ -1,6 +1,6 @@
 """Network scan jobs and stale services in the registry (tables: collector/registry/models_discovery.py).
 
-The decisions (limits, defaults, state changes, deadlines) are collector/discovery.py's pure
+The decisions (limits, defaults, state changes, deadlines) are collector/domain/netscan.py's pure
 functions; here they meet the database. Every method is one transaction; a scan's start is
 audited in the transaction that stores it (``netscan.start``), and so are its end
 (``netscan.finish`` by the agent) and a deadline failure (``netscan.fail``).
@@ -23,8 +23,8 @@ from typing import Any, Iterator, Sequence
 
 from sqlalchemy import Connection, Engine, and_, insert, or_, select, update
 
-from collector import discovery as d
-from collector import ownership as own
+from collector.domain import netscan as d
+from collector.domain import ownership as own
 from collector.errors import Ambiguous, InvalidInput, NotFound, PermissionDenied
 from collector.registry import audit, db
 from collector.registry.ingest import chunked
@@ -227,7 +227,7 @@ class DiscoveryStore(db.Connections):
             return self._views(conn, conn.execute(self._select().where(network_scans.c.scan_id == scan_id)).all())[0]
 
     def fail_overdue(self, now: dt.datetime) -> list[NetworkScanView]:
-        """Mark unfinished scans past their deadline failed (collector.discovery.overdue); audited."""
+        """Mark unfinished scans past their deadline failed (collector.domain.netscan.overdue); audited."""
         s = network_scans.c
         failed: list[str] = []
         find = (select(s.scan_id, s.agent_id, s.state, s.created_at, s.updated_at)
@@ -253,7 +253,7 @@ class DiscoveryStore(db.Connections):
             return self._views(conn, conn.execute(self._select().where(s.scan_id.in_(failed))).all())
 
     def stale_with_owners(self, agent_ref: str = "", team: str | None = None, page: int = 200) -> Iterator[StaleView]:
-        """:meth:`list_stale` with each location's owner and service resolved (collector/ownership.py:
+        """:meth:`list_stale` with each location's owner and service resolved (collector/domain/ownership.py:
         explicit assignments, rules, owner labels), only the team's when ``team`` is given (role owner)."""
         from collector.registry.owners import OwnerStore
 

@@ -1,7 +1,7 @@
 """Present locations of the certificates expiring before a time, column-only, a page at a time.
 
 What the ``expiring`` report (collector/reports/expiring.py) and the notifier's expiry
-candidates (collector/notify/notifier.py) read: per present location the certificate's
+candidates (collector/services/notifier.py) read: per present location the certificate's
 fingerprint, subject and not_after, where it sits (agent, hostname, store type, path,
 alias, place in chain) and its labels -- and the certificate's issuer and DNS names only
 when an assignment rule looks at them. No DER, no full certificate or location views.
@@ -25,7 +25,7 @@ from typing import Any, Iterator, NamedTuple
 from sqlalchemy import Engine, Text, and_, case, cast, func, literal, select, true, tuple_
 from sqlalchemy.dialects.postgresql import ARRAY
 
-from collector import ownership as own
+from collector.domain import ownership as own
 from collector.registry import db
 from collector.registry.ingest import chunked
 from collector.registry.models import agents, certificates, locations
@@ -44,7 +44,7 @@ LocKey = tuple[str, str, str, str]          # agent_id, store_type, path, alias
 class Placement(NamedTuple):
     """One present location of a certificate, with what expiry reports and notices need.
 
-    It has the attributes collector/ownership.py reads from a location (agent_id, hostname,
+    It has the attributes collector/domain/ownership.py reads from a location (agent_id, hostname,
     store_type, path, alias, labels), so it is passed to the resolver as the location.
     (A named tuple: tens of thousands are made per report, and a tuple is the cheapest.)"""
 

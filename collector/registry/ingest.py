@@ -22,7 +22,7 @@ from sqlalchemy import Connection, Row, bindparam, delete, insert, or_, select, 
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
-from collector.certinfo import CertFacts, name_hash, parse_certificate
+from collector.domain.certinfo import CertFacts, name_hash, parse_certificate
 from collector.errors import InvalidInput
 from collector.registry import audit
 from collector.registry.bulk import bulk_writer

@@ -3,7 +3,7 @@
 ``JobStore`` takes and returns the plain records of ``collector.registry.types``
 (``JobView``, ``JobEvent``) and holds no session between calls. Every method is
 one transaction and takes the current time as ``now``. The decisions (which
-state may follow which, backoff, deadlines) are ``collector.jobs``; this module
+state may follow which, backoff, deadlines) are ``collector.domain.jobstates``; this module
 only applies them, atomically:
 
 - every state change writes its ``job_events`` row in the same transaction;
@@ -32,7 +32,7 @@ from typing import Any, Mapping, Sequence
 from sqlalchemy import Connection, Engine, and_, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from collector import jobs as model
+from collector.domain import jobstates as model
 from collector.errors import Ambiguous, InvalidInput, NotFound
 from collector.registry import audit, db
 from collector.registry.lookup import resolve_fingerprint
@@ -326,13 +326,13 @@ class JobStore(db.Connections):
         result_detail: Any = None,
         next_attempt_at: dt.datetime | None = None,
     ) -> JobView:
-        """Move a job to ``new_state`` (checked by ``collector.jobs.transition``), store the given
+        """Move a job to ``new_state`` (checked by ``collector.domain.jobstates.transition``), store the given
         facts (None or empty means "leave as it is"), and record the change as an event, in one
         transaction with the job's row locked.
 
         Asking for the state the job is already in changes nothing and returns the job (a
         repeated report is harmless). Going back to ``requested`` counts an attempt and waits
-        ``collector.jobs.retry_delay`` (unless ``next_attempt_at`` is given); a final state sets
+        ``collector.domain.jobstates.retry_delay`` (unless ``next_attempt_at`` is given); a final state sets
         ``finished_at``. InvalidTransition if the move is not allowed: nothing is written.
         """
         # None and empty values (as protobuf gives for unset fields) leave a field as it is
@@ -449,7 +449,7 @@ class JobStore(db.Connections):
     # -- commands to agents ----------------------------------------------------------------------
 
     def due_for_agent(self, agent_id: str, now: dt.datetime, limit: int = 100) -> list[JobView]:
-        """Jobs whose agent must be told something now, oldest first (``collector.jobs.command_due``):
+        """Jobs whose agent must be told something now, oldest first (``collector.domain.jobstates.command_due``):
 
         - ``requested`` (send make-key-and-CSR, then advance to ``key_pending``) and ``issued``
           (send install, then advance to ``installing``) once ``next_attempt_at`` has come;

@@ -86,7 +86,7 @@ class Certificate(Base):
     fingerprint: Mapped[str] = mapped_column(String(64), primary_key=True)
     subject: Mapped[str] = mapped_column(Text)
     issuer: Mapped[str] = mapped_column(Text)
-    subject_hash: Mapped[str] = mapped_column(String(32))      # collector.certinfo.name_hash(subject)
+    subject_hash: Mapped[str] = mapped_column(String(32))      # collector.domain.certinfo.name_hash(subject)
     issuer_hash: Mapped[str] = mapped_column(String(32))       # ... of issuer; links issuers
     serial: Mapped[str] = mapped_column(Text)
     sans: Mapped[list[Any]] = mapped_column(Json)               # [[type, value], ...]

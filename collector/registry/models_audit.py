@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import BigInteger, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from collector.auditchain import GENESIS_HASH  # noqa: F401 - the head's starting value
+from collector.domain.auditchain import GENESIS_HASH  # noqa: F401 - the head's starting value
 from collector.registry.models import Base, Json
 
 HEAD_ID = 1

@@ -2,7 +2,7 @@
 
 - ``owners``: teams or roles that answer for certificates, with their contacts.
 - ``assignment_rules``: conditions -> owner, environment, criticality, service; applied in
-  ``priority`` order (unique, lowest first). See collector/ownership.py for the semantics.
+  ``priority`` order (unique, lowest first). See collector/domain/ownership.py for the semantics.
 - ``explicit_assignments``: one certificate (by fingerprint) or one location (agent, store
   type, path, alias) given attributes by hand; they override the rules. ``target_key`` is a
   hash of the target, unique, so that assigning the same target again updates it.

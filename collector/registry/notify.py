@@ -19,9 +19,9 @@ from typing import Any, Callable, Iterable, Sequence
 from sqlalchemy import Engine, and_, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
-from collector import jobs as jobmodel
+from collector.domain import jobstates as jobmodel
 from collector.errors import InvalidInput
-from collector.notify.decisions import Digest, Key, Notice
+from collector.domain.notices import Digest, Key, Notice
 from collector.registry import audit, db
 from collector.registry.ingest import chunked, dialect_insert
 from collector.registry.models import agents, jobs

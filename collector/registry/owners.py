@@ -1,6 +1,6 @@
 """Owners, assignment rules and explicit assignments in the registry.
 
-``OwnerStore`` keeps the records of ``collector.ownership`` (``Owner``, ``Rule``,
+``OwnerStore`` keeps the records of ``collector.domain.ownership`` (``Owner``, ``Rule``,
 ``Explicit``) and answers with them; the decisions (which rule applies, what is
 an orphan) are the pure functions there. Every method is one transaction and
 takes the current time as ``now`` where it writes; ``actor`` names who made a
@@ -21,7 +21,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from collector import ownership as own
+from collector.domain import ownership as own
 from collector.errors import InvalidInput, NotFound
 from collector.registry import audit, db
 from collector.registry.ingest import chunked
@@ -489,7 +489,7 @@ class OwnerStore(db.Connections):
 
     def orphans(self, now: dt.datetime | None = None) -> Iterator[own.Orphan]:
         """Certificates present somewhere with a location that has no reachable owner (see
-        collector.ownership), soonest expiry first, streamed page by page."""
+        collector.domain.ownership), soonest expiry first, streamed page by page."""
         from collector.registry.repository import Registry
 
         yield from own.find_orphans(Registry(self.engine), now)

@@ -4,7 +4,7 @@
 every change audited ``policy.update``), the exceptions (``exception.add``/``remove``,
 and ``exception.expire`` the first time an evaluation finds one expired), and the
 violations found by evaluating every certificate at every present location against the
-policy (the decisions are the pure functions of collector/policy.py).
+policy (the decisions are the pure functions of collector/domain/policy.py).
 
 Evaluation streams the registry page by page and reconciles each page's findings with
 the stored violations: a new finding is inserted (``first_seen``), one still there gets
@@ -24,8 +24,8 @@ from typing import Any, Callable, Iterable, Iterator
 from sqlalchemy import Engine, and_, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from collector import ownership as own
-from collector import policy as pol
+from collector.domain import ownership as own
+from collector.domain import policy as pol
 from collector.errors import InvalidInput, NotFound
 from collector.registry import audit, db
 from collector.registry.ingest import chunked, dialect_insert
@@ -387,7 +387,7 @@ class PolicyStore(db.Connections):
     def _tell_new(inserted: list[str], found: dict[str, dict[str, Any]], extra: dict[str, tuple[str, str]],
                   now: dt.datetime, callback: OnNewViolation, anchors: frozenset[str] | set[str] = frozenset()) -> None:
         """Tell ``callback`` of the new, unwaived violations; not those at trust anchors (``anchors``:
-        active keys; collector/policy.py TRUST_ANCHOR_RULES: recorded, not notified)."""
+        active keys; collector/domain/policy.py TRUST_ANCHOR_RULES: recorded, not notified)."""
         groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
         for k in inserted:
             f = found[k]

@@ -240,7 +240,7 @@ class JobView:
     template: str
     requested_by: str
     reason: str
-    state: str                  # see collector.jobs.STATES
+    state: str                  # see collector.domain.jobstates.STATES
     attempts: int               # transient failures so far (each went back to requested)
     timeout: dt.timedelta       # the deadline's distance from the start (or from an operator's retry)
     deadline: dt.datetime
@@ -260,14 +260,14 @@ class JobView:
 
     @property
     def final(self) -> bool:
-        from collector.jobs import is_final
+        from collector.domain.jobstates import is_final
 
         return is_final(self.state)
 
     @property
-    def suggested_reload(self):  # noqa: ANN201 - collector.discovery.ReloadSuggestion | None
+    def suggested_reload(self):  # noqa: ANN201 - collector.domain.netscan.ReloadSuggestion | None
         """The reload action the agent found for this location's service when the job was made."""
-        from collector.discovery import ReloadSuggestion
+        from collector.domain.netscan import ReloadSuggestion
 
         detail = self.result_detail if isinstance(self.result_detail, dict) else {}
         return ReloadSuggestion.from_json(detail.get("suggested_reload"))
@@ -326,7 +326,7 @@ class StaleView:
     pid: int
     since: dt.datetime | None
     processes: tuple[dict[str, Any], ...]
-    # the file's certificate, for ownership (collector.ownership.resolve)
+    # the file's certificate, for ownership (collector.domain.ownership.resolve)
     subject: str = ""
     issuer: str = ""
     sans: tuple[SanView, ...] = ()

@@ -24,7 +24,7 @@ report violations --format html``) take any name in ``REPORTS``; ``permission``
 is the admin permission the caller needs (collector/api/auth.py: ``read`` or
 ``audit_read``). ``owner_scoped`` reports may be read by role ``owner``: the builder
 gets ``team`` and keeps only what that team owns (a location is the team's when its
-resolved owner is the team, as in collector/scope.py); the others cover the whole
+resolved owner is the team, as in collector/domain/scope.py); the others cover the whole
 fleet and are refused to the role (and the refusal audited).
 
 Builders are named by module and imported when first built, so that the CLI, which

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Iterator
 
-from collector import ownership as own
+from collector.domain import ownership as own
 from collector.registry.expiry import BATCH, ExpiryStore, ExplicitIndex, Placement
 
 #: "no horizon": every present location
@@ -21,7 +21,7 @@ def placed(registry: Any, before: dt.datetime | None = None, *, since: dt.dateti
            explicit: ExplicitIndex | None = None,
            services_only: bool = False) -> Iterator[tuple[Placement, own.Assignment]]:
     """Every present location of the certificates with ``since`` <= not_after < ``before`` (all when
-    None), soonest expiry first, with its assignment (collector/ownership.py ``resolve``). ``resolver``
+    None), soonest expiry first, with its assignment (collector/domain/ownership.py ``resolve``). ``resolver``
     and ``explicit`` may be given to share them between calls; ``batch``: certificates per page;
     ``services_only``: trust anchors left out (ExpiryStore.placements)."""
     before = before or FOREVER

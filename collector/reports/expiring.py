@@ -4,7 +4,7 @@ Windows (disjoint, soonest first): expired but still installed, then one per thr
 within 7 days, 8-30 days, 31-90 days (a window holds not_after from its start up to, not
 including, its end). ``within`` (default ``90d``) moves the horizon; thresholds beyond it
 are dropped and it becomes the last one. Owner, environment, criticality and service come
-from collector/ownership.py (explicit assignment, rules, then label hints) per location.
+from collector/domain/ownership.py (explicit assignment, rules, then label hints) per location.
 
 The full report (no ``limit``): the summary (certificates and locations per window,
 locations without an owner), *By owner* (locations per owner and window), then every
@@ -33,7 +33,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Mapping
 
-from collector import ownership as own
+from collector.domain import ownership as own
 from collector.registry.expiry import ExpiryStore
 from collector.reports import params as p
 from collector.reports.assigned import placed

@@ -66,7 +66,7 @@ def cn_or_dn(dn: str) -> str:
     """The CN of an RFC 4514 DN when it has one (its escapes undone), else the DN (``(empty subject)`` for none)."""
     import re
 
-    from collector.cliformat import short_dn
+    from collector.cli.format import short_dn
 
     cn = short_dn(dn or "")
     if cn != dn:

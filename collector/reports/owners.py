@@ -1,6 +1,6 @@
 """``owners``: orphaned and unconfirmed certificates, per present location.
 
-- *Orphaned* (collector/ownership.py ``orphan_reason``): the location resolves to no
+- *Orphaned* (collector/domain/ownership.py ``orphan_reason``): the location resolves to no
   owner, to an owner name that is not registered, or to an owner without a working
   contact. The same judgement as ``certfleet owners orphans``.
 - *Unconfirmed*: the owner is reachable, but it comes only from an agent's label hint
@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Mapping
 
-from collector import ownership as own
+from collector.domain import ownership as own
 from collector.reports.assigned import placed
 from collector.reports.model import Report, Section, cn_or_dn, days_left, iso
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Mapping
 
-from collector.config import ConfigError, parse_duration
+from collector.config.core import ConfigError, parse_duration
 from collector.errors import InvalidInput
 
 UTC = dt.timezone.utc

@@ -25,7 +25,7 @@ import io
 import json
 from typing import Any, Callable
 
-from collector.cliformat import fit, fit_left
+from collector.cli.format import fit, fit_left
 from collector.reports.model import Report, Section, Value
 
 FORMATS = ("table", "csv", "json", "html")

@@ -9,7 +9,7 @@ Sections:
 - *Expired exceptions*: exceptions past their expiry (their violations apply again).
 
 Violations are read through ``registry.policies`` (collector/registry/policies.py); owner
-and environment are those collector/ownership.py resolved when the violation was last
+and environment are those collector/domain/ownership.py resolved when the violation was last
 evaluated (the violation row keeps them).
 
 With ``team`` (role owner): only the violations whose owner is the team (as of their last

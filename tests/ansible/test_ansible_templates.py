@@ -92,7 +92,7 @@ def test_agent_toml_round_trips_awkward_values(tmp_path):
 
 
 def test_collector_toml_round_trips_settings_tables(tmp_path):
-    from collector.config import load_config
+    from collector.config.core import load_config
 
     settings = {
         "issuers": {"internal": {"type": "internal_ca", "common_name": NASTY}},

@@ -23,7 +23,7 @@ from cryptography.x509 import verification
 from cryptography.x509.oid import NameOID
 
 from collector.issuers.base import Issued, Issuer
-from collector.templates import SubjectNames, Template
+from collector.domain.templates import SubjectNames, Template
 
 PEBBLE = "pebble"
 CHALLTESTSRV = "pebble-challtestsrv"

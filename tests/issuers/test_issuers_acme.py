@@ -17,7 +17,7 @@ from collector.issuers.acme import (
     AcmeIssuer, CallbackHttp01Solver, ChallengeSolver, Dns01HookSolver, StandaloneHttp01Solver, dns01_txt_value,
 )
 from collector.issuers.base import RevocationReason
-from collector.templates import SubjectNames
+from collector.domain.templates import SubjectNames
 from issuer_helpers import make_template, utcnow
 from issuer_helpers import Pebble, free_port, make_csr, new_key, verify_chain
 from issuer_helpers import tls_files

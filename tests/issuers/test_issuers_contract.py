@@ -13,7 +13,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from collector.errors import IssuerError
 from collector.issuers.base import Issued, Issuer, RevocationReason
-from collector.templates import SubjectNames
+from collector.domain.templates import SubjectNames
 from issuer_helpers import IssuerCase, utcnow
 from issuer_helpers import make_csr, new_key, spki, tamper_signature, verify_chain
 

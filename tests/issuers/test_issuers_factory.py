@@ -10,7 +10,7 @@ from collector.issuers.acme import AcmeIssuer, CallbackHttp01Solver, Dns01HookSo
 from collector.issuers.base import Issuer
 from collector.issuers.factory import FACTORIES, build_issuers, check_template_issuers
 from collector.issuers.internal_ca import InternalCA
-from collector.templates import SubjectNames, TemplateConfigError, load_templates
+from collector.domain.templates import SubjectNames, TemplateConfigError, load_templates
 from issuer_helpers import utcnow
 from issuer_helpers import make_csr, new_key
 

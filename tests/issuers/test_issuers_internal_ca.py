@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from collector.errors import IssuerError
 from collector.issuers.base import RevocationReason, SupportsCRL
 from collector.issuers.internal_ca import InternalCA
-from collector.templates import SubjectNames, TemplateConfigError
+from collector.domain.templates import SubjectNames, TemplateConfigError
 from issuer_helpers import make_template, utcnow
 from issuer_helpers import make_csr, new_key, openssl_ca
 

@@ -9,7 +9,7 @@ from cryptography import x509
 
 from collector.errors import CollectorError, IssuerError
 from collector.issuers.base import RevocationReason, load_csr
-from collector.templates import (
+from collector.domain.templates import (
     SubjectNames, Template, TemplateConfigError, check_request, csr_matches_template, load_templates,
 )
 from issuer_helpers import make_template

@@ -5,7 +5,7 @@ import hashlib
 import math
 from collections import Counter
 
-from collector.tokens import hash_token, looks_like_token, new_token, token_matches
+from collector.domain.tokens import hash_token, looks_like_token, new_token, token_matches
 
 
 def test_new_tokens_look_right_and_differ() -> None:

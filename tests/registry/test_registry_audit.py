@@ -11,10 +11,10 @@ from typing import Any, Callable
 import pytest
 from sqlalchemy import text
 
-from collector import jobs as model
-from collector.auditchain import GENESIS_HASH, event_hash, verify_events
+from collector.domain import jobstates as model
+from collector.domain.auditchain import GENESIS_HASH, event_hash, verify_events
 from collector.errors import InvalidInput, TokenUsed
-from collector.jobs import InvalidTransition
+from collector.domain.jobstates import InvalidTransition
 from collector.registry import Registry
 from collector.registry.audit import AuditBroken
 from collector.registry.types import LocationSelector
@@ -354,8 +354,8 @@ def test_list_filters_newest_first(registry: Registry, renewable: str) -> None:
 
 
 def test_retention_settings_from_the_config() -> None:
-    from collector.audit_retention import AuditSettings
-    from collector.config import ConfigError
+    from collector.services.audit_retention import AuditSettings
+    from collector.config.core import ConfigError
 
     assert AuditSettings.from_config({}).retention == dt.timedelta(days=400)
     s = AuditSettings.from_config({"audit": {"retention": "90d", "purge_interval": "1h"}})
@@ -370,7 +370,7 @@ def test_retention_settings_from_the_config() -> None:
 
 
 def test_retention_purges_by_the_collectors_clock(registry: Registry) -> None:
-    from collector.audit_retention import AuditRetention, AuditSettings
+    from collector.services.audit_retention import AuditRetention, AuditSettings
 
     some_events(registry, 3, start=T0)
     now = [T0 + 10 * DAY]

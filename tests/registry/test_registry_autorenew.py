@@ -6,13 +6,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
-from collector import autorenew
-from collector.autorenew import AutoRenewer, AutoRule
+from collector.services import autorenew
+from collector.services.autorenew import AutoRenewer, AutoRule
 from collector.issuers.internal_ca import InternalCA
-from collector.jobs import MaintenanceWindow
+from collector.domain.jobstates import MaintenanceWindow
 from collector.registry import Registry
-from collector.renewal import RenewalService
-from collector.templates import load_template
+from collector.services.renewal import RenewalService
+from collector.domain.templates import load_template
 from registry_certs import T0, Issued, header, leaf, location, root_ca, store_report
 
 DAY = dt.timedelta(days=1)
@@ -154,7 +154,7 @@ def test_the_fleet_is_planned_page_by_page(
         seen.append(len(page))
         return real(page, *a)
 
-    monkeypatch.setattr("collector.autorenew.plan_renewals", spy)
+    monkeypatch.setattr("collector.services.autorenew.plan_renewals", spy)
     assert auto.run_once() == 7
     assert seen == [3, 3, 1]
     assert {j.old_fingerprint for j in registry.jobs.list(limit=100)} == {c.fingerprint for c in certs}

@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ed448
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID
 
-from collector.certinfo import parse_certificate
+from collector.domain.certinfo import parse_certificate
 from collector.errors import InvalidInput
 from registry_certs import ALL_SANS, T0, dn, intermediate_ca, issue, leaf, new_key, root_ca
 

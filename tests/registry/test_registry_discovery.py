@@ -7,7 +7,7 @@ import datetime as dt
 
 import pytest
 
-from collector import discovery as d
+from collector.domain import netscan as d
 from collector.errors import Ambiguous, InvalidInput, NotFound, PermissionDenied
 from collector.registry.types import CertFilter
 from registry_certs import T0, header, leaf, location, root_ca, store_report
@@ -247,8 +247,8 @@ def test_network_scan_refusals(registry, make_agent) -> None:  # type: ignore[no
 @pytest.fixture
 def renewal(registry, make_agent, tmp_path):  # type: ignore[no-untyped-def]
     from collector.issuers.internal_ca import InternalCA
-    from collector.renewal import RenewalService
-    from collector.templates import load_templates
+    from collector.services.renewal import RenewalService
+    from collector.domain.templates import load_templates
 
     make_agent("agent-1", "web1.example.com")
     templates = load_templates({"web": {"issuer": "internal", "allowed_san_patterns": ["*.example.com"]}})
@@ -292,7 +292,8 @@ def test_renewal_of_a_certificate_also_served_renews_only_its_files(registry, re
 
 
 def test_autorenew_and_policy_leave_trust_anchors_alone(registry, make_agent, certs) -> None:  # type: ignore[no-untyped-def]
-    from collector import autorenew, policy
+    from collector.services import autorenew
+    from collector.domain import policy
     from registry_certs import issue
 
     make_agent("agent-1", "web1.example.com")
@@ -398,8 +399,8 @@ def test_reports_show_stale_services_and_leave_trust_anchors_out(registry, make_
 
 
 def test_stale_service_notified_once_per_episode(registry, db_url, make_agent, certs) -> None:  # type: ignore[no-untyped-def]
-    from collector.notify import decisions as dec
-    from collector.notify.notifier import Notifier
+    from collector.domain import notices as dec
+    from collector.services.notifier import Notifier
     from collector.notify.settings import NotifySettings
     from collector.registry import Registry
     from notify_servers import http_server

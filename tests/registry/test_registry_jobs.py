@@ -10,9 +10,9 @@ from typing import Any, Callable
 
 import pytest
 
-from collector import jobs as model
+from collector.domain import jobstates as model
 from collector.errors import Ambiguous, InvalidInput, NotFound
-from collector.jobs import InvalidTransition
+from collector.domain.jobstates import InvalidTransition
 from collector.registry import Registry
 from collector.registry.jobs import JobStore
 from collector.registry.types import JobView, LocationKeyIn, LocationSelector

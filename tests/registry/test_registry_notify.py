@@ -9,7 +9,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from collector.notify.notifier import Notifier
+from collector.services.notifier import Notifier
 from collector.notify.settings import NotifySettings
 from collector.registry import Registry
 from collector.registry.notify import NotifyStore
@@ -171,8 +171,7 @@ def test_failed_job_and_silent_agent_are_told_once(registry: Registry, make_agen
 
 
 def test_unsent_is_an_anti_join_on_the_whole_key(registry: Registry) -> None:
-    from collector.notify import decisions as dec
-
+    from collector.domain import notices as dec
     store = NotifyStore(registry.engine)
     fp, other = "a" * 64, "b" * 64
     claimed = dec.Notice(kind=dec.EXPIRY, key=fp, threshold=30, owner="web", title="t", target=f"certificate:{fp}",
@@ -191,8 +190,7 @@ def test_a_certificate_of_two_teams_tells_each_once_even_after_a_half_finished_r
         registry: Registry, db_url: str, make_agent: Any, smtp: Any, http: Any) -> None:
     """A certificate at a web location and a db location: each owner gets its digest once. A run that
     claimed web's digest and died before db's (simulated by claiming web's alone) leaves db's to the next."""
-    from collector.notify import decisions as dec
-
+    from collector.domain import notices as dec
     sink, smtp_port = smtp
     _, http_port = http
     make_agent("agent-1", "web1.example.com")

@@ -6,7 +6,7 @@ import datetime as dt
 import pytest
 from cryptography import x509
 
-from collector import ownership as own
+from collector.domain import ownership as own
 from collector.errors import Ambiguous, InvalidInput, NotFound
 from collector.registry import Registry
 from collector.registry.types import LocationSelector

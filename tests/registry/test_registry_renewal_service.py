@@ -8,13 +8,13 @@ import pathlib
 import pytest
 
 from agent.keys import make_csr, new_key
-from collector.jobs import AgentJobUpdate
+from collector.domain.jobstates import AgentJobUpdate
 from collector import errors
 from collector.issuers.acme import AcmeIssuer, StandaloneHttp01Solver
 from collector.issuers.internal_ca import InternalCA
 from collector.registry.types import LocationSelector
-from collector.renewal import MAX_ATTEMPTS, RenewalService
-from collector.templates import load_templates
+from collector.services.renewal import MAX_ATTEMPTS, RenewalService
+from collector.domain.templates import load_templates
 from tests.conftest import free_port
 from tests.registry.registry_certs import header, leaf, location, root_ca, store_report
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from collector import ownership as own
+from collector.domain import ownership as own
 from collector import reports
 from collector.errors import InvalidInput
 from collector.registry import Registry

@@ -7,7 +7,7 @@ import datetime as dt
 
 from cryptography import x509
 
-from collector import ownership as own
+from collector.domain import ownership as own
 from collector.registry import Registry
 from collector.registry.expiry import ExpiryStore
 from collector.registry.types import CertFilter, LocationSelector

@@ -9,9 +9,9 @@ from typing import Any, Iterator
 import pytest
 from cryptography import x509
 
-from collector.notify.notifier import Notifier
+from collector.services.notifier import Notifier
 from collector.notify.settings import NotifySettings
-from collector.policy_runner import PolicyEvaluator, PolicySettings
+from collector.services.policy_runner import PolicyEvaluator, PolicySettings
 from collector.registry import Registry
 from notify_servers import smtp_server
 from registry_certs import header, leaf, location, root_ca, rsa_key, sha1_cert_der, store_report

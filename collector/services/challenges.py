@@ -20,7 +20,7 @@ from typing import Callable, Iterator
 
 from certfleet.v1 import agent_pb2, common_pb2
 from collector import errors
-from collector.jobs import CHALLENGE_READY, AgentJobUpdate
+from collector.domain.jobstates import CHALLENGE_READY, AgentJobUpdate
 from collector.registry.types import JobView
 
 log = logging.getLogger(__name__)

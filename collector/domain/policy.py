@@ -67,7 +67,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Mapping, Sequence
 
 from collector.errors import CollectorError, InvalidInput
-from collector.ownership import check_environment, check_glob, dns_matches, facts_of
+from collector.domain.ownership import check_environment, check_glob, dns_matches, facts_of
 
 # -- rules ---------------------------------------------------------------------------------
 
@@ -368,7 +368,7 @@ def _dns_names(cert: Any) -> tuple[str, ...]:
     f = facts_of(cert)
     if f.dns_names:
         return tuple(n.lower() for n in f.dns_names)
-    from collector.ownership import _cn
+    from collector.domain.ownership import _cn
 
     cn = _cn(f.subject)
     return (cn.lower(),) if cn else ()
@@ -378,7 +378,7 @@ def evaluate(cert: Any, location: Any | None, assignment: Any | None, policy: Po
              now: dt.datetime) -> list[Finding]:
     """The rules ``cert`` (a CertificateView or alike) breaks at ``location`` under ``policy``.
 
-    ``assignment`` (collector.ownership.Assignment or None) gives the environment and owner
+    ``assignment`` (collector.domain.ownership.Assignment or None) gives the environment and owner
     that pick the scopes.
     """
     env = getattr(assignment, "environment", None) or ""
@@ -502,7 +502,7 @@ def waiver(exceptions: Iterable[PolicyException], finding: Finding, cert: Any, l
 
 @dataclass(frozen=True, slots=True)
 class RequestFacts:
-    """What a renewal would issue: from a template (collector.templates.Template)."""
+    """What a renewal would issue: from a template (collector.domain.templates.Template)."""
 
     key_type: str                # rsa, ec
     key_size: int | None

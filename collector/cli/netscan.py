@@ -19,8 +19,8 @@ from typing import Any, Iterable
 import grpc
 
 from certfleet.v1 import admin_pb2, admin_pb2_grpc, discovery_pb2, discovery_pb2_grpc
-from collector import cliformat
-from collector.config import parse_duration
+from collector.cli import format as cliformat
+from collector.config.core import parse_duration
 from collector.errors import CollectorError
 
 TIMEOUT = 60.0

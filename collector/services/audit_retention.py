@@ -18,7 +18,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from collector.config import ConfigError, parse_duration
+from collector.config.core import ConfigError, parse_duration
 from collector.registry.audit import DEFAULT_RETENTION
 from collector.registry.repository import Registry
 

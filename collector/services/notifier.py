@@ -4,7 +4,7 @@ the notices exactly once, queues one digest per owner and delivers it on every c
 ``Notifier.run_once(now)`` is what the collector runs every ``[notify] interval`` and what
 ``certfleet notify run`` triggers. Safe to run on several collectors at once and to repeat.
 
-Routing of a digest (owner = a registered owner, see collector/ownership.py):
+Routing of a digest (owner = a registered owner, see collector/domain/ownership.py):
 
 - smtp: to the owner's e-mail contacts (the channel's ``to`` when there is no owner or it
   has no address); escalations also go, as their own mail, to the owner's escalation contact;
@@ -25,8 +25,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from collector import ownership as own
-from collector.notify import decisions as dec
+from collector.domain import ownership as own
+from collector.domain import notices as dec
 from collector.notify.channels import ChannelError, Message
 from collector.notify.channels.webhook import ticket_fields
 from collector.notify.settings import NotifySettings
@@ -197,7 +197,7 @@ class Notifier:
 
     def stale_notices(self) -> list[dec.Notice]:
         """A notice to the owner of each location whose process serves another certificate, once per
-        stale episode (collector/notify/decisions.py stale_service_notices)."""
+        stale episode (collector/domain/notices.py stale_service_notices)."""
         facts = [dec.StaleFact(
             location_id=v.location_id, served_fingerprint=v.served_fingerprint, since=v.since, owner=v.owner,
             place=dec.Place(v.hostname, v.path, v.alias, v.agent_id, v.store_type, v.chain_index),

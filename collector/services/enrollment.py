@@ -11,7 +11,7 @@ from collector import errors
 from collector.pki import CollectorCA, identity_from_certificate
 from collector.registry.repository import Registry
 from collector.registry.types import HostFacts
-from collector.tokens import hash_token, looks_like_token
+from collector.domain.tokens import hash_token, looks_like_token
 
 
 @dataclass(frozen=True)

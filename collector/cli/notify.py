@@ -14,8 +14,7 @@ from typing import Any
 import grpc
 
 from certfleet.v1 import notify_pb2, notify_pb2_grpc
-from collector import cliformat
-
+from collector.cli import format as cliformat
 TIMEOUT = 600.0
 UTC = dt.timezone.utc
 

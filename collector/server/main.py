@@ -25,8 +25,8 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def cmd_serve(ns: argparse.Namespace) -> int:
-    from collector.config import load_config
-    from collector.server import serve
+    from collector.config.core import load_config
+    from collector.server.server import serve
 
     config = load_config(ns.config)
 
@@ -58,12 +58,12 @@ def cmd_init_admin(ns: argparse.Namespace) -> int:
 
     from cryptography.hazmat.primitives import serialization
 
-    from collector.clientconfig import write_client_config
-    from collector.config import load_config
-    from collector.enrollment import serial_hex
+    from collector.config.client import write_client_config
+    from collector.config.core import load_config
+    from collector.services.enrollment import serial_hex
     from collector.pki import write_private_file
     from collector.errors import InvalidInput
-    from collector.server import prepare, utcnow
+    from collector.server.server import prepare, utcnow
 
     team = (ns.team or "").strip().lower() or None
     if ns.role == "owner" and team is None:
@@ -103,9 +103,9 @@ def cmd_init_admin(ns: argparse.Namespace) -> int:
 
 
 def cmd_ca_fingerprint(ns: argparse.Namespace) -> int:
-    from collector.config import load_config
+    from collector.config.core import load_config
     from collector.pki import CollectorCA
-    from collector.server import utcnow
+    from collector.server.server import utcnow
 
     config = load_config(ns.config)
     config.pki_dir.mkdir(parents=True, exist_ok=True, mode=0o700)

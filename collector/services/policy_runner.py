@@ -19,8 +19,8 @@ import pathlib
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from collector.config import ConfigError, parse_duration
-from collector.policy import PolicyError, parse_policy
+from collector.config.core import ConfigError, parse_duration
+from collector.domain.policy import PolicyError, parse_policy
 from collector.registry.repository import Registry
 
 log = logging.getLogger(__name__)

@@ -15,19 +15,21 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from certfleet.v1 import agent_pb2, common_pb2
-from collector import discovery, errors, jobs
-from collector.challenges import ChallengeBroker
+from collector import errors
+from collector.domain import netscan as discovery
+from collector.domain import jobstates as jobs
+from collector.services.challenges import ChallengeBroker
 from collector.issuers.base import Issuer
-from collector.policy import RequestFacts
+from collector.domain.policy import RequestFacts
 from collector.registry.repository import Registry
 from collector.registry.types import LocationSelector
-from collector.scope import renew_targets
-from collector.templates import SubjectNames, Template, check_request
+from collector.domain.scope import renew_targets
+from collector.domain.templates import SubjectNames, Template, check_request
 
 log = logging.getLogger(__name__)
 
 JOB_TIMEOUT = dt.timedelta(minutes=30)
-MAX_ATTEMPTS = 4            # issuer outages: tried again after 30 s, 1 min, 2 min (collector.jobs.retry_delay)
+MAX_ATTEMPTS = 4            # issuer outages: tried again after 30 s, 1 min, 2 min (collector.domain.jobstates.retry_delay)
 
 
 def key_spec(template: Template) -> str:
@@ -73,7 +75,7 @@ class RenewalService:
         tpl = self.template(template_name)
         names = SubjectNames.from_certificate(x509.load_der_x509_certificate(cert.der))
         check_request(tpl, names)   # refuse before anything is queued
-        # a request that breaks a LOCKED policy value is refused, naming the rule (collector/policy.py)
+        # a request that breaks a LOCKED policy value is refused, naming the rule (collector/domain/policy.py)
         self.registry.policies.check_renewal(cert, selector, RequestFacts.from_template(tpl, names.dns))
         reason = reason or "renewal requested"
         hints = {id(t): discovery.reload_suggestion(t.processes) for t in ok}

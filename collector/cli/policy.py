@@ -9,7 +9,7 @@
     certfleet exceptions list [--expired] [--all] [--format table|json]
     certfleet exceptions remove ID [--reason TEXT]
 
-Rules, scopes and locks: collector/policy.py.
+Rules, scopes and locks: collector/domain/policy.py.
 """
 from __future__ import annotations
 
@@ -26,8 +26,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from certfleet.v1 import policy_pb2 as pb
 from certfleet.v1 import policy_pb2_grpc
-from collector import cliformat
-from collector.config import ConfigError, parse_duration
+from collector.cli import format as cliformat
+from collector.config.core import ConfigError, parse_duration
 from collector.errors import InvalidInput
 
 TIMEOUT = 120.0

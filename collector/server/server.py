@@ -25,19 +25,19 @@ from collector.api.auth import Authenticator
 from collector.api.enrollment import EnrollmentServicer
 from collector.api.governance import GovernanceServicer, governance_pb2_grpc
 from collector.api.policy import PolicyServicer, policy_pb2_grpc
-from collector.policy_runner import PolicyEvaluator, PolicySettings
+from collector.services.policy_runner import PolicyEvaluator, PolicySettings
 from collector.api.reports import ReportServicer, report_pb2_grpc
 from collector.api.hub import AgentHub
 from collector.api.notify import NotifyServicer, notify_pb2_grpc
 from collector.api.discovery import DiscoveryServicer, discovery_pb2_grpc
-from collector.audit_retention import AuditRetention
-from collector.autorenew import AutoRenewer, build_autorenewer
-from collector.config import CollectorConfig, ConfigError
-from collector.notify.notifier import Notifier
+from collector.services.audit_retention import AuditRetention
+from collector.services.autorenew import AutoRenewer, build_autorenewer
+from collector.config.core import CollectorConfig, ConfigError
+from collector.services.notifier import Notifier
 from collector.pki import CollectorCA
 from collector.registry.repository import Registry
-from collector.renewal import RenewalService
-from collector.scheduler import Scheduler
+from collector.services.renewal import RenewalService
+from collector.server.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
 MAX_MESSAGE = 32 * 1024 * 1024
@@ -63,9 +63,9 @@ class CollectorState:
 def build_renewal(config: CollectorConfig, registry: Registry, clock: Callable[[], dt.datetime]) -> RenewalService | None:
     """Issuers and templates from the config's [issuers], [templates] and [renewal] tables; None when none are set."""
     from collector.issuers.factory import build_issuers, check_template_issuers
-    from collector.templates import load_templates
+    from collector.domain.templates import load_templates
 
-    from collector.challenges import ChallengeBroker
+    from collector.services.challenges import ChallengeBroker
     from collector.issuers.acme import CallbackHttp01Solver
 
     issuers_cfg = config.extra.get("issuers")
@@ -187,7 +187,7 @@ class CollectorServer:
     SWEEP_INTERVAL = 30.0
 
     def build_scheduler(self) -> Scheduler:
-        """The periodic work, each run once across the collectors on this database (collector/scheduler.py).
+        """The periodic work, each run once across the collectors on this database (collector/server/scheduler.py).
 
         Leases are timed by the wall clock (the scheduler fires in real time), whatever ``clock`` the
         jobs use. Silent agents are part of the notification run (Notifier.agent_notices).
@@ -201,7 +201,7 @@ class CollectorServer:
             loop = asyncio.get_running_loop()
             auto.notify = lambda agent_id: loop.call_soon_threadsafe(self.hub.notify, agent_id)
             sched.add("renewal.auto", auto.run_once, auto.check_interval)
-        # network scans whose agent went quiet fail visibly (collector/discovery.py overdue)
+        # network scans whose agent went quiet fail visibly (collector/domain/netscan.py overdue)
         sched.add("netscan.sweep", self.sweep_scans, self.SWEEP_INTERVAL)
         sched.add("policy.evaluate", self.policy.run_once, self.policy.settings.evaluate_interval.total_seconds())
         # without a channel, notices would be claimed and never told: the notifier waits for one

@@ -19,7 +19,7 @@
     certfleet unassign FINGERPRINT [--location PATH ...]
 
 Changes take a ``--reason`` for the audit trail. Reading needs any admin role;
-changes the role admin or operator. Rules, globs and precedence: collector/ownership.py.
+changes the role admin or operator. Rules, globs and precedence: collector/domain/ownership.py.
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ import grpc
 
 from certfleet.v1 import governance_pb2 as pb
 from certfleet.v1 import governance_pb2_grpc
-from collector import cliformat
+from collector.cli import format as cliformat
 from collector.errors import InvalidInput
 
 TIMEOUT = 60.0

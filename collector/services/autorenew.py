@@ -23,7 +23,7 @@ that no rule matches are never renewed automatically.
 The decision is pure (:func:`plan_renewals`: certificates, rules, ``now`` and the
 locations that are busy in, planned jobs out). :class:`AutoRenewer` applies it to
 the registry a page of certificates at a time and asks the
-:class:`~collector.renewal.RenewalService` for the jobs, which is idempotent (one
+:class:`~collector.services.renewal.RenewalService` for the jobs, which is idempotent (one
 running job per location), so several collector replicas may run it at once.
 """
 from __future__ import annotations
@@ -36,14 +36,14 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Collection, Iterable, Iterator, Mapping
 
-from collector.config import ConfigError, parse_duration
+from collector.config.core import ConfigError, parse_duration
 from collector.errors import CollectorError, InvalidInput
-from collector.jobs import MaintenanceWindow, is_final, renewal_due
+from collector.domain.jobstates import MaintenanceWindow, is_final, renewal_due
 from collector.registry.types import CertFilter, CertificateView, JobView, LocationSelector, LocationView
 
 if TYPE_CHECKING:   # only for annotations: keeps this module importable without the renewal stack
     from collector.registry.repository import Registry
-    from collector.renewal import RenewalService
+    from collector.services.renewal import RenewalService
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ REQUESTED_BY = "auto-renew"
 DEFAULT_CHECK_INTERVAL = 600.0
 DEFAULT_RETRY_AFTER = dt.timedelta(days=1)
 DEFAULT_JITTER = 0.05
-#: keys of the [renewal] table (default_template is read by collector.server.build_renewal)
+#: keys of the [renewal] table (default_template is read by collector.server.server.build_renewal)
 RENEWAL_KEYS = frozenset({"default_template", "check_interval", "retry_after", "auto"})
 RULE_KEYS = frozenset({"template", "match", "hosts", "paths", "days_before", "percent", "window", "jitter"})
 
@@ -314,7 +314,7 @@ def plan_renewals(
 ) -> list[Planned]:
     """The renewals due at ``now``: for each present location at chain index 0 of a certificate
     that is not a CA (trust anchors and endpoints left out: :func:`renewable_here`), the first rule that matches the location decides whether it is due
-    (:func:`collector.jobs.renewal_due` with the rule's timing, window and jitter, seeded by the
+    (:func:`collector.domain.jobstates.renewal_due` with the rule's timing, window and jitter, seeded by the
     fingerprint so that a certificate always gets the same point and a fleet spreads out).
     Expired certificates still installed are due (inside the window, like any other).
     Locations in ``active_locations`` (see :func:`location_key`) are skipped: they already

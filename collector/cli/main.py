@@ -11,9 +11,16 @@ from typing import Any, Callable
 import grpc
 
 from certfleet.v1 import admin_pb2, admin_pb2_grpc
-from collector import __version__, cli_audit, cli_discovery, cli_notify, cli_owners, cli_policy, cli_reports, cliformat
-from collector.clientconfig import ClientConfig, load_client_config
-from collector.config import parse_duration
+from collector import __version__
+from collector.cli import audit as cli_audit
+from collector.cli import netscan as cli_discovery
+from collector.cli import notify as cli_notify
+from collector.cli import owners as cli_owners
+from collector.cli import policy as cli_policy
+from collector.cli import reports as cli_reports
+from collector.cli import format as cliformat
+from collector.config.client import ClientConfig, load_client_config
+from collector.config.core import parse_duration
 from collector.errors import CollectorError
 
 TIMEOUT = 60.0

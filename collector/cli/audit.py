@@ -22,9 +22,9 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from certfleet.v1 import audit_pb2, audit_pb2_grpc
-from collector import cliformat
+from collector.cli import format as cliformat
 from collector.errors import CollectorError, InvalidInput
-from collector.auditchain import at_text, verify_events
+from collector.domain.auditchain import at_text, verify_events
 
 TIMEOUT = 60.0
 EXPORT_TIMEOUT = 3600.0

@@ -27,7 +27,7 @@ from typing import Any
 import grpc
 
 from certfleet.v1 import report_pb2, report_pb2_grpc
-from collector.cli_audit import parse_time
+from collector.cli.audit import parse_time
 from collector.errors import CollectorError, InvalidInput
 from collector.reports import REPORTS
 from collector.reports.model import iso

@@ -3,7 +3,7 @@
 An identity of role ``owner`` acts for one team (an owner, ``certfleet owners``; the
 ``team`` of its admin identity). A location belongs to the team when the owner
 resolved for the certificate at that location (explicit assignments, rules, owner
-labels: collector.ownership.resolve) is the team. From that:
+labels: collector.domain.ownership.resolve) is the team. From that:
 
 * a certificate is visible when at least one of its *present* locations belongs to
   the team, and it is shown with those locations only;
@@ -20,7 +20,7 @@ import dataclasses
 from types import SimpleNamespace
 from typing import Any, Iterable, Sequence
 
-from collector import ownership as own
+from collector.domain import ownership as own
 from collector.registry.jobs import _matches
 from collector.registry.types import CertificateView, JobView, LocationSelector
 
