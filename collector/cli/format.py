@@ -14,6 +14,7 @@ from typing import Any, Iterable, Sequence
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from certfleet.v1 import admin_pb2
+from collector.reports.text import fit, fit_left, short_dn
 
 
 def ts(value: Timestamp, present: bool = True) -> dt.datetime | None:
@@ -29,32 +30,6 @@ def iso(value: dt.datetime | None) -> str | None:
 def days_left(not_after: dt.datetime, now: dt.datetime) -> int:
     """Whole days until expiry, rounded down; negative once expired."""
     return math.floor((not_after - now).total_seconds() / 86400)
-
-
-def short_dn(dn: str) -> str:
-    """The CN of an RFC 4514 DN if it has one, else the DN."""
-    for part in _split_dn(dn):
-        if part.upper().startswith("CN="):
-            return part[3:]
-    return dn
-
-
-def _split_dn(dn: str) -> list[str]:
-    parts, cur, esc = [], [], False
-    for ch in dn:
-        if esc:
-            cur.append(ch)
-            esc = False
-        elif ch == "\\":
-            cur.append(ch)
-            esc = True
-        elif ch == ",":
-            parts.append("".join(cur))
-            cur = []
-        else:
-            cur.append(ch)
-    parts.append("".join(cur))
-    return parts
 
 
 def key_desc(c: admin_pb2.CertificateInfo) -> str:
@@ -171,19 +146,6 @@ def cert_dict(c: admin_pb2.CertificateInfo, now: dt.datetime) -> dict[str, Any]:
         "issuer_fingerprint_sha256": c.issuer_fingerprint_sha256 or None,
         "locations": [location_dict(loc) for loc in c.locations],
     }
-
-
-def fit(text: str, width: int) -> str:
-    if width <= 1:
-        return text[:width]
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def fit_left(text: str, width: int) -> str:
-    """Like :func:`fit`, but keeps the end (a path's file name) and cuts the start."""
-    if width <= 1:
-        return text[-width:] if width else ""
-    return text if len(text) <= width else "…" + text[len(text) - width + 1:]
 
 
 def render_table(headers: Sequence[str], rows: Iterable[Sequence[str]], width: int, flex: int) -> str:

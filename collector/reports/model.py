@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Union
+
+from collector.reports.text import short_dn
 
 Value = Union[str, int, float, bool, None]
 
@@ -64,10 +67,6 @@ def ago(delta: dt.timedelta) -> str:
 
 def cn_or_dn(dn: str) -> str:
     """The CN of an RFC 4514 DN when it has one (its escapes undone), else the DN (``(empty subject)`` for none)."""
-    import re
-
-    from collector.cli.format import short_dn
-
     cn = short_dn(dn or "")
     if cn != dn:
         cn = re.sub(r"\\(.)", r"\1", cn)

@@ -25,8 +25,8 @@ import io
 import json
 from typing import Any, Callable
 
-from collector.cli.format import fit, fit_left
 from collector.reports.model import Report, Section, Value
+from collector.reports.text import fit, fit_left
 
 FORMATS = ("table", "csv", "json", "html")
 MIN_COLUMN = 12          # columns are cut to this (or their header) first to fit the terminal,
