@@ -14,7 +14,6 @@ import argparse
 import datetime as dt
 import json
 import pathlib
-import shutil
 import sys
 from typing import Any, Iterable, Iterator
 
@@ -23,24 +22,13 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from certfleet.v1 import audit_pb2, audit_pb2_grpc
 from collector.cli import format as cliformat
-from collector.errors import CollectorError, InvalidInput
+from collector.cli.args import parse_time
+from collector.cli.command import TIMEOUT, add_format, add_group, handles, terminal_width
 from collector.domain.auditchain import at_text, verify_events
+from collector.errors import CollectorError, InvalidInput
 
-TIMEOUT = 60.0
 EXPORT_TIMEOUT = 3600.0
 UTC = dt.timezone.utc
-
-
-def parse_time(value: str, what: str) -> dt.datetime:
-    """An ISO 8601 date or time; without a zone it is UTC. ``2026-01-31``, ``2026-01-31T10:00Z``, ..."""
-    v = value.strip()
-    if v.endswith(("Z", "z")):
-        v = v[:-1] + "+00:00"
-    try:
-        t = dt.datetime.fromisoformat(v)
-    except ValueError:
-        raise InvalidInput(f"{what}: {value!r} is not an ISO 8601 time (e.g. 2026-01-31 or 2026-01-31T10:00:00Z)") from None
-    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
 
 
 def _ts(value: dt.datetime | None) -> Timestamp | None:
@@ -160,25 +148,24 @@ def cmd_list(channel: grpc.Channel, ns: argparse.Namespace) -> int:
     if ns.format == "json":
         print(cliformat.dumps(events))
     else:
-        sys.stdout.write(events_table(events, shutil.get_terminal_size((120, 24)).columns))
+        sys.stdout.write(events_table(events, terminal_width()))
     return 0
 
 
 def register(subparsers: Any) -> None:
     """Add ``audit verify|export|list`` to the ``certfleet`` parser's subcommands."""
-    audit = subparsers.add_parser("audit", help="the tamper-evident audit trail").add_subparsers(
-        dest="audit_command", required=True)
+    audit = add_group(subparsers, "audit", "the tamper-evident audit trail", dest="audit_command")
 
     s = audit.add_parser("verify", help="check the hash chain; exit 1 naming the first broken event")
     s.add_argument("--file", metavar="JSONL", help="check an export offline instead of the collector's trail")
-    s.add_argument("--format", choices=["text", "json"], default="text")
-    s.set_defaults(func=cmd_verify, needs_channel=True)
+    add_format(s, "text", "json")
+    handles(s, cmd_verify)
 
     s = audit.add_parser("export", help="events as JSON lines, oldest first")
     s.add_argument("--since", metavar="ISO", help="from this time (e.g. 2026-01-01 or 2026-01-01T00:00:00Z)")
     s.add_argument("--until", metavar="ISO", help="up to this time (exclusive)")
     s.add_argument("--out", metavar="FILE", help="write to FILE (default: standard output)")
-    s.set_defaults(func=cmd_export, needs_channel=True)
+    handles(s, cmd_export)
 
     s = audit.add_parser("list", help="recent events, newest first")
     s.add_argument("--since", metavar="ISO")
@@ -187,5 +174,5 @@ def register(subparsers: Any) -> None:
     s.add_argument("--action", help="e.g. enroll, call.refused, or a prefix: job, token")
     s.add_argument("--target", help="e.g. job:<id>, agent:<id>")
     s.add_argument("--limit", type=int, default=50)
-    s.add_argument("--format", choices=["table", "json"], default="table")
-    s.set_defaults(func=cmd_list, needs_channel=True)
+    add_format(s, "table", "json")
+    handles(s, cmd_list)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime as dt
-import shutil
 import sys
 import time
 from typing import Any, Iterable
@@ -20,10 +19,10 @@ import grpc
 
 from certfleet.v1 import admin_pb2, admin_pb2_grpc, discovery_pb2, discovery_pb2_grpc
 from collector.cli import format as cliformat
+from collector.cli.command import TIMEOUT, add_format, add_group, handles, terminal_width
 from collector.config.core import parse_duration
 from collector.errors import CollectorError
 
-TIMEOUT = 60.0
 FINAL = ("done", "failed")
 
 
@@ -165,7 +164,7 @@ def cmd_list(channel: grpc.Channel, ns: argparse.Namespace) -> int:
              str(s.endpoints_in_registry), (_when(s.created_at, s.HasField("created_at")) or "")[:19],
              ",".join(s.targets) + " :" + ",".join(map(str, s.ports))] for s in scans]
     sys.stdout.write(cliformat.render_table(["SCAN", "STATE", "HOST", "PROBED", "TLS", "IN REGISTRY", "CREATED",
-                                             "TARGETS"], rows, shutil.get_terminal_size((120, 24)).columns, flex=7))
+                                             "TARGETS"], rows, terminal_width(), flex=7))
     return 0
 
 
@@ -250,14 +249,13 @@ def cmd_stale(channel: grpc.Channel, ns: argparse.Namespace) -> int:
         w.writeheader()
         w.writerows(items)
     else:
-        sys.stdout.write(stale_table(list(items), shutil.get_terminal_size((120, 24)).columns))
+        sys.stdout.write(stale_table(list(items), terminal_width()))
     return 0
 
 
 def register(subparsers: Any) -> None:
     """Add ``netscan start|list|show`` and ``stale`` to the ``certfleet`` parser's subcommands."""
-    net = subparsers.add_parser("netscan", help="TLS scans of address ranges, run by an agent").add_subparsers(
-        dest="netscan_command", required=True)
+    net = add_group(subparsers, "netscan", "TLS scans of address ranges, run by an agent", dest="netscan_command")
     s = net.add_parser("start", help="give an agent a network scan (admin, operator)")
     s.add_argument("--agent", required=True, help="the agent that runs it (id or unique prefix)")
     s.add_argument("--targets", required=True, action="append",
@@ -272,19 +270,19 @@ def register(subparsers: Any) -> None:
     s.add_argument("--reason", help="why (audited)")
     s.add_argument("--wait", action="store_true", help="follow the scan to the end; exit 0 only if done")
     s.add_argument("--wait-timeout", type=float, default=600, help="seconds to wait with --wait (default 600)")
-    s.add_argument("--format", choices=["text", "json"], default="text")
-    s.set_defaults(func=cmd_start, needs_channel=True)
+    add_format(s, "text", "json")
+    handles(s, cmd_start)
     s = net.add_parser("list", help="network scans, newest first")
     s.add_argument("--agent", help="only this agent's")
     s.add_argument("--limit", type=int, default=50)
-    s.add_argument("--format", choices=["table", "json"], default="table")
-    s.set_defaults(func=cmd_list, needs_channel=True)
+    add_format(s, "table", "json")
+    handles(s, cmd_list)
     s = net.add_parser("show", help="one network scan: progress and the endpoints it left in the registry")
     s.add_argument("scan", help="scan id or a unique prefix")
-    s.add_argument("--format", choices=["text", "json"], default="text")
-    s.set_defaults(func=cmd_show, needs_channel=True)
+    add_format(s, "text", "json")
+    handles(s, cmd_show)
 
     s = subparsers.add_parser("stale", help="services that serve another certificate than their file holds")
     s.add_argument("--agent", help="only this agent's")
-    s.add_argument("--format", choices=["table", "json", "csv"], default="table")
-    s.set_defaults(func=cmd_stale, needs_channel=True)
+    add_format(s, "table", "json", "csv")
+    handles(s, cmd_stale)

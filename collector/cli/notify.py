@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import shutil
 import sys
 from typing import Any
 
@@ -15,6 +14,8 @@ import grpc
 
 from certfleet.v1 import notify_pb2, notify_pb2_grpc
 from collector.cli import format as cliformat
+from collector.cli.command import add_format, add_group, handles, terminal_width
+
 TIMEOUT = 600.0
 UTC = dt.timezone.utc
 
@@ -54,7 +55,7 @@ def cmd_deliveries(channel: grpc.Channel, ns: argparse.Namespace) -> int:
     if not rows:
         print("no deliveries")
         return 0
-    width = shutil.get_terminal_size((120, 24)).columns
+    width = terminal_width()
     headers = ["ID", "STATE", "TRIES", "CHANNEL", "OWNER", "TARGET", "CREATED", "LAST ERROR"]
     table = [[str(d["id"]), d["state"], str(d["attempts"]), d["channel"], d["owner"] or "-", d["target"] or "-",
               (d["created_at"] or "")[:19], " ".join(d["last_error"].split()) or "-"] for d in rows]
@@ -67,14 +68,13 @@ def cmd_deliveries(channel: grpc.Channel, ns: argparse.Namespace) -> int:
 
 def register(subparsers: Any) -> None:
     """Add ``notify run|deliveries`` to the ``certfleet`` parser's subcommands."""
-    notify = subparsers.add_parser("notify", help="expiry and event notifications").add_subparsers(
-        dest="notify_command", required=True)
+    notify = add_group(subparsers, "notify", "expiry and event notifications", dest="notify_command")
     s = notify.add_parser("run", help="run the notifier once now (admin only)")
-    s.add_argument("--format", choices=["text", "json"], default="text")
-    s.set_defaults(func=cmd_run, needs_channel=True)
+    add_format(s, "text", "json")
+    handles(s, cmd_run)
     s = notify.add_parser("deliveries", help="channel deliveries, newest first")
     s.add_argument("--failed", action="store_true", help="only failed ones and those being retried")
     s.add_argument("--state", choices=["pending", "sent", "failed"])
     s.add_argument("--limit", type=int, default=50)
-    s.add_argument("--format", choices=["table", "json"], default="table")
-    s.set_defaults(func=cmd_deliveries, needs_channel=True)
+    add_format(s, "table", "json")
+    handles(s, cmd_deliveries)

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime as dt
-import shutil
 import sys
 from typing import Any, Iterable
 
@@ -35,22 +34,14 @@ import grpc
 from certfleet.v1 import governance_pb2 as pb
 from certfleet.v1 import governance_pb2_grpc
 from collector.cli import format as cliformat
+from collector.cli.command import TIMEOUT, add_format, add_group, handles, terminal_width, utcnow
 from collector.errors import InvalidInput
 
-TIMEOUT = 60.0
 CRITICALITIES = ("low", "medium", "high", "critical")
 
 
 def _stub(channel: grpc.Channel) -> governance_pb2_grpc.GovernanceServiceStub:
     return governance_pb2_grpc.GovernanceServiceStub(channel)
-
-
-def _width() -> int:
-    return shutil.get_terminal_size((120, 24)).columns
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
 
 
 def _labels(items: Iterable[str] | None) -> dict[str, str]:
@@ -142,7 +133,7 @@ def cmd_owners_list(channel: grpc.Channel, ns: argparse.Namespace) -> int:
     rows = [[o.name, ", ".join(o.contacts) or "-", o.webhook or "-", o.escalation or "-",
              "yes" if o.working_contact else "NO", o.description] for o in owners]
     sys.stdout.write(cliformat.render_table(["OWNER", "CONTACTS", "WEBHOOK", "ESCALATION", "WORKING", "DESCRIPTION"],
-                                            rows, _width(), flex=1))
+                                            rows, terminal_width(), flex=1))
     return 0
 
 
@@ -213,7 +204,7 @@ def cmd_rules_list(channel: grpc.Channel, ns: argparse.Namespace) -> int:
     if ns.format == "json":
         print(cliformat.dumps([rule_dict(r) for r in rules]))
     else:
-        sys.stdout.write(rules_table(rules, _width()))
+        sys.stdout.write(rules_table(rules, terminal_width()))
     return 0
 
 
@@ -242,7 +233,7 @@ def cmd_rules_remove(channel: grpc.Channel, ns: argparse.Namespace) -> int:
 def cmd_rules_reorder(channel: grpc.Channel, ns: argparse.Namespace) -> int:
     page = _stub(channel).ReorderRules(pb.ReorderRulesRequest(names=ns.names, reason=ns.reason or ""),
                                        timeout=TIMEOUT)
-    sys.stdout.write(rules_table(list(page.rules), _width()))
+    sys.stdout.write(rules_table(list(page.rules), terminal_width()))
     return 0
 
 
@@ -300,7 +291,7 @@ def cmd_assignments(channel: grpc.Channel, ns: argparse.Namespace) -> int:
         rows.append([e.scope, target, e.owner or "-", e.environment or "-", e.criticality or "-", e.service or "-",
                      e.assigned_by, e.reason])
     sys.stdout.write(cliformat.render_table(
-        ["SCOPE", "TARGET", "OWNER", "ENVIRONMENT", "CRITICALITY", "SERVICE", "BY", "REASON"], rows, _width(), flex=1))
+        ["SCOPE", "TARGET", "OWNER", "ENVIRONMENT", "CRITICALITY", "SERVICE", "BY", "REASON"], rows, terminal_width(), flex=1))
     return 0
 
 
@@ -353,7 +344,7 @@ ORPHAN_CSV_FIELDS = ["fingerprint_sha256", "subject", "not_after", "days_left", 
 
 
 def cmd_orphans(channel: grpc.Channel, ns: argparse.Namespace) -> int:
-    now = _now()
+    now = utcnow()
     orphans = (o for page in _stub(channel).ListOrphans(pb.ListOrphansRequest(), timeout=TIMEOUT)
                for o in page.orphans)
     if ns.format == "json":
@@ -387,16 +378,12 @@ def cmd_orphans(channel: grpc.Channel, ns: argparse.Namespace) -> int:
         print("no orphans: every certificate has an owner with a working contact")
         return 0
     sys.stdout.write(cliformat.render_table(["DAYS", "SUBJECT", "REASON", "OWNER", "WHERE", "FINGERPRINT"], rows,
-                                            _width(), flex=4))
+                                            terminal_width(), flex=4))
     print(f"{len(rows)} orphaned certificate{'s' if len(rows) != 1 else ''}")
     return 0
 
 
 # -- parser ------------------------------------------------------------------------------------------
-
-
-def _channel_cmd(p: argparse.ArgumentParser, func: Any) -> None:
-    p.set_defaults(func=func, needs_channel=True)
 
 
 def _location_args(s: argparse.ArgumentParser) -> None:
@@ -410,11 +397,10 @@ def _location_args(s: argparse.ArgumentParser) -> None:
 
 def register(subparsers: Any) -> None:
     """Add ``owners``, ``assign`` and ``unassign`` to the ``certfleet`` parser's subcommands."""
-    owners = subparsers.add_parser("owners", help="owners, assignment rules, orphans").add_subparsers(
-        dest="action", required=True)
+    owners = add_group(subparsers, "owners", "owners, assignment rules, orphans")
     s = owners.add_parser("list", help="list owners and whether they can be reached")
-    s.add_argument("--format", choices=["table", "json"], default="table")
-    _channel_cmd(s, cmd_owners_list)
+    add_format(s, "table", "json")
+    handles(s, cmd_owners_list)
 
     s = owners.add_parser("add", help="add an owner (a team or role, not a person)")
     s.add_argument("name")
@@ -423,7 +409,7 @@ def register(subparsers: Any) -> None:
     s.add_argument("--escalation", metavar="ADDRESS", help="e-mail address told when a notice is escalated")
     s.add_argument("--description")
     s.add_argument("--reason", help="why (kept in the audit trail)")
-    _channel_cmd(s, cmd_owners_add)
+    handles(s, cmd_owners_add)
 
     s = owners.add_parser("update", help="change an owner's contacts, webhook, escalation, description or name")
     s.add_argument("name")
@@ -436,18 +422,17 @@ def register(subparsers: Any) -> None:
     s.add_argument("--description")
     s.add_argument("--rename", metavar="NEW_NAME")
     s.add_argument("--reason", help="why (kept in the audit trail)")
-    _channel_cmd(s, cmd_owners_update)
+    handles(s, cmd_owners_update)
 
     s = owners.add_parser("remove", help="remove an owner no rule or assignment names")
     s.add_argument("name")
     s.add_argument("--reason", help="why (kept in the audit trail)")
-    _channel_cmd(s, cmd_owners_remove)
+    handles(s, cmd_owners_remove)
 
-    rules = owners.add_parser("rules", help="assignment rules, applied by priority").add_subparsers(
-        dest="rules_action", required=True)
+    rules = add_group(owners, "rules", "assignment rules, applied by priority", dest="rules_action")
     s = rules.add_parser("list", help="rules in the order they apply")
-    s.add_argument("--format", choices=["table", "json"], default="table")
-    _channel_cmd(s, cmd_rules_list)
+    add_format(s, "table", "json")
+    handles(s, cmd_rules_list)
     s = rules.add_parser("add", help="add a rule: conditions (all must hold) -> attributes")
     s.add_argument("--name", required=True)
     s.add_argument("--owner", help="the owner it assigns")
@@ -462,26 +447,26 @@ def register(subparsers: Any) -> None:
     s.add_argument("--priority", type=int, help="lower applies first (default: after the last rule)")
     s.add_argument("--description")
     s.add_argument("--reason", help="why (kept in the audit trail)")
-    _channel_cmd(s, cmd_rules_add)
+    handles(s, cmd_rules_add)
     s = rules.add_parser("remove", help="remove a rule")
     s.add_argument("name")
     s.add_argument("--reason", help="why (kept in the audit trail)")
-    _channel_cmd(s, cmd_rules_remove)
+    handles(s, cmd_rules_remove)
     s = rules.add_parser("reorder", help="put these rules first, in this order")
     s.add_argument("names", nargs="+", metavar="NAME")
     s.add_argument("--reason", help="why (kept in the audit trail)")
-    _channel_cmd(s, cmd_rules_reorder)
+    handles(s, cmd_rules_reorder)
 
     s = owners.add_parser("orphans", help="certificates without an owner, or whose owner cannot be reached")
-    s.add_argument("--format", choices=["table", "json", "csv"], default="table")
-    _channel_cmd(s, cmd_orphans)
+    add_format(s, "table", "json", "csv")
+    handles(s, cmd_orphans)
     s = owners.add_parser("explain", help="a certificate's owner, environment, criticality and service per location")
     s.add_argument("fingerprint", help="SHA-256 fingerprint or a unique prefix")
-    s.add_argument("--format", choices=["table", "json"], default="table")
-    _channel_cmd(s, cmd_explain)
+    add_format(s, "table", "json")
+    handles(s, cmd_explain)
     s = owners.add_parser("assignments", help="list the explicit assignments")
-    s.add_argument("--format", choices=["table", "json"], default="table")
-    _channel_cmd(s, cmd_assignments)
+    add_format(s, "table", "json")
+    handles(s, cmd_assignments)
 
     s = subparsers.add_parser("assign", help="assign a certificate (or its location) to an owner by hand")
     s.add_argument("fingerprint", help="SHA-256 fingerprint or a unique prefix")
@@ -490,9 +475,9 @@ def register(subparsers: Any) -> None:
     s.add_argument("--criticality", choices=CRITICALITIES + ("",))
     s.add_argument("--service")
     _location_args(s)
-    _channel_cmd(s, cmd_assign)
+    handles(s, cmd_assign)
 
     s = subparsers.add_parser("unassign", help="remove an explicit assignment (rules apply again)")
     s.add_argument("fingerprint", help="SHA-256 fingerprint or a unique prefix")
     _location_args(s)
-    _channel_cmd(s, cmd_unassign)
+    handles(s, cmd_unassign)

@@ -17,7 +17,6 @@ import argparse
 import csv
 import datetime as dt
 import pathlib
-import shutil
 import sys
 from typing import Any
 
@@ -27,6 +26,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from certfleet.v1 import policy_pb2 as pb
 from certfleet.v1 import policy_pb2_grpc
 from collector.cli import format as cliformat
+from collector.cli.command import add_format, add_group, handles, terminal_width, utcnow
 from collector.config.core import ConfigError, parse_duration
 from collector.errors import InvalidInput
 
@@ -37,10 +37,6 @@ VIOLATION_FIELDS = ["rule", "reason", "host", "path", "alias", "owner", "environ
 
 def _stub(channel: grpc.Channel) -> policy_pb2_grpc.PolicyServiceStub:
     return policy_pb2_grpc.PolicyServiceStub(channel)
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
 
 
 def parse_expiry(value: str, now: dt.datetime) -> dt.datetime:
@@ -139,7 +135,7 @@ def cmd_violations_list(channel: grpc.Channel, ns: argparse.Namespace) -> int:
     if not rows:
         print("no violations")
         return 0
-    width = shutil.get_terminal_size((140, 24)).columns
+    width = terminal_width(140)
     sys.stdout.write(cliformat.render_table(
         ["RULE", "REASON", "WHERE", "OWNER", "ENV", "SINCE", "STATE", "FINGERPRINT"], rows, width, flex=2))
     print(f"{len(rows)} violation{'s' if len(rows) != 1 else ''}")
@@ -147,7 +143,7 @@ def cmd_violations_list(channel: grpc.Channel, ns: argparse.Namespace) -> int:
 
 
 def cmd_exceptions_add(channel: grpc.Channel, ns: argparse.Namespace) -> int:
-    expires = parse_expiry(ns.expires, _now())
+    expires = parse_expiry(ns.expires, utcnow())
     ts = Timestamp()
     ts.FromDatetime(expires)
     e = _stub(channel).AddException(pb.AddExceptionRequest(
@@ -170,7 +166,7 @@ def cmd_exceptions_list(channel: grpc.Channel, ns: argparse.Namespace) -> int:
         return 0
     rows = [[str(d["id"]), d["rule"], d["target"], (d["expires_at"] or "")[:10] + (" EXPIRED" if d["expired"] else ""),
              d["granted_by"], d["reason"]] for d in items]
-    width = shutil.get_terminal_size((140, 24)).columns
+    width = terminal_width(140)
     sys.stdout.write(cliformat.render_table(["ID", "RULE", "FOR", "EXPIRES", "GRANTED BY", "REASON"], rows, width,
                                             flex=5))
     return 0
@@ -182,33 +178,27 @@ def cmd_exceptions_remove(channel: grpc.Channel, ns: argparse.Namespace) -> int:
     return 0
 
 
-def _channel_cmd(p: argparse.ArgumentParser, func: Any) -> None:
-    p.set_defaults(func=func, needs_channel=True)
-
-
 def register(subparsers: Any) -> None:
     """Add ``policy``, ``violations`` and ``exceptions`` to the ``certfleet`` parser's subcommands."""
-    policy = subparsers.add_parser("policy", help="the certificate policy").add_subparsers(dest="action",
-                                                                                           required=True)
+    policy = add_group(subparsers, "policy", "the certificate policy")
     s = policy.add_parser("show", help="the current policy document")
-    s.add_argument("--format", choices=["text", "json"], default="text")
-    _channel_cmd(s, cmd_policy_show)
+    add_format(s, "text", "json")
+    handles(s, cmd_policy_show)
     s = policy.add_parser("set", help="store a new policy document (TOML; - for stdin)")
     s.add_argument("file")
     s.add_argument("--reason", help="why (kept in the audit trail)")
-    _channel_cmd(s, cmd_policy_set)
+    handles(s, cmd_policy_set)
 
-    viol = subparsers.add_parser("violations", help="policy violations").add_subparsers(dest="action",
-                                                                                         required=True)
+    viol = add_group(subparsers, "violations", "policy violations")
     s = viol.add_parser("list", help="active violations (not waived by an exception)")
     s.add_argument("--rule")
     s.add_argument("--owner")
     s.add_argument("--include-excepted", action="store_true", help="also those waived by an exception")
     s.add_argument("--include-cleared", action="store_true", help="also those whose cause is gone")
-    s.add_argument("--format", choices=["table", "json", "csv"], default="table")
-    _channel_cmd(s, cmd_violations_list)
+    add_format(s, "table", "json", "csv")
+    handles(s, cmd_violations_list)
 
-    exc = subparsers.add_parser("exceptions", help="policy exceptions").add_subparsers(dest="action", required=True)
+    exc = add_group(subparsers, "exceptions", "policy exceptions")
     s = exc.add_parser("add", help="waive a rule for a certificate, an owner or a pattern, until a date")
     s.add_argument("--rule", required=True, help="a rule name, or * for every rule")
     who = s.add_mutually_exclusive_group(required=True)
@@ -217,13 +207,13 @@ def register(subparsers: Any) -> None:
     who.add_argument("--pattern", metavar="GLOB", help="DNS glob on the certificate's names or the host")
     s.add_argument("--reason", required=True)
     s.add_argument("--expires", required=True, help="a date (2027-01-31) or a duration from now (30d)")
-    _channel_cmd(s, cmd_exceptions_add)
+    handles(s, cmd_exceptions_add)
     s = exc.add_parser("list", help="exceptions in force (--expired: the expired ones)")
     s.add_argument("--expired", action="store_true", help="only expired exceptions")
     s.add_argument("--all", action="store_true", help="in force and expired")
-    s.add_argument("--format", choices=["table", "json"], default="table")
-    _channel_cmd(s, cmd_exceptions_list)
+    add_format(s, "table", "json")
+    handles(s, cmd_exceptions_list)
     s = exc.add_parser("remove", help="remove an exception (its violations apply again)")
     s.add_argument("id", type=int)
     s.add_argument("--reason", help="why (kept in the audit trail)")
-    _channel_cmd(s, cmd_exceptions_remove)
+    handles(s, cmd_exceptions_remove)

@@ -20,14 +20,14 @@ from __future__ import annotations
 import argparse
 import os
 import pathlib
-import shutil
 import sys
 from typing import Any
 
 import grpc
 
 from certfleet.v1 import report_pb2, report_pb2_grpc
-from collector.cli.audit import parse_time
+from collector.cli.args import parse_time
+from collector.cli.command import add_format, handles, terminal_width
 from collector.errors import CollectorError, InvalidInput
 from collector.reports import REPORTS
 from collector.reports.model import iso
@@ -82,7 +82,7 @@ def cmd_report(channel: grpc.Channel, ns: argparse.Namespace) -> int:
     params = request_params(ns)
     stub = report_pb2_grpc.ReportServiceStub(channel)
     report = from_parts(stub.GetReport(report_pb2.GetReportRequest(name=ns.name, params=params), timeout=TIMEOUT))
-    width = shutil.get_terminal_size((120, 24)).columns
+    width = terminal_width()
     write_out(render(report, ns.format, width), ns.out)
     if ns.out:
         rows = sum(len(s.rows) for s in report.sections)
@@ -96,7 +96,7 @@ def register(subparsers: Any) -> None:
     s = subparsers.add_parser("report", help="reports for security and audit (expiring, owners, coverage, audit)",
                               description=f"Reports: {known}.")
     s.add_argument("name", metavar="NAME", help=f"one of {', '.join(REPORTS)}")
-    s.add_argument("--format", choices=FORMATS, default="table")
+    add_format(s, *FORMATS)
     s.add_argument("--out", metavar="FILE", help="write to FILE instead of standard output")
     s.add_argument("--within", metavar="DURATION", help="expiring: the horizon (default 90d)")
     s.add_argument("--silent-after", metavar="DURATION", help="coverage: a host is silent after this (default 1d)")
@@ -107,4 +107,4 @@ def register(subparsers: Any) -> None:
                       help=f"expiring: at most N detail rows per window (table default {TABLE_LIMIT}; others: all)")
     rows.add_argument("--all", action="store_true", help="expiring: every detail row, also in a table")
     s.add_argument("--param", action="append", metavar="KEY=VALUE", help="any other report parameter")
-    s.set_defaults(func=cmd_report, needs_channel=True)
+    handles(s, cmd_report)
