@@ -58,7 +58,6 @@ def agents_table(agents: Iterable[admin_pb2.AgentInfo], now: dt.datetime, width:
     return out
 
 
-
 def cmd_agents_list(channel: grpc.Channel, ns: argparse.Namespace) -> int:
     pages = admin_pb2_grpc.AdminServiceStub(channel).ListAgents(admin_pb2.ListAgentsRequest(), timeout=TIMEOUT)
     agents = (a for page in pages for a in page.agents)

@@ -222,7 +222,6 @@ def cert_detail(c: admin_pb2.CertificateInfo, now: dt.datetime) -> str:
     return "\n".join(lines) + "\n"
 
 
-
 # -- commands ---------------------------------------------------------------------------------
 
 

@@ -94,7 +94,6 @@ def job_detail(j: admin_pb2.JobInfo) -> str:
     return "\n".join(lines) + "\n"
 
 
-
 def follow_jobs(stub: admin_pb2_grpc.AdminServiceStub, job_ids: list[str], timeout: float,
                 out: TextIO = sys.stdout) -> int:
     """Print each job's state changes until all are final (or stuck); 0 only if all verified."""

@@ -21,9 +21,8 @@ from certfleet.v1 import admin_pb2, admin_pb2_grpc, discovery_pb2, discovery_pb2
 from collector.cli import format as cliformat
 from collector.cli.command import TIMEOUT, add_format, add_group, handles, terminal_width
 from collector.config.core import parse_duration
+from collector.domain.netscan import DONE, FINAL
 from collector.errors import CollectorError
-
-FINAL = ("done", "failed")
 
 
 def _when(ts: Any, present: bool) -> str | None:
@@ -126,7 +125,7 @@ def follow(stub: discovery_pb2_grpc.DiscoveryServiceStub, scan_id: str, timeout:
         if s.state in FINAL:
             out.write(f"scan {s.scan_id[:8]}: {s.state}" + (f": {s.reason}" if s.reason else "")
                       + f"; {s.endpoints_in_registry} endpoint location(s) in the registry\n")
-            return 0 if s.state == "done" else 1
+            return 0 if s.state == DONE else 1
         if time.monotonic() > deadline:
             out.write(f"gave up waiting after {timeout:.0f}s; the scan goes on: certfleet netscan show {s.scan_id}\n")
             return 1

@@ -35,9 +35,8 @@ from certfleet.v1 import governance_pb2 as pb
 from certfleet.v1 import governance_pb2_grpc
 from collector.cli import format as cliformat
 from collector.cli.command import TIMEOUT, add_format, add_group, handles, terminal_width, utcnow
+from collector.domain.ownership import CRITICALITIES
 from collector.errors import InvalidInput
-
-CRITICALITIES = ("low", "medium", "high", "critical")
 
 
 def _stub(channel: grpc.Channel) -> governance_pb2_grpc.GovernanceServiceStub:
