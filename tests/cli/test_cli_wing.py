@@ -12,10 +12,15 @@ import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CLI = ROOT / "collector" / "cli"
-# what the wing may import of the project (a module, or a package and everything in it)
-ALLOWED = ("certfleet.v1", "certfleet.values", "collector", "collector.cli", "collector.config.client",
-           "collector.config.core", "collector.errors", "collector.domain", "collector.reports",
-           "collector.reports.model", "collector.reports.text", "collector.reports.render", "collector.reports.wire")
+# what the wing may import of the project: these modules and packages with everything in them, and
+# the EXACT names (the version, the report catalogue -- not the report builders, which read the
+# registry). The report codec (``from_parts``) is the one piece of the server's side the CLI reads:
+# if it moves, name its new module in CODEC and the checks below let it, and only it, pass.
+CODEC = "collector.reports.wire"
+ALLOWED = ("certfleet.v1", "certfleet.values", "collector.cli", "collector.config.client", "collector.config.core",
+           "collector.errors", "collector.domain", "collector.reports.model", "collector.reports.text",
+           "collector.reports.render", CODEC)
+EXACT = ("collector", "collector.__version__", "collector.reports", "collector.reports.REPORTS")
 NEVER = ("collector.registry", "collector.services", "collector.api", "collector.server", "collector.issuers",
          "agent")
 
@@ -40,7 +45,8 @@ def test_the_wing_imports_only_what_a_client_may() -> None:
     assert len(files) >= 15
     bad = {}
     for f in files:
-        wrong = [m for m in imports(f) if within(m, NEVER) or not within(m, ALLOWED)]
+        wrong = [m for m in imports(f)
+                 if not within(m, (CODEC,)) and (within(m, NEVER) or not (m in EXACT or within(m, ALLOWED)))]
         if wrong:
             bad[str(f.relative_to(ROOT))] = sorted(wrong)
     assert bad == {}
@@ -58,4 +64,5 @@ def test_running_the_cli_loads_no_server_side_module() -> None:
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                             cwd=ROOT).stdout.split()
     assert "collector.cli.main" in loaded and "collector.cli.netscan" in loaded
-    assert [m for m in loaded if within(m, NEVER + ("sqlalchemy", "alembic", "apscheduler"))] == []
+    server_side = NEVER + ("sqlalchemy", "alembic", "apscheduler")
+    assert [m for m in loaded if within(m, server_side) and m != CODEC and not CODEC.startswith(m + ".")] == []
