@@ -21,9 +21,9 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from certfleet.v1 import audit_pb2, audit_pb2_grpc
-from collector.cli import format as cliformat
 from collector.cli.args import parse_time
 from collector.cli.command import TIMEOUT, add_format, add_group, handles, terminal_width
+from collector.cli.format import dumps, fit
 from collector.domain.auditchain import at_text, verify_events
 from collector.errors import CollectorError, InvalidInput
 
@@ -63,7 +63,7 @@ def events_table(events: Iterable[dict[str, Any]], width: int) -> str:
     room = max(24, width - sum(widths) - 2 * len(widths))
     lines = []
     for r in [headers, *rows]:
-        cells = [v.ljust(w) for v, w in zip(r, widths)] + [cliformat.fit(r[-1], room)]
+        cells = [v.ljust(w) for v, w in zip(r, widths)] + [fit(r[-1], room)]
         lines.append("  ".join(cells).rstrip())
     return "\n".join(lines) + "\n"
 
@@ -82,8 +82,8 @@ def cmd_verify(channel: grpc.Channel, ns: argparse.Namespace) -> int:
     stub = audit_pb2_grpc.AuditServiceStub(channel)
     r = stub.VerifyAudit(audit_pb2.VerifyAuditRequest(), timeout=EXPORT_TIMEOUT)
     if ns.format == "json":
-        print(cliformat.dumps({"ok": r.ok, "checked": r.checked, "first_broken_seq": r.first_broken_seq or None,
-                               "reason": r.reason or None, "anchor_seq": r.anchor_seq, "last_seq": r.last_seq}))
+        print(dumps({"ok": r.ok, "checked": r.checked, "first_broken_seq": r.first_broken_seq or None,
+                     "reason": r.reason or None, "anchor_seq": r.anchor_seq, "last_seq": r.last_seq}))
         return 0 if r.ok else 1
     if r.ok:
         since = f" since the retention anchor (seq {r.anchor_seq})" if r.anchor_seq else ""
@@ -146,7 +146,7 @@ def cmd_list(channel: grpc.Channel, ns: argparse.Namespace) -> int:
     ), timeout=TIMEOUT)
     events = [event_dict(e) for e in r.events]
     if ns.format == "json":
-        print(cliformat.dumps(events))
+        print(dumps(events))
     else:
         sys.stdout.write(events_table(events, terminal_width()))
     return 0

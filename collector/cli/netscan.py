@@ -18,15 +18,15 @@ from typing import Any, Iterable
 import grpc
 
 from certfleet.v1 import admin_pb2, admin_pb2_grpc, discovery_pb2, discovery_pb2_grpc
-from collector.cli import format as cliformat
 from collector.cli.command import TIMEOUT, add_format, add_group, handles, terminal_width
+from collector.cli.format import dumps, iso, render_table, short_dn, ts
 from collector.config.core import parse_duration
 from collector.domain.netscan import DONE, FINAL
 from collector.errors import CollectorError
 
 
-def _when(ts: Any, present: bool) -> str | None:
-    return cliformat.iso(cliformat.ts(ts, present))
+def _when(value: Any, present: bool) -> str | None:
+    return iso(ts(value, present))
 
 
 def scan_dict(s: discovery_pb2.NetworkScanInfo) -> dict[str, Any]:
@@ -139,7 +139,7 @@ def cmd_start(channel: grpc.Channel, ns: argparse.Namespace) -> int:
         timeout_seconds=_seconds(ns.timeout) if ns.timeout else 0, concurrency=ns.concurrency or 0,
         starttls=_starttls(ns.starttls or []), sni_names=ns.sni or [], reason=ns.reason or ""), timeout=TIMEOUT)
     if ns.format == "json" and not ns.wait:
-        print(cliformat.dumps(scan_dict(s)))
+        print(dumps(scan_dict(s)))
         return 0
     print(f"network scan {s.scan_id} queued for {s.hostname}: {', '.join(s.targets)} x ports "
           f"{', '.join(map(str, s.ports))} = {s.targets_total} probes at {s.rate_per_second:g}/s")
@@ -154,7 +154,7 @@ def cmd_list(channel: grpc.Channel, ns: argparse.Namespace) -> int:
     scans = list(stub.ListNetworkScans(discovery_pb2.ListNetworkScansRequest(agent_id=ns.agent or "", limit=ns.limit),
                                        timeout=TIMEOUT))
     if ns.format == "json":
-        print(cliformat.dumps([scan_dict(s) for s in scans]))
+        print(dumps([scan_dict(s) for s in scans]))
         return 0
     if not scans:
         print("no network scans (certfleet netscan start --agent ID --targets ... --ports ...)")
@@ -162,8 +162,8 @@ def cmd_list(channel: grpc.Channel, ns: argparse.Namespace) -> int:
     rows = [[s.scan_id[:8], s.state, s.hostname, f"{s.probed}/{s.targets_total}", str(s.tls_found),
              str(s.endpoints_in_registry), (_when(s.created_at, s.HasField("created_at")) or "")[:19],
              ",".join(s.targets) + " :" + ",".join(map(str, s.ports))] for s in scans]
-    sys.stdout.write(cliformat.render_table(["SCAN", "STATE", "HOST", "PROBED", "TLS", "IN REGISTRY", "CREATED",
-                                             "TARGETS"], rows, terminal_width(), flex=7))
+    sys.stdout.write(render_table(["SCAN", "STATE", "HOST", "PROBED", "TLS", "IN REGISTRY", "CREATED",
+                                   "TARGETS"], rows, terminal_width(), flex=7))
     return 0
 
 
@@ -171,7 +171,7 @@ def cmd_show(channel: grpc.Channel, ns: argparse.Namespace) -> int:
     s = discovery_pb2_grpc.DiscoveryServiceStub(channel).GetNetworkScan(
         discovery_pb2.GetNetworkScanRequest(scan_id=ns.scan), timeout=TIMEOUT)
     if ns.format == "json":
-        print(cliformat.dumps(scan_dict(s)))
+        print(dumps(scan_dict(s)))
         return 0
     sys.stdout.write(scan_detail(s))
     if s.endpoints_in_registry:
@@ -208,7 +208,7 @@ def _endpoints(channel: grpc.Channel, s: discovery_pb2.NetworkScanInfo) -> str:
             ep = loc.endpoint
             sni = f" sni={alias}" if alias else ""
             tls = f" starttls={ep.starttls}" if ep.starttls else ""
-            out.append(f"  {path}{sni}{tls}  {ep.protocol or '?'}  {cliformat.short_dn(c.subject) or '(empty subject)'}"
+            out.append(f"  {path}{sni}{tls}  {ep.protocol or '?'}  {short_dn(c.subject) or '(empty subject)'}"
                        f"  {c.fingerprint_sha256[:16]}  {'chain valid' if ep.chain_valid else 'chain not valid'}")
     return ("Endpoints:\n" + "\n".join(out) + "\n") if out else ""
 
@@ -232,8 +232,8 @@ def stale_table(items: Iterable[dict[str, Any]], width: int) -> str:
              (d["since"] or "-")[:19], d["owner"] or "-", d["suggested_reload"] or "-"] for d in items]
     if not rows:
         return "no stale services: every process serves the certificate its files hold\n"
-    return cliformat.render_table(["HOST", "PATH", "FILE", "SERVED", "ENDPOINT", "PROCESS", "SINCE", "OWNER",
-                                   "RELOAD"], rows, width, flex=1) + (
+    return render_table(["HOST", "PATH", "FILE", "SERVED", "ENDPOINT", "PROCESS", "SINCE", "OWNER",
+                         "RELOAD"], rows, width, flex=1) + (
         f"{len(rows)} stale service{'s' if len(rows) != 1 else ''}: the file was replaced, the process still serves "
         "the old certificate (reload it)\n")
 
@@ -242,7 +242,7 @@ def cmd_stale(channel: grpc.Channel, ns: argparse.Namespace) -> int:
     items = (stale_dict(v) for v in discovery_pb2_grpc.DiscoveryServiceStub(channel).ListStale(
         discovery_pb2.ListStaleRequest(agent_id=ns.agent or ""), timeout=TIMEOUT))
     if ns.format == "json":
-        print(cliformat.dumps(list(items)))
+        print(dumps(list(items)))
     elif ns.format == "csv":
         w = csv.DictWriter(sys.stdout, fieldnames=STALE_FIELDS, extrasaction="ignore")
         w.writeheader()

@@ -13,15 +13,15 @@ from typing import Any
 import grpc
 
 from certfleet.v1 import notify_pb2, notify_pb2_grpc
-from collector.cli import format as cliformat
 from collector.cli.command import add_format, add_group, handles, terminal_width
+from collector.cli.format import dumps, fit
 
 TIMEOUT = 600.0
 UTC = dt.timezone.utc
 
 
-def _when(ts: Any, present: bool) -> str | None:
-    return ts.ToDatetime(tzinfo=UTC).isoformat(timespec="seconds") if present else None
+def _when(value: Any, present: bool) -> str | None:
+    return value.ToDatetime(tzinfo=UTC).isoformat(timespec="seconds") if present else None
 
 
 def delivery_dict(d: notify_pb2.Delivery) -> dict[str, Any]:
@@ -37,8 +37,8 @@ def delivery_dict(d: notify_pb2.Delivery) -> dict[str, Any]:
 def cmd_run(channel: grpc.Channel, ns: argparse.Namespace) -> int:
     r = notify_pb2_grpc.NotifyServiceStub(channel).RunNow(notify_pb2.RunNowRequest(), timeout=TIMEOUT)
     if ns.format == "json":
-        print(cliformat.dumps({"notices": r.notices, "digests": r.digests, "sent": r.sent,
-                               "retrying": r.retrying, "failed": r.failed}))
+        print(dumps({"notices": r.notices, "digests": r.digests, "sent": r.sent,
+                     "retrying": r.retrying, "failed": r.failed}))
     else:
         print(f"{r.notices} notice(s) in {r.digests} digest(s); deliveries: {r.sent} sent, "
               f"{r.retrying} retrying, {r.failed} failed")
@@ -50,7 +50,7 @@ def cmd_deliveries(channel: grpc.Channel, ns: argparse.Namespace) -> int:
         notify_pb2.ListDeliveriesRequest(state=ns.state or "", failed=ns.failed, limit=ns.limit), timeout=60)
     rows = [delivery_dict(d) for d in r.deliveries]
     if ns.format == "json":
-        print(cliformat.dumps(rows))
+        print(dumps(rows))
         return 0
     if not rows:
         print("no deliveries")
@@ -62,7 +62,7 @@ def cmd_deliveries(channel: grpc.Channel, ns: argparse.Namespace) -> int:
     widths = [max([len(h)] + [len(t[i]) for t in table]) for i, h in enumerate(headers[:-1])]
     room = max(20, width - sum(widths) - 2 * len(widths))
     for t in [headers, *table]:
-        sys.stdout.write("  ".join([v.ljust(w) for v, w in zip(t, widths)] + [cliformat.fit(t[-1], room)]).rstrip() + "\n")
+        sys.stdout.write("  ".join([v.ljust(w) for v, w in zip(t, widths)] + [fit(t[-1], room)]).rstrip() + "\n")
     return 0
 
 

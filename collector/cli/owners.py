@@ -33,8 +33,8 @@ import grpc
 
 from certfleet.v1 import governance_pb2 as pb
 from certfleet.v1 import governance_pb2_grpc
-from collector.cli import format as cliformat
 from collector.cli.command import TIMEOUT, add_format, add_group, handles, terminal_width, utcnow
+from collector.cli.format import days_left, dumps, iso, render_table, short_dn, ts
 from collector.domain.ownership import CRITICALITIES
 from collector.errors import InvalidInput
 
@@ -66,8 +66,8 @@ def owner_dict(o: pb.OwnerInfo) -> dict[str, Any]:
     return {
         "name": o.name, "contacts": list(o.contacts), "webhook": o.webhook or None,
         "escalation": o.escalation or None, "description": o.description, "working_contact": o.working_contact,
-        "created_at": cliformat.iso(cliformat.ts(o.created_at, o.HasField("created_at"))),
-        "updated_at": cliformat.iso(cliformat.ts(o.updated_at, o.HasField("updated_at"))),
+        "created_at": iso(ts(o.created_at, o.HasField("created_at"))),
+        "updated_at": iso(ts(o.updated_at, o.HasField("updated_at"))),
     }
 
 
@@ -78,7 +78,7 @@ def rule_dict(r: pb.AssignmentRuleInfo) -> dict[str, Any]:
         when["labels"] = dict(r.labels)
     return {"name": r.name, "priority": r.priority, "sets": sets, "when": when, "description": r.description,
             "created_by": r.created_by,
-            "created_at": cliformat.iso(cliformat.ts(r.created_at, r.HasField("created_at")))}
+            "created_at": iso(ts(r.created_at, r.HasField("created_at")))}
 
 
 def assignment_dict(a: pb.AssignmentInfo) -> dict[str, Any]:
@@ -94,16 +94,16 @@ def explicit_dict(e: pb.ExplicitAssignmentInfo) -> dict[str, Any]:
         d.update(agent=e.agent_id, host=e.hostname, store_type=e.store_type, path=e.path, alias=e.alias)
     d.update({k: getattr(e, k) or None for k in ("owner", "environment", "criticality", "service")})
     d.update(reason=e.reason, assigned_by=e.assigned_by,
-             updated_at=cliformat.iso(cliformat.ts(e.updated_at, e.HasField("updated_at"))))
+             updated_at=iso(ts(e.updated_at, e.HasField("updated_at"))))
     return d
 
 
 def orphan_dict(o: pb.OrphanInfo, now: dt.datetime) -> dict[str, Any]:
-    not_after = cliformat.ts(o.not_after, o.HasField("not_after"))
+    not_after = ts(o.not_after, o.HasField("not_after"))
     return {
         "fingerprint_sha256": o.fingerprint_sha256, "subject": o.subject, "issuer": o.issuer,
-        "not_after": cliformat.iso(not_after),
-        "days_left": cliformat.days_left(not_after, now) if not_after else None,
+        "not_after": iso(not_after),
+        "days_left": days_left(not_after, now) if not_after else None,
         "reason": o.reason, "detail": o.detail,
         "locations": [
             {"agent": loc.agent_id, "host": loc.hostname, "store_type": loc.store_type, "path": loc.path,
@@ -124,15 +124,15 @@ def _where_text(host: str, path: str, alias: str) -> str:
 def cmd_owners_list(channel: grpc.Channel, ns: argparse.Namespace) -> int:
     owners = [o for page in _stub(channel).ListOwners(pb.ListOwnersRequest(), timeout=TIMEOUT) for o in page.owners]
     if ns.format == "json":
-        print(cliformat.dumps([owner_dict(o) for o in owners]))
+        print(dumps([owner_dict(o) for o in owners]))
         return 0
     if not owners:
         print("no owners yet (certfleet owners add NAME --email team@example.com)")
         return 0
     rows = [[o.name, ", ".join(o.contacts) or "-", o.webhook or "-", o.escalation or "-",
              "yes" if o.working_contact else "NO", o.description] for o in owners]
-    sys.stdout.write(cliformat.render_table(["OWNER", "CONTACTS", "WEBHOOK", "ESCALATION", "WORKING", "DESCRIPTION"],
-                                            rows, terminal_width(), flex=1))
+    sys.stdout.write(render_table(["OWNER", "CONTACTS", "WEBHOOK", "ESCALATION", "WORKING", "DESCRIPTION"],
+                                  rows, terminal_width(), flex=1))
     return 0
 
 
@@ -191,7 +191,7 @@ def rules_table(rules: list[pb.AssignmentRuleInfo], width: int) -> str:
         d = rule_dict(r)
         sets = " ".join(f"{k}={v}" for k, v in d["sets"].items())
         rows.append([str(r.priority), r.name, sets, _when_text(d["when"]) or "(everything)"])
-    return cliformat.render_table(["PRIORITY", "RULE", "SETS", "WHEN"], rows, width, flex=3)
+    return render_table(["PRIORITY", "RULE", "SETS", "WHEN"], rows, width, flex=3)
 
 
 def _rules(channel: grpc.Channel) -> list[pb.AssignmentRuleInfo]:
@@ -201,7 +201,7 @@ def _rules(channel: grpc.Channel) -> list[pb.AssignmentRuleInfo]:
 def cmd_rules_list(channel: grpc.Channel, ns: argparse.Namespace) -> int:
     rules = _rules(channel)
     if ns.format == "json":
-        print(cliformat.dumps([rule_dict(r) for r in rules]))
+        print(dumps([rule_dict(r) for r in rules]))
     else:
         sys.stdout.write(rules_table(rules, terminal_width()))
     return 0
@@ -278,7 +278,7 @@ def cmd_assignments(channel: grpc.Channel, ns: argparse.Namespace) -> int:
     items = [e for page in _stub(channel).ListAssignments(pb.ListAssignmentsRequest(), timeout=TIMEOUT)
              for e in page.assignments]
     if ns.format == "json":
-        print(cliformat.dumps([explicit_dict(e) for e in items]))
+        print(dumps([explicit_dict(e) for e in items]))
         return 0
     if not items:
         print("no explicit assignments (certfleet assign FINGERPRINT --owner O)")
@@ -289,7 +289,7 @@ def cmd_assignments(channel: grpc.Channel, ns: argparse.Namespace) -> int:
                   else _where_text(e.hostname or e.agent_id, e.path, e.alias))
         rows.append([e.scope, target, e.owner or "-", e.environment or "-", e.criticality or "-", e.service or "-",
                      e.assigned_by, e.reason])
-    sys.stdout.write(cliformat.render_table(
+    sys.stdout.write(render_table(
         ["SCOPE", "TARGET", "OWNER", "ENVIRONMENT", "CRITICALITY", "SERVICE", "BY", "REASON"], rows, terminal_width(), flex=1))
     return 0
 
@@ -297,9 +297,9 @@ def cmd_assignments(channel: grpc.Channel, ns: argparse.Namespace) -> int:
 def cmd_explain(channel: grpc.Channel, ns: argparse.Namespace) -> int:
     ca = _stub(channel).GetAssignment(pb.GetAssignmentRequest(fingerprint_prefix=ns.fingerprint), timeout=TIMEOUT)
     if ns.format == "json":
-        print(cliformat.dumps({
+        print(dumps({
             "fingerprint_sha256": ca.fingerprint_sha256, "subject": ca.subject, "issuer": ca.issuer,
-            "not_after": cliformat.iso(cliformat.ts(ca.not_after, ca.HasField("not_after"))),
+            "not_after": iso(ts(ca.not_after, ca.HasField("not_after"))),
             "certificate": assignment_dict(ca.certificate),
             "locations": [
                 {"agent": loc.agent_id, "host": loc.hostname, "store_type": loc.store_type, "path": loc.path,
@@ -350,7 +350,7 @@ def cmd_orphans(channel: grpc.Channel, ns: argparse.Namespace) -> int:
         out = sys.stdout
         out.write("[")
         for i, o in enumerate(orphans):
-            out.write(("," if i else "") + "\n" + cliformat.dumps(orphan_dict(o, now)))
+            out.write(("," if i else "") + "\n" + dumps(orphan_dict(o, now)))
         out.write("\n]\n")
         return 0
     if ns.format == "csv":
@@ -369,15 +369,15 @@ def cmd_orphans(channel: grpc.Channel, ns: argparse.Namespace) -> int:
         left = d["days_left"]
         rows.append([
             "-" if left is None else ("EXPIRED" if left < 0 else str(left)),
-            cliformat.short_dn(o.subject) or "(empty subject)", o.reason, first.get("owner") or "-",
+            short_dn(o.subject) or "(empty subject)", o.reason, first.get("owner") or "-",
             _where_text(first.get("host", ""), first.get("path", ""), first.get("alias", "")) + more,
             o.fingerprint_sha256[:12],
         ])
     if not rows:
         print("no orphans: every certificate has an owner with a working contact")
         return 0
-    sys.stdout.write(cliformat.render_table(["DAYS", "SUBJECT", "REASON", "OWNER", "WHERE", "FINGERPRINT"], rows,
-                                            terminal_width(), flex=4))
+    sys.stdout.write(render_table(["DAYS", "SUBJECT", "REASON", "OWNER", "WHERE", "FINGERPRINT"], rows,
+                                  terminal_width(), flex=4))
     print(f"{len(rows)} orphaned certificate{'s' if len(rows) != 1 else ''}")
     return 0
 

@@ -25,8 +25,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from certfleet.v1 import policy_pb2 as pb
 from certfleet.v1 import policy_pb2_grpc
-from collector.cli import format as cliformat
 from collector.cli.command import add_format, add_group, handles, terminal_width, utcnow
+from collector.cli.format import dumps, iso, render_table, ts
 from collector.config.core import ConfigError, parse_duration
 from collector.errors import InvalidInput
 
@@ -64,10 +64,10 @@ def violation_dict(v: pb.ViolationInfo) -> dict[str, Any]:
         "id": v.id, "rule": v.rule, "reason": v.reason, "host": v.hostname, "agent_id": v.agent_id,
         "store_type": v.store_type, "path": v.path, "alias": v.alias, "chain_index": v.chain_index,
         "owner": v.owner, "environment": v.environment, "subject": v.subject, "fingerprint": v.fingerprint_sha256,
-        "not_after": cliformat.iso(cliformat.ts(v.not_after, v.HasField("not_after"))),
-        "first_seen": cliformat.iso(cliformat.ts(v.first_seen)),
-        "last_seen": cliformat.iso(cliformat.ts(v.last_seen)),
-        "cleared_at": cliformat.iso(cliformat.ts(v.cleared_at, v.HasField("cleared_at"))),
+        "not_after": iso(ts(v.not_after, v.HasField("not_after"))),
+        "first_seen": iso(ts(v.first_seen)),
+        "last_seen": iso(ts(v.last_seen)),
+        "cleared_at": iso(ts(v.cleared_at, v.HasField("cleared_at"))),
         "exception_id": v.exception_id or None,
     }
 
@@ -78,7 +78,7 @@ def exception_dict(e: pb.ExceptionInfo) -> dict[str, Any]:
     return {
         "id": e.id, "rule": e.rule, "target": target, "fingerprint": e.fingerprint_sha256, "owner": e.owner,
         "pattern": e.pattern, "reason": e.reason, "granted_by": e.granted_by,
-        "created_at": cliformat.iso(cliformat.ts(e.created_at)), "expires_at": cliformat.iso(cliformat.ts(e.expires_at)),
+        "created_at": iso(ts(e.created_at)), "expires_at": iso(ts(e.expires_at)),
         "expired": e.expired,
     }
 
@@ -86,13 +86,13 @@ def exception_dict(e: pb.ExceptionInfo) -> dict[str, Any]:
 def cmd_policy_show(channel: grpc.Channel, ns: argparse.Namespace) -> int:
     p = _stub(channel).GetPolicy(pb.GetPolicyRequest(), timeout=TIMEOUT)
     if ns.format == "json":
-        print(cliformat.dumps({
+        print(dumps({
             "version": p.version, "source": p.source, "sha256": p.sha256, "created_by": p.created_by,
-            "reason": p.reason, "created_at": cliformat.iso(cliformat.ts(p.created_at, p.HasField("created_at"))),
+            "reason": p.reason, "created_at": iso(ts(p.created_at, p.HasField("created_at"))),
             "document": p.document, "rules": list(p.rules),
         }))
         return 0
-    when = cliformat.iso(cliformat.ts(p.created_at, p.HasField("created_at")))
+    when = iso(ts(p.created_at, p.HasField("created_at")))
     print(f"# policy version {p.version} ({p.source}" + (f", by {p.created_by} at {when}" if when else "") + ")")
     sys.stdout.write(p.document if p.document.endswith("\n") else p.document + "\n")
     return 0
@@ -116,7 +116,7 @@ def cmd_violations_list(channel: grpc.Channel, ns: argparse.Namespace) -> int:
         out = sys.stdout
         out.write("[")
         for i, v in enumerate(items):
-            out.write(("," if i else "") + "\n" + cliformat.dumps(violation_dict(v)))
+            out.write(("," if i else "") + "\n" + dumps(violation_dict(v)))
         out.write("\n]\n")
         return 0
     if ns.format == "csv":
@@ -136,7 +136,7 @@ def cmd_violations_list(channel: grpc.Channel, ns: argparse.Namespace) -> int:
         print("no violations")
         return 0
     width = terminal_width(140)
-    sys.stdout.write(cliformat.render_table(
+    sys.stdout.write(render_table(
         ["RULE", "REASON", "WHERE", "OWNER", "ENV", "SINCE", "STATE", "FINGERPRINT"], rows, width, flex=2))
     print(f"{len(rows)} violation{'s' if len(rows) != 1 else ''}")
     return 0
@@ -144,11 +144,11 @@ def cmd_violations_list(channel: grpc.Channel, ns: argparse.Namespace) -> int:
 
 def cmd_exceptions_add(channel: grpc.Channel, ns: argparse.Namespace) -> int:
     expires = parse_expiry(ns.expires, utcnow())
-    ts = Timestamp()
-    ts.FromDatetime(expires)
+    expires_at = Timestamp()
+    expires_at.FromDatetime(expires)
     e = _stub(channel).AddException(pb.AddExceptionRequest(
         rule=ns.rule, fingerprint=ns.fingerprint or "", owner=ns.owner or "", pattern=ns.pattern or "",
-        reason=ns.reason, expires_at=ts), timeout=TIMEOUT)
+        reason=ns.reason, expires_at=expires_at), timeout=TIMEOUT)
     d = exception_dict(e)
     print(f"exception {e.id}: rule {e.rule} waived for {d['target']} until {d['expires_at']}")
     return 0
@@ -159,7 +159,7 @@ def cmd_exceptions_list(channel: grpc.Channel, ns: argparse.Namespace) -> int:
     items = [exception_dict(e) for page in _stub(channel).ListExceptions(req, timeout=TIMEOUT)
              for e in page.exceptions]
     if ns.format == "json":
-        print(cliformat.dumps(items))
+        print(dumps(items))
         return 0
     if not items:
         print("no expired exceptions" if ns.expired else "no exceptions in force")
@@ -167,8 +167,8 @@ def cmd_exceptions_list(channel: grpc.Channel, ns: argparse.Namespace) -> int:
     rows = [[str(d["id"]), d["rule"], d["target"], (d["expires_at"] or "")[:10] + (" EXPIRED" if d["expired"] else ""),
              d["granted_by"], d["reason"]] for d in items]
     width = terminal_width(140)
-    sys.stdout.write(cliformat.render_table(["ID", "RULE", "FOR", "EXPIRES", "GRANTED BY", "REASON"], rows, width,
-                                            flex=5))
+    sys.stdout.write(render_table(["ID", "RULE", "FOR", "EXPIRES", "GRANTED BY", "REASON"], rows, width,
+                                  flex=5))
     return 0
 
 
