@@ -26,11 +26,20 @@ def parse_time(value: str, what: str) -> dt.datetime:
     return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
 
 
+def is_number(value: str) -> bool:
+    """``value`` is a bare number (``30``, ``1.5``), no unit."""
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return True
+
+
 def days_or_duration(value: str, what: str) -> int:
-    """Seconds in a horizon such as ``--expiring-within``: ``30d``, ``12h``, ``90m``, ``45s``, or a bare
-    number of days (``30`` is 30 days)."""
+    """Seconds in a horizon such as ``--expiring-within``: a bare number of days (``30`` is 30 days), or a
+    duration in the product's grammar (``30d``, ``12h``, ``1w``, ``1d12h``)."""
     v = value.strip()
-    return int(parse_duration(v if v[-1:] in "smhd" else v + "d", what))
+    return int(parse_duration(v + "d" if is_number(v) else v, what))
 
 
 def seconds(value: str, what: str) -> int:

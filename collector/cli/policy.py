@@ -25,6 +25,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from certfleet.v1 import policy_pb2 as pb
 from certfleet.v1 import policy_pb2_grpc
+from collector.cli.args import is_number
 from collector.cli.command import add_format, add_group, handles, terminal_width, utcnow
 from collector.cli.format import dumps, iso, render_table, ts
 from collector.config.core import ConfigError, parse_duration
@@ -40,15 +41,15 @@ def _stub(channel: grpc.Channel) -> policy_pb2_grpc.PolicyServiceStub:
 
 
 def parse_expiry(value: str, now: dt.datetime) -> dt.datetime:
-    """``2027-01-31`` (end of that day, UTC), an ISO time, or a duration from now (``30d``, ``12h``)."""
+    """``2027-01-31`` (end of that day, UTC), an ISO time, or a duration from now (``30d``, ``12h``, ``1w``)."""
     v = (value or "").strip()
     if not v:
         raise InvalidInput("--expires is required: a date (2027-01-31) or a duration (30d)")
-    if v[-1:] in "smhd" and v[:-1].isdigit():
+    if not is_number(v):              # a bare number is neither a date nor a duration here
         try:
             return now + dt.timedelta(seconds=parse_duration(v, "--expires"))
-        except ConfigError as e:
-            raise InvalidInput(str(e)) from None
+        except ConfigError:
+            pass                      # not a duration: a date or a time
     try:
         if len(v) == 10:
             d = dt.date.fromisoformat(v)

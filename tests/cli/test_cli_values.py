@@ -34,6 +34,9 @@ def test_a_bad_time_names_the_flag() -> None:
 
 @pytest.mark.parametrize("value,expected", [
     ("30", 30 * 86400), ("30d", 30 * 86400), ("12h", 12 * 3600), ("90m", 5400), ("45s", 45), (" 7 ", 7 * 86400),
+    ("1.5", 36 * 3600),
+    # the product's grammar, whole: weeks and upper-case units (refused before: "1w" was read as "1wd")
+    ("1w", 7 * 86400), ("2W", 14 * 86400), ("30D", 30 * 86400), ("1d12h", 36 * 3600),
 ])
 def test_expiring_within_a_bare_number_is_days(value: str, expected: int) -> None:
     assert days_or_duration(value, "--expiring-within") == expected
@@ -79,6 +82,9 @@ def test_labels_are_name_equals_value() -> None:
 @pytest.mark.parametrize("value,expected", [
     ("30d", NOW + dt.timedelta(days=30)),
     ("12h", NOW + dt.timedelta(hours=12)),
+    # the product's grammar, whole (refused before: only NUMBER + one of s, m, h, d was a duration here)
+    ("1w", NOW + dt.timedelta(weeks=1)), ("1h30m", NOW + dt.timedelta(minutes=90)),
+    ("1.5d", NOW + dt.timedelta(hours=36)),
     ("2027-01-31", dt.datetime(2027, 1, 31, 23, 59, 59, tzinfo=UTC)),
     ("2027-01-31T10:00:00", dt.datetime(2027, 1, 31, 10, tzinfo=UTC)),
     ("2027-01-31T10:00:00+01:00", dt.datetime(2027, 1, 31, 9, tzinfo=UTC)),
@@ -89,6 +95,7 @@ def test_an_exception_expires_at_a_date_or_after_a_duration(value: str, expected
 
 @pytest.mark.parametrize("value,message", [
     ("", "--expires is required"), ("nonsense", "--expires 'nonsense' is not a date"),
+    ("30", "--expires '30' is not a date"),          # a bare number is neither a date nor a duration here
 ])
 def test_a_bad_expiry_is_invalid_input(value: str, message: str) -> None:
     with pytest.raises(InvalidInput, match=message):
