@@ -66,7 +66,7 @@ def build_renewal(config: CollectorConfig, registry: Registry, clock: Callable[[
     from collector.domain.templates import load_templates
 
     from collector.services.challenges import ChallengeBroker
-    from collector.issuers.acme import CallbackHttp01Solver
+    from collector.issuers.solvers import CallbackHttp01Solver
 
     issuers_cfg = config.extra.get("issuers")
     if not issuers_cfg:

@@ -19,7 +19,7 @@ from collector import errors
 from collector.domain import netscan as discovery
 from collector.domain import jobstates as jobs
 from collector.services.challenges import ChallengeBroker
-from collector.issuers.base import Issuer
+from collector.issuers.base import Issuer, KnowsIssued, RevocationReason, SupportsRoot
 from collector.domain.policy import RequestFacts
 from collector.registry.repository import Registry
 from collector.registry.types import LocationSelector
@@ -157,10 +157,9 @@ class RenewalService:
     def _trust_anchor(self, template_name: str, now: dt.datetime) -> bytes:
         """The issuing CA's root where the issuer knows it (internal CA), for the agent's verification."""
         issuer = self.issuers.get(self.template(template_name).issuer)
-        root = getattr(issuer, "root_der", None)
-        if callable(root):
+        if isinstance(issuer, SupportsRoot):
             try:
-                return root(now) or b""
+                return issuer.root_der(now) or b""
             except Exception:  # noqa: BLE001 - verification falls back to the agent's trust store
                 log.warning("no root from issuer %s", getattr(issuer, "name", "?"), exc_info=True)
         return b""
@@ -247,19 +246,19 @@ class RenewalService:
         return len(stuck)
 
     def revoke(self, fingerprint_prefix: str, reason: str, actor: str) -> tuple[str, str]:
-        """Revoke at the issuer that issued the certificate; (fingerprint, issuer name)."""
-        from collector.issuers.base import RevocationReason
+        """Revoke at the issuer that issued the certificate; (fingerprint, issuer name).
 
+        An issuer that knows what it issued (:class:`KnowsIssued`, e.g. an internal CA) is asked
+        first and, when it issued the certificate, is the only one tried; otherwise the issuers
+        that cannot tell (ACME CAs) are tried in turn until one accepts."""
         try:
             why = RevocationReason.parse(reason)
         except (ValueError, KeyError, errors.CollectorError):
             names = ", ".join(r.rfc_name for r in RevocationReason)
             raise errors.InvalidInput(f"unknown revocation reason {reason!r}; use one of: {names}") from None
         cert = self.registry.get_certificate(fingerprint_prefix, with_der=True)
-        refusals = []
-        # internal CAs know their own certificates; try them before asking ACME servers
-        ordered = sorted(self.issuers.items(), key=lambda kv: not getattr(kv[1], "applies_template_profile", False))
-        for name, issuer in ordered:
+        refusals: list[str] = []
+        for name, issuer in self._revocation_candidates(cert.der, refusals):
             try:
                 issuer.revoke(cert.der, why, self.clock())
             except errors.CollectorError as e:
@@ -274,3 +273,21 @@ class RenewalService:
             return cert.fingerprint, name
         raise errors.InvalidInput(
             "no configured issuer accepted the revocation: " + ("; ".join(refusals) or "no issuers configured"))
+
+    def _revocation_candidates(self, der: bytes, refusals: list[str]) -> list[tuple[str, Issuer]]:
+        """The issuers to try: the one that issued ``der``, if one knows it did; else those that
+        cannot tell. Issuers that know they did not issue it are noted in ``refusals``."""
+        now = self.clock()
+        knowing = [(n, i) for n, i in self.issuers.items() if isinstance(i, KnowsIssued)]
+        others = [(n, i) for n, i in self.issuers.items() if not isinstance(i, KnowsIssued)]
+        for name, issuer in knowing:
+            try:
+                mine = issuer.issued(der, now)
+            except Exception as e:  # noqa: BLE001 - an issuer that cannot look: left to try
+                log.warning("issuer %s could not tell whether it issued the certificate", name, exc_info=True)
+                refusals.append(f"{name}: {type(e).__name__}")
+                continue
+            if mine:
+                return [(name, issuer)]
+            refusals.append(f"{name}: did not issue this certificate")
+        return others

@@ -30,7 +30,8 @@ for p in (str(ROOT), str(HERE)):
 
 from cryptography import x509  # noqa: E402
 
-from collector.issuers.acme import AcmeIssuer, StandaloneHttp01Solver  # noqa: E402
+from collector.issuers.acme import AcmeIssuer  # noqa: E402
+from collector.issuers.solvers import StandaloneHttp01Solver  # noqa: E402
 from collector.issuers.base import Issued  # noqa: E402
 from collector.issuers.internal_ca import InternalCA  # noqa: E402
 from issuer_helpers import (  # noqa: E402

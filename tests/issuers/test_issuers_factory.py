@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from collector.issuers.acme import AcmeIssuer, CallbackHttp01Solver, Dns01HookSolver, StandaloneHttp01Solver
+from collector.issuers.acme import AcmeIssuer
+from collector.issuers.solvers import CallbackHttp01Solver, Dns01HookSolver, StandaloneHttp01Solver
 from collector.issuers.base import Issuer
 from collector.issuers.factory import FACTORIES, build_issuers, check_template_issuers
 from collector.issuers.internal_ca import InternalCA
