@@ -54,7 +54,7 @@ OWNER_CALLS = frozenset({
     "AdminService.CancelJob",
     "GovernanceService.ListOwners", "GovernanceService.ListRules", "PolicyService.GetPolicy",
     "ReportService.GetReport",
-    # stale services: only the team's locations (collector/api/discovery.py). Network scans are
+    # stale services: only the team's locations (collector/api/netscan.py). Network scans are
     # of address ranges, not of a team's certificates: refused to the role.
     "DiscoveryService.ListStale",
 })

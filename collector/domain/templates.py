@@ -158,6 +158,12 @@ class Template:
     def describe_key(self) -> str:
         return f"RSA {self.key_size}" if self.key_type == "rsa" else f"EC {self.curve}"
 
+    def key_spec(self) -> str:
+        """The key the agent is asked to make: ``rsa-3072``, ``ec-p256`` (the wire's PrepareRenewal.key_spec)."""
+        if self.key_type == "rsa":
+            return f"rsa-{self.key_size}"
+        return "ec-" + (self.curve or "").lower().replace("-", "")
+
 
 def load_templates(config: Mapping[str, Any] | None) -> dict[str, Template]:
     """``{name: Template}`` from the ``[templates]`` table (``{name: {key: value}}``)."""

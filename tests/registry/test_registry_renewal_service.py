@@ -8,6 +8,8 @@ import pathlib
 import pytest
 
 from agent.keys import make_csr, new_key
+from collector.api import convert
+from collector.domain.commands import InstallCertificate
 from collector.domain.jobstates import AgentJobUpdate
 from collector import errors
 from collector.issuers.acme import AcmeIssuer
@@ -75,7 +77,9 @@ def test_internal_ca_issues_and_install_command_follows(setup) -> None:  # noqa:
     assert svc.request(cert.fingerprint, LocationSelector(), "", "admin:test", "again")[0].job_id == job.job_id
     _to_csr_received(svc, job.job_id)
     assert svc.registry.jobs.get(job.job_id).state == "issued"
-    (cmd,) = svc.commands_for("agent-1")
+    (command,) = svc.commands_for("agent-1")
+    assert isinstance(command, InstallCertificate)
+    cmd = convert.command_out(command)                              # what the agent reads
     assert cmd.WhichOneof("body") == "install_certificate"
     assert cmd.install_certificate.expected_old_fingerprint == cert.fingerprint
     assert cmd.install_certificate.trust_anchor_der                 # the internal root, for the agent's check
