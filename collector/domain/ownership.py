@@ -379,7 +379,7 @@ def dns_matches(pattern: str, name: str, short_too: bool = False) -> bool:
 # -- resolution ------------------------------------------------------------------------------
 
 
-def _cn(subject: str) -> str:
+def subject_cn(subject: str) -> str:
     for part in re.split(r"(?<!\\),", subject or ""):
         k, _, v = part.strip().partition("=")
         if k.upper() == "CN":
@@ -409,7 +409,7 @@ def rule_matches(rule: Rule, cert: CertFacts, location: Any | None) -> bool:
     if rule.issuer and rule.issuer.lower() not in (cert.issuer or "").lower():
         return False
     if rule.san:
-        names = cert.dns_names or ((_cn(cert.subject),) if _cn(cert.subject) else ())
+        names = cert.dns_names or ((subject_cn(cert.subject),) if subject_cn(cert.subject) else ())
         if not any(dns_matches(rule.san, n) for n in names):
             return False
     if rule.host or rule.path or rule.labels:
@@ -597,6 +597,8 @@ def orphans_in(
 def find_orphans(registry: Any, now: dt.datetime | None = None, page_size: int | None = None) -> Iterator[Orphan]:
     """Orphaned certificates in ``registry`` (a collector.registry.Registry), soonest expiry first,
     streamed: certificates are read and judged a page at a time."""
+    # the registry's query feeding the pure orphans_in (collector/registry/owners.py orphans() calls it);
+    # its place is the registry's owners store, which will compose orphans_in itself
     from collector.registry.types import CertFilter
 
     store = registry.owners

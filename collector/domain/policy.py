@@ -67,7 +67,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Mapping, Sequence
 
 from collector.errors import CollectorError, InvalidInput
-from collector.domain.ownership import check_environment, check_glob, dns_matches, facts_of
+from collector.domain.ownership import check_environment, check_glob, dns_matches, facts_of, subject_cn
 
 # -- rules ---------------------------------------------------------------------------------
 
@@ -368,9 +368,7 @@ def _dns_names(cert: Any) -> tuple[str, ...]:
     f = facts_of(cert)
     if f.dns_names:
         return tuple(n.lower() for n in f.dns_names)
-    from collector.domain.ownership import _cn
-
-    cn = _cn(f.subject)
+    cn = subject_cn(f.subject)
     return (cn.lower(),) if cn else ()
 
 

@@ -64,7 +64,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from collector.domain.templates import SubjectNames, Template, TemplateConfigError
 from collector.errors import IssuerError, IssuerUnavailable
 from collector.issuers.base import Issued, RevocationReason, prepare_request, utc
-from collector.issuers.settings import check_keys, config_duration, config_path, split_listen
+from collector.issuers.settings import check_keys, config_duration, config_path, issuer_error, split_listen
 from collector.issuers.solvers import ChallengeSolver, Dns01HookSolver, StandaloneHttp01Solver
 from collector.pki import write_private_file, write_public_file
 
@@ -138,27 +138,28 @@ class AcmeIssuer:
         base = Path(base_dir) if base_dir is not None else Path(data_dir)
         url = cfg.get("directory_url")
         if not isinstance(url, str) or not url:
-            raise TemplateConfigError(f"issuer {name!r}: directory_url is required")
+            raise issuer_error(cfg, f"issuer {name!r}: directory_url is required")
         if not url.startswith(("https://", "http://")):
-            raise TemplateConfigError(f"issuer {name!r}: directory_url must be an https:// URL")
+            raise issuer_error(cfg, f"issuer {name!r}: directory_url must be an https:// URL", "directory_url")
         challenge = str(cfg.get("challenge", "http-01"))
         if challenge not in ("http-01", "dns-01"):
-            raise TemplateConfigError(f"issuer {name!r}: challenge must be \"http-01\" or \"dns-01\"")
+            raise issuer_error(cfg, f"issuer {name!r}: challenge must be \"http-01\" or \"dns-01\"", "challenge")
         if solver is None:
             if challenge == "http-01":
                 listen = cfg.get("http01_listen")
                 if not listen:
-                    raise TemplateConfigError(
-                        f"issuer {name!r}: http-01 needs http01_listen (a responder on the collector host) "
-                        "or a solver given by the collector (the agent serves the challenge)"
+                    raise issuer_error(
+                        cfg, f"issuer {name!r}: http-01 needs http01_listen (a responder on the collector host) "
+                             "or a solver given by the collector (the agent serves the challenge)"
                     )
-                host, port = split_listen(name, "http01_listen", str(listen))
+                host, port = split_listen(name, "http01_listen", str(listen), cfg)
                 solver = StandaloneHttp01Solver(host, port)
             else:
                 hook = cfg.get("dns01_hook")
                 if not isinstance(hook, list) or not hook or not all(isinstance(a, str) and a for a in hook):
-                    raise TemplateConfigError(
-                        f"issuer {name!r}: dns-01 needs dns01_hook, an argument list such as [\"/usr/local/bin/hook\"]"
+                    raise issuer_error(
+                        cfg, f"issuer {name!r}: dns-01 needs dns01_hook, an argument list such as "
+                             "[\"/usr/local/bin/hook\"]", "dns01_hook"
                     )
                 solver = Dns01HookSolver(
                     hook,
@@ -172,7 +173,8 @@ class AcmeIssuer:
             try:
                 eab_key = key_file.read_text().strip()
             except OSError as e:
-                raise TemplateConfigError(f"issuer {name!r}: cannot read {key_file}: {e.strerror}") from None
+                raise issuer_error(cfg, f"issuer {name!r}: cannot read {key_file}: {e.strerror}",
+                                   "eab_hmac_key_file") from None
         return cls(
             name, url, Path(data_dir) / "issuers" / name, solver,
             ca_bundle=config_path(cfg, "ca_bundle", base),

@@ -22,7 +22,7 @@ from typing import Any, Callable, Mapping
 from collector.domain.templates import Template, TemplateConfigError
 from collector.issuers.base import Issuer
 from collector.issuers.internal_ca import InternalCA
-from collector.issuers.settings import check_name
+from collector.issuers.settings import check_name, issuer_error
 
 __all__ = ["build_issuers", "FACTORIES", "IssuerFactory", "check_template_issuers"]
 
@@ -74,14 +74,13 @@ def build_issuers(
     if not isinstance(config, Mapping):
         raise TemplateConfigError("issuers: expected a table of named issuers")
     for name, cfg in config.items():
-        check_name(name)
         if not isinstance(cfg, Mapping):
             raise TemplateConfigError(f"issuer {name!r}: expected a table of settings")
+        check_name(name, cfg)
         kind = cfg.get("type")
         if kind not in table:
-            raise TemplateConfigError(
-                f"issuer {name!r}: type {kind!r} is not one of: {', '.join(sorted(table))}"
-            )
+            raise issuer_error(cfg, f"issuer {name!r}: type {kind!r} is not one of: {', '.join(sorted(table))}",
+                               "type")
         extra: dict[str, Any] = {}
         if solvers and name in solvers:
             extra["solver"] = solvers[name]

@@ -30,7 +30,6 @@ from collector.api.policy import PolicyServicer
 from collector.api.reports import ReportServicer
 from collector.api.routes import add_enrollment_service, add_main_services
 from collector.config.core import CollectorConfig, ConfigError
-from collector.domain.templates import load_templates
 from collector.issuers.factory import build_issuers, check_template_issuers
 from collector.issuers.solvers import CallbackHttp01Solver
 from collector.pki import CollectorCA
@@ -43,7 +42,7 @@ from collector.services.challenges import ChallengeBroker
 from collector.services.enrollment import Enrollment
 from collector.services.inventory import Inventory
 from collector.services.notifier import Notifier
-from collector.services.policy_runner import PolicyEvaluator, PolicySettings
+from collector.services.policy_runner import PolicyEvaluator
 from collector.services.renewal import RenewalService
 
 log = logging.getLogger(__name__)
@@ -68,24 +67,20 @@ class CollectorState:
 
 
 def build_renewal(config: CollectorConfig, registry: Registry, clock: Callable[[], dt.datetime]) -> RenewalService | None:
-    """Issuers and templates from the config's [issuers], [templates] and [renewal] tables; None when none are set."""
-    issuers_cfg = config.extra.get("issuers")
-    if not issuers_cfg:
+    """Issuers and templates from the config's [issuers], [templates] and [renewal] tables; None without issuers."""
+    if not config.issuers:
         return None
-    base = config.path.resolve().parent if config.path else config.data_dir
     broker = ChallengeBroker()
     # ACME http-01 without a responder on the collector host: the agent places the challenge.
     solvers = {
         name: CallbackHttp01Solver(broker.present, broker.cleanup)
-        for name, cfg in issuers_cfg.items()
-        if isinstance(cfg, dict) and cfg.get("type") == "acme"
-        and cfg.get("challenge", "http-01") == "http-01" and not cfg.get("http01_listen")
+        for name, cfg in config.issuers.items()
+        if cfg.get("type") == "acme" and cfg.get("challenge", "http-01") == "http-01" and not cfg.get("http01_listen")
     }
-    issuers = build_issuers(issuers_cfg, config.data_dir, base_dir=base, solvers=solvers)
-    templates = load_templates(config.extra.get("templates"))
+    issuers = build_issuers(config.issuers, config.data_dir, base_dir=config.base_dir, solvers=solvers)
+    templates = dict(config.templates)
     check_template_issuers(templates, issuers)
-    renewal_cfg = config.extra.get("renewal", {}) or {}
-    default = renewal_cfg.get("default_template", "")
+    default = config.renewal.default_template
     if not default and len(templates) == 1:
         default = next(iter(templates))
     if default and default not in templates:
@@ -96,8 +91,7 @@ def build_renewal(config: CollectorConfig, registry: Registry, clock: Callable[[
 def policy_evaluator(config: CollectorConfig, registry: Registry, clock: Callable[[], dt.datetime],
                      on_new_violation: Callable[[Any], Any] | None = None) -> PolicyEvaluator:
     """The [policy] table: the policy file and the evaluation interval."""
-    base = config.path.resolve().parent if config.path else config.data_dir
-    return PolicyEvaluator(registry, PolicySettings.from_config(config.extra, base), clock, on_new_violation)
+    return PolicyEvaluator(registry, config.policy, clock, on_new_violation)
 
 
 def prepare(config: CollectorConfig, clock: Callable[[], dt.datetime] = utcnow) -> CollectorState:
@@ -129,7 +123,7 @@ class CollectorServer:
         cfg = state.config
         auth = Authenticator(state.registry)
         self.hub = AgentHub()
-        self.notifier = Notifier.from_config(cfg.extra, state.registry, clock)
+        self.notifier = Notifier(state.registry, cfg.notify, clock)
         # a new violation on a production certificate tells its owner; without a channel, nothing happens
         on_new_violation = self.notifier.on_new_violation if self.notifier.enabled else None
         options = [
@@ -139,7 +133,7 @@ class CollectorServer:
         lifetime = dt.timedelta(seconds=cfg.agent_cert_lifetime)
         enrollment = Enrollment(state.registry, state.ca, lifetime, clock)
         self.policy = policy_evaluator(cfg, state.registry, clock, on_new_violation)
-        self.retention = AuditRetention.from_config(cfg.extra, state.registry, clock)
+        self.retention = AuditRetention(state.registry, cfg.audit, clock)
         self.main = grpc.aio.server(options=options)
         add_main_services(
             self.main,

@@ -15,7 +15,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from collector import errors
-from collector.domain import netscan as discovery
+from collector.domain import serving
 from collector.domain import jobstates as jobs
 from collector.services.challenges import ChallengeBroker
 from collector.issuers.base import Issuer, KnowsIssued, RevocationReason, SupportsRoot
@@ -72,8 +72,8 @@ class RenewalService:
         selector = where if any((where.agent_id, where.store_type, where.path, where.alias)) else None
         # endpoints and trust anchors are not renewed: say so, and where to renew instead
         targets = renew_targets(cert, selector)
-        blocked = [t for t in targets if discovery.not_renewable(t)]
-        ok = [t for t in targets if not discovery.not_renewable(t)]
+        blocked = [t for t in targets if serving.not_renewable(t)]
+        ok = [t for t in targets if not serving.not_renewable(t)]
         if blocked and not ok:
             raise errors.InvalidInput(self._refusal(cert.fingerprint, blocked))
         tpl = self.template(template_name)
@@ -82,13 +82,13 @@ class RenewalService:
         # a request that breaks a LOCKED policy value is refused, naming the rule (collector/domain/policy.py)
         self.registry.policies.check_renewal(cert, selector, RequestFacts.from_template(tpl, names.dns))
         reason = reason or "renewal requested"
-        hints = {id(t): discovery.reload_suggestion(t.processes) for t in ok}
+        hints = {id(t): serving.reload_suggestion(t.processes) for t in ok}
         if not blocked and not any(hints.values()):
             return self.registry.jobs.create_renewals(
                 cert.fingerprint, selector, tpl.name, requested_by, reason, self.clock(), JOB_TIMEOUT)
         for t in blocked:
             log.info("renewal of %s: %s %s left out: %s", cert.fingerprint[:16], t.hostname, t.path,
-                     discovery.not_renewable(t))
+                     serving.not_renewable(t))
         # one request per location: each job keeps the reload the agent found for its service
         out: dict[str, object] = {}
         for t in ok:
@@ -105,7 +105,7 @@ class RenewalService:
         """Why none of the targeted locations can be renewed, and where to renew instead."""
         parts = []
         for t in blocked[:5]:
-            why = discovery.not_renewable(t)
+            why = serving.not_renewable(t)
             text = f"{t.hostname} {t.store_type}:{t.path}" + (f" [{t.alias}]" if t.alias else "") + f": {why}"
             if t.store_type == "endpoint":
                 files = self.registry.discovery.serving_locations(t.agent_id, t.path)

@@ -11,7 +11,8 @@ from collector.issuers.solvers import CallbackHttp01Solver, Dns01HookSolver, Sta
 from collector.issuers.base import Issuer
 from collector.issuers.factory import FACTORIES, build_issuers, check_template_issuers
 from collector.issuers.internal_ca import InternalCA
-from collector.domain.templates import SubjectNames, TemplateConfigError, load_templates
+from collector.domain.templates import SubjectNames, TemplateConfigError
+from collector.config.templates import load_templates
 from issuer_helpers import utcnow
 from issuer_helpers import make_csr, new_key
 

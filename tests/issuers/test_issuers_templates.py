@@ -9,9 +9,8 @@ from cryptography import x509
 
 from collector.errors import CollectorError, IssuerError
 from collector.issuers.base import RevocationReason, load_csr
-from collector.domain.templates import (
-    SubjectNames, Template, TemplateConfigError, check_request, csr_matches_template, load_templates,
-)
+from collector.domain.templates import SubjectNames, Template, TemplateConfigError, check_request, csr_matches_template
+from collector.config.templates import load_templates
 from issuer_helpers import make_template
 from issuer_helpers import make_csr, new_key
 

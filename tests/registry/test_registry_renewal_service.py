@@ -17,7 +17,7 @@ from collector.issuers.solvers import StandaloneHttp01Solver
 from collector.issuers.internal_ca import InternalCA
 from collector.registry.types import LocationSelector
 from collector.services.renewal import MAX_ATTEMPTS, RenewalService
-from collector.domain.templates import load_templates
+from collector.config.templates import load_templates
 from tests.conftest import free_port
 from tests.registry.registry_certs import header, leaf, location, root_ca, store_report
 

@@ -8,7 +8,9 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from typing import Any, Mapping
 
-from collector.notify.channels.base import ChannelError, Message, NotifyConfigError, digest_text, secret_from
+from collector.notify.channels.base import (
+    ChannelError, Message, NotifyConfigError, digest_text, refuse_inline_secret, secret_from,
+)
 
 
 class SmtpChannel:
@@ -25,10 +27,17 @@ class SmtpChannel:
         return f"SmtpChannel({self.name!r}, {self.host}:{self.port}, starttls={self.starttls})"
 
     @classmethod
-    def from_config(cls, cfg: Mapping[str, Any]) -> SmtpChannel:
+    def check(cls, cfg: Mapping[str, Any]) -> None:
+        """The settings as written (no secret is read)."""
         where = f"[[notify.channel]] {cfg['name']!r}"
         if not cfg.get("host") or not cfg.get("from"):
             raise NotifyConfigError(f"{where}: an smtp channel needs host and from")
+        refuse_inline_secret(cfg, "password", where)
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> SmtpChannel:
+        cls.check(cfg)
+        where = f"[[notify.channel]] {cfg['name']!r}"
         to = cfg.get("to", [])
         if isinstance(to, str):
             to = [to]

@@ -9,7 +9,9 @@ import urllib.error
 import urllib.request
 from typing import Any, Mapping
 
-from collector.notify.channels.base import ChannelError, Message, NotifyConfigError, digest_text, secret_from
+from collector.notify.channels.base import (
+    ChannelError, Message, NotifyConfigError, digest_text, refuse_inline_secret, secret_from,
+)
 
 USER_AGENT = "certfleet-notify/1"
 
@@ -54,12 +56,20 @@ class _Base:
         return f"{type(self).__name__}({self.name!r})"
 
     @classmethod
-    def from_config(cls, cfg: Mapping[str, Any]) -> Any:
+    def check(cls, cfg: Mapping[str, Any]) -> None:
+        """The settings as written (no secret is read)."""
         where = f"[[notify.channel]] {cfg['name']!r}"
         url = cfg.get("url", "")
         if not url and cls.type != "webhook":
             raise NotifyConfigError(f"{where}: a {cls.type} channel needs url")
-        return cls(cfg["name"], _check_url(url, where), float(cfg.get("timeout", 10)), secret_from(cfg, "token", where))
+        _check_url(url, where)
+        refuse_inline_secret(cfg, "token", where)
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> Any:
+        cls.check(cfg)
+        where = f"[[notify.channel]] {cfg['name']!r}"
+        return cls(cfg["name"], cfg.get("url", ""), float(cfg.get("timeout", 10)), secret_from(cfg, "token", where))
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._token}"} if self._token else {}
