@@ -106,3 +106,17 @@ def test_inline_tables_as_the_ansible_role_writes_them_name_their_line() -> None
     t = Table({"a": 1}, "[x]", ("x",), Where("c.toml", "[x]\na = 1\n"))
     with pytest.raises(ConfigError, match=r"^c.toml:2: \[x\]: unknown key\(s\) a \(known: b\)$"):
         t.check_keys({"b"})
+
+
+def test_a_misspelt_table_or_channel_setting_is_refused_not_ignored(tmp_path: pathlib.Path) -> None:
+    """Before, [notfy] (or `hots = ...` in a channel) was read as nothing at all: the feature stayed
+    unconfigured without a word."""
+    path = write(tmp_path, CONFIG.replace("[notify]\n", "[notfy]\n", 1))
+    with pytest.raises(ConfigError, match=r"collector\.toml:23: unknown table\(s\) \[notfy\] \(known: \[collector\]"):
+        load_config(path)
+    path = write(tmp_path, CONFIG.replace('host = "smtp.example.com"', 'hots = "smtp.example.com"', 1))
+    with pytest.raises(NotifyConfigError, match=r"collector\.toml:26: .*'mail': an smtp channel needs host"):
+        load_config(path)
+    path = write(tmp_path, CONFIG.replace('host = "smtp.example.com"', 'host = "smtp.example.com"\nport_ = 25', 1))
+    with pytest.raises(NotifyConfigError, match=r"collector\.toml:26: .*'mail': unknown key\(s\) port_ \(known: "):
+        load_config(path)

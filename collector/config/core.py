@@ -47,6 +47,8 @@ def split_hostport(value: str, what: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+#: the tables a collector config may have
+TABLES = ("collector", "issuers", "templates", "renewal", "policy", "notify", "audit")
 _KEYS = {
     "data_dir", "database_url", "listen", "enroll_listen", "advertise", "enroll_advertise",
     "server_names", "token_ttl", "agent_cert_lifetime", "admin_cert_lifetime",
@@ -121,6 +123,10 @@ def config_from_dict(raw: Mapping[str, Any], base: pathlib.Path, path: pathlib.P
                      where: Where | None = None) -> CollectorConfig:
     """The config from its parsed tables; ``base``: where relative paths are taken from."""
     root = Table(raw, "config", (), where)
+    unknown = sorted(set(raw) - set(TABLES))
+    if unknown:   # a misspelt table would leave its feature unconfigured without a word
+        raise root.error(f"unknown table(s) {', '.join(f'[{u}]' for u in unknown)} "
+                         f"(known: {', '.join(f'[{t}]' for t in TABLES)})", unknown[0])
     section = root.table("collector", "[collector]")
     section.check_keys(_KEYS)
     data_dir = pathlib.Path(section.get("data_dir", "data"))

@@ -40,6 +40,13 @@ class Channel(Protocol):
         """Deliver or raise ChannelError."""
 
 
+def check_keys(cfg: Mapping[str, Any], known: frozenset[str], where: str) -> None:
+    """A channel's table names only settings its type knows."""
+    unknown = sorted(set(cfg) - known)
+    if unknown:
+        raise NotifyConfigError(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+
+
 def refuse_inline_secret(cfg: Mapping[str, Any], key: str, where: str) -> None:
     """A secret is given as ``<key>_file`` or ``<key>_env``; the value itself in the config is refused."""
     if key in cfg:

@@ -10,7 +10,7 @@ import urllib.request
 from typing import Any, Mapping
 
 from collector.notify.channels.base import (
-    ChannelError, Message, NotifyConfigError, digest_text, refuse_inline_secret, secret_from,
+    ChannelError, Message, NotifyConfigError, check_keys, digest_text, refuse_inline_secret, secret_from,
 )
 
 USER_AGENT = "certfleet-notify/1"
@@ -48,6 +48,7 @@ def _check_url(url: str, where: str) -> str:
 
 class _Base:
     type = ""
+    KEYS = frozenset({"name", "type", "url", "timeout", "token_file", "token_env"})
 
     def __init__(self, name: str, url: str = "", timeout: float = 10.0, token: str = "") -> None:
         self.name, self.url, self.timeout, self._token = name, url, timeout, token
@@ -64,6 +65,7 @@ class _Base:
             raise NotifyConfigError(f"{where}: a {cls.type} channel needs url")
         _check_url(url, where)
         refuse_inline_secret(cfg, "token", where)
+        check_keys(cfg, cls.KEYS, where)
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> Any:
@@ -107,6 +109,7 @@ class TicketChannel(_Base):
     assignment group (the owner), due date (the expiry), fingerprint, hosts and paths."""
 
     type = "ticket"
+    KEYS = _Base.KEYS | {"kinds"}    # the notice kinds that open a ticket (collector/config/notify.py)
 
     def send(self, message: Message) -> None:
         post_json(message.target or self.url, dict(message.payload["ticket"]), self.timeout, self._headers())
