@@ -19,9 +19,9 @@ from collector.issuers.solvers import (
 )
 from collector.issuers.base import Issuer, KnowsIssued, RevocationReason, SupportsRoot
 from collector.domain.templates import SubjectNames
-from issuer_helpers import make_template, utcnow
-from issuer_helpers import Pebble, free_port, make_csr, new_key, verify_chain
-from issuer_helpers import tls_files
+from tests.helpers.collector_issuers import make_template, utcnow
+from tests.helpers.collector_issuers import Pebble, free_port, make_csr, new_key, verify_chain
+from tests.helpers.collector_issuers import tls_files
 
 HOOK = [sys.executable, str(Path(__file__).with_name("dns_hook.py"))]
 

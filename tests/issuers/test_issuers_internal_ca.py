@@ -16,8 +16,8 @@ from collector.errors import IssuerError
 from collector.issuers.base import KnowsIssued, RevocationReason, SupportsCRL, SupportsRoot
 from collector.issuers.internal_ca import InternalCA
 from collector.domain.templates import SubjectNames, TemplateConfigError
-from issuer_helpers import make_template, utcnow
-from issuer_helpers import make_csr, new_key, openssl_ca
+from tests.helpers.collector_issuers import make_template, utcnow
+from tests.helpers.collector_issuers import make_csr, new_key, openssl_ca
 
 NAMES = SubjectNames("www.example.test", ["www.example.test"], [])
 
