@@ -19,7 +19,7 @@ from collector.api.errors import streaming, unary
 from collector.api.paging import paged as _paged
 from collector.api.hub import AgentHub
 from collector.pki import CollectorCA
-from collector.registry.repository import Registry
+from collector.registry import Registry
 from collector.registry.types import CertFilter
 from collector.registry.types import LocationSelector
 from collector.services.renewal import RenewalService

@@ -18,7 +18,7 @@ import grpc
 from collector import errors
 from collector.api.errors import current_method
 from collector.pki import Identity, identity_from_pem
-from collector.registry.repository import Registry
+from collector.registry import Registry
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from certfleet.v1 import report_pb2_grpc
 from collector import reports
 from collector.api.auth import AUDIT_READ, READ, Authenticator
 from collector.api.errors import streaming
-from collector.registry.repository import Registry
+from collector.registry import Registry
 from collector.api.report_codec import to_parts
 
 log = logging.getLogger(__name__)

@@ -29,6 +29,10 @@ fleet and are refused to the role (and the refusal audited).
 
 Builders are named by module and imported when first built, so that the CLI, which
 imports this package for rendering, does not pull in the registry (SQLAlchemy).
+
+May import: the builders read the registry (``collector.registry``) and the pure
+``collector.domain``; the package itself only ``collector.errors`` and its own model and
+parameters. The wire form of a report is ``collector.api.report_codec``'s.
 """
 from __future__ import annotations
 

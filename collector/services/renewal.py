@@ -4,6 +4,20 @@ The agent makes the key and the CSR and installs; the collector decides what
 to ask, issues through the template's issuer, and records every step on the
 job (collector/registry/jobs.py), so that any collector replica can carry a
 job forward and a restart loses nothing.
+
+The trip of a renewal (``certfleet renew``, or auto-renewal):
+
+1. :meth:`RenewalService.request` (collector/api/admin.py ``Renew``): one job per targeted
+   location, ``requested``;
+2. :meth:`RenewalService.commands_for`, asked by the agent's command stream
+   (collector/services/agent_session.py): the job state machine (collector/domain/jobstates.py
+   ``command_for``) wants a key and a CSR made on the host: a PrepareRenewal; ``key_pending``;
+3. the agent's CSR, to :meth:`RenewalService.on_update` (``update_path``): ``csr_received``, then
+   the template's issuer signs: ``issued`` (an unreachable issuer: retried, then ``failed``);
+4. :meth:`RenewalService.commands_for` again: an InstallCertificate with the issuer's root when
+   it knows it (``SupportsRoot``); ``installing``;
+5. the agent installs, reloads and checks that the service serves the new certificate:
+   :meth:`RenewalService.on_update`: ``verified``, ``rolled_back`` or ``failed``.
 """
 from __future__ import annotations
 
@@ -15,16 +29,16 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from collector import errors
-from collector.domain import serving
 from collector.domain import jobstates as jobs
-from collector.services.challenges import ChallengeBroker
-from collector.issuers.base import Issuer, KnowsIssued, RevocationReason, SupportsRoot
+from collector.domain import serving
+from collector.domain.commands import Command, InstallCertificate, LocationKey, PrepareRenewal
 from collector.domain.policy import RequestFacts
-from collector.registry.repository import Registry
-from collector.registry.types import JobView, LocationSelector
 from collector.domain.scope import renew_targets
 from collector.domain.templates import SubjectNames, Template, check_request
-from collector.domain.commands import Command, InstallCertificate, LocationKey, PrepareRenewal
+from collector.issuers.base import Issuer, KnowsIssued, RevocationReason, SupportsRoot
+from collector.registry import Registry
+from collector.registry.types import JobView, LocationSelector
+from collector.services.challenges import ChallengeBroker
 
 log = logging.getLogger(__name__)
 

@@ -26,13 +26,13 @@ def post_json(url: str, body: Any, timeout: float, headers: Mapping[str, str] | 
         with urllib.request.urlopen(req, timeout=timeout) as r:   # noqa: S310 - http(s) only, checked in config
             r.read(65536)
     except urllib.error.HTTPError as e:
-        raise ChannelError(f"POST {_safe(url)}: HTTP {e.code} {e.reason}") from None
+        raise ChannelError(f"POST {redact_url(url)}: HTTP {e.code} {e.reason}") from None
     except (urllib.error.URLError, OSError) as e:
         reason = getattr(e, "reason", e)
-        raise ChannelError(f"POST {_safe(url)}: {reason}") from None
+        raise ChannelError(f"POST {redact_url(url)}: {reason}") from None
 
 
-def _safe(url: str) -> str:
+def redact_url(url: str) -> str:
     """The URL without its path and query (webhook URLs often carry a secret token)."""
     from urllib.parse import urlsplit
 
