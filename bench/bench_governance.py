@@ -52,7 +52,7 @@ if str(ROOT) not in sys.path:
 
 from collector import reports  # noqa: E402
 from collector.services.notifier import Notifier  # noqa: E402
-from collector.notify.settings import NotifySettings  # noqa: E402
+from collector.config.notify import NotifySettings  # noqa: E402
 from collector.registry import Registry  # noqa: E402
 from collector.registry.types import HostFacts, LocationIn, LocationSelector, ReportHeaderIn  # noqa: E402
 

@@ -18,6 +18,11 @@ class CollectorError(Exception):
         return self.message
 
 
+class ConfigError(CollectorError):
+    """The collector's config file is missing, malformed or inconsistent; the message names the file
+    and line where it can (collector/config/reader.py)."""
+
+
 class NotFound(CollectorError):
     """The thing asked for does not exist."""
 

@@ -8,18 +8,10 @@ from typing import Any
 
 import pytest
 
-from collector.services.autorenew import (
-    AutoRule,
-    Planned,
-    busy_locations,
-    build_autorenewer,
-    load_auto_rules,
-    load_settings,
-    location_key,
-    path_pattern,
-    plan_renewals,
-)
 from collector.config.core import ConfigError, config_from_dict
+from collector.config.renewal import load_auto_rules, load_settings
+from collector.domain.autorules import AutoRule, path_pattern
+from collector.services.autorenew import Planned, busy_locations, build_autorenewer, location_key, plan_renewals
 from collector.domain.jobstates import MaintenanceWindow, renewal_point
 from collector.registry.types import CertificateView, JobView, LocationSelector, LocationView
 

@@ -1,4 +1,4 @@
-"""collector/domain/netscan.py: the collector's network scan decisions, as pure functions."""
+"""collector/domain/netscan.py and serving.py: network scan and serving decisions, as pure functions."""
 from __future__ import annotations
 
 import datetime as dt
@@ -6,6 +6,7 @@ import datetime as dt
 import pytest
 
 from collector.domain import netscan as d
+from collector.domain import serving
 from collector.errors import InvalidInput
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
@@ -77,21 +78,21 @@ def test_deadlines() -> None:
 
 
 def test_endpoint_matching_and_renewability() -> None:
-    assert d.listens_on(["0.0.0.0:443"], "127.0.0.5:443")
-    assert d.listens_on(["[::]:8443"], "[::1]:8443")
-    assert d.listens_on(["127.0.0.5:443"], "127.0.0.5:443")
-    assert not d.listens_on(["127.0.0.6:443"], "127.0.0.5:443")
-    assert not d.listens_on(["0.0.0.0:80"], "127.0.0.5:443")
+    assert serving.listens_on(["0.0.0.0:443"], "127.0.0.5:443")
+    assert serving.listens_on(["[::]:8443"], "[::1]:8443")
+    assert serving.listens_on(["127.0.0.5:443"], "127.0.0.5:443")
+    assert not serving.listens_on(["127.0.0.6:443"], "127.0.0.5:443")
+    assert not serving.listens_on(["0.0.0.0:80"], "127.0.0.5:443")
 
     class Loc:
         def __init__(self, store_type: str, role: str = "service") -> None:
             self.store_type, self.role = store_type, role
 
-    assert d.not_renewable(Loc("pem")) is None
-    assert "TLS endpoint" in d.not_renewable(Loc("endpoint"))
-    assert "trust anchors are not renewed" in d.not_renewable(Loc("pem", "trust_anchor"))
-    hint = d.reload_suggestion([{"name": "java", "pid": 8}, {"name": "nginx", "pid": 7, "suggested_reload": "nginx"}])
-    assert hint == d.ReloadSuggestion("nginx", "nginx", 7, "")
+    assert serving.not_renewable(Loc("pem")) is None
+    assert "TLS endpoint" in serving.not_renewable(Loc("endpoint"))
+    assert "trust anchors are not renewed" in serving.not_renewable(Loc("pem", "trust_anchor"))
+    hint = serving.reload_suggestion([{"name": "java", "pid": 8}, {"name": "nginx", "pid": 7, "suggested_reload": "nginx"}])
+    assert hint == serving.ReloadSuggestion("nginx", "nginx", 7, "")
     assert hint.text() == "nginx (nginx pid 7 uses this location)"
-    assert d.ReloadSuggestion.from_json(hint.as_json()) == hint
-    assert d.reload_suggestion([{"name": "java", "pid": 8}]) is None
+    assert serving.ReloadSuggestion.from_json(hint.as_json()) == hint
+    assert serving.reload_suggestion([{"name": "java", "pid": 8}]) is None

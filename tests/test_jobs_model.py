@@ -102,6 +102,25 @@ def test_commands() -> None:
         state_after_command("verified")
 
 
+def test_what_an_agents_update_does_to_a_job() -> None:
+    path = jobs.update_path
+    assert path("key_pending", "csr_ready") == ("csr_received",)
+    assert path("requested", "csr_ready") == ("key_pending", "csr_received")      # a CSR for an earlier attempt
+    assert path("issued", "csr_ready") == path("verified", "csr_ready") == ()      # a repeat: harmless
+    assert path("installing", "verified") == ("verified",)
+    assert path("issued", "rolled_back") == ("installing", "rolled_back")
+    assert path("failed", "verified") == path("cancelled", "failed") == ()         # late news of an ended job
+    assert path("issued", "installing") == ("installing",) and path("installing", "installing") == ()
+    for current, reported in [("requested", "csr_ready"), ("issued", "verified"), ("installing", "failed")]:
+        states = (current, *path(current, reported))
+        for a, b in zip(states, states[1:]):
+            transition(a, b)      # every step is one the state machine allows
+    with pytest.raises(InvalidInput, match="unknown job update state"):
+        path("installing", "")
+    assert jobs.is_challenge_answer("challenge_ready") and jobs.is_challenge_answer("challenge_failed")
+    assert not jobs.is_challenge_answer("csr_ready")
+
+
 def test_command_due() -> None:
     r = jobs.COMMAND_RESEND_AFTER
     assert command_due("requested", T0, None, T0)

@@ -6,7 +6,7 @@ import datetime as dt
 import pytest
 
 from collector.notify.channels import NotifyConfigError
-from collector.notify.settings import NotifySettings
+from collector.config.notify import NotifySettings
 
 
 def test_defaults_and_overrides(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]

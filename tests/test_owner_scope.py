@@ -6,7 +6,10 @@ from types import SimpleNamespace
 from collector.domain import ownership as own
 from collector.domain.ownership import Explicit, Rule
 from collector.registry.types import LocationSelector
-from collector.domain.scope import TeamScope, foreign_targets, job_owned, renew_targets, team_locations, team_view
+from collector.domain.scope import (
+    foreign_targets, job_owned, renew_targets, renewal_refusal, selects, team_locations, team_view,
+)
+from collector.services.team_scope import TeamScope
 from tests.test_ownership import cert, loc
 
 RULES = [Rule(name="web", priority=10, owner="web-team", path="/srv/web/**"),
@@ -98,3 +101,24 @@ def test_team_scope_filters_pages_and_jobs() -> None:
             job(WEB, "77" * 32)]
     assert scope.jobs(jobs) == [jobs[0], jobs[3]]
     assert scope.job(jobs[0]) and not scope.job(jobs[1])
+
+
+def test_a_renewal_outside_the_team_is_refused_naming_what_to_audit() -> None:
+    assert renewal_refusal(SHARED, LocationSelector(path=WEB.path), "web-team", RULES, []) is None
+    r = renewal_refusal(SHARED, None, "web-team", RULES, [])
+    assert r is not None and r.message == "role owner (team web-team) may renew only its team's certificates"
+    assert dict(r.detail) == {"fingerprint": SHARED.fingerprint, "locations": ["agent-1 pem:/srv/db/db.pem"]}
+    # nothing targeted: refused too, with no location to name
+    nothing = renewal_refusal(SHARED, LocationSelector(path="/nowhere"), "web-team", RULES, [])
+    assert nothing is not None and nothing.detail["locations"] == []
+    # the scope asks the same decision about what the registry holds
+    scope = TeamScope(FakeRegistry([SHARED, DBONLY]), "db-team")
+    assert scope.renewal_refusal(DBONLY.fingerprint, None) is None
+    assert scope.renewal_refusal(SHARED.fingerprint, None).detail["locations"] == ["agent-1 pem:/srv/web/www.pem"]
+
+
+def test_a_selector_picks_locations_like_the_job_store() -> None:
+    assert selects(LocationSelector(), WEB) and selects(LocationSelector(hostname=WEB.hostname.upper()), WEB)
+    assert selects(LocationSelector(path=WEB.path, chain_index=0), WEB)
+    assert not selects(LocationSelector(path=WEB.path, chain_index=1), WEB)
+    assert not selects(LocationSelector(agent_id="agent-2"), WEB) and not selects(LocationSelector(alias="a"), WEB)

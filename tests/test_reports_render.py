@@ -11,7 +11,7 @@ import pytest
 
 from collector.reports.model import Report, Section, cn_or_dn
 from collector.reports.render import render, table_text
-from collector.reports.wire import from_parts, to_parts
+from collector.api.report_codec import from_parts, to_parts
 
 NOW = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.timezone.utc)
 EVIL = "<script>alert('x')</script>&\"quoted\""

@@ -56,7 +56,7 @@ def test_agent_and_collector_configs_read_the_same_durations(tmp_path: pathlib.P
                                                             seconds: float) -> None:
     from agent.config import parse_config
     from collector.config.core import config_from_dict
-    from collector.issuers.factory import config_duration
+    from collector.issuers.settings import config_duration
 
     agent = parse_config(f"[agent]\nscan_interval = {_toml(text)}\n", path=tmp_path / "agent.toml")
     assert agent.scan_interval == pytest.approx(seconds)

@@ -1,4 +1,9 @@
-"""AdminService servicer: what the `certfleet` CLI calls, over mutual TLS with an admin certificate."""
+"""AdminService servicer: what the `certfleet` CLI calls, over mutual TLS with an admin certificate.
+
+Thin: the caller's role (collector/api/auth.py), then the registry or a service, with messages
+converted at the door (collector/api/convert.py). Role owner is narrowed to its team by
+collector/services/team_scope.py, whose decisions are collector/domain/scope.py's.
+"""
 from __future__ import annotations
 
 import asyncio
@@ -14,11 +19,11 @@ from collector.api.errors import streaming, unary
 from collector.api.paging import paged as _paged
 from collector.api.hub import AgentHub
 from collector.pki import CollectorCA
-from collector.registry.repository import Registry
+from collector.registry import Registry
 from collector.registry.types import CertFilter
 from collector.registry.types import LocationSelector
 from collector.services.renewal import RenewalService
-from collector.domain.scope import TeamScope
+from collector.services.team_scope import TeamScope
 from collector.domain.tokens import hash_token, new_token
 
 log = logging.getLogger(__name__)
@@ -146,16 +151,12 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     async def Renew(self, request, context):  # type: ignore[override]
         caller = await self.auth.admin(context, RENEW)
         where = LocationSelector(agent_id=request.agent_id, store_type=request.store_type, path=request.path,
-                               alias=request.alias)
+                                 alias=request.alias)
         scope = await asyncio.to_thread(self._scope, caller)
         if scope is not None:
-            cert = await asyncio.to_thread(self.registry.get_certificate, request.fingerprint_prefix, False)
-            foreign = await asyncio.to_thread(scope.foreign_targets, cert, where)
-            if foreign is None or foreign:
-                raise await self.auth.refuse(
-                    caller, RENEW, f"role owner (team {caller.team}) may renew only its team's certificates",
-                    fingerprint=cert.fingerprint,
-                    locations=[f"{loc.agent_id} {loc.store_type}:{loc.path}" for loc in (foreign or [])][:10])
+            refusal = await asyncio.to_thread(scope.renewal_refusal, request.fingerprint_prefix, where)
+            if refusal is not None:
+                raise await self.auth.refuse(caller, RENEW, refusal.message, **refusal.detail)
         jobs = await asyncio.to_thread(
             self._renewal().request, request.fingerprint_prefix, where, request.template,
             f"{caller.role}:{caller.name}", request.reason,

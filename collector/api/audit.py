@@ -14,7 +14,7 @@ from collector.api.paging import paged as _paged
 from collector.api.auth import AUDIT_READ, Authenticator
 from collector.api.errors import streaming, unary
 from collector.registry.audit import AuditEventView
-from collector.registry.repository import Registry
+from collector.registry import Registry
 
 DEFAULT_LIMIT = 100
 

@@ -18,7 +18,7 @@ import grpc
 from collector import errors
 from collector.api.errors import current_method
 from collector.pki import Identity, identity_from_pem
-from collector.registry.repository import Registry
+from collector.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ OWNER_CALLS = frozenset({
     "AdminService.CancelJob",
     "GovernanceService.ListOwners", "GovernanceService.ListRules", "PolicyService.GetPolicy",
     "ReportService.GetReport",
-    # stale services: only the team's locations (collector/api/discovery.py). Network scans are
+    # stale services: only the team's locations (collector/api/netscan.py). Network scans are
     # of address ranges, not of a team's certificates: refused to the role.
     "DiscoveryService.ListStale",
 })

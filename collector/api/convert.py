@@ -1,4 +1,9 @@
-"""Wire messages to registry records and back. No logic beyond field mapping."""
+"""Wire messages to domain values and registry records, and back: the collector's door to the wire.
+
+No logic beyond field mapping. In: what agents send (reports, job updates, scan progress, their
+0.1 spelling of a job update's state). Out: agent commands (collector/domain/commands.py) and
+what the admin API answers (certificates, agents, jobs, locations).
+"""
 from __future__ import annotations
 
 import datetime as dt
@@ -9,8 +14,11 @@ from google.protobuf import json_format, unknown_fields
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from certfleet.v1 import admin_pb2, agent_pb2, common_pb2
+from collector.domain import commands as cmd
 from collector.domain import jobstates as jobs
+from collector.domain import netscan
 from collector.registry import types as t
+from collector.services.inventory import ReportChunkIn
 
 _KEY_MATCH = {
     common_pb2.KEY_MATCH_NO_KEY: "no_key",
@@ -42,6 +50,31 @@ def host_in(msg: common_pb2.HostInfo) -> t.HostFacts:
         agent_version=msg.agent_version,
         addresses=tuple(msg.addresses),
         labels=dict(msg.labels),
+    )
+
+
+def report_header_in(h: agent_pb2.ReportHeader) -> t.ReportHeaderIn:
+    return t.ReportHeaderIn(
+        report_id=h.report_id, full=h.full, sequence=h.sequence, base_sequence=h.base_sequence,
+        host=host_in(h.host), scanned_at=ts_to_dt(h.scanned_at, h.HasField("scanned_at")),
+        stores_scanned=h.stores_scanned, files_scanned=h.files_scanned,
+    )
+
+
+def report_chunk_in(chunk: agent_pb2.ReportChunk) -> ReportChunkIn:
+    return ReportChunkIn(
+        header=report_header_in(chunk.header) if chunk.HasField("header") else None,
+        upserts=[location_in(m) for m in chunk.upserts],
+        removals=[location_key_in(m) for m in chunk.removals],
+        errors=[scan_error_in(m) for m in chunk.errors],
+    )
+
+
+def report_ack_out(r: t.ReportResult) -> agent_pb2.ReportAck:
+    return agent_pb2.ReportAck(
+        stored=r.stored, sequence=r.sequence, resync_required=r.resync_required, message=r.message,
+        locations_upserted=r.locations_upserted, locations_removed=r.locations_removed,
+        certificates_new=r.certificates_new,
     )
 
 
@@ -261,3 +294,41 @@ def job_update_in(msg: agent_pb2.JobUpdate) -> jobs.AgentJobUpdate:
         steps=tuple(jobs.InstallStep(s.step, s.ok, s.detail, s.seconds) for s in msg.steps),
         reload_seconds=msg.reload_seconds, challenge_token=msg.challenge_token,
     )
+
+
+def scan_progress_in(p: agent_pb2.NetworkScanProgress) -> netscan.Progress:
+    return netscan.Progress(state=p.state, targets_total=p.targets_total, probed=p.probed, tls_found=p.tls_found,
+                            errors=p.errors, reason=p.reason)
+
+
+# -- commands to an agent ------------------------------------------------------------------
+
+
+def _location_key_out(k: cmd.LocationKey) -> common_pb2.LocationKey:
+    return common_pb2.LocationKey(store_type=k.store_type, path=k.path, alias=k.alias, chain_index=k.chain_index)
+
+
+def command_out(c: cmd.Command) -> agent_pb2.CollectorCommand:
+    """A command (collector/domain/commands.py) as the CollectorCommand the agent reads."""
+    if isinstance(c, cmd.PrepareRenewal):
+        return agent_pb2.CollectorCommand(command_id=c.command_id, prepare_renewal=agent_pb2.PrepareRenewal(
+            job_id=c.job_id, location=_location_key_out(c.location), key_spec=c.key_spec,
+            common_name=c.common_name, dns_names=list(c.dns_names), ip_addresses=list(c.ip_addresses)))
+    if isinstance(c, cmd.InstallCertificate):
+        return agent_pb2.CollectorCommand(command_id=c.command_id, install_certificate=agent_pb2.InstallCertificate(
+            job_id=c.job_id, location=_location_key_out(c.location), certificate_der=c.certificate_der,
+            chain_der=list(c.chain_der), expected_old_fingerprint=c.expected_old_fingerprint,
+            trust_anchor_der=c.trust_anchor_der))
+    if isinstance(c, cmd.PlaceChallenge):
+        return agent_pb2.CollectorCommand(command_id=c.command_id, place_challenge=agent_pb2.PlaceChallenge(
+            job_id=c.job_id, location=_location_key_out(c.location), token=c.token,
+            key_authorization=c.key_authorization, domain=c.domain))
+    if isinstance(c, cmd.RemoveChallenge):
+        return agent_pb2.CollectorCommand(command_id=c.command_id, remove_challenge=agent_pb2.RemoveChallenge(
+            job_id=c.job_id, location=_location_key_out(c.location), token=c.token))
+    if isinstance(c, cmd.NetworkScan):
+        return agent_pb2.CollectorCommand(command_id=c.command_id, network_scan=agent_pb2.NetworkScan(
+            scan_id=c.scan_id, targets=list(c.targets), ports=list(c.ports), rate_per_second=c.rate_per_second,
+            timeout_seconds=c.timeout_seconds, concurrency=c.concurrency, sni_names=list(c.sni_names),
+            starttls=dict(c.starttls), max_addresses=c.max_addresses))
+    raise TypeError(f"no wire form for {type(c).__name__}")

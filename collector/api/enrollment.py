@@ -1,46 +1,34 @@
-"""Enrollment servicer: served on the TLS listener that needs no client certificate."""
+"""Enrollment servicer: served on the TLS listener that needs no client certificate.
+
+Thin: the single-use token in the request is the caller's only credential; the service
+(collector/services/enrollment.py) checks it, issues and records.
+"""
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
-from typing import Callable
 
 import grpc
-from cryptography.hazmat.primitives.serialization import Encoding
 
 from certfleet.v1 import agent_pb2, agent_pb2_grpc
-from collector.services import enrollment
 from collector.api.convert import host_in
 from collector.api.errors import unary
-from collector.pki import CollectorCA
-from collector.registry.repository import Registry
+from collector.services.enrollment import Enrollment
 
 log = logging.getLogger(__name__)
 
 
 class EnrollmentServicer(agent_pb2_grpc.EnrollmentServicer):
-    def __init__(
-        self, registry: Registry, ca: CollectorCA, agent_endpoint: str,
-        cert_lifetime: dt.timedelta, clock: Callable[[], dt.datetime],
-    ) -> None:
-        self.registry = registry
-        self.ca = ca
-        self.agent_endpoint = agent_endpoint
-        self.cert_lifetime = cert_lifetime
-        self.clock = clock
+    def __init__(self, enrollment: Enrollment, agent_endpoint: str) -> None:
+        self.enrollment = enrollment
+        self.agent_endpoint = agent_endpoint     # where enrolled agents dial the mutual-TLS listener
 
     @unary
     async def Enroll(self, request: agent_pb2.EnrollRequest, context: grpc.aio.ServicerContext) -> agent_pb2.EnrollResponse:
         host = host_in(request.host)
-        result = await asyncio.to_thread(
-            enrollment.enroll, self.registry, self.ca, request.token, request.csr_der, host,
-            self.clock(), self.cert_lifetime,
-        )
-        log.info("enrolled agent %s (host %s) from %s", result.agent_id, host.hostname, context.peer())
+        issued = await asyncio.to_thread(self.enrollment.enroll, request.token, request.csr_der, host)
+        log.info("enrolled agent %s (host %s) from %s", issued.agent_id, host.hostname, context.peer())
         return agent_pb2.EnrollResponse(
-            agent_id=result.agent_id,
-            certificate_der=result.certificate.public_bytes(Encoding.DER),
-            ca_chain_der=[self.ca.cert_der],
+            agent_id=issued.agent_id, certificate_der=issued.certificate_der, ca_chain_der=list(issued.ca_chain_der),
             agent_endpoint=self.agent_endpoint,
         )

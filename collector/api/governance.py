@@ -19,7 +19,7 @@ from collector.api import convert
 from collector.api.paging import paged as _paged
 from collector.api.auth import ASSIGN, READ, Authenticator
 from collector.api.errors import streaming, unary
-from collector.registry.repository import Registry
+from collector.registry import Registry
 from collector.registry.types import LocationSelector
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ from collector import errors
 from collector.api import convert
 from collector.api.auth import READ, Authenticator
 from collector.api.errors import unary
-from collector.notify.channels.webhook import _safe
+from collector.notify.channels.webhook import redact_url
 from collector.services.notifier import Notifier
 from collector.registry.notify import DeliveryView
 
@@ -21,7 +21,7 @@ DEFAULT_LIMIT = 100
 
 
 def delivery_out(d: DeliveryView) -> pb.Delivery:
-    target = _safe(d.target) if d.target.startswith(("http://", "https://")) else d.target
+    target = redact_url(d.target) if d.target.startswith(("http://", "https://")) else d.target
     return pb.Delivery(
         id=d.id, digest_id=d.digest_id, owner=d.owner, channel=d.channel, target=target, subject=d.subject,
         state=d.state, attempts=d.attempts, last_error=d.last_error,

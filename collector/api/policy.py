@@ -22,7 +22,7 @@ from collector.api.auth import EXCEPTIONS, POLICY, READ, Authenticator
 from collector.api.errors import streaming, unary
 from collector.errors import InvalidInput
 from collector.registry.policies import PolicyVersion, ViolationView
-from collector.registry.repository import Registry
+from collector.registry import Registry
 
 log = logging.getLogger(__name__)
 

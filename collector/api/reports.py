@@ -2,7 +2,7 @@
 
 Thin: checks the caller's role (READ; a report's spec may ask for more -- the audit
 report needs AUDIT_READ), builds off the event loop, streams the parts a few at a time
-(each part of at most ``wire.ROWS_PER_PART`` rows is made off the event loop too, and
+(each part of at most ``report_codec.ROWS_PER_PART`` rows is made off the event loop too, and
 sent while the next ones are made).
 
 Role ``owner`` (one team) may read the reports whose spec is ``owner_scoped``
@@ -23,8 +23,8 @@ from certfleet.v1 import report_pb2_grpc
 from collector import reports
 from collector.api.auth import AUDIT_READ, READ, Authenticator
 from collector.api.errors import streaming
-from collector.registry.repository import Registry
-from collector.reports.wire import to_parts
+from collector.registry import Registry
+from collector.api.report_codec import to_parts
 
 log = logging.getLogger(__name__)
 PERMISSIONS = {"read": READ, "audit_read": AUDIT_READ}
@@ -56,12 +56,10 @@ class ReportServicer(report_pb2_grpc.ReportServiceServicer):
             caller = await self.auth.admin(context, PERMISSIONS.get(spec.permission, spec.permission))
         team = None
         if caller.scoped:
-            if not spec.owner_scoped:
-                scoped = ", ".join(n for n, s in reports.REPORTS.items() if s.owner_scoped)
-                raise await self.auth.refuse(
-                    caller, READ, f"role owner (team {caller.team}) may not read report {request.name}: it covers "
-                                  f"the whole fleet; the team's reports are {scoped}", report=request.name)
-            team = caller.team
+            team = caller.team or ""
+            refusal = reports.team_refusal(request.name, team)
+            if refusal is not None:
+                raise await self.auth.refuse(caller, READ, refusal, report=request.name)
         params = dict(request.params)
         report = await asyncio.to_thread(reports.build, self.registry, request.name, params, self.clock(), team)
         log.info("report %s built for %s", request.name, caller.name)

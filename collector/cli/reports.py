@@ -32,7 +32,7 @@ from collector.errors import CollectorError, InvalidInput
 from collector.reports import REPORTS
 from collector.reports.model import iso
 from collector.reports.render import FORMATS, render
-from collector.reports.wire import from_parts
+from collector.api.report_codec import from_parts
 
 TIMEOUT = 600.0
 TABLE_LIMIT = 100        # detail rows per section of a table, for reports that take "limit"

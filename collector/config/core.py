@@ -1,4 +1,5 @@
-"""The collector's TOML configuration.
+"""The collector's TOML configuration: the ``[collector]`` table, and :func:`load_config`, which
+reads the file into one :class:`CollectorConfig` with a typed value per table.
 
 ```toml
 [collector]
@@ -13,28 +14,30 @@ token_ttl = "1h"                   # default lifetime of enrollment tokens
 agent_cert_lifetime = "30d"
 admin_cert_lifetime = "365d"
 ```
+
+The other tables, each read by its own module of this package: ``[issuers.<name>]`` (each issuer
+type reads its settings: collector/issuers/settings.py), ``[templates.<name>]`` (templates.py),
+``[renewal]`` and ``[[renewal.auto]]`` (renewal.py), ``[policy]`` (policy.py), ``[notify]`` and
+``[[notify.channel]]`` (notify.py), ``[audit]`` (audit.py). Errors name the file and line.
 """
 from __future__ import annotations
 
 import pathlib
 import tomllib
 from dataclasses import dataclass, field
+from typing import Any, Mapping
 
-from certfleet.values import parse_duration as _duration
-from collector.errors import CollectorError
+from collector.config.audit import AuditSettings
+from collector.config.notify import NotifySettings
+from collector.config.policy import PolicySettings
+from collector.config.reader import ConfigError, Table, Where, parse_duration
+from collector.config.renewal import RenewalSettings
+from collector.config.templates import load_templates
+from collector.domain.templates import Template, TemplateConfigError
+from collector.notify.channels import NotifyConfigError
 
-
-class ConfigError(CollectorError):
-    """The collector's config file is missing, malformed or inconsistent."""
-
-
-def parse_duration(value: str | int | float, what: str = "duration") -> float:
-    """Seconds in ``value`` by the product's one value grammar (certfleet/values.py: ``30s``, ``1h30m``,
-    ``2d``, ``1w``, plain seconds); a ConfigError naming ``what`` when it is not one."""
-    try:
-        return _duration(value)
-    except ValueError as e:
-        raise ConfigError(f"{what}: {e}") from None
+__all__ = ["CollectorConfig", "ConfigError", "config_from_dict", "load_config", "parse_config", "parse_duration",
+           "split_hostport"]
 
 
 def split_hostport(value: str, what: str) -> tuple[str, int]:
@@ -44,6 +47,8 @@ def split_hostport(value: str, what: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+#: the tables a collector config may have
+TABLES = ("collector", "issuers", "templates", "renewal", "policy", "notify", "audit")
 _KEYS = {
     "data_dir", "database_url", "listen", "enroll_listen", "advertise", "enroll_advertise",
     "server_names", "token_ttl", "agent_cert_lifetime", "admin_cert_lifetime",
@@ -63,7 +68,16 @@ class CollectorConfig:
     token_ttl: float = 3600.0
     agent_cert_lifetime: float = 30 * 86400.0
     admin_cert_lifetime: float = 365 * 86400.0
-    extra: dict = field(default_factory=dict)
+    #: [issuers.<name>]: each a table its issuer type reads (collector/issuers/factory.py builds them)
+    issuers: Mapping[str, Table] = field(default_factory=dict)
+    templates: Mapping[str, Template] = field(default_factory=dict)
+    renewal: RenewalSettings = field(default_factory=RenewalSettings)
+    policy: PolicySettings = field(default_factory=PolicySettings)
+    notify: NotifySettings = field(default_factory=NotifySettings)
+    audit: AuditSettings = field(default_factory=AuditSettings)
+    #: the tables after [collector] as written, for tools that compare what the file says; every
+    #: feature reads its typed value above
+    extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def pki_dir(self) -> pathlib.Path:
@@ -77,28 +91,44 @@ class CollectorConfig:
     def enroll_endpoint(self) -> str:
         return self.enroll_advertise or self.enroll_listen
 
+    @property
+    def base_dir(self) -> pathlib.Path:
+        """Where relative paths in the settings are taken from: the config file's folder."""
+        return self.path.resolve().parent if self.path else self.data_dir
+
 
 def load_config(path: str | pathlib.Path) -> CollectorConfig:
     p = pathlib.Path(path)
     try:
-        raw = tomllib.loads(p.read_text())
+        text = p.read_text()
     except FileNotFoundError:
         raise ConfigError(f"{p}: no such config file") from None
     except OSError as e:
         raise ConfigError(f"{p}: cannot read: {e.strerror}") from None
+    return parse_config(text, p)
+
+
+def parse_config(text: str, path: pathlib.Path | None = None) -> CollectorConfig:
+    """The config in ``text`` (read from ``path``: relative paths are its folder's, errors name it)."""
+    try:
+        raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{p}: not valid TOML: {e}") from None
-    return config_from_dict(raw, base=p.resolve().parent, path=p)
+        # tomllib messages say "... (at line N, column M)" and never echo values
+        raise ConfigError(f"{path or 'config'}: not valid TOML: {e}") from None
+    base = path.resolve().parent if path else pathlib.Path.cwd()
+    return config_from_dict(raw, base=base, path=path, where=Where(path, text))
 
 
-def config_from_dict(raw: dict, base: pathlib.Path, path: pathlib.Path | None = None) -> CollectorConfig:
-    where = str(path) if path else "config"
-    section = raw.get("collector", {})
-    if not isinstance(section, dict):
-        raise ConfigError(f"{where}: [collector] must be a table")
-    unknown = sorted(set(section) - _KEYS)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) in [collector]: {', '.join(unknown)}")
+def config_from_dict(raw: Mapping[str, Any], base: pathlib.Path, path: pathlib.Path | None = None,
+                     where: Where | None = None) -> CollectorConfig:
+    """The config from its parsed tables; ``base``: where relative paths are taken from."""
+    root = Table(raw, "config", (), where)
+    unknown = sorted(set(raw) - set(TABLES))
+    if unknown:   # a misspelt table would leave its feature unconfigured without a word
+        raise root.error(f"unknown table(s) {', '.join(f'[{u}]' for u in unknown)} "
+                         f"(known: {', '.join(f'[{t}]' for t in TABLES)})", unknown[0])
+    section = root.table("collector", "[collector]")
+    section.check_keys(_KEYS)
     data_dir = pathlib.Path(section.get("data_dir", "data"))
     if not data_dir.is_absolute():
         data_dir = base / data_dir
@@ -106,13 +136,13 @@ def config_from_dict(raw: dict, base: pathlib.Path, path: pathlib.Path | None = 
     listen = section.get("listen", "127.0.0.1:7443")
     enroll_listen = section.get("enroll_listen", "127.0.0.1:7444")
     for key, value in (("listen", listen), ("enroll_listen", enroll_listen)):
-        split_hostport(value, f"{where}: [collector] {key}")
+        _hostport(section, key, value)
     for key in ("advertise", "enroll_advertise"):
         if section.get(key):
-            split_hostport(section[key], f"{where}: [collector] {key}")
+            _hostport(section, key, section[key])
     names = section.get("server_names", ["localhost", "127.0.0.1"])
     if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names) or not names:
-        raise ConfigError(f"{where}: [collector] server_names must be a non-empty list of names")
+        raise section.error("[collector] server_names must be a non-empty list of names", "server_names")
     return CollectorConfig(
         path=path,
         data_dir=data_dir,
@@ -122,8 +152,32 @@ def config_from_dict(raw: dict, base: pathlib.Path, path: pathlib.Path | None = 
         advertise=section.get("advertise", ""),
         enroll_advertise=section.get("enroll_advertise", ""),
         server_names=tuple(names),
-        token_ttl=parse_duration(section.get("token_ttl", "1h"), f"{where}: token_ttl"),
-        agent_cert_lifetime=parse_duration(section.get("agent_cert_lifetime", "30d"), f"{where}: agent_cert_lifetime"),
-        admin_cert_lifetime=parse_duration(section.get("admin_cert_lifetime", "365d"), f"{where}: admin_cert_lifetime"),
+        token_ttl=section.duration("token_ttl", "1h"),
+        agent_cert_lifetime=section.duration("agent_cert_lifetime", "30d"),
+        admin_cert_lifetime=section.duration("admin_cert_lifetime", "365d"),
+        issuers=_issuers(root),
+        templates=load_templates(root.table("templates", "[templates]", error=TemplateConfigError, noun="setting")),
+        renewal=RenewalSettings.from_table(root.table("renewal", "[renewal]")),
+        policy=PolicySettings.from_table(root.table("policy", "[policy]"), path.resolve().parent if path else data_dir),
+        notify=NotifySettings.from_table(root.table("notify", "[notify]", error=NotifyConfigError)),
+        audit=AuditSettings.from_table(root.table("audit", "[audit]")),
         extra={k: v for k, v in raw.items() if k != "collector"},
     )
+
+
+def _hostport(section: Table, key: str, value: Any) -> None:
+    try:
+        split_hostport(value, f"[collector] {key}")
+    except ConfigError as e:
+        raise section.error(str(e), key) from None
+
+
+def _issuers(root: Table) -> dict[str, Table]:
+    """``[issuers.<name>]``: a table per issuer (its name, type and settings are checked as it is built)."""
+    table = root.table("issuers", "[issuers]", error=TemplateConfigError, noun="setting")
+    out: dict[str, Table] = {}
+    for name, settings in table.items():
+        if not isinstance(settings, Mapping):
+            raise table.error(f"issuer {name!r}: expected a table of settings", name)
+        out[name] = table.sub(settings, f"issuer {name!r}", name)
+    return out

@@ -1,6 +1,9 @@
-"""The collector's decisions as pure functions and value types: job states, policy, ownership,
-owner scope, templates, certificate facts, the audit chain, network-scan planning, notices, tokens.
+"""The collector's decisions as pure functions and value types: job states (``jobstates``), agent
+commands (``commands``), auto-renewal rules (``autorules``), policy, ownership, owner scope
+(``scope``), templates, certificate facts (``certinfo``), the audit chain, network-scan planning
+(``netscan``), what serves what (``serving``), notices, tokens.
 
-Nothing here does I/O or reads the clock (``now`` is passed in), and nothing imports the
-registry, the services, the api or the wire: every other room may import this one.
+Nothing here does I/O or reads the clock (``now`` is passed in). May import ``collector.errors``
+and ``certfleet.values`` only: never the registry, the services, the api or the wire. Every other
+room may import this one.
 """

@@ -116,6 +116,29 @@ AGENT_STATES: tuple[str, ...] = (CSR_READY, INSTALLING, VERIFIED, ROLLED_BACK, F
 INSTALL_OUTCOMES: frozenset[str] = frozenset({VERIFIED, ROLLED_BACK, FAILED})
 
 
+def is_challenge_answer(reported: str) -> bool:
+    """Whether the agent answers an ACME http-01 placement (not a step of the job itself)."""
+    return reported in (CHALLENGE_READY, CHALLENGE_FAILED)
+
+
+def update_path(current: str, reported: str) -> tuple[str, ...]:
+    """The states a job in ``current`` moves through, in order, when its agent reports ``reported``
+    (one of AGENT_STATES but the challenge answers); empty when the report changes nothing (a repeated
+    CSR, or news about a job that has moved on or ended). A report the state machine does not allow
+    from ``current`` is left for :func:`transition` to refuse."""
+    if reported == CSR_READY:
+        if current == REQUESTED:    # a CSR for an earlier attempt (the agent keeps one key per job)
+            return (KEY_PENDING, CSR_RECEIVED)
+        return (CSR_RECEIVED,) if current == KEY_PENDING else ()
+    if reported in INSTALL_OUTCOMES:
+        if current in FINAL_STATES:
+            return ()
+        return (INSTALLING, reported) if current == ISSUED else (reported,)
+    if reported == INSTALLING:
+        return (INSTALLING,) if current == ISSUED else ()
+    raise InvalidInput(f"unknown job update state {reported!r}")
+
+
 @dataclass(frozen=True)
 class InstallStep:
     """One step of an install as the agent did it: check, backup, write, reload, verify, restore."""

@@ -49,17 +49,30 @@ its contacts or an ``https://`` webhook; the escalation contact does not count.
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import itertools
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
-from urllib.parse import urlsplit
 
-from collector.errors import InvalidInput
+from collector.domain.globs import dns_matches, path_matches
+# The field and glob checks of owners, rules and assignments are part of this module's API: the
+# registry's owner store validates records with own.check_email, own.check_glob, ...
+from collector.domain.globs import check_glob  # noqa: F401
+from collector.domain.owner_fields import (  # noqa: F401
+    CRITICALITIES, check_criticality, check_email, check_environment, check_name, check_service, check_webhook,
+    has_working_contact, is_email, is_environment, is_https_url,
+)
+
+__all__ = [
+    "ATTRIBUTES", "Assignment", "CRITICALITIES", "CertFacts", "CertificateAssignment", "Explicit",
+    "LocatedAssignment", "NO_OWNER", "NO_WORKING_CONTACT", "ORPHAN_REASONS", "Orphan", "OrphanLocation", "Owner",
+    "Resolver", "Rule", "SCOPE_CERTIFICATE", "SCOPE_LOCATION", "SOURCE_EXPLICIT", "SOURCE_LABEL", "UNKNOWN_OWNER",
+    "check_criticality", "check_email", "check_environment", "check_glob", "check_name", "check_service",
+    "check_webhook", "dns_matches", "facts_of", "find_orphans", "has_working_contact", "is_email", "is_https_url",
+    "orphan_of", "orphan_reason", "orphans_in", "path_matches", "resolve", "rule_matches", "subject_cn",
+]
 
 ATTRIBUTES = ("owner", "environment", "criticality", "service")
-CRITICALITIES = ("low", "medium", "high", "critical")
 SOURCE_EXPLICIT = "explicit"
 SOURCE_LABEL = "label"
 SCOPE_CERTIFICATE = "certificate"
@@ -71,9 +84,6 @@ UNKNOWN_OWNER = "unknown_owner"
 NO_WORKING_CONTACT = "no_working_contact"
 ORPHAN_REASONS = (NO_OWNER, UNKNOWN_OWNER, NO_WORKING_CONTACT)
 
-_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,127}")
-_ENV = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
-_EMAIL = re.compile(r"[^@\s<>,;]+@[^@\s<>,;.]+(\.[^@\s<>,;.]+)+")
 
 
 # -- records --------------------------------------------------------------------------
@@ -211,175 +221,10 @@ class Orphan:
     locations: tuple[OrphanLocation, ...]   # the orphaned locations only
 
 
-# -- validation -------------------------------------------------------------------------
-
-
-def is_email(value: str) -> bool:
-    return bool(_EMAIL.fullmatch(value.strip()))
-
-
-def is_https_url(value: str) -> bool:
-    try:
-        u = urlsplit(value.strip())
-    except ValueError:
-        return False
-    return u.scheme == "https" and bool(u.hostname)
-
-
-def has_working_contact(contacts: Iterable[str], webhook: str) -> bool:
-    """At least one valid-looking e-mail address, or an https webhook."""
-    return any(is_email(c) for c in contacts) or is_https_url(webhook or "")
-
-
-def check_name(value: str, what: str) -> str:
-    v = (value or "").strip().lower()
-    if not _NAME.fullmatch(v):
-        raise InvalidInput(
-            f"{what} {value!r} is not valid: use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit"
-        )
-    return v
-
-
-def check_email(value: str, what: str) -> str:
-    v = (value or "").strip()
-    if not is_email(v):
-        raise InvalidInput(f"{what} {value!r} is not an e-mail address (name@example.com)")
-    return v
-
-
-def check_webhook(value: str) -> str:
-    v = (value or "").strip()
-    if not v:
-        return ""
-    try:
-        u = urlsplit(v)
-    except ValueError:
-        u = None
-    if u is None or u.scheme not in ("http", "https") or not u.hostname:
-        raise InvalidInput(f"webhook {value!r} is not an http(s) URL (only https counts as a working contact)")
-    return v
-
-
-def check_environment(value: str) -> str:
-    v = (value or "").strip().lower()
-    if v and not _ENV.fullmatch(v):
-        raise InvalidInput(f"environment {value!r} is not valid: use letters, digits, '.', '_' or '-' (e.g. prod, test)")
-    return v
-
-
-def check_criticality(value: str) -> str:
-    v = (value or "").strip().lower()
-    if v and v not in CRITICALITIES:
-        raise InvalidInput(f"criticality {value!r} is not one of {', '.join(CRITICALITIES)}")
-    return v
-
-
-def check_service(value: str) -> str:
-    v = (value or "").strip()
-    if len(v) > 200:
-        raise InvalidInput("a service name has at most 200 characters")
-    return v
-
-
-def check_glob(value: str, what: str) -> str:
-    v = (value or "").strip()
-    if not v:
-        return ""
-    try:
-        (path_regex if what == "path" else dns_regex)(v)
-    except re.error as e:
-        raise InvalidInput(f"{what} pattern {value!r} is not a valid glob: {e}") from None
-    return v
-
-
-# -- globs -----------------------------------------------------------------------------
-
-
-def _glob_regex(pattern: str, sep: str) -> str:
-    """A glob as a regular expression: ``*``/``?`` within one ``sep``-separated part, ``**`` across parts."""
-    not_sep = f"[^{re.escape(sep)}]"
-    out: list[str] = []
-    i, n = 0, len(pattern)
-    while i < n:
-        c = pattern[i]
-        if c == "*":
-            j = i
-            while j < n and pattern[j] == "*":
-                j += 1
-            if j - i >= 2:
-                if j < n and pattern[j] == sep:        # "**/" : zero or more whole parts
-                    out.append(f"(?:.*{re.escape(sep)})?")
-                    j += 1
-                else:
-                    out.append(".*")
-            else:
-                out.append(f"{not_sep}*")
-            i = j
-        elif c == "?":
-            out.append(not_sep)
-            i += 1
-        elif c == "[":
-            j = i + 1
-            if j < n and pattern[j] in "!^":
-                j += 1
-            if j < n and pattern[j] == "]":
-                j += 1
-            while j < n and pattern[j] != "]":
-                j += 1
-            if j >= n:                                 # no closing bracket: a literal "["
-                out.append(re.escape(c))
-                i += 1
-                continue
-            body = pattern[i + 1:j]
-            negate = body[:1] in ("!", "^")
-            if negate:
-                body = body[1:]
-            body = body.replace("\\", "\\\\")
-            out.append(f"[{'^' if negate else ''}{body}]")
-            i = j + 1
-        else:
-            out.append(re.escape(c))
-            i += 1
-    return "".join(out)
-
-
-@functools.lru_cache(maxsize=4096)
-def path_regex(pattern: str, insensitive: bool = False) -> re.Pattern[str]:
-    p = pattern.replace("\\", "/")
-    return re.compile(_glob_regex(p, "/"), re.IGNORECASE if insensitive else 0)
-
-
-@functools.lru_cache(maxsize=4096)
-def dns_regex(pattern: str) -> re.Pattern[str]:
-    return re.compile(_glob_regex(pattern.lower(), "."), re.IGNORECASE)
-
-
-def _windows_path(path: str) -> bool:
-    return "\\" in path or bool(re.match(r"[A-Za-z]:", path))
-
-
-def path_matches(pattern: str, path: str) -> bool:
-    """``pattern`` (a path glob, see module doc) matches ``path``."""
-    insensitive = _windows_path(path) or _windows_path(pattern)
-    p = path.replace("\\", "/")
-    if "/" not in pattern.replace("\\", "/"):
-        p = p.rsplit("/", 1)[-1]
-    return path_regex(pattern, insensitive).fullmatch(p) is not None
-
-
-def dns_matches(pattern: str, name: str, short_too: bool = False) -> bool:
-    """``pattern`` (a DNS glob) matches ``name``; with ``short_too`` a dotless pattern also tries the first label."""
-    rx = dns_regex(pattern)
-    name = name.strip().rstrip(".").lower()
-    if rx.fullmatch(name):
-        return True
-    return short_too and "." not in pattern and rx.fullmatch(name.split(".", 1)[0]) is not None
-
-
 # -- resolution ------------------------------------------------------------------------------
 
 
-def _cn(subject: str) -> str:
+def subject_cn(subject: str) -> str:
     for part in re.split(r"(?<!\\),", subject or ""):
         k, _, v = part.strip().partition("=")
         if k.upper() == "CN":
@@ -409,7 +254,7 @@ def rule_matches(rule: Rule, cert: CertFacts, location: Any | None) -> bool:
     if rule.issuer and rule.issuer.lower() not in (cert.issuer or "").lower():
         return False
     if rule.san:
-        names = cert.dns_names or ((_cn(cert.subject),) if _cn(cert.subject) else ())
+        names = cert.dns_names or ((subject_cn(cert.subject),) if subject_cn(cert.subject) else ())
         if not any(dns_matches(rule.san, n) for n in names):
             return False
     if rule.host or rule.path or rule.labels:
@@ -433,7 +278,7 @@ def _label_hints(location: Any | None) -> dict[str, str]:
     if owner:
         out["owner"] = owner
     env = str(labels.get("environment", "")).strip().lower()
-    if env and _ENV.fullmatch(env):
+    if is_environment(env):
         out["environment"] = env
     crit = str(labels.get("criticality", "")).strip().lower()
     if crit in CRITICALITIES:
@@ -597,6 +442,8 @@ def orphans_in(
 def find_orphans(registry: Any, now: dt.datetime | None = None, page_size: int | None = None) -> Iterator[Orphan]:
     """Orphaned certificates in ``registry`` (a collector.registry.Registry), soonest expiry first,
     streamed: certificates are read and judged a page at a time."""
+    # the registry's query feeding the pure orphans_in (collector/registry/owners.py orphans() calls it);
+    # its place is the registry's owners store, which will compose orphans_in itself
     from collector.registry.types import CertFilter
 
     store = registry.owners

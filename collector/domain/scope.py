@@ -11,18 +11,42 @@ labels: collector.domain.ownership.resolve) is the team. From that:
 * a job is visible (and may be retried or cancelled) when its location belongs to the
   team (resolved for the certificate the job renews, at the job's location).
 
-The decisions are the pure functions at the top; :class:`TeamScope` feeds them from
-the registry (rules once per call, explicit assignments once per page).
+These are pure functions of the facts (certificate and job views, a location selector, the
+rules and explicit assignments); collector/services/team_scope.py feeds them from the registry.
 """
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass, field
 from types import SimpleNamespace
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from collector.domain import ownership as own
-from collector.registry.jobs import _matches
-from collector.registry.types import CertificateView, JobView, LocationSelector
+
+#: the views these decide on are collector.registry.types' (CertificateView, LocationView, JobView,
+#: LocationSelector); anything with the same fields will do
+CertificateView = JobView = LocationSelector = Any
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why role owner may not do something, and what to record about it in the audit trail."""
+
+    message: str
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+
+def selects(where: LocationSelector, loc: Any) -> bool:
+    """Whether a location selector picks ``loc``: empty fields (and a None chain index) match
+    anything, the hostname case-insensitively (the rule collector/registry/jobs.py applies)."""
+    return (
+        (not where.agent_id or loc.agent_id == where.agent_id)
+        and (not where.hostname or (loc.hostname or "").lower() == where.hostname.lower())
+        and (not where.store_type or loc.store_type == where.store_type)
+        and (not where.path or loc.path == where.path)
+        and (not where.alias or loc.alias == where.alias)
+        and (where.chain_index is None or loc.chain_index == where.chain_index)
+    )
 
 
 def _key(loc: Any) -> tuple[str, str, str, str]:
@@ -54,7 +78,7 @@ def renew_targets(cert: CertificateView, where: LocationSelector | None) -> list
     JobStore.create_renewals chooses them: present, matching, the entry's own certificate)."""
     present = [loc for loc in cert.locations if loc.status == "present"]
     if where is not None and any((where.agent_id, where.hostname, where.store_type, where.path, where.alias)):
-        present = [loc for loc in present if _matches(where, loc)]
+        present = [loc for loc in present if selects(where, loc)]
     return [loc for loc in present if loc.chain_index == 0] or present
 
 
@@ -66,6 +90,18 @@ def foreign_targets(cert: CertificateView, where: LocationSelector | None, team:
         return None
     exp = list(explicit)
     return [loc for loc in targets if owner_at(cert, loc, rules, exp) != team]
+
+
+def renewal_refusal(cert: CertificateView, where: LocationSelector | None, team: str, rules: Sequence[own.Rule],
+                    explicit: Iterable[own.Explicit]) -> Refusal | None:
+    """Why team ``team`` may not renew ``cert`` at ``where`` (None when it may: every targeted
+    location is the team's); nothing targeted is refused too."""
+    foreign = foreign_targets(cert, where, team, rules, explicit)
+    if foreign == []:
+        return None
+    return Refusal(f"role owner (team {team}) may renew only its team's certificates", {
+        "fingerprint": cert.fingerprint,
+        "locations": [f"{loc.agent_id} {loc.store_type}:{loc.path}" for loc in (foreign or [])][:10]})
 
 
 def job_location(job: JobView, cert: CertificateView | None) -> Any:
@@ -89,48 +125,5 @@ def job_owned(job: JobView, cert: CertificateView | None, team: str, rules: Sequ
     return owner_at(facts, job_location(job, cert), rules, explicit) == team
 
 
-class TeamScope:
-    """The team's view of the registry, for one call (rules are read once)."""
-
-    def __init__(self, registry: Any, team: str) -> None:
-        self.registry = registry
-        self.team = team
-        self.rules = sorted(registry.owners.list_rules(), key=lambda r: r.priority)
-
-    def certificates(self, page: Sequence[CertificateView]) -> list[CertificateView]:
-        """The page's certificates the team may see, each with the team's locations only."""
-        if not page:
-            return []
-        exp = self.registry.owners.explicit_for(page)
-        out = []
-        for cert in page:
-            v = team_view(cert, self.team, self.rules, exp)
-            if v is not None:
-                out.append(v)
-        return out
-
-    def certificate(self, cert: CertificateView) -> CertificateView | None:
-        return team_view(cert, self.team, self.rules, self.registry.owners.explicit_for([cert]))
-
-    def foreign_targets(self, cert: CertificateView, where: LocationSelector | None) -> list[Any] | None:
-        return foreign_targets(cert, where, self.team, self.rules, self.registry.owners.explicit_for([cert]))
-
-    def jobs(self, jobs: Sequence[JobView]) -> list[JobView]:
-        """The jobs on the team's locations, in the order given."""
-        from collector.errors import NotFound
-
-        certs: dict[str, CertificateView | None] = {}
-        for j in jobs:
-            if j.old_fingerprint not in certs:
-                try:
-                    certs[j.old_fingerprint] = self.registry.get_certificate(j.old_fingerprint, False)
-                except NotFound:
-                    certs[j.old_fingerprint] = None
-        exp = self.registry.owners.explicit_for([c for c in certs.values() if c is not None]) if certs else []
-        return [j for j in jobs if job_owned(j, certs[j.old_fingerprint], self.team, self.rules, exp)]
-
-    def job(self, job: JobView) -> bool:
-        return bool(self.jobs([job]))
-
-
-__all__ = ["TeamScope", "foreign_targets", "job_owned", "renew_targets", "team_locations", "team_view"]
+__all__ = ["Refusal", "foreign_targets", "job_owned", "renew_targets", "renewal_refusal", "selects", "team_locations",
+           "team_view"]

@@ -2,22 +2,8 @@
 
 A template is data: which issuer signs, which key the agent must make, how long
 the certificate lives, its key usages and which names it may carry. Templates
-come from the collector's configuration, e.g. in TOML::
-
-    [templates.web]
-    issuer = "internal"                  # a name under [issuers]
-    key_type = "ec"                      # "ec" or "rsa"
-    curve = "P-256"                      # ec: "P-256" or "P-384"
-    # key_size = 3072                    # rsa: 2048, 3072 or 4096
-    validity = "90d"                     # 30s, 15m, 12h, 90d, or seconds
-    key_usage = ["digital_signature"]    # default: digital_signature (+ key_encipherment for rsa)
-    extended_key_usage = ["serverAuth"]  # default: serverAuth
-    allowed_san_patterns = ["*.example.com", "example.com", "10.0.0.0/8"]
-    allow_wildcards = false
-
-``load_templates(config["templates"])`` turns that table into
-``{name: Template}``; an unknown key or a bad value is a
-:class:`TemplateConfigError` naming the template and the key.
+come from the collector's configuration (``[templates.<name>]``, read by
+collector/config/templates.py); a :class:`Template` made in code gets the same checks.
 
 Name patterns
 -------------
@@ -45,23 +31,22 @@ import fnmatch
 import ipaddress
 import re
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
 
-from certfleet.values import parse_duration
-from collector.errors import IssuerError
+from collector.errors import ConfigError, IssuerError
 
 __all__ = [
     "Template", "SubjectNames", "TemplateConfigError",
-    "load_templates", "load_template", "check_request", "csr_matches_template",
-    "KEY_TYPES", "RSA_KEY_SIZES", "EC_CURVES", "KEY_USAGES", "EXTENDED_KEY_USAGES",
+    "check_request", "csr_matches_template", "as_network",
+    "KEY_TYPES", "RSA_KEY_SIZES", "EC_CURVES", "KEY_USAGES", "EXTENDED_KEY_USAGES", "DOTTED_OID", "MAX_VALIDITY",
 ]
 
 
-class TemplateConfigError(IssuerError):
+class TemplateConfigError(ConfigError, IssuerError):
     """A template (or issuer) definition in the configuration is unusable."""
 
 
@@ -75,12 +60,6 @@ KEY_USAGES = (
     "digital_signature", "content_commitment", "key_encipherment", "data_encipherment",
     "key_agreement", "encipher_only", "decipher_only",
 )
-_KU_ALIASES = {
-    "digitalsignature": "digital_signature", "nonrepudiation": "content_commitment",
-    "non_repudiation": "content_commitment", "contentcommitment": "content_commitment",
-    "keyencipherment": "key_encipherment", "dataencipherment": "data_encipherment",
-    "keyagreement": "key_agreement", "encipheronly": "encipher_only", "decipheronly": "decipher_only",
-}
 
 EXTENDED_KEY_USAGES: dict[str, ObjectIdentifier] = {
     "serverAuth": ExtendedKeyUsageOID.SERVER_AUTH,
@@ -90,16 +69,9 @@ EXTENDED_KEY_USAGES: dict[str, ObjectIdentifier] = {
     "timeStamping": ExtendedKeyUsageOID.TIME_STAMPING,
     "OCSPSigning": ExtendedKeyUsageOID.OCSP_SIGNING,
 }
-_EKU_LOWER = {k.lower(): k for k in EXTENDED_KEY_USAGES}
-_DOTTED_OID = re.compile(r"[0-2](\.(0|[1-9][0-9]*))+")
+DOTTED_OID = re.compile(r"[0-2](\.(0|[1-9][0-9]*))+")
 
-_TEMPLATE_KEYS = {
-    "issuer", "key_type", "key_size", "curve", "validity", "key_usage", "extended_key_usage",
-    "allowed_san_patterns", "allow_wildcards",
-}
-_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _LABEL_RE = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
-_PATTERN_LABEL_RE = re.compile(r"[a-z0-9*?\[\]!_-]{1,63}")
 MAX_VALIDITY = dt.timedelta(days=3650)
 
 
@@ -158,149 +130,14 @@ class Template:
     def describe_key(self) -> str:
         return f"RSA {self.key_size}" if self.key_type == "rsa" else f"EC {self.curve}"
 
-
-def load_templates(config: Mapping[str, Any] | None) -> dict[str, Template]:
-    """``{name: Template}`` from the ``[templates]`` table (``{name: {key: value}}``)."""
-    if config is None:
-        return {}
-    if not isinstance(config, Mapping):
-        raise TemplateConfigError("templates: expected a table of named templates")
-    return {str(name): load_template(str(name), table) for name, table in config.items()}
+    def key_spec(self) -> str:
+        """The key the agent is asked to make: ``rsa-3072``, ``ec-p256`` (the wire's PrepareRenewal.key_spec)."""
+        if self.key_type == "rsa":
+            return f"rsa-{self.key_size}"
+        return "ec-" + (self.curve or "").lower().replace("-", "")
 
 
-def load_template(name: str, table: Mapping[str, Any]) -> Template:
-    """One template from its table; errors name the template and the key."""
-    where = f"template {name!r}"
-    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
-        raise TemplateConfigError(
-            f"{where}: a template name is 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
-        )
-    if not isinstance(table, Mapping):
-        raise TemplateConfigError(f"{where}: expected a table of settings")
-    unknown = sorted(set(table) - _TEMPLATE_KEYS)
-    if unknown:
-        raise TemplateConfigError(
-            f"{where}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(_TEMPLATE_KEYS))}"
-        )
-    issuer = table.get("issuer")
-    if not isinstance(issuer, str) or not issuer:
-        raise TemplateConfigError(f"{where}: 'issuer' is required: the name of an issuer under [issuers]")
-
-    key_type = str(table.get("key_type", "ec")).lower()
-    if key_type not in KEY_TYPES:
-        raise TemplateConfigError(f"{where}: key_type {table.get('key_type')!r} is not one of: rsa, ec")
-    key_size: int | None = None
-    curve: str | None = None
-    if key_type == "rsa":
-        if "curve" in table:
-            raise TemplateConfigError(f"{where}: 'curve' applies to ec keys; an rsa template sets key_size")
-        raw = table.get("key_size", 2048)
-        if isinstance(raw, bool) or not isinstance(raw, int) or raw not in RSA_KEY_SIZES:
-            raise TemplateConfigError(f"{where}: key_size {raw!r} is not one of 2048, 3072, 4096")
-        key_size = raw
-    else:
-        if "key_size" in table:
-            raise TemplateConfigError(f"{where}: 'key_size' applies to rsa keys; an ec template sets curve")
-        raw_curve = str(table.get("curve", "P-256")).upper().replace("SECP256R1", "P-256").replace("SECP384R1", "P-384")
-        if raw_curve not in EC_CURVES:
-            raise TemplateConfigError(f"{where}: curve {table.get('curve')!r} is not one of P-256, P-384")
-        curve = raw_curve
-
-    validity = _parse_validity(table.get("validity", "90d"), where)
-    default_ku = ["digital_signature", "key_encipherment"] if key_type == "rsa" else ["digital_signature"]
-    key_usage = _parse_key_usage(table.get("key_usage", default_ku), where)
-    eku = _parse_eku(table.get("extended_key_usage", ["serverAuth"]), where)
-    patterns = _parse_patterns(table.get("allowed_san_patterns"), where)
-    wild = table.get("allow_wildcards", False)
-    if not isinstance(wild, bool):
-        raise TemplateConfigError(f"{where}: allow_wildcards must be true or false")
-    return Template(
-        name=name, issuer=issuer, key_type=key_type, key_size=key_size, curve=curve, validity=validity,
-        key_usage=key_usage, extended_key_usage=eku, allowed_san_patterns=patterns, allow_wildcards=wild,
-    )
-
-
-def _parse_validity(value: Any, where: str) -> dt.timedelta:
-    if isinstance(value, dt.timedelta):
-        seconds = value.total_seconds()
-    elif isinstance(value, int) and not isinstance(value, bool):
-        seconds = float(value)
-    else:
-        try:
-            seconds = parse_duration(value)
-        except ValueError:
-            raise TemplateConfigError(f"{where}: validity {value!r} is not a duration (use e.g. 12h, 90d)") from None
-    if seconds < 60:
-        raise TemplateConfigError(f"{where}: validity must be at least one minute")
-    if seconds > MAX_VALIDITY.total_seconds():
-        raise TemplateConfigError(f"{where}: validity must be at most 3650d")
-    return dt.timedelta(seconds=seconds)
-
-
-def _str_list(value: Any, where: str, key: str) -> list[str]:
-    if isinstance(value, str) or not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-        raise TemplateConfigError(f"{where}: {key} must be a list of strings")
-    return list(value)
-
-
-def _parse_key_usage(value: Any, where: str) -> tuple[str, ...]:
-    out: list[str] = []
-    for item in _str_list(value, where, "key_usage"):
-        norm = item.strip().replace("-", "_")
-        norm = norm if norm in KEY_USAGES else _KU_ALIASES.get(norm.lower().replace("_", ""), "")
-        if not norm:
-            if item.replace("_", "").lower() in ("keycertsign", "crlsign"):
-                raise TemplateConfigError(f"{where}: key_usage {item!r} is for CA certificates, not for a template")
-            raise TemplateConfigError(f"{where}: unknown key_usage {item!r}; known: {', '.join(KEY_USAGES)}")
-        if norm not in out:
-            out.append(norm)
-    if not out:
-        raise TemplateConfigError(f"{where}: key_usage must name at least one usage")
-    return tuple(out)
-
-
-def _parse_eku(value: Any, where: str) -> tuple[str, ...]:
-    out: list[str] = []
-    for item in _str_list(value, where, "extended_key_usage"):
-        name = _EKU_LOWER.get(item.strip().lower())
-        if name is None:
-            if not _DOTTED_OID.fullmatch(item.strip()):
-                raise TemplateConfigError(
-                    f"{where}: unknown extended_key_usage {item!r}; use one of "
-                    f"{', '.join(EXTENDED_KEY_USAGES)} or a dotted OID"
-                )
-            name = item.strip()
-        if name not in out:
-            out.append(name)
-    return tuple(out)
-
-
-def _parse_patterns(value: Any, where: str) -> tuple[str, ...]:
-    if value is None:
-        raise TemplateConfigError(
-            f"{where}: allowed_san_patterns is required (e.g. [\"*.example.com\", \"10.0.0.0/8\"]; \"**\" allows any DNS name)"
-        )
-    items = _str_list(value, where, "allowed_san_patterns")
-    if not items:
-        raise TemplateConfigError(f"{where}: allowed_san_patterns must name at least one pattern")
-    out: list[str] = []
-    for raw in items:
-        p = raw.strip().lower().rstrip(".")
-        if _as_network(p) is None:
-            labels = p.split(".")
-            if not p or not all(_PATTERN_LABEL_RE.fullmatch(lb) for lb in labels) or "**" in labels[1:]:
-                raise TemplateConfigError(
-                    f"{where}: allowed_san_patterns entry {raw!r} is neither a DNS pattern "
-                    "(labels of letters, digits, '-', with * ? [..] wildcards; '**' only first) nor an IP network"
-                )
-            if any("**" in lb and lb != "**" for lb in labels):
-                raise TemplateConfigError(f"{where}: in {raw!r}, '**' must be a whole label")
-        if p not in out:
-            out.append(p)
-    return tuple(out)
-
-
-def _as_network(p: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+def as_network(p: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
     if not any(c in p for c in ":/") and not re.fullmatch(r"[0-9.]+", p):
         return None
     try:
@@ -330,7 +167,7 @@ def _validate(t: Template) -> None:
     if ("encipher_only" in t.key_usage or "decipher_only" in t.key_usage) and "key_agreement" not in t.key_usage:
         raise TemplateConfigError(f"{where}: encipher_only/decipher_only need key_agreement")
     for e in t.extended_key_usage:
-        if e not in EXTENDED_KEY_USAGES and not _DOTTED_OID.fullmatch(e):
+        if e not in EXTENDED_KEY_USAGES and not DOTTED_OID.fullmatch(e):
             raise TemplateConfigError(f"{where}: unknown extended_key_usage {e!r}")
     if not t.allowed_san_patterns:
         raise TemplateConfigError(f"{where}: allowed_san_patterns must name at least one pattern")
@@ -485,8 +322,8 @@ def _norm_ip(value: str) -> str:
 
 def check_request(template: Template, names: SubjectNames) -> None:
     """Raise :class:`IssuerError` unless every name is allowed by ``template``."""
-    dns_patterns = [p for p in template.allowed_san_patterns if _as_network(p) is None]
-    networks = [n for p in template.allowed_san_patterns if (n := _as_network(p)) is not None]
+    dns_patterns = [p for p in template.allowed_san_patterns if as_network(p) is None]
+    networks = [n for p in template.allowed_san_patterns if (n := as_network(p)) is not None]
     allowed = ", ".join(template.allowed_san_patterns)
     for name in names.dns:
         if name.startswith("*.") and not template.allow_wildcards:

@@ -3,7 +3,13 @@
 An issuer signs a certificate for a CSR made on the host (the collector never
 sees the key) under a named :class:`~collector.domain.templates.Template`, and revokes
 certificates with an RFC 5280 reason. Abilities only some issuers have are
-separate protocols (:class:`SupportsCRL`), checked with ``isinstance``.
+separate protocols, checked with ``isinstance``:
+
+- :class:`SupportsCRL`: it publishes a certificate revocation list;
+- :class:`SupportsRoot`: it knows the root its chains lead to (the trust anchor an agent
+  verifies a new certificate against);
+- :class:`KnowsIssued`: it can tell whether it issued a given certificate (it holds the
+  issuing CA), so a revocation goes to it first and to no other issuer.
 
 Every issuer runs the same checks first (:func:`prepare_request`): the CSR
 parses and its signature verifies, the template belongs to this issuer, the
@@ -34,7 +40,7 @@ from collector.errors import IssuerError
 from collector.domain.templates import SubjectNames, Template, check_request, csr_matches_template
 
 __all__ = [
-    "Issuer", "SupportsCRL", "Issued", "RevocationReason", "IssuerError",
+    "Issuer", "KnowsIssued", "SupportsCRL", "SupportsRoot", "Issued", "RevocationReason", "IssuerError",
     "load_csr", "prepare_request", "utc",
 ]
 
@@ -174,6 +180,25 @@ class SupportsCRL(Protocol):
 
     def crl_der(self, now: dt.datetime) -> bytes:
         """A freshly signed CRL (DER) listing the revoked, unexpired certificates."""
+        ...
+
+
+@runtime_checkable
+class SupportsRoot(Protocol):
+    """An issuer that knows the root certificate its chains lead to."""
+
+    def root_der(self, now: dt.datetime) -> bytes:
+        """The root certificate (DER): the trust anchor for what this issuer issues."""
+        ...
+
+
+@runtime_checkable
+class KnowsIssued(Protocol):
+    """An issuer that can tell the certificates it issued from any other (an issuer without this
+    ability, e.g. an ACME CA, can only try a revocation and see whether the CA accepts it)."""
+
+    def issued(self, certificate_der: bytes, now: dt.datetime) -> bool:
+        """Whether this issuer issued ``certificate_der`` (False for anything that does not parse)."""
         ...
 
 

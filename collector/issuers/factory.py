@@ -16,31 +16,27 @@ optional dependencies (``acme``) are imported only when configured.
 """
 from __future__ import annotations
 
-import datetime as dt
-import re
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from certfleet.values import parse_duration
-from collector.issuers.base import Issuer
 from collector.domain.templates import Template, TemplateConfigError
+from collector.issuers.base import Issuer
+from collector.issuers.internal_ca import InternalCA
+from collector.issuers.settings import check_name, issuer_error
 
 __all__ = ["build_issuers", "FACTORIES", "IssuerFactory", "check_template_issuers"]
 
 # (name, settings, data_dir, base_dir, extra keyword arguments) -> Issuer
 IssuerFactory = Callable[..., Issuer]
 
-_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-
 
 def _internal_ca(name: str, cfg: Mapping[str, Any], data_dir: Path, base_dir: Path | None, **_: Any) -> Issuer:
-    from collector.issuers.internal_ca import InternalCA
-
     return InternalCA.from_config(name, cfg, data_dir, base_dir)
 
 
 def _acme(name: str, cfg: Mapping[str, Any], data_dir: Path, base_dir: Path | None, **kw: Any) -> Issuer:
     try:
+        # optional dependency: the acme package (certfleet[collector]) is imported only when configured
         from collector.issuers.acme import AcmeIssuer
     except ImportError as e:  # the optional dependency is missing
         raise TemplateConfigError(
@@ -78,17 +74,13 @@ def build_issuers(
     if not isinstance(config, Mapping):
         raise TemplateConfigError("issuers: expected a table of named issuers")
     for name, cfg in config.items():
-        if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
-            raise TemplateConfigError(
-                f"issuer {name!r}: a name is 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
-            )
         if not isinstance(cfg, Mapping):
             raise TemplateConfigError(f"issuer {name!r}: expected a table of settings")
+        check_name(name, cfg)
         kind = cfg.get("type")
         if kind not in table:
-            raise TemplateConfigError(
-                f"issuer {name!r}: type {kind!r} is not one of: {', '.join(sorted(table))}"
-            )
+            raise issuer_error(cfg, f"issuer {name!r}: type {kind!r} is not one of: {', '.join(sorted(table))}",
+                               "type")
         extra: dict[str, Any] = {}
         if solvers and name in solvers:
             extra["solver"] = solvers[name]
@@ -102,44 +94,3 @@ def check_template_issuers(templates: Mapping[str, Template], issuers: Mapping[s
         if t.issuer not in issuers:
             known = ", ".join(sorted(issuers)) or "none configured"
             raise TemplateConfigError(f"template {t.name!r}: issuer {t.issuer!r} is not configured (issuers: {known})")
-
-
-# -- helpers for the issuer modules' from_config ------------------------------
-
-
-
-def check_keys(name: str, cfg: Mapping[str, Any], known: set[str]) -> None:
-    unknown = sorted(set(cfg) - known)
-    if unknown:
-        raise TemplateConfigError(
-            f"issuer {name!r}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
-        )
-
-
-def config_duration(name: str, cfg: Mapping[str, Any], key: str, default: dt.timedelta) -> dt.timedelta:
-    """A positive duration setting of issuer ``name`` (the product's value grammar, certfleet/values.py)."""
-    value = cfg.get(key)
-    if value is None:
-        return default
-    try:
-        seconds = parse_duration(value)
-    except ValueError:
-        seconds = 0.0
-    if seconds <= 0:
-        raise TemplateConfigError(f"issuer {name!r}: {key} {value!r} is not a duration (use e.g. 30s, 15m, 1h, 7d)")
-    return dt.timedelta(seconds=seconds)
-
-
-def config_path(cfg: Mapping[str, Any], key: str, base: Path) -> Path | None:
-    value = cfg.get(key)
-    if value in (None, ""):
-        return None
-    p = Path(str(value)).expanduser()
-    return p if p.is_absolute() else base / p
-
-
-def split_listen(name: str, key: str, value: str) -> tuple[str, int]:
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise TemplateConfigError(f"issuer {name!r}: {key} {value!r} is not HOST:PORT")
-    return host.strip("[]"), int(port)

@@ -46,43 +46,26 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import hashlib
 import json
-import os
-import secrets
 import sqlite3
 import threading
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Union
+from typing import Any, Iterator, Mapping
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
+from collector.domain.templates import SubjectNames, Template, TemplateConfigError
 from collector.errors import IssuerError
 from collector.issuers.base import Issued, RevocationReason, prepare_request, utc
-from collector.pki import (
-    read_certificates, read_private_key, same_public_key, write_private_file, write_public_file,
+from collector.issuers.ca_files import (
+    CLOCK_SKEW, INTERMEDIATE_CERT_FILE, Hierarchy, aki, create_hierarchy, dir_lock, hash_for, load_generated,
+    load_imported, random_serial, sha256_hex,
 )
-from collector.domain.templates import SubjectNames, Template, TemplateConfigError
+from collector.issuers.settings import check_keys, config_duration, config_path
 
-try:  # POSIX: lock the directory while creating the hierarchy
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
-
-PrivateKey = Union[ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey]
-
-ROOT_KEY_FILE = "root.key"
-ROOT_CERT_FILE = "root.pem"
-INTERMEDIATE_KEY_FILE = "intermediate.key"
-INTERMEDIATE_CERT_FILE = "intermediate.pem"
 STATE_FILE = "state.sqlite3"
-LOCK_FILE = ".lock"
-
-CLOCK_SKEW = dt.timedelta(minutes=5)
 MIN_LEAF_LIFETIME = dt.timedelta(minutes=1)
 DEFAULT_ROOT_VALIDITY = dt.timedelta(days=3650)
 DEFAULT_INTERMEDIATE_VALIDITY = dt.timedelta(days=1825)
@@ -94,20 +77,9 @@ CONFIG_KEYS = {
 }
 
 
-@dataclass(frozen=True)
-class _Hierarchy:
-    key: PrivateKey                           # the issuing (intermediate) key
-    issuing: x509.Certificate                 # signs leaves and CRLs
-    intermediates: tuple[x509.Certificate, ...]  # issuing first, towards the root
-    root: x509.Certificate
-
-    @property
-    def expires(self) -> dt.datetime:
-        return min(c.not_valid_after_utc for c in (*self.intermediates, self.root))
-
-
 class InternalCA:
-    """A private root + intermediate; implements :class:`Issuer` and :class:`SupportsCRL`."""
+    """A private root + intermediate; implements :class:`Issuer` and the optional abilities
+    :class:`SupportsCRL`, :class:`SupportsRoot` and :class:`KnowsIssued`."""
 
     applies_template_profile = True
 
@@ -137,7 +109,7 @@ class InternalCA:
         self.crl_validity = crl_validity
         self.crl_url = crl_url or None
         self._lock = threading.Lock()
-        self._hierarchy: _Hierarchy | None = None
+        self._hierarchy: Hierarchy | None = None
         self._schema_ready = False
         imported = [root_cert, intermediate_cert, intermediate_key]
         self.imported = any(p is not None for p in imported)
@@ -146,10 +118,10 @@ class InternalCA:
                 raise TemplateConfigError(
                     f"issuer {name!r}: importing a CA needs root_cert, intermediate_cert and intermediate_key together"
                 )
-            self._hierarchy = _load_imported(Path(root_cert), Path(intermediate_cert), Path(intermediate_key))  # type: ignore[arg-type]
+            self._hierarchy = load_imported(Path(root_cert), Path(intermediate_cert), Path(intermediate_key))  # type: ignore[arg-type]
         elif (self.directory / INTERMEDIATE_CERT_FILE).exists():
             # Fail at start-up, not at the first renewal, when the files are broken.
-            self._hierarchy = _load_generated(self.directory)
+            self._hierarchy = load_generated(self.directory)
 
     def __repr__(self) -> str:
         mode = "imported" if self.imported else "generated"
@@ -159,8 +131,6 @@ class InternalCA:
 
     @classmethod
     def from_config(cls, name: str, cfg: Mapping[str, Any], data_dir: Path, base_dir: Path | None = None) -> "InternalCA":
-        from collector.issuers.factory import config_duration, config_path, check_keys
-
         check_keys(name, cfg, CONFIG_KEYS)
         base = Path(base_dir) if base_dir is not None else Path(data_dir)
         return cls(
@@ -179,56 +149,23 @@ class InternalCA:
 
     # -- the hierarchy ----------------------------------------------------------
 
-    def hierarchy(self, now: dt.datetime) -> _Hierarchy:
+    def hierarchy(self, now: dt.datetime) -> Hierarchy:
         """The root and intermediate(s), made on first use in generated mode."""
         if self._hierarchy is not None:
             return self._hierarchy
-        with self._lock, _dir_lock(self.directory):
+        with self._lock, dir_lock(self.directory):
             if self._hierarchy is None:
                 if (self.directory / INTERMEDIATE_CERT_FILE).exists():
-                    self._hierarchy = _load_generated(self.directory)
+                    self._hierarchy = load_generated(self.directory)
                 else:
-                    self._hierarchy = self._create(utc(now))
+                    self._hierarchy = create_hierarchy(
+                        self.name, self.directory, self.common_name, self.ca_key_type, self.root_validity,
+                        self.intermediate_validity, utc(now))
         return self._hierarchy
 
     def root_der(self, now: dt.datetime) -> bytes:
         """The root certificate (DER): the trust anchor to distribute to clients."""
         return self.hierarchy(now).root.public_bytes(serialization.Encoding.DER)
-
-    def _create(self, now: dt.datetime) -> _Hierarchy:
-        d = self.directory
-        root_key_path, root_cert_path = d / ROOT_KEY_FILE, d / ROOT_CERT_FILE
-        if root_key_path.exists() != root_cert_path.exists():
-            present, missing = (root_key_path, root_cert_path) if root_key_path.exists() else (root_cert_path, root_key_path)
-            raise IssuerError(
-                f"issuer {self.name!r}: {present} exists but {missing} is missing: restore it from a backup; "
-                "remove both only to make a new CA (every certificate it issued must then be replaced)"
-            )
-        if root_key_path.exists():
-            root_key = _read_key(root_key_path)
-            root = _read_certs(root_cert_path)[0]
-        else:
-            root_key = _new_ca_key(self.ca_key_type, root=True)
-            root_name = _ca_name(f"{self.common_name} Root CA")
-            root = (
-                _ca_builder(root_name, root_name, root_key.public_key(), now, now + self.root_validity, path_length=1)
-                .add_extension(x509.SubjectKeyIdentifier.from_public_key(root_key.public_key()), critical=False)
-                .sign(root_key, _hash_for(root_key))
-            )
-            write_private_file(root_key_path, _key_pem(root_key), replace=False)
-            write_public_file(root_cert_path, root.public_bytes(serialization.Encoding.PEM))
-        key = _new_ca_key(self.ca_key_type, root=False)
-        not_after = min(now + self.intermediate_validity, root.not_valid_after_utc)
-        inter = (
-            _ca_builder(_ca_name(f"{self.common_name} Intermediate CA"), root.subject, key.public_key(), now,
-                        not_after, path_length=0)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-            .add_extension(_aki(root), critical=False)
-            .sign(root_key, _hash_for(root_key))
-        )
-        write_private_file(d / INTERMEDIATE_KEY_FILE, _key_pem(key), replace=False)
-        write_public_file(d / INTERMEDIATE_CERT_FILE, inter.public_bytes(serialization.Encoding.PEM))
-        return _Hierarchy(key=key, issuing=inter, intermediates=(inter,), root=root)
 
     # -- issuing ----------------------------------------------------------------
 
@@ -260,7 +197,7 @@ class InternalCA:
             # An empty subject makes the SAN extension critical (RFC 5280 4.2.1.6).
             .add_extension(names.san_extension(), critical=not names.common_name)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)  # type: ignore[arg-type]
-            .add_extension(_aki(h.issuing), critical=False)
+            .add_extension(aki(h.issuing), critical=False)
         )
         if template.extended_key_usage:
             builder = builder.add_extension(x509.ExtendedKeyUsage(template.extended_key_usage_oids()), critical=False)
@@ -274,14 +211,14 @@ class InternalCA:
             )
         with self._state() as db:
             for _ in range(5):
-                serial = _random_serial()
-                cert = builder.serial_number(serial).sign(h.key, _hash_for(h.key))
+                serial = random_serial()
+                cert = builder.serial_number(serial).sign(h.key, hash_for(h.key))
                 der = cert.public_bytes(serialization.Encoding.DER)
                 try:
                     db.execute(
                         "INSERT INTO issued (serial, fingerprint, not_after, names, template, issued_at)"
                         " VALUES (?, ?, ?, ?, ?, ?)",
-                        (format(serial, "x"), _sha256(der), not_after.isoformat(),
+                        (format(serial, "x"), sha256_hex(der), not_after.isoformat(),
                          json.dumps(names.all()), template.name, now.isoformat()),
                     )
                 except sqlite3.IntegrityError:  # a serial seen before: draw again
@@ -313,15 +250,11 @@ class InternalCA:
             cert = x509.load_der_x509_certificate(bytes(certificate_der))
         except ValueError:
             raise IssuerError("not a DER X.509 certificate") from None
-        try:
-            if cert.issuer != h.issuing.subject:
-                raise ValueError("issuer name differs")
-            cert.verify_directly_issued_by(h.issuing)
-        except Exception:  # noqa: BLE001 - wrong issuer, bad signature, unsupported key
+        if not _issued_by(cert, h):
             raise IssuerError(
                 f"the certificate (issuer {cert.issuer.rfc4514_string()}, serial {cert.serial_number:x}) "
                 f"was not issued by {self.name!r}; revoke it at the CA that issued it"
-            ) from None
+            )
         serial = format(cert.serial_number, "x")
         with self._state() as db:
             row = db.execute("SELECT reason FROM revoked WHERE serial = ?", (serial,)).fetchone()
@@ -348,6 +281,16 @@ class InternalCA:
             elif reason is RevocationReason.certificate_hold and row[0] != RevocationReason.certificate_hold:
                 raise IssuerError(f"serial {serial} is already revoked permanently; it cannot be put on hold")
 
+    def issued(self, certificate_der: bytes, now: dt.datetime) -> bool:
+        """Whether the issuing CA signed ``certificate_der`` (:class:`KnowsIssued`)."""
+        try:
+            cert = x509.load_der_x509_certificate(bytes(certificate_der))
+        except ValueError:
+            return False
+        if self._hierarchy is None and not (self.directory / INTERMEDIATE_CERT_FILE).exists():
+            return False    # nothing made yet, so nothing issued (and asking makes nothing)
+        return _issued_by(cert, self.hierarchy(utc(now)))
+
     def revocations(self) -> list[tuple[str, RevocationReason, dt.datetime]]:
         """``(serial hex, reason, revoked at)`` of every recorded revocation."""
         with self._state() as db:
@@ -371,7 +314,7 @@ class InternalCA:
             .last_update(now)
             .next_update(max(next_update, now + dt.timedelta(minutes=1)))
             .add_extension(x509.CRLNumber(number), critical=False)
-            .add_extension(_aki(h.issuing), critical=False)
+            .add_extension(aki(h.issuing), critical=False)
         )
         for serial, reason, revoked_at in rows:
             entry = x509.RevokedCertificateBuilder().serial_number(int(serial, 16)).revocation_date(
@@ -380,7 +323,7 @@ class InternalCA:
             if reason != RevocationReason.unspecified:
                 entry = entry.add_extension(x509.CRLReason(RevocationReason(reason).to_x509()), critical=False)
             builder = builder.add_revoked_certificate(entry.build())
-        crl = builder.sign(h.key, _hash_for(h.key))
+        crl = builder.sign(h.key, hash_for(h.key))
         return crl.public_bytes(serialization.Encoding.DER)
 
     # -- state ------------------------------------------------------------------
@@ -416,153 +359,11 @@ INSERT OR IGNORE INTO meta (key, value) VALUES ('crl_number', 0);
 """
 
 
-# ---------------------------------------------------------------------------
-# helpers
-
-
-@contextlib.contextmanager
-def _dir_lock(directory: Path) -> Iterator[None]:
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if fcntl is None:  # pragma: no cover
-        yield
-        return
-    fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+def _issued_by(cert: x509.Certificate, h: Hierarchy) -> bool:
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
-
-def _load_generated(d: Path) -> _Hierarchy:
-    root = _read_certs(d / ROOT_CERT_FILE)[0]
-    key = _read_key(d / INTERMEDIATE_KEY_FILE)
-    inter = _read_certs(d / INTERMEDIATE_CERT_FILE)
-    return _check_hierarchy(key, inter, root, d / INTERMEDIATE_KEY_FILE, d / INTERMEDIATE_CERT_FILE)
-
-
-def _load_imported(root_path: Path, inter_path: Path, key_path: Path) -> _Hierarchy:
-    roots = _read_certs(root_path)
-    if len(roots) != 1:
-        raise IssuerError(f"{root_path}: expected exactly one root certificate, found {len(roots)}")
-    key = _read_key(key_path)
-    inter = _read_certs(inter_path)
-    return _check_hierarchy(key, inter, roots[0], key_path, inter_path)
-
-
-def _check_hierarchy(
-    key: PrivateKey, inter: list[x509.Certificate], root: x509.Certificate, key_path: Path, inter_path: Path
-) -> _Hierarchy:
-    # a bundle that ends with the root: drop it
-    fp_root = root.fingerprint(hashes.SHA256())
-    inter = [c for c in inter if c.fingerprint(hashes.SHA256()) != fp_root]
-    if not inter:
-        raise IssuerError(f"{inter_path}: holds no intermediate certificate")
-    issuing = inter[0]
-    if not same_public_key(key, issuing):
-        raise IssuerError(f"{key_path} does not belong to the first certificate in {inter_path}")
-    for cert in (*inter, root):
-        if not _is_ca(cert):
-            raise IssuerError(
-                f"{cert.subject.rfc4514_string()} is not a CA certificate (basicConstraints CA:TRUE and keyCertSign)"
-            )
-    try:
-        root.verify_directly_issued_by(root)
-    except Exception:  # noqa: BLE001
-        raise IssuerError(f"the root {root.subject.rfc4514_string()} is not self-signed") from None
-    for child, parent in zip(inter, [*inter[1:], root]):
-        try:
-            child.verify_directly_issued_by(parent)
-        except Exception:  # noqa: BLE001
-            raise IssuerError(
-                f"{child.subject.rfc4514_string()} is not signed by {parent.subject.rfc4514_string()}: "
-                f"put the intermediates in {inter_path} in order from the issuing one towards the root"
-            ) from None
-    return _Hierarchy(key=key, issuing=issuing, intermediates=tuple(inter), root=root)
-
-
-def _is_ca(cert: x509.Certificate) -> bool:
-    try:
-        if not cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca:
+        if cert.issuer != h.issuing.subject:
             return False
-    except x509.ExtensionNotFound:
+        cert.verify_directly_issued_by(h.issuing)
+    except Exception:  # noqa: BLE001 - wrong issuer, bad signature, unsupported key
         return False
-    try:
-        return bool(cert.extensions.get_extension_for_class(x509.KeyUsage).value.key_cert_sign)
-    except x509.ExtensionNotFound:
-        return True
-
-
-def _read_key(path: Path) -> PrivateKey:
-    return read_private_key(path, IssuerError, what="a CA key")
-
-
-def _read_certs(path: Path) -> list[x509.Certificate]:
-    return read_certificates(path, IssuerError)
-
-
-def _new_ca_key(kind: str, *, root: bool) -> PrivateKey:
-    if kind == "rsa":
-        return rsa.generate_private_key(public_exponent=65537, key_size=4096 if root else 3072)
-    return ec.generate_private_key(ec.SECP384R1())
-
-
-def _hash_for(key: PrivateKey) -> hashes.HashAlgorithm:
-    if isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.key_size >= 384:
-        return hashes.SHA384()
-    return hashes.SHA256()
-
-
-def _ca_name(cn: str) -> x509.Name:
-    return x509.Name([
-        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "certfleet"),
-        x509.NameAttribute(NameOID.COMMON_NAME, cn[:64]),
-    ])
-
-
-def _ca_builder(
-    subject: x509.Name, issuer: x509.Name, public_key: Any, now: dt.datetime, not_after: dt.datetime, *, path_length: int
-) -> x509.CertificateBuilder:
-    return (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer)
-        .public_key(public_key)
-        .serial_number(_random_serial())
-        .not_valid_before(now - CLOCK_SKEW)
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=False, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
-                encipher_only=False, decipher_only=False,
-            ),
-            critical=True,
-        )
-    )
-
-
-def _aki(issuer: x509.Certificate) -> x509.AuthorityKeyIdentifier:
-    try:
-        ski = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-        return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
-    except x509.ExtensionNotFound:
-        return x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.public_key())  # type: ignore[arg-type]
-
-
-def _key_pem(key: PrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-
-
-def _random_serial() -> int:
-    while True:
-        serial = secrets.randbits(128)
-        if serial >> 64:  # positive, non-zero, and at least 65 bits of entropy shown
-            return serial
-
-
-def _sha256(der: bytes) -> str:
-    return hashlib.sha256(der).hexdigest()
+    return True

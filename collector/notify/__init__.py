@@ -1,6 +1,7 @@
-"""Expiry and event notifications: pure decisions (decisions.py), channels (channels/),
-settings (settings.py) and the notifier that runs them against the registry (notifier.py).
+"""Notification delivery backends: ``notify/channels/`` (smtp, webhook, slack, ticket) behind one
+``Channel`` interface, ``notify/channels/__init__.py`` the chooser of a channel type.
 
-The policy engine's hook: ``Notifier.notify_violation(rule=..., fingerprint=..., reason=...,
-environment=..., owner=...)`` -- see its docstring.
+What is due and to whom is decided in collector/domain/notices.py; collector/services/notifier.py
+runs it against the registry and delivers through these channels; the ``[notify]`` settings are
+collector/config/notify.py's. Imports nothing of the collector but ``collector.errors``.
 """

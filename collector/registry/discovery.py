@@ -25,6 +25,7 @@ from sqlalchemy import Connection, Engine, and_, insert, or_, select, update
 
 from collector.domain import netscan as d
 from collector.domain import ownership as own
+from collector.domain import serving
 from collector.errors import Ambiguous, InvalidInput, NotFound, PermissionDenied
 from collector.registry import audit, db
 from collector.registry.ingest import chunked
@@ -282,7 +283,7 @@ class DiscoveryStore(db.Connections):
                     lc.agent_id == agent_id, lc.status == "present", lc.store_type != ENDPOINT,
                     lc.processes.is_not(None))
             ):
-                if any(d.listens_on(p.get("listen") or (), endpoint) for p in (procs or ())):
+                if any(serving.listens_on(p.get("listen") or (), endpoint) for p in (procs or ())):
                     out.add((st, path, alias))
         return sorted(out)
 

@@ -265,9 +265,9 @@ class JobView:
         return is_final(self.state)
 
     @property
-    def suggested_reload(self):  # noqa: ANN201 - collector.domain.netscan.ReloadSuggestion | None
+    def suggested_reload(self):  # noqa: ANN201 - collector.domain.serving.ReloadSuggestion | None
         """The reload action the agent found for this location's service when the job was made."""
-        from collector.domain.netscan import ReloadSuggestion
+        from collector.domain.serving import ReloadSuggestion
 
         detail = self.result_detail if isinstance(self.result_detail, dict) else {}
         return ReloadSuggestion.from_json(detail.get("suggested_reload"))

@@ -29,6 +29,10 @@ fleet and are refused to the role (and the refusal audited).
 
 Builders are named by module and imported when first built, so that the CLI, which
 imports this package for rendering, does not pull in the registry (SQLAlchemy).
+
+May import: the builders read the registry (``collector.registry``) and the pure
+``collector.domain``; the package itself only ``collector.errors`` and its own model and
+parameters. The wire form of a report is ``collector.api.report_codec``'s.
 """
 from __future__ import annotations
 
@@ -76,6 +80,15 @@ def spec(name: str) -> ReportSpec:
         raise InvalidInput(f"no report {name!r}; reports: {', '.join(sorted(REPORTS))}") from None
 
 
+def team_refusal(name: str, team: str) -> str | None:
+    """Why role owner (acting for ``team``) may not read report ``name``; None when it may (the
+    report has a view for one team: ``owner_scoped``)."""
+    if spec(name).owner_scoped:
+        return None
+    scoped = ", ".join(n for n, s in REPORTS.items() if s.owner_scoped)
+    return (f"role owner (team {team}) may not read report {name}: it covers the whole fleet; "
+            f"the team's reports are {scoped}")
+
 def build(registry: Any, name: str, params: Mapping[str, str], now: dt.datetime, team: str | None = None) -> Report:
     """Build report ``name`` (unknown names and parameters are refused with InvalidInput);
     with ``team``, only what that team owns (only for ``owner_scoped`` reports)."""
@@ -88,4 +101,4 @@ def build(registry: Any, name: str, params: Mapping[str, str], now: dt.datetime,
     return s.builder()(registry, params, now, team=team)
 
 
-__all__ = ["REPORTS", "Report", "ReportSpec", "Section", "Value", "build", "spec"]
+__all__ = ["REPORTS", "Report", "ReportSpec", "Section", "Value", "build", "spec", "team_refusal"]

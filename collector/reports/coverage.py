@@ -13,6 +13,7 @@ from typing import Any, Mapping
 
 from collector.registry.coverage import agent_coverage
 from collector.reports import params as p
+from collector.reports.expiring import stale_section
 from collector.reports.model import Report, Section, ago, iso
 
 PARAMS = ("silent_after",)
@@ -57,7 +58,6 @@ def build(registry: Any, params: Mapping[str, str], now: dt.datetime) -> Report:
         shown = ", ".join(hosts[:MAX_HOSTS_LISTED]) + (f" (+{len(hosts) - MAX_HOSTS_LISTED})"
                                                        if len(hosts) > MAX_HOSTS_LISTED else "")
         reason_rows.append((reason, len(items), shown, items[0][1]))
-    from collector.reports.expiring import stale_section
 
     stale = stale_section(registry)
     summary: list[tuple[str, Any]] = [

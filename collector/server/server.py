@@ -17,27 +17,33 @@ from typing import Any, Callable
 
 import grpc
 
-from certfleet.v1 import admin_pb2_grpc, agent_pb2_grpc, audit_pb2_grpc
 from collector.api.admin import AdminServicer
 from collector.api.agents import AgentServicer
 from collector.api.audit import AuditServicer
 from collector.api.auth import Authenticator
 from collector.api.enrollment import EnrollmentServicer
-from collector.api.governance import GovernanceServicer, governance_pb2_grpc
-from collector.api.policy import PolicyServicer, policy_pb2_grpc
-from collector.services.policy_runner import PolicyEvaluator, PolicySettings
-from collector.api.reports import ReportServicer, report_pb2_grpc
+from collector.api.governance import GovernanceServicer
 from collector.api.hub import AgentHub
-from collector.api.notify import NotifyServicer, notify_pb2_grpc
-from collector.api.discovery import DiscoveryServicer, discovery_pb2_grpc
+from collector.api.netscan import DiscoveryServicer
+from collector.api.notify import NotifyServicer
+from collector.api.policy import PolicyServicer
+from collector.api.reports import ReportServicer
+from collector.api.routes import add_enrollment_service, add_main_services
+from collector.config.core import CollectorConfig, ConfigError
+from collector.issuers.factory import build_issuers, check_template_issuers
+from collector.issuers.solvers import CallbackHttp01Solver
+from collector.pki import CollectorCA
+from collector.registry import Registry
+from collector.server.scheduler import Scheduler
+from collector.services.agent_session import AgentSessions
 from collector.services.audit_retention import AuditRetention
 from collector.services.autorenew import AutoRenewer, build_autorenewer
-from collector.config.core import CollectorConfig, ConfigError
+from collector.services.challenges import ChallengeBroker
+from collector.services.enrollment import Enrollment
+from collector.services.inventory import Inventory
 from collector.services.notifier import Notifier
-from collector.pki import CollectorCA
-from collector.registry.repository import Registry
+from collector.services.policy_runner import PolicyEvaluator
 from collector.services.renewal import RenewalService
-from collector.server.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
 MAX_MESSAGE = 32 * 1024 * 1024
@@ -61,30 +67,20 @@ class CollectorState:
 
 
 def build_renewal(config: CollectorConfig, registry: Registry, clock: Callable[[], dt.datetime]) -> RenewalService | None:
-    """Issuers and templates from the config's [issuers], [templates] and [renewal] tables; None when none are set."""
-    from collector.issuers.factory import build_issuers, check_template_issuers
-    from collector.domain.templates import load_templates
-
-    from collector.services.challenges import ChallengeBroker
-    from collector.issuers.acme import CallbackHttp01Solver
-
-    issuers_cfg = config.extra.get("issuers")
-    if not issuers_cfg:
+    """Issuers and templates from the config's [issuers], [templates] and [renewal] tables; None without issuers."""
+    if not config.issuers:
         return None
-    base = config.path.resolve().parent if config.path else config.data_dir
     broker = ChallengeBroker()
     # ACME http-01 without a responder on the collector host: the agent places the challenge.
     solvers = {
         name: CallbackHttp01Solver(broker.present, broker.cleanup)
-        for name, cfg in issuers_cfg.items()
-        if isinstance(cfg, dict) and cfg.get("type") == "acme"
-        and cfg.get("challenge", "http-01") == "http-01" and not cfg.get("http01_listen")
+        for name, cfg in config.issuers.items()
+        if cfg.get("type") == "acme" and cfg.get("challenge", "http-01") == "http-01" and not cfg.get("http01_listen")
     }
-    issuers = build_issuers(issuers_cfg, config.data_dir, base_dir=base, solvers=solvers)
-    templates = load_templates(config.extra.get("templates"))
+    issuers = build_issuers(config.issuers, config.data_dir, base_dir=config.base_dir, solvers=solvers)
+    templates = dict(config.templates)
     check_template_issuers(templates, issuers)
-    renewal_cfg = config.extra.get("renewal", {}) or {}
-    default = renewal_cfg.get("default_template", "")
+    default = config.renewal.default_template
     if not default and len(templates) == 1:
         default = next(iter(templates))
     if default and default not in templates:
@@ -95,8 +91,7 @@ def build_renewal(config: CollectorConfig, registry: Registry, clock: Callable[[
 def policy_evaluator(config: CollectorConfig, registry: Registry, clock: Callable[[], dt.datetime],
                      on_new_violation: Callable[[Any], Any] | None = None) -> PolicyEvaluator:
     """The [policy] table: the policy file and the evaluation interval."""
-    base = config.path.resolve().parent if config.path else config.data_dir
-    return PolicyEvaluator(registry, PolicySettings.from_config(config.extra, base), clock, on_new_violation)
+    return PolicyEvaluator(registry, config.policy, clock, on_new_violation)
 
 
 def prepare(config: CollectorConfig, clock: Callable[[], dt.datetime] = utcnow) -> CollectorState:
@@ -128,41 +123,33 @@ class CollectorServer:
         cfg = state.config
         auth = Authenticator(state.registry)
         self.hub = AgentHub()
-        self.notifier = Notifier.from_config(cfg.extra, state.registry, clock)
+        self.notifier = Notifier(state.registry, cfg.notify, clock)
         # a new violation on a production certificate tells its owner; without a channel, nothing happens
         on_new_violation = self.notifier.on_new_violation if self.notifier.enabled else None
         options = [
             ("grpc.max_receive_message_length", MAX_MESSAGE),
             ("grpc.max_send_message_length", MAX_MESSAGE),
         ]
-        self.main = grpc.aio.server(options=options)
-        agent_pb2_grpc.add_AgentServiceServicer_to_server(
-            AgentServicer(state.registry, state.ca, auth, dt.timedelta(seconds=cfg.agent_cert_lifetime), clock,
-                          renewal=state.renewal, hub=self.hub, on_new_violation=on_new_violation),
-            self.main,
-        )
-        admin_pb2_grpc.add_AdminServiceServicer_to_server(
-            AdminServicer(state.registry, state.ca, auth, cfg.enroll_endpoint, cfg.token_ttl, clock,
-                          renewal=state.renewal, hub=self.hub),
-            self.main,
-        )
-        audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(state.registry, auth, clock), self.main)
-        governance_pb2_grpc.add_GovernanceServiceServicer_to_server(GovernanceServicer(state.registry, auth, clock), self.main)
-        policy_pb2_grpc.add_PolicyServiceServicer_to_server(PolicyServicer(state.registry, auth, clock, on_new_violation),
-                                                    self.main)
+        lifetime = dt.timedelta(seconds=cfg.agent_cert_lifetime)
+        enrollment = Enrollment(state.registry, state.ca, lifetime, clock)
         self.policy = policy_evaluator(cfg, state.registry, clock, on_new_violation)
-        report_pb2_grpc.add_ReportServiceServicer_to_server(ReportServicer(state.registry, auth, clock), self.main)
-        self.retention = AuditRetention.from_config(cfg.extra, state.registry, clock)
-        notify_pb2_grpc.add_NotifyServiceServicer_to_server(NotifyServicer(self.notifier, auth, clock), self.main)
-        discovery_pb2_grpc.add_DiscoveryServiceServicer_to_server(
-            DiscoveryServicer(state.registry, auth, clock, hub=self.hub), self.main)
-        self.enroll = grpc.aio.server(options=options)
-        agent_pb2_grpc.add_EnrollmentServicer_to_server(
-            EnrollmentServicer(
-                state.registry, state.ca, cfg.agent_endpoint, dt.timedelta(seconds=cfg.agent_cert_lifetime), clock
-            ),
-            self.enroll,
+        self.retention = AuditRetention(state.registry, cfg.audit, clock)
+        self.main = grpc.aio.server(options=options)
+        add_main_services(
+            self.main,
+            agents=AgentServicer(auth, Inventory(state.registry, clock, on_new_violation),
+                                 AgentSessions(state.registry, clock, state.renewal), enrollment, hub=self.hub),
+            admin=AdminServicer(state.registry, state.ca, auth, cfg.enroll_endpoint, cfg.token_ttl, clock,
+                                renewal=state.renewal, hub=self.hub),
+            audit=AuditServicer(state.registry, auth, clock),
+            governance=GovernanceServicer(state.registry, auth, clock),
+            policy=PolicyServicer(state.registry, auth, clock, on_new_violation),
+            reports=ReportServicer(state.registry, auth, clock),
+            notify=NotifyServicer(self.notifier, auth, clock),
+            netscan=DiscoveryServicer(state.registry, auth, clock, hub=self.hub),
         )
+        self.enroll = grpc.aio.server(options=options)
+        add_enrollment_service(self.enroll, EnrollmentServicer(enrollment, cfg.agent_endpoint))
         pair = [(state.server_key_pem, state.server_cert_pem)]
         self.main_port = self.main.add_secure_port(
             cfg.listen,

@@ -1,24 +1,7 @@
 """Auto-renewal: renew managed certificates when they reach their renewal point.
 
-Configured in the collector's TOML, next to the issuers and templates::
-
-    [renewal]
-    default_template = "web"
-    check_interval = "10m"     # how often the fleet is checked (default 10m)
-    retry_after = "1d"         # after a job at a location ended (verified, failed, rolled back,
-                               # cancelled), leave that location alone this long (default 1d)
-
-    [[renewal.auto]]           # rules, in order: the first that matches a location decides
-    template = "web"           # required, a name under [templates]
-    match = { service = "nginx", environment = "prod" }   # location labels, all must be equal
-    hosts = ["web-*"]          # fnmatch on the hostname (case-insensitive); any of them
-    paths = ["/etc/nginx/**"]  # * within one path segment, ** any depth; any of them
-    days_before = 30           # OR percent = 33 (of the lifetime left); default: at 2/3 of the lifetime
-    window = "sat,sun 22:00-04:00 Europe/Berlin"   # only inside this maintenance window
-    jitter = 0.05              # spread by up to this fraction of the lifetime, either way
-
-A rule without ``match``, ``hosts`` and ``paths`` matches every location. Locations
-that no rule matches are never renewed automatically.
+The rules are ``[[renewal.auto]]`` tables (collector/config/renewal.py reads them into
+collector/domain/autorules.py values); the first that matches a location decides.
 
 The decision is pure (:func:`plan_renewals`: certificates, rules, ``now`` and the
 locations that are busy in, planned jobs out). :class:`AutoRenewer` applies it to
@@ -29,31 +12,25 @@ running job per location), so several collector replicas may run it at once.
 from __future__ import annotations
 
 import datetime as dt
-import fnmatch
 import itertools
 import logging
-import re
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Collection, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Callable, Collection, Iterable, Iterator
 
-from collector.config.core import ConfigError, parse_duration
+from collector.config.core import CollectorConfig
+from collector.config.reader import ConfigError
+from collector.config.renewal import DEFAULT_CHECK_INTERVAL, DEFAULT_RETRY_AFTER
+from collector.domain.autorules import AutoRule, first_rule
+from collector.domain.jobstates import is_final, renewal_due
+from collector.domain.serving import not_renewable
 from collector.errors import CollectorError, InvalidInput
-from collector.domain.jobstates import MaintenanceWindow, is_final, renewal_due
+from collector.registry import Registry
 from collector.registry.types import CertFilter, CertificateView, JobView, LocationSelector, LocationView
-
-if TYPE_CHECKING:   # only for annotations: keeps this module importable without the renewal stack
-    from collector.registry.repository import Registry
-    from collector.services.renewal import RenewalService
+from collector.services.renewal import RenewalService
 
 log = logging.getLogger(__name__)
 
 REQUESTED_BY = "auto-renew"
-DEFAULT_CHECK_INTERVAL = 600.0
-DEFAULT_RETRY_AFTER = dt.timedelta(days=1)
-DEFAULT_JITTER = 0.05
-#: keys of the [renewal] table (default_template is read by collector.server.server.build_renewal)
-RENEWAL_KEYS = frozenset({"default_template", "check_interval", "retry_after", "auto"})
-RULE_KEYS = frozenset({"template", "match", "hosts", "paths", "days_before", "percent", "window", "jitter"})
 
 #: (agent_id, store_type, path, alias) of a location; the chain index is always 0 here
 LocationKey = tuple[str, str, str, str]
@@ -61,213 +38,6 @@ LocationKey = tuple[str, str, str, str]
 
 def location_key(agent_id: str, store_type: str, path: str, alias: str) -> LocationKey:
     return (agent_id, store_type, path, alias)
-
-
-# -- rules ----------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class AutoRule:
-    """One ``[[renewal.auto]]`` rule; ``index`` counts from 1 in the order of the config."""
-
-    index: int
-    template: str
-    match: Mapping[str, str] = field(default_factory=dict)
-    hosts: tuple[str, ...] = ()
-    paths: tuple[str, ...] = ()
-    days_before: float | None = None
-    percent: float | None = None
-    window: MaintenanceWindow | None = None
-    jitter: float = DEFAULT_JITTER
-    _path_res: tuple[re.Pattern[str], ...] = field(default=(), repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_path_res", tuple(path_pattern(p) for p in self.paths))
-
-    def matches(self, loc: LocationView) -> bool:
-        labels = loc.labels or {}
-        if any(labels.get(k) != v for k, v in self.match.items()):
-            return False
-        if self.hosts:
-            name = (loc.hostname or "").lower()
-            if not any(fnmatch.fnmatchcase(name, h.lower()) for h in self.hosts):
-                return False
-        if self._path_res and not any(r.fullmatch(loc.path) for r in self._path_res):
-            return False
-        return True
-
-    def describe_point(self) -> str:
-        if self.days_before is not None:
-            return f"{_num(self.days_before)} days before expiry reached"
-        if self.percent is not None:
-            return f"{_num(self.percent)}% of lifetime left"
-        return "2/3 of lifetime passed"
-
-
-def _num(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() else str(x)
-
-
-def path_pattern(pattern: str) -> re.Pattern[str]:
-    """A compiled pattern for a location path: ``*`` and ``?`` stay within one ``/`` segment,
-    ``**`` matches any depth (``/etc/nginx/**`` matches everything below /etc/nginx;
-    ``/srv/**/tls/*.pem`` also matches ``/srv/tls/a.pem``), ``[...]`` is a character class."""
-    out: list[str] = []
-    i, n = 0, len(pattern)
-    while i < n:
-        c = pattern[i]
-        if pattern.startswith("**/", i):
-            out.append("(?:.*/)?")
-            i += 3
-        elif pattern.startswith("**", i):
-            out.append(".*")
-            i += 2
-        elif c == "*":
-            out.append("[^/]*")
-            i += 1
-        elif c == "?":
-            out.append("[^/]")
-            i += 1
-        elif c == "[":
-            j = pattern.find("]", i + 2 if pattern.startswith("[!", i) or pattern.startswith("[]", i) else i + 1)
-            if j < 0:
-                out.append(re.escape(c))
-                i += 1
-            else:
-                body = pattern[i + 1:j]
-                if body.startswith("!"):
-                    body = "^" + body[1:]
-                out.append("[" + body.replace("\\", "\\\\") + "]")
-                i = j + 1
-        else:
-            out.append(re.escape(c))
-            i += 1
-    return re.compile("".join(out), re.DOTALL)
-
-
-def _rule_error(index: int, key: str, message: str) -> ConfigError:
-    return ConfigError(f"[[renewal.auto]] rule {index}: {key}: {message}")
-
-
-def _string_list(value: Any, index: int, key: str) -> tuple[str, ...]:
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
-        raise _rule_error(index, key, "expected a non-empty list of non-empty strings")
-    return tuple(value)
-
-
-def _number(value: Any, index: int, key: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _rule_error(index, key, f"expected a number, not {value!r}")
-    return float(value)
-
-
-def load_rule(index: int, table: Any, templates: Collection[str] | Mapping[str, Any]) -> AutoRule:
-    """One rule from its table; ``index`` (from 1) names it in errors."""
-    if not isinstance(table, Mapping):
-        raise ConfigError(f"[[renewal.auto]] rule {index}: expected a table of settings")
-    unknown = sorted(set(table) - RULE_KEYS)
-    if unknown:
-        raise _rule_error(index, unknown[0], f"unknown key (known: {', '.join(sorted(RULE_KEYS))})")
-    template = table.get("template")
-    if not isinstance(template, str) or not template:
-        raise _rule_error(index, "template", "required: the name of a template under [templates]")
-    if template not in templates:
-        known = ", ".join(sorted(templates)) or "none configured"
-        raise _rule_error(index, "template", f"no template {template!r} (known: {known})")
-
-    match: dict[str, str] = {}
-    if "match" in table:
-        raw = table["match"]
-        if not isinstance(raw, Mapping) or not raw:
-            raise _rule_error(index, "match", "expected a non-empty table of label = \"value\"")
-        for k, v in raw.items():
-            if not isinstance(v, str):
-                raise _rule_error(index, "match", f"label {k!r}: expected a string value, not {v!r}")
-            match[str(k)] = v
-    hosts = _string_list(table["hosts"], index, "hosts") if "hosts" in table else ()
-    paths = _string_list(table["paths"], index, "paths") if "paths" in table else ()
-
-    days_before = percent = None
-    if "days_before" in table and "percent" in table:
-        raise _rule_error(index, "days_before", "give days_before or percent, not both")
-    if "days_before" in table:
-        days_before = _number(table["days_before"], index, "days_before")
-        if days_before < 0:
-            raise _rule_error(index, "days_before", f"must not be negative, not {_num(days_before)}")
-        validity = getattr(templates.get(template) if isinstance(templates, Mapping) else None, "validity", None)
-        if isinstance(validity, dt.timedelta) and dt.timedelta(days=days_before) >= validity:
-            raise _rule_error(
-                index, "days_before",
-                f"{_num(days_before)} days is not shorter than template {template!r}'s validity of {validity.days} "
-                "days: every new certificate would be due for renewal at once")
-    if "percent" in table:
-        percent = _number(table["percent"], index, "percent")
-        if not 0 < percent < 100:
-            raise _rule_error(index, "percent", f"the percentage of the lifetime left must be between 0 and 100, "
-                                                f"not {_num(percent)}")
-
-    window = None
-    if "window" in table:
-        raw = table["window"]
-        if not isinstance(raw, str):
-            raise _rule_error(index, "window", f"expected a string like \"sat,sun 22:00-04:00 Europe/Berlin\", not {raw!r}")
-        try:
-            window = MaintenanceWindow.parse(raw)
-        except InvalidInput as e:
-            raise _rule_error(index, "window", str(e)) from None
-
-    jitter = DEFAULT_JITTER
-    if "jitter" in table:
-        jitter = _number(table["jitter"], index, "jitter")
-        if not 0 <= jitter < 0.5:
-            raise _rule_error(index, "jitter", f"a fraction of the lifetime in [0, 0.5), not {_num(jitter)}")
-    try:
-        return AutoRule(index=index, template=template, match=match, hosts=hosts, paths=paths,
-                        days_before=days_before, percent=percent, window=window, jitter=jitter)
-    except re.error as e:   # a path pattern the regex engine refuses (e.g. a bad class)
-        raise _rule_error(index, "paths", f"bad pattern: {e}") from None
-
-
-def load_auto_rules(renewal_table: Mapping[str, Any] | None,
-                    templates: Collection[str] | Mapping[str, Any]) -> list[AutoRule]:
-    """The ``[[renewal.auto]]`` rules of the ``[renewal]`` table, in order; [] when there are none.
-
-    ``templates`` are the configured templates (names, or ``{name: Template}``; with Template
-    objects a ``days_before`` as long as the template's validity is refused)."""
-    if not renewal_table:
-        return []
-    raw = renewal_table.get("auto")
-    if raw is None:
-        return []
-    if isinstance(raw, Mapping):
-        raise ConfigError("[renewal] auto: write the rules as [[renewal.auto]] (a list of tables), not [renewal.auto]")
-    if not isinstance(raw, list):
-        raise ConfigError("[renewal] auto: expected a list of [[renewal.auto]] tables")
-    return [load_rule(i, table, templates) for i, table in enumerate(raw, start=1)]
-
-
-@dataclass(frozen=True)
-class AutoRenewSettings:
-    check_interval: float = DEFAULT_CHECK_INTERVAL      # seconds
-    retry_after: dt.timedelta = DEFAULT_RETRY_AFTER
-
-
-def load_settings(renewal_table: Mapping[str, Any] | None) -> AutoRenewSettings:
-    """``check_interval`` and ``retry_after`` of the ``[renewal]`` table; unknown keys are errors."""
-    if not renewal_table:
-        return AutoRenewSettings()
-    if not isinstance(renewal_table, Mapping):
-        raise ConfigError("[renewal] must be a table")
-    unknown = sorted(set(renewal_table) - RENEWAL_KEYS)
-    if unknown:
-        raise ConfigError(f"[renewal]: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(RENEWAL_KEYS))})")
-    interval = parse_duration(renewal_table.get("check_interval", "10m"), "[renewal] check_interval")
-    if interval < 1:
-        raise ConfigError("[renewal] check_interval: must be at least one second")
-    retry = parse_duration(renewal_table.get("retry_after", "1d"), "[renewal] retry_after")
-    return AutoRenewSettings(check_interval=interval, retry_after=dt.timedelta(seconds=retry))
 
 
 # -- the decision ----------------------------------------------------------------------------------
@@ -291,12 +61,8 @@ class Planned:
 
 def renewable_here(loc: LocationView) -> bool:
     """Trust anchors (entries of a trust store) are never renewed; endpoints (what a port serves)
-    are renewed where the service reads the certificate, a file or store location of their own."""
-    return getattr(loc, "role", "service") != "trust_anchor" and loc.store_type != "endpoint"
-
-
-def first_rule(rules: Iterable[AutoRule], loc: LocationView) -> AutoRule | None:
-    return next((r for r in rules if r.matches(loc)), None)
+    are renewed where the service reads the certificate (collector/domain/serving.py decides)."""
+    return not_renewable(loc) is None
 
 
 def _reason(rule: AutoRule, cert: CertificateView, now: dt.datetime) -> str:
@@ -469,16 +235,16 @@ class AutoRenewer:
                     p.hostname or p.location.agent_id, p.location.store_type, p.location.path, message)
 
 
-def build_autorenewer(config: Any, registry: Registry, renewal: RenewalService | None,
+def build_autorenewer(config: CollectorConfig, registry: Registry, renewal: RenewalService | None,
                       clock: Callable[[], dt.datetime]) -> AutoRenewer | None:
-    """The AutoRenewer for a collector config (``config.extra["renewal"]``); None without
-    ``[[renewal.auto]]`` rules. ConfigError for bad rules, or rules without issuers."""
-    table = config.extra.get("renewal") or {}
-    settings = load_settings(table)
-    if not table.get("auto"):
+    """The AutoRenewer for a collector config (its ``[renewal]`` settings); None without
+    ``[[renewal.auto]]`` rules. ConfigError for rules without issuers, or naming a template that
+    is not configured."""
+    settings = config.renewal
+    if not settings.rules:
         return None
     if renewal is None:
         raise ConfigError("[[renewal.auto]] needs [issuers] and [templates] to renew with")
-    rules = load_auto_rules(table, renewal.templates)
-    return AutoRenewer(registry, renewal, rules, clock, check_interval=settings.check_interval,
+    settings.check_templates(renewal.templates)
+    return AutoRenewer(registry, renewal, settings.rules, clock, check_interval=settings.check_interval,
                        retry_after=settings.retry_after)

@@ -18,8 +18,8 @@ import logging
 import threading
 from typing import Callable, Iterator
 
-from certfleet.v1 import agent_pb2, common_pb2
 from collector import errors
+from collector.domain.commands import Command, LocationKey, PlaceChallenge, RemoveChallenge
 from collector.domain.jobstates import CHALLENGE_READY, AgentJobUpdate
 from collector.registry.types import JobView
 
@@ -33,7 +33,7 @@ class ChallengeBroker:
         self._notify = notify or (lambda agent_id: None)
         self._timeout = timeout
         self._lock = threading.Lock()
-        self._outbox: dict[str, collections.deque[agent_pb2.CollectorCommand]] = collections.defaultdict(collections.deque)
+        self._outbox: dict[str, collections.deque[Command]] = collections.defaultdict(collections.deque)
         self._waiting: dict[str, tuple[threading.Event, list[str]]] = {}
         self._local = threading.local()
 
@@ -55,16 +55,15 @@ class ChallengeBroker:
             raise errors.IssuerError("an http-01 challenge outside a renewal job cannot be placed by an agent")
         return job
 
-    def _location(self, job: JobView) -> common_pb2.LocationKey:
-        return common_pb2.LocationKey(store_type=job.store_type, path=job.path, alias=job.alias,
-                                      chain_index=job.chain_index)
+    def _location(self, job: JobView) -> LocationKey:
+        return LocationKey(store_type=job.store_type, path=job.path, alias=job.alias, chain_index=job.chain_index)
 
-    def _send(self, agent_id: str, cmd: agent_pb2.CollectorCommand) -> None:
+    def _send(self, agent_id: str, cmd: Command) -> None:
         with self._lock:
             self._outbox[agent_id].append(cmd)
         self._notify(agent_id)
 
-    def take(self, agent_id: str) -> list[agent_pb2.CollectorCommand]:
+    def take(self, agent_id: str) -> list[Command]:
         """Commands queued for ``agent_id`` (called by its command stream)."""
         with self._lock:
             box = self._outbox.pop(agent_id, None)
@@ -76,10 +75,9 @@ class ChallengeBroker:
         outcome: list[str] = []
         with self._lock:
             self._waiting[token] = (done, outcome)
-        self._send(job.agent_id, agent_pb2.CollectorCommand(
-            command_id=f"{job.job_id}:challenge:{token[:16]}",
-            place_challenge=agent_pb2.PlaceChallenge(job_id=job.job_id, location=self._location(job), token=token,
-                                                     key_authorization=key_authorization, domain=domain),
+        self._send(job.agent_id, PlaceChallenge(
+            command_id=f"{job.job_id}:challenge:{token[:16]}", job_id=job.job_id, location=self._location(job),
+            token=token, key_authorization=key_authorization, domain=domain,
         ))
         try:
             if not done.wait(self._timeout):
@@ -95,9 +93,9 @@ class ChallengeBroker:
 
     def cleanup(self, token: str, key_authorization: str, domain: str) -> None:
         job = self._job()
-        self._send(job.agent_id, agent_pb2.CollectorCommand(
-            command_id=f"{job.job_id}:challenge-cleanup:{token[:16]}",
-            remove_challenge=agent_pb2.RemoveChallenge(job_id=job.job_id, location=self._location(job), token=token),
+        self._send(job.agent_id, RemoveChallenge(
+            command_id=f"{job.job_id}:challenge-cleanup:{token[:16]}", job_id=job.job_id,
+            location=self._location(job), token=token,
         ))
 
     def ack(self, update: AgentJobUpdate) -> None:

@@ -29,7 +29,7 @@ from collector.domain import ownership as own
 from collector.domain import notices as dec
 from collector.notify.channels import ChannelError, Message
 from collector.notify.channels.webhook import ticket_fields
-from collector.notify.settings import NotifySettings
+from collector.config.notify import NotifySettings
 from collector.registry.expiry import ExpiryStore
 from collector.registry.notify import DeliveryIn, NotifyStore
 
@@ -56,15 +56,12 @@ class Notifier:
         self.clock = clock or (lambda: dt.datetime.now(dt.timezone.utc))
         self.actor = actor
         self.store = NotifyStore(registry.engine)
-
-    @classmethod
-    def from_config(cls, extra: Mapping[str, Any], registry: Any,
-                    clock: Callable[[], dt.datetime] | None = None) -> Notifier:
-        return cls(registry, NotifySettings.from_config(extra), clock)
+        #: the channels, made now: a missing secret file or variable fails the start, not a delivery
+        self.channels = settings.channels
 
     @property
     def enabled(self) -> bool:
-        return bool(self.settings.channels)
+        return bool(self.channels)
 
     # -- one run ---------------------------------------------------------------------------
 
@@ -267,7 +264,7 @@ class Notifier:
         esc = [n for n in notices if n.escalate]
         subject = f"[certfleet] {len(notices)} notice(s) for {who}" + (" - ESCALATION" if esc else "")
         out: list[DeliveryIn] = []
-        for name, ch in sorted(self.settings.channels.items()):
+        for name, ch in sorted(self.channels.items()):
             if ch.type == "smtp":
                 to = list(owner.contacts) if owner and owner.contacts else list(getattr(ch, "to", ()))
                 if to:
@@ -294,7 +291,7 @@ class Notifier:
 
     def _attempt(self, d: Any, now: dt.datetime) -> str:
         """Send one claimed delivery and record the outcome: "sent", "retrying" or "failed"."""
-        ch = self.settings.channels.get(d.channel)
+        ch = self.channels.get(d.channel)
         error: str | None
         if ch is None:
             error = f"channel {d.channel!r} is not configured on this collector"

@@ -1,57 +1,23 @@
-"""The ``[policy]`` table of the collector config, and the periodic evaluation.
+"""The policy at work: the policy file imported when it changed, and the periodic evaluation.
 
-```toml
-[policy]
-file = "policy.toml"          # relative to the config's folder; imported at start when it changed
-evaluate_interval = "1h"      # how often every certificate is evaluated again (default 1h)
-```
-
-The file is imported into the registry (a new audited version) when its content differs
-from the last file imported, so a policy changed with ``certfleet policy set`` survives a
-restart until the file itself changes. Every report is evaluated as it is stored
-(collector/api/agents.py); the whole registry every ``evaluate_interval``.
+The ``[policy]`` settings are collector/config/policy.py's. The file is imported into the
+registry (a new audited version) when its content differs from the last file imported, so a
+policy changed with ``certfleet policy set`` survives a restart until the file itself changes.
+Every report is evaluated as it is stored (collector/services/inventory.py); the whole registry
+every ``evaluate_interval``.
 """
 from __future__ import annotations
 
 import datetime as dt
 import logging
-import pathlib
-from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
-from collector.config.core import ConfigError, parse_duration
+from collector.config.policy import PolicySettings
 from collector.domain.policy import PolicyError, parse_policy
-from collector.registry.repository import Registry
+from collector.errors import ConfigError
+from collector.registry import Registry
 
 log = logging.getLogger(__name__)
-
-DEFAULT_INTERVAL = dt.timedelta(hours=1)
-_KEYS = {"file", "evaluate_interval"}
-
-
-@dataclass(frozen=True)
-class PolicySettings:
-    file: pathlib.Path | None = None
-    evaluate_interval: dt.timedelta = DEFAULT_INTERVAL
-
-    @classmethod
-    def from_config(cls, extra: Mapping[str, Any], base: pathlib.Path) -> PolicySettings:
-        section = extra.get("policy", {}) or {}
-        if not isinstance(section, dict):
-            raise ConfigError("[policy] must be a table")
-        unknown = sorted(set(section) - _KEYS)
-        if unknown:
-            raise ConfigError(f"unknown key(s) in [policy]: {', '.join(unknown)} (known: {', '.join(sorted(_KEYS))})")
-        file = None
-        if section.get("file"):
-            file = pathlib.Path(str(section["file"]))
-            if not file.is_absolute():
-                file = base / file
-        interval = dt.timedelta(seconds=parse_duration(section.get("evaluate_interval", "1h"),
-                                                       "[policy] evaluate_interval"))
-        if interval.total_seconds() < 1:
-            raise ConfigError("[policy] evaluate_interval must be at least 1s")
-        return cls(file=file, evaluate_interval=interval)
 
 
 class PolicyEvaluator:

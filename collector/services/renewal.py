@@ -4,6 +4,20 @@ The agent makes the key and the CSR and installs; the collector decides what
 to ask, issues through the template's issuer, and records every step on the
 job (collector/registry/jobs.py), so that any collector replica can carry a
 job forward and a restart loses nothing.
+
+The trip of a renewal (``certfleet renew``, or auto-renewal):
+
+1. :meth:`RenewalService.request` (collector/api/admin.py ``Renew``): one job per targeted
+   location, ``requested``;
+2. :meth:`RenewalService.commands_for`, asked by the agent's command stream
+   (collector/services/agent_session.py): the job state machine (collector/domain/jobstates.py
+   ``command_for``) wants a key and a CSR made on the host: a PrepareRenewal; ``key_pending``;
+3. the agent's CSR, to :meth:`RenewalService.on_update` (``update_path``): ``csr_received``, then
+   the template's issuer signs: ``issued`` (an unreachable issuer: retried, then ``failed``);
+4. :meth:`RenewalService.commands_for` again: an InstallCertificate with the issuer's root when
+   it knows it (``SupportsRoot``); ``installing``;
+5. the agent installs, reloads and checks that the service serves the new certificate:
+   :meth:`RenewalService.on_update`: ``verified``, ``rolled_back`` or ``failed``.
 """
 from __future__ import annotations
 
@@ -14,17 +28,17 @@ from typing import Callable, Mapping
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
-from certfleet.v1 import agent_pb2, common_pb2
 from collector import errors
-from collector.domain import netscan as discovery
 from collector.domain import jobstates as jobs
-from collector.services.challenges import ChallengeBroker
-from collector.issuers.base import Issuer
+from collector.domain import serving
+from collector.domain.commands import Command, InstallCertificate, LocationKey, PrepareRenewal
 from collector.domain.policy import RequestFacts
-from collector.registry.repository import Registry
-from collector.registry.types import LocationSelector
 from collector.domain.scope import renew_targets
 from collector.domain.templates import SubjectNames, Template, check_request
+from collector.issuers.base import Issuer, KnowsIssued, RevocationReason, SupportsRoot
+from collector.registry import Registry
+from collector.registry.types import JobView, LocationSelector
+from collector.services.challenges import ChallengeBroker
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +46,14 @@ JOB_TIMEOUT = dt.timedelta(minutes=30)
 MAX_ATTEMPTS = 4            # issuer outages: tried again after 30 s, 1 min, 2 min (collector.domain.jobstates.retry_delay)
 
 
-def key_spec(template: Template) -> str:
-    if template.key_type == "rsa":
-        return f"rsa-{template.key_size}"
-    return "ec-" + template.curve.lower().replace("-", "")
+#: why a job moved when its command was made (jobstates.state_after_command)
+_SENT = {jobs.MAKE_CSR: "agent asked for a key and CSR", jobs.INSTALL: "certificate sent to the agent"}
+#: why a job passed a state on the way to what its agent reported (jobstates.update_path)
+_ON_THE_WAY = {jobs.KEY_PENDING: "CSR arrived for an earlier request", jobs.INSTALLING: "agent installing"}
+
+
+def _location(job: JobView) -> LocationKey:
+    return LocationKey(store_type=job.store_type, path=job.path, alias=job.alias, chain_index=job.chain_index)
 
 
 class RenewalService:
@@ -68,8 +86,8 @@ class RenewalService:
         selector = where if any((where.agent_id, where.store_type, where.path, where.alias)) else None
         # endpoints and trust anchors are not renewed: say so, and where to renew instead
         targets = renew_targets(cert, selector)
-        blocked = [t for t in targets if discovery.not_renewable(t)]
-        ok = [t for t in targets if not discovery.not_renewable(t)]
+        blocked = [t for t in targets if serving.not_renewable(t)]
+        ok = [t for t in targets if not serving.not_renewable(t)]
         if blocked and not ok:
             raise errors.InvalidInput(self._refusal(cert.fingerprint, blocked))
         tpl = self.template(template_name)
@@ -78,13 +96,13 @@ class RenewalService:
         # a request that breaks a LOCKED policy value is refused, naming the rule (collector/domain/policy.py)
         self.registry.policies.check_renewal(cert, selector, RequestFacts.from_template(tpl, names.dns))
         reason = reason or "renewal requested"
-        hints = {id(t): discovery.reload_suggestion(t.processes) for t in ok}
+        hints = {id(t): serving.reload_suggestion(t.processes) for t in ok}
         if not blocked and not any(hints.values()):
             return self.registry.jobs.create_renewals(
                 cert.fingerprint, selector, tpl.name, requested_by, reason, self.clock(), JOB_TIMEOUT)
         for t in blocked:
             log.info("renewal of %s: %s %s left out: %s", cert.fingerprint[:16], t.hostname, t.path,
-                     discovery.not_renewable(t))
+                     serving.not_renewable(t))
         # one request per location: each job keeps the reload the agent found for its service
         out: dict[str, object] = {}
         for t in ok:
@@ -101,7 +119,7 @@ class RenewalService:
         """Why none of the targeted locations can be renewed, and where to renew instead."""
         parts = []
         for t in blocked[:5]:
-            why = discovery.not_renewable(t)
+            why = serving.not_renewable(t)
             text = f"{t.hostname} {t.store_type}:{t.path}" + (f" [{t.alias}]" if t.alias else "") + f": {why}"
             if t.store_type == "endpoint":
                 files = self.registry.discovery.serving_locations(t.agent_id, t.path)
@@ -118,49 +136,54 @@ class RenewalService:
 
     # -- commands for a connected agent ------------------------------------------------
 
-    def commands_for(self, agent_id: str) -> list[agent_pb2.CollectorCommand]:
-        """Commands the agent must get now; each claimed so that only one collector sends it."""
+    def commands_for(self, agent_id: str) -> list[Command]:
+        """Commands the agent must get now; each claimed so that only one collector sends it.
+
+        What a job needs is the state machine's (collector/domain/jobstates.py ``command_for``); the
+        job moves to the state after it (``state_after_command``: requested -> key_pending,
+        issued -> installing) once its command is made."""
         now = self.clock()
-        out = []
+        out: list[Command] = []
         for job in self.registry.jobs.due_for_agent(agent_id, now):
-            if not self.registry.jobs.claim_command(job.job_id, job.state, now):
+            command = jobs.command_for(job.state)
+            if command is None or not self.registry.jobs.claim_command(job.job_id, job.state, now):
                 continue
-            location = common_pb2.LocationKey(
-                store_type=job.store_type, path=job.path, alias=job.alias, chain_index=job.chain_index)
-            if job.state in ("requested", "key_pending"):
-                tpl = self.template(job.template)
-                cert = self.registry.get_certificate(job.old_fingerprint, with_der=True)
-                names = SubjectNames.from_certificate(x509.load_der_x509_certificate(cert.der))
-                if job.state == "requested":
-                    self.registry.jobs.advance(job.job_id, "key_pending", now, reason="agent asked for a key and CSR")
-                out.append(agent_pb2.CollectorCommand(
-                    command_id=f"{job.job_id}:prepare:{job.attempts}",
-                    prepare_renewal=agent_pb2.PrepareRenewal(
-                        job_id=job.job_id, location=location, key_spec=key_spec(tpl),
-                        common_name=names.common_name, dns_names=names.dns, ip_addresses=names.ips,
-                    ),
-                ))
-            elif job.state in ("issued", "installing"):
-                if job.state == "issued":
-                    self.registry.jobs.advance(job.job_id, "installing", now, reason="certificate sent to the agent")
-                anchor = self._trust_anchor(job.template, now)
-                out.append(agent_pb2.CollectorCommand(
-                    command_id=f"{job.job_id}:install:{job.attempts}",
-                    install_certificate=agent_pb2.InstallCertificate(
-                        job_id=job.job_id, location=location, certificate_der=job.certificate_der,
-                        chain_der=list(job.chain_ders), expected_old_fingerprint=job.old_fingerprint,
-                        trust_anchor_der=anchor,
-                    ),
-                ))
+            if command == jobs.MAKE_CSR:
+                out.append(self._prepare(job))
+            else:
+                out.append(self._install(job, now))
+            after = jobs.state_after_command(job.state)
+            if after != job.state:
+                self.registry.jobs.advance(job.job_id, after, now, reason=_SENT[command])
         return out
+
+    def _prepare(self, job: JobView) -> PrepareRenewal:
+        tpl = self.template(job.template)
+        names = self._names(job.old_fingerprint)
+        return PrepareRenewal(
+            command_id=f"{job.job_id}:prepare:{job.attempts}", job_id=job.job_id, location=_location(job),
+            key_spec=tpl.key_spec(), common_name=names.common_name, dns_names=tuple(names.dns),
+            ip_addresses=tuple(names.ips),
+        )
+
+    def _install(self, job: JobView, now: dt.datetime) -> InstallCertificate:
+        return InstallCertificate(
+            command_id=f"{job.job_id}:install:{job.attempts}", job_id=job.job_id, location=_location(job),
+            certificate_der=job.certificate_der, chain_der=tuple(job.chain_ders),
+            expected_old_fingerprint=job.old_fingerprint, trust_anchor_der=self._trust_anchor(job.template, now),
+        )
+
+    def _names(self, fingerprint: str) -> SubjectNames:
+        """The names a renewal asks for: those of the certificate it replaces."""
+        cert = self.registry.get_certificate(fingerprint, with_der=True)
+        return SubjectNames.from_certificate(x509.load_der_x509_certificate(cert.der))
 
     def _trust_anchor(self, template_name: str, now: dt.datetime) -> bytes:
         """The issuing CA's root where the issuer knows it (internal CA), for the agent's verification."""
         issuer = self.issuers.get(self.template(template_name).issuer)
-        root = getattr(issuer, "root_der", None)
-        if callable(root):
+        if isinstance(issuer, SupportsRoot):
             try:
-                return root(now) or b""
+                return issuer.root_der(now) or b""
             except Exception:  # noqa: BLE001 - verification falls back to the agent's trust store
                 log.warning("no root from issuer %s", getattr(issuer, "name", "?"), exc_info=True)
         return b""
@@ -168,47 +191,43 @@ class RenewalService:
     # -- what the agent says -----------------------------------------------------------
 
     def on_update(self, agent_id: str, update: jobs.AgentJobUpdate) -> None:
+        """What the agent says about one of its jobs: a CSR (the issuer is asked next) or how the
+        install went. The states the job moves through are the state machine's
+        (``jobstates.update_path``); a repeated or late report changes nothing."""
         now = self.clock()
         job = self.registry.jobs.get(update.job_id)
         if job.agent_id != agent_id:
             raise errors.PermissionDenied(f"job {update.job_id} belongs to another agent")
-        if update.state == jobs.CSR_READY:
-            if job.state not in (jobs.KEY_PENDING, jobs.REQUESTED):
-                return   # a repeated CSR for a job that moved on: harmless
-            if job.state == jobs.REQUESTED:   # a CSR for an earlier attempt (the agent keeps one key per job)
-                self.registry.jobs.advance(job.job_id, jobs.KEY_PENDING, now,
-                                           reason="CSR arrived for an earlier request")
-            self.registry.jobs.advance(job.job_id, jobs.CSR_RECEIVED, now, reason="key made on the host; CSR received",
+        path = jobs.update_path(job.state, update.state)
+        if not path:
+            return
+        *between, last = path
+        for state in between:
+            self.registry.jobs.advance(job.job_id, state, now, reason=_ON_THE_WAY[state])
+        if last == jobs.CSR_RECEIVED:
+            self.registry.jobs.advance(job.job_id, last, now, reason="key made on the host; CSR received",
                                        actor=f"agent:{agent_id}", csr_der=update.csr_der)
             self._issue(job.job_id, update.csr_der)
-        elif update.state in jobs.INSTALL_OUTCOMES:
-            if job.final:
-                return
+        elif last in jobs.INSTALL_OUTCOMES:
             detail = dict(job.result_detail) if isinstance(job.result_detail, dict) else {}
             detail.update({
                 "steps": [{"step": s.step, "ok": s.ok, "detail": s.detail, "seconds": round(s.seconds, 3)}
                           for s in update.steps],
                 "reload_seconds": round(update.reload_seconds, 3),
             })
-            if job.state == jobs.ISSUED:
-                self.registry.jobs.advance(job.job_id, jobs.INSTALLING, now, reason="agent installing")
             self.registry.jobs.advance(
-                job.job_id, update.state, now, reason=update.reason or update.state, actor=f"agent:{agent_id}",
+                job.job_id, last, now, reason=update.reason or last, actor=f"agent:{agent_id}",
                 served_fingerprint=update.served_fingerprint, result_detail=detail,
             )
-            log.info("job %s %s on agent %s: %s", job.job_id, update.state, agent_id, update.reason)
-        elif update.state == jobs.INSTALLING:
-            if job.state == jobs.ISSUED:
-                self.registry.jobs.advance(job.job_id, jobs.INSTALLING, now, reason="agent installing")
+            log.info("job %s %s on agent %s: %s", job.job_id, last, agent_id, update.reason)
         else:
-            raise errors.InvalidInput(f"unknown job update state {update.state!r}")
+            self.registry.jobs.advance(job.job_id, last, now, reason=_ON_THE_WAY[last])
 
     def _issue(self, job_id: str, csr_der: bytes) -> None:
         job = self.registry.jobs.get(job_id)
         tpl = self.template(job.template)
         issuer = self.issuers[tpl.issuer]
-        cert = self.registry.get_certificate(job.old_fingerprint, with_der=True)
-        names = SubjectNames.from_certificate(x509.load_der_x509_certificate(cert.der))
+        names = self._names(job.old_fingerprint)
         now = self.clock()
         try:
             with self.broker.for_job(job):
@@ -217,7 +236,7 @@ class RenewalService:
             self._retry_or_fail(job, f"issuer {tpl.issuer}: {e}")
             return
         except errors.CollectorError as e:        # refused: final, with the issuer's reason
-            self.registry.jobs.advance(job_id, "failed", self.clock(), reason=f"issuer {tpl.issuer}: {e}")
+            self.registry.jobs.advance(job_id, jobs.FAILED, self.clock(), reason=f"issuer {tpl.issuer}: {e}")
             return
         except Exception as e:  # noqa: BLE001 - an unexpected failure: retry, then fail visibly
             log.exception("issuer %s failed for job %s", tpl.issuer, job_id)
@@ -225,7 +244,7 @@ class RenewalService:
             return
         leaf = x509.load_der_x509_certificate(issued.certificate_der)
         self.registry.jobs.advance(
-            job_id, "issued", self.clock(), reason=f"issued by {tpl.issuer}, serial {issued.serial}",
+            job_id, jobs.ISSUED, self.clock(), reason=f"issued by {tpl.issuer}, serial {issued.serial}",
             new_fingerprint=leaf.fingerprint(hashes.SHA256()).hex(), certificate_der=issued.certificate_der,
             chain_ders=list(issued.chain_ders),
         )
@@ -233,10 +252,10 @@ class RenewalService:
     def _retry_or_fail(self, job, what: str) -> None:  # noqa: ANN001
         """Back to requested (the job store counts the attempt and sets the backoff) or, at the limit, failed."""
         if job.attempts + 1 < MAX_ATTEMPTS:
-            self.registry.jobs.advance(job.job_id, "requested", self.clock(),
+            self.registry.jobs.advance(job.job_id, jobs.REQUESTED, self.clock(),
                                        reason=f"{what}; retrying (attempt {job.attempts + 2} of {MAX_ATTEMPTS})")
         else:
-            self.registry.jobs.advance(job.job_id, "failed", self.clock(),
+            self.registry.jobs.advance(job.job_id, jobs.FAILED, self.clock(),
                                        reason=f"{what}; gave up after {MAX_ATTEMPTS} attempts")
 
     def sweep(self) -> int:
@@ -247,19 +266,19 @@ class RenewalService:
         return len(stuck)
 
     def revoke(self, fingerprint_prefix: str, reason: str, actor: str) -> tuple[str, str]:
-        """Revoke at the issuer that issued the certificate; (fingerprint, issuer name)."""
-        from collector.issuers.base import RevocationReason
+        """Revoke at the issuer that issued the certificate; (fingerprint, issuer name).
 
+        An issuer that knows what it issued (:class:`KnowsIssued`, e.g. an internal CA) is asked
+        first and, when it issued the certificate, is the only one tried; otherwise the issuers
+        that cannot tell (ACME CAs) are tried in turn until one accepts."""
         try:
             why = RevocationReason.parse(reason)
         except (ValueError, KeyError, errors.CollectorError):
             names = ", ".join(r.rfc_name for r in RevocationReason)
             raise errors.InvalidInput(f"unknown revocation reason {reason!r}; use one of: {names}") from None
         cert = self.registry.get_certificate(fingerprint_prefix, with_der=True)
-        refusals = []
-        # internal CAs know their own certificates; try them before asking ACME servers
-        ordered = sorted(self.issuers.items(), key=lambda kv: not getattr(kv[1], "applies_template_profile", False))
-        for name, issuer in ordered:
+        refusals: list[str] = []
+        for name, issuer in self._revocation_candidates(cert.der, refusals):
             try:
                 issuer.revoke(cert.der, why, self.clock())
             except errors.CollectorError as e:
@@ -274,3 +293,21 @@ class RenewalService:
             return cert.fingerprint, name
         raise errors.InvalidInput(
             "no configured issuer accepted the revocation: " + ("; ".join(refusals) or "no issuers configured"))
+
+    def _revocation_candidates(self, der: bytes, refusals: list[str]) -> list[tuple[str, Issuer]]:
+        """The issuers to try: the one that issued ``der``, if one knows it did; else those that
+        cannot tell. Issuers that know they did not issue it are noted in ``refusals``."""
+        now = self.clock()
+        knowing = [(n, i) for n, i in self.issuers.items() if isinstance(i, KnowsIssued)]
+        others = [(n, i) for n, i in self.issuers.items() if not isinstance(i, KnowsIssued)]
+        for name, issuer in knowing:
+            try:
+                mine = issuer.issued(der, now)
+            except Exception as e:  # noqa: BLE001 - an issuer that cannot look: left to try
+                log.warning("issuer %s could not tell whether it issued the certificate", name, exc_info=True)
+                refusals.append(f"{name}: {type(e).__name__}")
+                continue
+            if mine:
+                return [(name, issuer)]
+            refusals.append(f"{name}: did not issue this certificate")
+        return others

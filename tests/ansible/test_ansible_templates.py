@@ -97,7 +97,7 @@ def test_collector_toml_round_trips_settings_tables(tmp_path):
     settings = {
         "issuers": {"internal": {"type": "internal_ca", "common_name": NASTY}},
         "templates": {"web": {"issuer": "internal", "key_type": "ec", "curve": "P-256", "validity": "90d",
-                              "extended_key_usage": ["serverAuth"]}},
+                              "extended_key_usage": ["serverAuth"], "allowed_san_patterns": ["*.example.net"]}},
         "renewal": {"default_template": "web", "auto": [{"template": "web", "match": {"service": "nginx"},
                                                          "hosts": ["web-*"], "jitter": 0.05}]},
         "notify": {"thresholds": [60, 30, 14, 7, 1], "escalate_at": 7},

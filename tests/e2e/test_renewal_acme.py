@@ -80,7 +80,7 @@ def acme_world(tmp_path: pathlib.Path):
     binary = nginx_binary()
     if binary is None:
         pytest.skip("needs nginx (packaging/dev/setup.sh installs it)")
-    from tests.issuers.issuer_helpers import CHALLTESTSRV, PEBBLE, start_pebble
+    from tests.helpers.collector_issuers import CHALLTESTSRV, PEBBLE, start_pebble
 
     import shutil
 

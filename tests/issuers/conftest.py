@@ -16,24 +16,17 @@ from __future__ import annotations
 
 import datetime as dt
 import shutil
-import sys
 from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
+from cryptography import x509
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
-for p in (str(ROOT), str(HERE)):
-    if p not in sys.path:
-        sys.path.insert(0, p)
-
-from cryptography import x509  # noqa: E402
-
-from collector.issuers.acme import AcmeIssuer, StandaloneHttp01Solver  # noqa: E402
-from collector.issuers.base import Issued  # noqa: E402
-from collector.issuers.internal_ca import InternalCA  # noqa: E402
-from issuer_helpers import (  # noqa: E402
+from collector.issuers.acme import AcmeIssuer
+from collector.issuers.base import Issued
+from collector.issuers.internal_ca import InternalCA
+from collector.issuers.solvers import StandaloneHttp01Solver
+from tests.helpers.collector_issuers import (
     CHALLTESTSRV, NAMES, PEBBLE, IssuerCase, Pebble, openssl_ca, start_pebble, utcnow,
 )
 

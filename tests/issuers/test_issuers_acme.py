@@ -13,14 +13,15 @@ import pytest
 from cryptography import x509
 
 from collector.errors import IssuerError
-from collector.issuers.acme import (
-    AcmeIssuer, CallbackHttp01Solver, ChallengeSolver, Dns01HookSolver, StandaloneHttp01Solver, dns01_txt_value,
+from collector.issuers.acme import AcmeIssuer
+from collector.issuers.solvers import (
+    CallbackHttp01Solver, ChallengeSolver, Dns01HookSolver, StandaloneHttp01Solver, dns01_txt_value,
 )
-from collector.issuers.base import RevocationReason
+from collector.issuers.base import Issuer, KnowsIssued, RevocationReason, SupportsRoot
 from collector.domain.templates import SubjectNames
-from issuer_helpers import make_template, utcnow
-from issuer_helpers import Pebble, free_port, make_csr, new_key, verify_chain
-from issuer_helpers import tls_files
+from tests.helpers.collector_issuers import make_template, utcnow
+from tests.helpers.collector_issuers import Pebble, free_port, make_csr, new_key, verify_chain
+from tests.helpers.collector_issuers import tls_files
 
 HOOK = [sys.executable, str(Path(__file__).with_name("dns_hook.py"))]
 
@@ -33,6 +34,14 @@ def _acme(pebble: Pebble, tmp_path: Path, solver: ChallengeSolver, **kw) -> Acme
 def _issue(issuer: AcmeIssuer, names: SubjectNames, **tpl):
     csr = make_csr(new_key(), list(names.dns), list(names.ips), names.common_name or None)
     return issuer.issue(csr, make_template(issuer=issuer.name, **tpl), names, utcnow())
+
+
+def test_an_acme_issuer_cannot_tell_what_it_issued_nor_name_the_root(tmp_path: Path) -> None:
+    """Its abilities are declared: the renewal service asks an internal CA first and sends no trust
+    anchor for an ACME certificate (the agent's own trust store verifies it)."""
+    issuer = AcmeIssuer("le", "https://acme.example.test/dir", tmp_path, StandaloneHttp01Solver("127.0.0.1", 1))
+    assert isinstance(issuer, Issuer)
+    assert not isinstance(issuer, KnowsIssued) and not isinstance(issuer, SupportsRoot)
 
 
 def test_account_key_is_private_and_the_account_is_reused(pebble, http01_solver, tmp_path: Path) -> None:

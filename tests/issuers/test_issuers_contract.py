@@ -14,8 +14,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from collector.errors import IssuerError
 from collector.issuers.base import Issued, Issuer, RevocationReason
 from collector.domain.templates import SubjectNames
-from issuer_helpers import IssuerCase, utcnow
-from issuer_helpers import make_csr, new_key, spki, tamper_signature, verify_chain
+from tests.helpers.collector_issuers import IssuerCase, utcnow
+from tests.helpers.collector_issuers import make_csr, new_key, spki, tamper_signature, verify_chain
 
 SLACK = dt.timedelta(seconds=5)
 

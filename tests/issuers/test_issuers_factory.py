@@ -6,13 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from collector.issuers.acme import AcmeIssuer, CallbackHttp01Solver, Dns01HookSolver, StandaloneHttp01Solver
+from collector.issuers.acme import AcmeIssuer
+from collector.issuers.solvers import CallbackHttp01Solver, Dns01HookSolver, StandaloneHttp01Solver
 from collector.issuers.base import Issuer
 from collector.issuers.factory import FACTORIES, build_issuers, check_template_issuers
 from collector.issuers.internal_ca import InternalCA
-from collector.domain.templates import SubjectNames, TemplateConfigError, load_templates
-from issuer_helpers import utcnow
-from issuer_helpers import make_csr, new_key
+from collector.domain.templates import SubjectNames, TemplateConfigError
+from collector.config.templates import load_templates
+from tests.helpers.collector_issuers import utcnow
+from tests.helpers.collector_issuers import make_csr, new_key
 
 
 def test_build_issuers_from_toml(tmp_path: Path, openssl_ca_files) -> None:
@@ -112,7 +114,7 @@ def test_config_built_acme_issuer_issues_from_pebble(pebble, tmp_path: Path) -> 
                     "order_timeout": "30s"}},
         tmp_path,
     )
-    from issuer_helpers import make_template
+    from tests.helpers.collector_issuers import make_template
 
     names = SubjectNames("cfg.example.test", ["cfg.example.test"], [])
     csr = make_csr(new_key(), ["cfg.example.test"], [], "cfg.example.test")

@@ -13,11 +13,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from collector.errors import IssuerError
-from collector.issuers.base import RevocationReason, SupportsCRL
+from collector.issuers.base import KnowsIssued, RevocationReason, SupportsCRL, SupportsRoot
 from collector.issuers.internal_ca import InternalCA
 from collector.domain.templates import SubjectNames, TemplateConfigError
-from issuer_helpers import make_template, utcnow
-from issuer_helpers import make_csr, new_key, openssl_ca
+from tests.helpers.collector_issuers import make_template, utcnow
+from tests.helpers.collector_issuers import make_csr, new_key, openssl_ca
 
 NAMES = SubjectNames("www.example.test", ["www.example.test"], [])
 
@@ -139,6 +139,17 @@ def test_revoking_a_certificate_of_another_ca_is_refused(tmp_path: Path) -> None
     foreign = _issue(theirs)
     with pytest.raises(IssuerError, match="was not issued by 'ours'"):
         ours.revoke(foreign.certificate_der, RevocationReason.superseded, utcnow())
+
+
+def test_an_internal_ca_knows_the_certificates_it_issued(tmp_path: Path) -> None:
+    ours, theirs = InternalCA("ours", tmp_path / "a"), InternalCA("theirs", tmp_path / "b")
+    assert isinstance(ours, KnowsIssued) and isinstance(ours, SupportsRoot) and isinstance(ours, SupportsCRL)
+    foreign = _issue(theirs)
+    assert not ours.issued(foreign.certificate_der, utcnow())
+    assert not (tmp_path / "a").exists(), "asking a CA that made nothing yet makes nothing"
+    mine = _issue(ours)
+    assert ours.issued(mine.certificate_der, utcnow()) and not theirs.issued(mine.certificate_der, utcnow())
+    assert not ours.issued(b"not a certificate", utcnow())
 
 
 def test_expired_intermediate_refuses_to_issue(tmp_path: Path) -> None:

@@ -9,11 +9,10 @@ from cryptography import x509
 
 from collector.errors import CollectorError, IssuerError
 from collector.issuers.base import RevocationReason, load_csr
-from collector.domain.templates import (
-    SubjectNames, Template, TemplateConfigError, check_request, csr_matches_template, load_templates,
-)
-from issuer_helpers import make_template
-from issuer_helpers import make_csr, new_key
+from collector.domain.templates import SubjectNames, Template, TemplateConfigError, check_request, csr_matches_template
+from collector.config.templates import load_templates
+from tests.helpers.collector_issuers import make_template
+from tests.helpers.collector_issuers import make_csr, new_key
 
 CONFIG = """
 [templates.web]
@@ -222,7 +221,7 @@ def test_subject_names_from_certificate(case_cert) -> None:
 @pytest.fixture
 def case_cert(tmp_path) -> bytes:
     from collector.issuers.internal_ca import InternalCA
-    from issuer_helpers import utcnow
+    from tests.helpers.collector_issuers import utcnow
 
     ca = InternalCA("internal", tmp_path)
     names = SubjectNames("www.example.test", ["api.example.test"], ["127.0.0.1"])

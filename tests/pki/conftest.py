@@ -5,20 +5,13 @@ from __future__ import annotations
 import datetime as dt
 import socket
 import ssl
-import sys
 import threading
 from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
 
-# The repository is not installed into the virtualenv; make `agent` and
-# `collector` importable when pytest is run from anywhere.
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from collector.pki import CollectorCA  # noqa: E402
+from collector.pki import CollectorCA
 
 
 @pytest.fixture

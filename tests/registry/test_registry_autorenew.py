@@ -12,7 +12,7 @@ from collector.issuers.internal_ca import InternalCA
 from collector.domain.jobstates import MaintenanceWindow
 from collector.registry import Registry
 from collector.services.renewal import RenewalService
-from collector.domain.templates import load_template
+from collector.config.templates import load_template
 from registry_certs import T0, Issued, header, leaf, location, root_ca, store_report
 
 DAY = dt.timedelta(days=1)

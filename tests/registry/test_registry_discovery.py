@@ -248,7 +248,7 @@ def test_network_scan_refusals(registry, make_agent) -> None:  # type: ignore[no
 def renewal(registry, make_agent, tmp_path):  # type: ignore[no-untyped-def]
     from collector.issuers.internal_ca import InternalCA
     from collector.services.renewal import RenewalService
-    from collector.domain.templates import load_templates
+    from collector.config.templates import load_templates
 
     make_agent("agent-1", "web1.example.com")
     templates = load_templates({"web": {"issuer": "internal", "allowed_san_patterns": ["*.example.com"]}})
@@ -292,6 +292,7 @@ def test_renewal_of_a_certificate_also_served_renews_only_its_files(registry, re
 
 
 def test_autorenew_and_policy_leave_trust_anchors_alone(registry, make_agent, certs) -> None:  # type: ignore[no-untyped-def]
+    from collector.config.renewal import load_rule
     from collector.services import autorenew
     from collector.domain import policy
     from registry_certs import issue
@@ -302,7 +303,7 @@ def test_autorenew_and_policy_leave_trust_anchors_alone(registry, make_agent, ce
         dataclasses.replace(location(expired_root, "/etc/ssl/certs/ca-certificates.crt"), role="trust_anchor"),
         endpoint_loc(certs["ep"], "127.0.0.5", 443)])
     listed = list(registry.list_certificates(CertFilter()))
-    rule = autorenew.load_rule(1, {"template": "web", "days_before": 3650}, ["web"])
+    rule = load_rule(1, {"template": "web", "days_before": 3650}, ["web"])
     planned = autorenew.plan_renewals(listed, [rule], T0)
     assert planned == []        # neither the anchor nor the endpoint: renewals happen at files and stores
 
@@ -401,7 +402,7 @@ def test_reports_show_stale_services_and_leave_trust_anchors_out(registry, make_
 def test_stale_service_notified_once_per_episode(registry, db_url, make_agent, certs) -> None:  # type: ignore[no-untyped-def]
     from collector.domain import notices as dec
     from collector.services.notifier import Notifier
-    from collector.notify.settings import NotifySettings
+    from collector.config.notify import NotifySettings
     from collector.registry import Registry
     from notify_servers import http_server
     from registry_certs import issue

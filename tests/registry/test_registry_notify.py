@@ -10,7 +10,7 @@ from typing import Any, Iterator
 import pytest
 
 from collector.services.notifier import Notifier
-from collector.notify.settings import NotifySettings
+from collector.config.notify import NotifySettings
 from collector.registry import Registry
 from collector.registry.notify import NotifyStore
 from notify_servers import free_port, http_server, smtp_server

@@ -8,13 +8,16 @@ import pathlib
 import pytest
 
 from agent.keys import make_csr, new_key
+from collector.api import convert
+from collector.domain.commands import InstallCertificate
 from collector.domain.jobstates import AgentJobUpdate
 from collector import errors
-from collector.issuers.acme import AcmeIssuer, StandaloneHttp01Solver
+from collector.issuers.acme import AcmeIssuer
+from collector.issuers.solvers import StandaloneHttp01Solver
 from collector.issuers.internal_ca import InternalCA
 from collector.registry.types import LocationSelector
 from collector.services.renewal import MAX_ATTEMPTS, RenewalService
-from collector.domain.templates import load_templates
+from collector.config.templates import load_templates
 from tests.conftest import free_port
 from tests.registry.registry_certs import header, leaf, location, root_ca, store_report
 
@@ -74,7 +77,9 @@ def test_internal_ca_issues_and_install_command_follows(setup) -> None:  # noqa:
     assert svc.request(cert.fingerprint, LocationSelector(), "", "admin:test", "again")[0].job_id == job.job_id
     _to_csr_received(svc, job.job_id)
     assert svc.registry.jobs.get(job.job_id).state == "issued"
-    (cmd,) = svc.commands_for("agent-1")
+    (command,) = svc.commands_for("agent-1")
+    assert isinstance(command, InstallCertificate)
+    cmd = convert.command_out(command)                              # what the agent reads
     assert cmd.WhichOneof("body") == "install_certificate"
     assert cmd.install_certificate.expected_old_fingerprint == cert.fingerprint
     assert cmd.install_certificate.trust_anchor_der                 # the internal root, for the agent's check
@@ -97,3 +102,19 @@ def test_update_from_another_agent_refused(setup, make_agent) -> None:  # noqa: 
     (job,) = svc.request(cert.fingerprint, LocationSelector(), "", "admin:test", "test")
     with pytest.raises(errors.PermissionDenied):
         svc.on_update("agent-2", AgentJobUpdate(job_id=job.job_id, state="csr_ready", csr_der=_csr()))
+
+
+def test_revocation_goes_to_the_issuer_that_knows_it_issued_the_certificate(setup) -> None:  # noqa: ANN001
+    svc, cert, clock = setup
+    (job,) = svc.request(cert.fingerprint, LocationSelector(), "", "admin:test", "test")
+    _to_csr_received(svc, job.job_id)
+    new = svc.registry.jobs.get(job.job_id)
+    # the new certificate reaches the registry as the agent reports it
+    store_report(svc.registry, "agent-1", header("r2", full=True, sequence=2, hostname="web1.example.com"),
+                 [location(cert, "/etc/nginx/cert.pem"), location(new.certificate_der, "/etc/nginx/new.pem")], now=T0)
+    # the internal CA knows it issued it: revoked there, the unreachable ACME server is not asked
+    assert svc.revoke(new.new_fingerprint, "superseded", "admin:test") == (new.new_fingerprint, "internal")
+    # a certificate no configured CA issued: the internal CA says so, the ACME server is tried and fails
+    with pytest.raises(errors.InvalidInput, match="no configured issuer accepted") as e:
+        svc.revoke(cert.fingerprint, "superseded", "admin:test")
+    assert "internal: did not issue this certificate" in str(e.value) and "down: " in str(e.value)

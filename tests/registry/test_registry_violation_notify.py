@@ -10,7 +10,7 @@ import pytest
 from cryptography import x509
 
 from collector.services.notifier import Notifier
-from collector.notify.settings import NotifySettings
+from collector.config.notify import NotifySettings
 from collector.services.policy_runner import PolicyEvaluator, PolicySettings
 from collector.registry import Registry
 from notify_servers import smtp_server

@@ -6,14 +6,14 @@ import pathlib
 from dataclasses import dataclass
 from typing import Any, Mapping, Protocol
 
-from collector.errors import CollectorError
+from collector.errors import CollectorError, ConfigError
 
 
 class ChannelError(CollectorError):
     """A channel could not deliver; the message is safe to show and store (no secrets)."""
 
 
-class NotifyConfigError(CollectorError):
+class NotifyConfigError(ConfigError):
     """The [notify] configuration is invalid."""
 
 
@@ -29,6 +29,10 @@ class Message:
 
 
 class Channel(Protocol):
+    """A delivery backend. Its class reads its own ``[[notify.channel]]`` table: ``check(cfg)`` the
+    settings as written (when the config is read), ``from_config(cfg)`` makes the channel, reading
+    its secret then (when the collector serves)."""
+
     name: str
     type: str
 
@@ -36,10 +40,22 @@ class Channel(Protocol):
         """Deliver or raise ChannelError."""
 
 
-def secret_from(cfg: Mapping[str, Any], key: str, where: str) -> str:
-    """A secret from ``<key>_file`` or ``<key>_env``; an inline value is refused."""
+def check_keys(cfg: Mapping[str, Any], known: frozenset[str], where: str) -> None:
+    """A channel's table names only settings its type knows."""
+    unknown = sorted(set(cfg) - known)
+    if unknown:
+        raise NotifyConfigError(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+
+
+def refuse_inline_secret(cfg: Mapping[str, Any], key: str, where: str) -> None:
+    """A secret is given as ``<key>_file`` or ``<key>_env``; the value itself in the config is refused."""
     if key in cfg:
         raise NotifyConfigError(f"{where}: give {key}_file or {key}_env, never the {key} itself in the config")
+
+
+def secret_from(cfg: Mapping[str, Any], key: str, where: str) -> str:
+    """A secret from ``<key>_file`` or ``<key>_env``; an inline value is refused."""
+    refuse_inline_secret(cfg, key, where)
     if cfg.get(f"{key}_file"):
         path = pathlib.Path(cfg[f"{key}_file"])
         try:

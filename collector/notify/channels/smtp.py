@@ -8,11 +8,15 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from typing import Any, Mapping
 
-from collector.notify.channels.base import ChannelError, Message, NotifyConfigError, digest_text, secret_from
+from collector.notify.channels.base import (
+    ChannelError, Message, NotifyConfigError, check_keys, digest_text, refuse_inline_secret, secret_from,
+)
 
 
 class SmtpChannel:
     type = "smtp"
+    KEYS = frozenset({"name", "type", "host", "port", "starttls", "username", "password_file", "password_env", "from",
+                      "to", "timeout", "ca_file"})
 
     def __init__(self, name: str, host: str, port: int = 25, sender: str = "", starttls: bool = False,
                  username: str = "", password: str = "", timeout: float = 30.0, to: tuple[str, ...] = (),
@@ -25,10 +29,18 @@ class SmtpChannel:
         return f"SmtpChannel({self.name!r}, {self.host}:{self.port}, starttls={self.starttls})"
 
     @classmethod
-    def from_config(cls, cfg: Mapping[str, Any]) -> SmtpChannel:
+    def check(cls, cfg: Mapping[str, Any]) -> None:
+        """The settings as written (no secret is read)."""
         where = f"[[notify.channel]] {cfg['name']!r}"
         if not cfg.get("host") or not cfg.get("from"):
             raise NotifyConfigError(f"{where}: an smtp channel needs host and from")
+        refuse_inline_secret(cfg, "password", where)
+        check_keys(cfg, cls.KEYS, where)
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> SmtpChannel:
+        cls.check(cfg)
+        where = f"[[notify.channel]] {cfg['name']!r}"
         to = cfg.get("to", [])
         if isinstance(to, str):
             to = [to]

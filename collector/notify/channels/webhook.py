@@ -9,7 +9,9 @@ import urllib.error
 import urllib.request
 from typing import Any, Mapping
 
-from collector.notify.channels.base import ChannelError, Message, NotifyConfigError, digest_text, secret_from
+from collector.notify.channels.base import (
+    ChannelError, Message, NotifyConfigError, check_keys, digest_text, refuse_inline_secret, secret_from,
+)
 
 USER_AGENT = "certfleet-notify/1"
 
@@ -24,13 +26,13 @@ def post_json(url: str, body: Any, timeout: float, headers: Mapping[str, str] | 
         with urllib.request.urlopen(req, timeout=timeout) as r:   # noqa: S310 - http(s) only, checked in config
             r.read(65536)
     except urllib.error.HTTPError as e:
-        raise ChannelError(f"POST {_safe(url)}: HTTP {e.code} {e.reason}") from None
+        raise ChannelError(f"POST {redact_url(url)}: HTTP {e.code} {e.reason}") from None
     except (urllib.error.URLError, OSError) as e:
         reason = getattr(e, "reason", e)
-        raise ChannelError(f"POST {_safe(url)}: {reason}") from None
+        raise ChannelError(f"POST {redact_url(url)}: {reason}") from None
 
 
-def _safe(url: str) -> str:
+def redact_url(url: str) -> str:
     """The URL without its path and query (webhook URLs often carry a secret token)."""
     from urllib.parse import urlsplit
 
@@ -46,6 +48,7 @@ def _check_url(url: str, where: str) -> str:
 
 class _Base:
     type = ""
+    KEYS = frozenset({"name", "type", "url", "timeout", "token_file", "token_env"})
 
     def __init__(self, name: str, url: str = "", timeout: float = 10.0, token: str = "") -> None:
         self.name, self.url, self.timeout, self._token = name, url, timeout, token
@@ -54,12 +57,21 @@ class _Base:
         return f"{type(self).__name__}({self.name!r})"
 
     @classmethod
-    def from_config(cls, cfg: Mapping[str, Any]) -> Any:
+    def check(cls, cfg: Mapping[str, Any]) -> None:
+        """The settings as written (no secret is read)."""
         where = f"[[notify.channel]] {cfg['name']!r}"
         url = cfg.get("url", "")
         if not url and cls.type != "webhook":
             raise NotifyConfigError(f"{where}: a {cls.type} channel needs url")
-        return cls(cfg["name"], _check_url(url, where), float(cfg.get("timeout", 10)), secret_from(cfg, "token", where))
+        _check_url(url, where)
+        refuse_inline_secret(cfg, "token", where)
+        check_keys(cfg, cls.KEYS, where)
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> Any:
+        cls.check(cfg)
+        where = f"[[notify.channel]] {cfg['name']!r}"
+        return cls(cfg["name"], cfg.get("url", ""), float(cfg.get("timeout", 10)), secret_from(cfg, "token", where))
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._token}"} if self._token else {}
@@ -97,6 +109,7 @@ class TicketChannel(_Base):
     assignment group (the owner), due date (the expiry), fingerprint, hosts and paths."""
 
     type = "ticket"
+    KEYS = _Base.KEYS | {"kinds"}    # the notice kinds that open a ticket (collector/config/notify.py)
 
     def send(self, message: Message) -> None:
         post_json(message.target or self.url, dict(message.payload["ticket"]), self.timeout, self._headers())

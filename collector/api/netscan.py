@@ -1,4 +1,4 @@
-"""DiscoveryService servicer: network scan jobs and stale services, for the `certfleet` CLI.
+"""DiscoveryService servicer (its wire name): network scans and the stale-services view, for the `certfleet` CLI.
 
 Thin: messages to calls (collector/domain/netscan.py decides, collector/registry/discovery.py
 stores), domain errors to status codes. Starting a scan needs MANAGE_AGENTS (admin,
@@ -20,7 +20,7 @@ from collector.api.convert import dt_to_ts
 from collector.api.errors import streaming, unary
 from collector.api.hub import AgentHub
 from collector.api.paging import paged
-from collector.registry.repository import Registry
+from collector.registry import Registry
 from collector.registry.types import NetworkScanView, StaleView
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""Helpers for the issuer tests: CSRs as an agent makes them, chain checks, and a real
+"""Helpers for the issuer tests (tests/issuers, tests/e2e): CSRs as an agent makes them, chain checks, and a real
 pebble ACME server (with pebble-challtestsrv as its DNS) on loopback."""
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""A Report to ReportService messages (proto/certfleet/v1/report.proto) and back.
+"""The report codec: a Report (collector/reports/model.py) to ReportService messages
+(proto/certfleet/v1/report.proto) and back -- both halves of the wire's report format.
+
+The collector encodes with :func:`to_parts` (collector/api/reports.py); the admin CLI decodes
+with :func:`from_parts` (collector/cli/reports.py), the one thing it takes from this room.
 
 The collector streams: one header part (title, generated_at, summary, params), then per
 section a section part (title, columns, note) followed by row parts of at most

@@ -9,29 +9,15 @@ The CA lives in one directory (``<data_dir>/pki`` by default)::
                  certificate followed by the CA certificate, so that
                  ``certfleet-agent enroll`` can pin the CA by fingerprint
 
-Identities are carried in one URI subject alternative name:
-
-    certfleet:agent:<agent_id>           an agent (EKU clientAuth)
-    certfleet:admin:<role>:<name>        an admin CLI user with a role
-
-Every private key is written with :func:`write_private_file`: a temporary file
-created ``0600`` with ``O_EXCL`` in the target directory, fsynced, then renamed
-over the target, so a key is never briefly readable by others and never half
-written.
+Identities are carried in one URI subject alternative name (collector/pki/identity.py); key
+and certificate files are written and read by collector/pki/files.py.
 """
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import ipaddress
-import os
 import re
-import secrets
-import stat
-import tempfile
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -40,6 +26,11 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from collector.errors import PKIError
+from collector.pki.files import (
+    PrivateKey, cert_pem, check_private_mode, fingerprint_sha256, key_pem, random_serial, read_certificates, read_private_key,
+    same_public_key, utc, write_private_file, write_public_file,
+)
+from collector.pki.identity import ADMIN_ROLES, ADMIN_URI_PREFIX, AGENT_URI_PREFIX, check_name
 
 CA_KEY_FILE = "ca.key"
 CA_CERT_FILE = "ca.pem"
@@ -51,197 +42,10 @@ SERVER_LIFETIME = dt.timedelta(days=365)
 SERVER_RENEW_BEFORE = dt.timedelta(days=30)
 CLOCK_SKEW = dt.timedelta(minutes=5)
 
-URI_PREFIX = "certfleet:"
-AGENT_URI_PREFIX = "certfleet:agent:"
-ADMIN_URI_PREFIX = "certfleet:admin:"
-ADMIN_ROLES: tuple[str, ...] = ("admin", "operator", "owner", "auditor")
-
 ACCEPTED_CURVES: tuple[type[ec.EllipticCurve], ...] = (ec.SECP256R1, ec.SECP384R1)
 MIN_RSA_BITS = 2048
 MAX_RSA_BITS = 8192
-
-# Agent ids are UUIDs in practice; admin names may be e-mail-like. Both go into
-# a CN (at most 64 characters) and a URI, so keep them plain printable ASCII.
-_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}")  # always used with fullmatch
 _DNS_RE = re.compile(r"(\*\.)?[a-z0-9]([a-z0-9-]{0,62})?(\.[a-z0-9]([a-z0-9-]{0,62})?)*")
-
-PrivateKey = Union[ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey]
-
-
-@dataclass(frozen=True, slots=True)
-class Identity:
-    """Who a client certificate names.
-
-    ``kind`` is ``"agent"`` or ``"admin"``; ``name`` is the agent id or the admin
-    name; ``role`` is the admin's role (``None`` for agents); ``serial`` is the
-    certificate serial number as lower-case hex without separators.
-    """
-
-    kind: str
-    name: str
-    role: str | None
-    serial: str
-
-
-# ---------------------------------------------------------------------------
-# files
-
-
-def write_private_file(path: Path, data: bytes, *, replace: bool = True) -> None:
-    """Write ``data`` to ``path`` atomically, readable by the owner only.
-
-    A temporary file is created in the same directory with ``O_EXCL`` and mode
-    ``0600`` (``tempfile.mkstemp``), written, fsynced and renamed over
-    ``path``; the directory is fsynced too. Readers see the old content or the
-    new, never a partial file, and the data is never group/world-readable.
-
-    With ``replace=False`` the file is published with a hard link instead of a
-    rename, which fails with :class:`FileExistsError` if ``path`` already
-    exists (two processes creating the same key: exactly one wins).
-    """
-    _atomic_write(Path(path), data, 0o600, replace=replace)
-
-
-def write_public_file(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write a non-secret file (certificate, chain, metadata) atomically."""
-    _atomic_write(Path(path), data, mode, replace=True)
-
-
-def _atomic_write(path: Path, data: bytes, mode: int, *, replace: bool) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if hasattr(os, "fchmod"):
-                os.fchmod(f.fileno(), mode)
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        if replace:
-            os.replace(tmp, path)
-        else:
-            _publish_no_clobber(Path(tmp), path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_dir(path.parent)
-
-
-def _publish_no_clobber(tmp: Path, path: Path) -> None:
-    """Move ``tmp`` to ``path`` unless ``path`` exists (then FileExistsError)."""
-    try:
-        os.link(tmp, path)  # atomic, and fails if path exists
-    except FileExistsError:
-        raise
-    except OSError:
-        # a file system without hard links: check, then rename (a tiny race remains)
-        if path.exists():
-            raise FileExistsError(str(path)) from None
-        os.replace(tmp, path)
-        return
-    os.unlink(tmp)
-
-
-def _fsync_dir(directory: Path) -> None:
-    if os.name != "posix":
-        return
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def check_private_mode(path: Path, error: type[Exception] = PKIError, *, what: str = "a private key") -> None:
-    """Raise ``error`` (:class:`PKIError`) if a key file is accessible to group or others (POSIX).
-
-    ``what`` names the key in the message ("a CA key" for an issuer's)."""
-    if os.name != "posix":
-        return
-    mode = stat.S_IMODE(os.stat(path).st_mode)
-    if mode & 0o077:
-        raise error(
-            f"{path} has mode {mode:04o}: {what} must be readable by its owner only; "
-            f"check who could have read it, then run: chmod 600 {path}"
-        )
-
-
-def read_private_key(path: Path, error: type[Exception] = PKIError, *, what: str = "a private key") -> PrivateKey:
-    """The unencrypted EC or RSA key in the PEM file ``path``, refused (``error``, :class:`PKIError`
-    by default) when unreadable, not such a key, or accessible to others (see :func:`check_private_mode`)."""
-    try:
-        check_private_mode(path, error, what=what)
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    except OSError as e:
-        raise error(f"{path}: cannot read: {e.strerror}") from None
-    except (ValueError, TypeError):
-        raise error(f"{path}: not an unencrypted PEM private key") from None
-    if not isinstance(key, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey)):
-        raise error(f"{path}: unsupported key type (EC or RSA expected)")
-    return key
-
-
-def read_certificates(path: Path, error: type[Exception] = PKIError) -> list[x509.Certificate]:
-    """The certificates in the PEM file ``path`` (``error``, :class:`PKIError` by default, when unreadable)."""
-    try:
-        certs = x509.load_pem_x509_certificates(path.read_bytes())
-    except OSError as e:
-        raise error(f"{path}: cannot read: {e.strerror}") from None
-    except ValueError:
-        raise error(f"{path}: not a PEM certificate file") from None
-    return certs
-
-
-def _key_pem(key: PrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-
-
-def _cert_pem(cert: x509.Certificate) -> bytes:
-    return cert.public_bytes(serialization.Encoding.PEM)
-
-
-def same_public_key(key: PrivateKey, cert: x509.Certificate) -> bool:
-    """Whether ``cert`` is for ``key``."""
-    fmt = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return key.public_key().public_bytes(*fmt) == cert.public_key().public_bytes(*fmt)
-
-
-def _utc(now: dt.datetime) -> dt.datetime:
-    """``now`` as an aware UTC datetime; a naive value is taken to be UTC."""
-    if now.tzinfo is None:
-        return now.replace(tzinfo=dt.timezone.utc)
-    return now.astimezone(dt.timezone.utc)
-
-
-def _random_serial() -> int:
-    """A random, positive, non-zero 128-bit serial number."""
-    while True:
-        serial = secrets.randbits(128)
-        if serial:
-            return serial
-
-
-def fingerprint_sha256(der: bytes) -> str:
-    """Lower-case hex SHA-256 of DER bytes, without separators."""
-    return hashlib.sha256(der).hexdigest()
-
-
-def _check_name(value: str, what: str) -> str:
-    if not isinstance(value, str) or not _NAME_RE.fullmatch(value):
-        raise PKIError(
-            f"{what} {value!r} is not usable: use 1-64 characters of letters, digits and . _ @ + - "
-            "starting with a letter or digit"
-        )
-    return value
 
 
 # ---------------------------------------------------------------------------
@@ -291,7 +95,7 @@ class CollectorCA:
                 "(every agent must then enroll again)"
             )
         try:
-            return cls._create(directory, _utc(now), common_name)
+            return cls._create(directory, utc(now), common_name)
         except OSError as e:
             raise PKIError(f"cannot create the collector CA in {directory}: {e.strerror or e}") from None
 
@@ -307,7 +111,7 @@ class CollectorCA:
             raise PKIError(f"{cert_path}: the certificate is not a CA certificate")
         if not same_public_key(key, cert):
             raise PKIError(f"{key_path} does not belong to the certificate in {cert_path}")
-        if cert.not_valid_after_utc <= _utc(now):
+        if cert.not_valid_after_utc <= utc(now):
             raise PKIError(
                 f"the collector CA in {cert_path} expired on {cert.not_valid_after_utc.isoformat()}"
             )
@@ -327,7 +131,7 @@ class CollectorCA:
             .subject_name(name)
             .issuer_name(name)
             .public_key(key.public_key())
-            .serial_number(_random_serial())
+            .serial_number(random_serial())
             .not_valid_before(now - CLOCK_SKEW)
             .not_valid_after(now + CA_LIFETIME)
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
@@ -346,10 +150,10 @@ class CollectorCA:
         # No clobbering: two collectors starting at once on a shared directory
         # must not both create a CA.
         try:
-            write_private_file(key_path, _key_pem(key), replace=False)
+            write_private_file(key_path, key_pem(key), replace=False)
         except FileExistsError:
             raise PKIError(f"{key_path} appeared while creating the CA: another collector is starting; retry") from None
-        write_public_file(directory / CA_CERT_FILE, _cert_pem(cert))
+        write_public_file(directory / CA_CERT_FILE, cert_pem(cert))
         return cls(key, cert, directory)
 
     # -- what it is -----------------------------------------------------------
@@ -362,7 +166,7 @@ class CollectorCA:
     @property
     def cert_pem(self) -> bytes:
         """The CA certificate, PEM."""
-        return _cert_pem(self.certificate)
+        return cert_pem(self.certificate)
 
     @property
     def fingerprint_sha256(self) -> str:
@@ -382,7 +186,7 @@ class CollectorCA:
             .subject_name(subject)
             .issuer_name(self.certificate.subject)
             .public_key(public_key)  # type: ignore[arg-type]
-            .serial_number(_random_serial())
+            .serial_number(random_serial())
             .not_valid_before(now - CLOCK_SKEW)
             .not_valid_after(not_after)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
@@ -413,9 +217,9 @@ class CollectorCA:
         serial, valid from ``now`` - 5 minutes (clock skew) for ``lifetime``
         (never beyond the CA's own expiry).
         """
-        _check_name(agent_id, "agent id")
+        check_name(agent_id, "agent id")
         public_key = _checked_csr_key(csr_der)
-        now = _utc(now)
+        now = utc(now)
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, agent_id)])
         return (
             self._builder(subject, public_key, now, lifetime)
@@ -437,10 +241,10 @@ class CollectorCA:
         The key is made here because ``init-admin`` runs on the collector host;
         the caller writes it with :func:`write_private_file`.
         """
-        _check_name(name, "admin name")
+        check_name(name, "admin name")
         if role not in ADMIN_ROLES:
             raise PKIError(f"unknown role {role!r}: use one of {', '.join(ADMIN_ROLES)}")
-        now = _utc(now)
+        now = utc(now)
         key = ec.generate_private_key(ec.SECP256R1())
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
         cert = (
@@ -471,7 +275,7 @@ class CollectorCA:
         receive the CA, which ``certfleet-agent enroll`` pins by fingerprint.
         """
         directory = Path(dir)
-        now = _utc(now)
+        now = utc(now)
         wanted = _parse_names(names)
         cert_path, key_path = directory / SERVER_CERT_FILE, directory / SERVER_KEY_FILE
         if self._server_identity_current(cert_path, key_path, wanted, now):
@@ -491,8 +295,8 @@ class CollectorCA:
         # no longer matches the key, and the next start issues again.
         try:
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            write_private_file(key_path, _key_pem(key))
-            write_public_file(cert_path, _cert_pem(cert) + self.cert_pem)
+            write_private_file(key_path, key_pem(key))
+            write_public_file(cert_path, cert_pem(cert) + self.cert_pem)
         except OSError as e:
             raise PKIError(
                 f"cannot write the collector's server certificate in {directory}: {e.strerror or e}"
@@ -607,48 +411,3 @@ def _name_key(name: x509.GeneralName) -> tuple[str, str]:
 
 def _name_set(names: list[x509.GeneralName]) -> frozenset[tuple[str, str]]:
     return frozenset(_name_key(n) for n in names)
-
-
-def identity_from_certificate(cert: x509.Certificate) -> Identity:
-    """Who ``cert`` names, from its ``certfleet:`` URI SAN.
-
-    This only parses: it does not check the signature or validity. Use it on
-    certificates the mutual-TLS layer has already verified against the CA (or
-    check first with :meth:`CollectorCA.issued`). Anything that is not exactly
-    one well-formed certfleet identity raises :class:`PKIError`.
-    """
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        uris = [u for u in san.get_values_for_type(x509.UniformResourceIdentifier) if u.startswith(URI_PREFIX)]
-    except x509.ExtensionNotFound:
-        uris = []
-    except ValueError:
-        raise PKIError("the certificate's subject alternative names cannot be parsed") from None
-    if not uris:
-        raise PKIError("the certificate carries no certfleet identity (no certfleet: URI name)")
-    if len(uris) > 1:
-        raise PKIError("the certificate carries more than one certfleet identity")
-    uri = uris[0]
-    serial = format(cert.serial_number, "x")
-    if uri.startswith(AGENT_URI_PREFIX):
-        name = uri[len(AGENT_URI_PREFIX):]
-        if not _NAME_RE.fullmatch(name):
-            raise PKIError("the certificate's agent identity is malformed")
-        return Identity(kind="agent", name=name, role=None, serial=serial)
-    if uri.startswith(ADMIN_URI_PREFIX):
-        role, sep, name = uri[len(ADMIN_URI_PREFIX):].partition(":")
-        if not sep or role not in ADMIN_ROLES or not _NAME_RE.fullmatch(name):
-            raise PKIError("the certificate's admin identity is malformed or names an unknown role")
-        return Identity(kind="admin", name=name, role=role, serial=serial)
-    raise PKIError("the certificate's certfleet identity is of an unknown kind")
-
-
-def identity_from_pem(pem: bytes | str) -> Identity:
-    """:func:`identity_from_certificate` for the first certificate in PEM data
-    (for example ``context.auth_context()["x509_pem_cert"][0]`` in a servicer)."""
-    data = pem.encode("ascii", "replace") if isinstance(pem, str) else bytes(pem)
-    try:
-        cert = x509.load_pem_x509_certificate(data)
-    except ValueError:
-        raise PKIError("the client certificate is not valid PEM") from None
-    return identity_from_certificate(cert)
