@@ -16,7 +16,7 @@ CLI = ROOT / "collector" / "cli"
 # the EXACT names (the version, the report catalogue -- not the report builders, which read the
 # registry). The report codec (``from_parts``) is the one piece of the server's side the CLI reads:
 # if it moves, name its new module in CODEC and the checks below let it, and only it, pass.
-CODEC = "collector.reports.wire"
+CODEC = "collector.api.report_codec"
 ALLOWED = ("certfleet.v1", "certfleet.values", "collector.cli", "collector.config.client", "collector.config.core",
            "collector.errors", "collector.domain", "collector.reports.model", "collector.reports.text",
            "collector.reports.render", CODEC)
