@@ -35,6 +35,7 @@ from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from collector.domain.auditchain import (  # noqa: F401 - re-exported for the registry's users
+    GENESIS_HASH,
     ChainCheck,
     VerifyResult,
     at_text,
@@ -47,7 +48,7 @@ from collector.domain.auditchain import (  # noqa: F401 - re-exported for the re
 )
 from collector.errors import CollectorError, InvalidInput
 from collector.registry import db
-from collector.registry.models_audit import GENESIS_HASH, HEAD_ID, audit_events, audit_head
+from collector.registry.models.audit import HEAD_ID, audit_events, audit_head
 
 UTC = dt.timezone.utc
 #: how long events are kept by default (``[audit] retention`` in the collector config)

@@ -8,9 +8,9 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from collector.registry.models import agents, locations
+from collector.registry.models.agents import agents
 
-
+from collector.registry.models.inventory import locations
 @dataclass(frozen=True, slots=True)
 class AgentCoverage:
     stores: int                          # distinct (store type, path) with a present location

@@ -1,4 +1,4 @@
-"""Network scan jobs and stale services in the registry (tables: collector/registry/models_discovery.py).
+"""Network scan jobs and stale services in the registry (tables: collector/registry/models/netscans.py).
 
 The decisions (limits, defaults, state changes, deadlines) are collector/domain/netscan.py's pure
 functions; here they meet the database. Every method is one transaction; a scan's start is
@@ -28,8 +28,9 @@ from collector.domain import ownership as own
 from collector.errors import Ambiguous, InvalidInput, NotFound, PermissionDenied
 from collector.registry import audit, db
 from collector.registry.ingest import chunked
-from collector.registry.models import agents, certificates, locations
-from collector.registry.models_discovery import network_scans
+from collector.registry.models.agents import agents
+from collector.registry.models.inventory import certificates, locations
+from collector.registry.models.netscans import network_scans
 from collector.registry.types import NetworkScanView, SanView, StaleView
 
 MIN_PREFIX = 6

@@ -28,8 +28,9 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from collector.domain import ownership as own
 from collector.registry import db
 from collector.registry.ingest import chunked
-from collector.registry.models import agents, certificates, locations
-from collector.registry.models_owners import explicit_assignments
+from collector.registry.models.agents import agents
+from collector.registry.models.inventory import certificates, locations
+from collector.registry.models.owners import explicit_assignments
 from collector.registry.owners import OwnerStore, _explicit_view
 
 BATCH = 2000

@@ -26,7 +26,8 @@ from collector.domain.certinfo import CertFacts, name_hash, parse_certificate
 from collector.errors import InvalidInput
 from collector.registry import audit
 from collector.registry.bulk import bulk_writer
-from collector.registry.models import agents, certificates, locations, scan_errors
+from collector.registry.models.agents import agents
+from collector.registry.models.inventory import certificates, locations, scan_errors
 from collector.registry.types import (
     HostFacts,
     LocationIn,

@@ -36,7 +36,9 @@ from collector.domain import jobstates as model
 from collector.errors import Ambiguous, InvalidInput, NotFound
 from collector.registry import audit, db
 from collector.registry.lookup import resolve_fingerprint
-from collector.registry.models import agents, job_events, jobs, locations
+from collector.registry.models.agents import agents
+from collector.registry.models.inventory import locations
+from collector.registry.models.jobs import job_events, jobs
 from collector.registry.types import JobEvent, JobView, LocationSelector
 
 _HEX = re.compile(r"[0-9a-f]+")

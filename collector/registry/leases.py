@@ -35,7 +35,7 @@ from sqlalchemy import Connection, Engine, select, update
 
 from collector.registry import db
 from collector.registry.ingest import dialect_insert
-from collector.registry.models_leases import scheduler_leases as t
+from collector.registry.models.leases import scheduler_leases as t
 
 Seconds = Union[dt.timedelta, float, int]
 NO_SLOT = -1

@@ -6,7 +6,7 @@ import re
 from sqlalchemy import Connection, and_, func, select
 
 from collector.errors import Ambiguous, InvalidInput, NotFound
-from collector.registry.models import certificates
+from collector.registry.models.inventory import certificates
 
 MIN_PREFIX = 6
 _HEX = re.compile(r"[0-9a-f]+")

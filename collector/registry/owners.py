@@ -27,8 +27,9 @@ from collector.registry import audit, db
 from collector.registry.ingest import chunked
 from collector.registry.jobs import _describe, _label, _matches
 from collector.registry.lookup import resolve_fingerprint
-from collector.registry.models import agents, locations
-from collector.registry.models_owners import assignment_rules, explicit_assignments, owners
+from collector.registry.models.agents import agents
+from collector.registry.models.inventory import locations
+from collector.registry.models.owners import assignment_rules, explicit_assignments, owners
 from collector.registry.types import LocationSelector
 
 PRIORITY_STEP = 10

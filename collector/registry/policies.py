@@ -30,8 +30,8 @@ from collector.errors import InvalidInput, NotFound
 from collector.registry import audit, db
 from collector.registry.ingest import chunked, dialect_insert
 from collector.registry.jobs import _matches
-from collector.registry.models import certificates
-from collector.registry.models_policy import policy_documents, policy_exceptions, policy_violations
+from collector.registry.models.inventory import certificates
+from collector.registry.models.policy import policy_documents, policy_exceptions, policy_violations
 from collector.registry.types import CertFilter, LocationSelector
 
 FILE_SOURCE = "file:"

@@ -30,14 +30,9 @@ from collector.registry.lookup import resolve_fingerprint
 from collector.registry.ingest import ReportTxn, chunked, dialect_insert, host_values
 from collector.registry.jobs import JobStore
 from collector.registry.owners import OwnerStore
-from collector.registry.models import (
-    admin_identities,
-    agents,
-    certificates,
-    enrollment_tokens,
-    locations,
-    scan_errors,
-)
+from collector.registry.models.admins import admin_identities
+from collector.registry.models.agents import agents, enrollment_tokens
+from collector.registry.models.inventory import certificates, locations, scan_errors
 from collector.registry.types import (
     AdminIdentityView,
     AgentView,
@@ -358,7 +353,7 @@ class Registry(db.Connections):
                               now: dt.datetime, actor: str = "collector", team: str | None = None) -> None:
         """Record an admin identity. Role ``owner`` needs ``team``, a registered owner (NotFound
         otherwise); the other roles take none (InvalidInput)."""
-        from collector.registry.models_owners import owners as owners_table
+        from collector.registry.models.owners import owners as owners_table
 
         s = normalize_serial(serial)
         team = (team or "").strip().lower() or None

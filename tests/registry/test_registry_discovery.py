@@ -203,7 +203,7 @@ def test_network_scan_deadlines(registry, make_agent) -> None:  # type: ignore[n
     # put one back to queued to model an agent that never connected (only claims move state forward)
     from sqlalchemy import update
 
-    from collector.registry.models_discovery import network_scans
+    from collector.registry.models.netscans import network_scans
     with registry.engine.begin() as conn:
         conn.execute(update(network_scans).where(network_scans.c.scan_id == queued.scan_id).values(state="queued"))
     reg.record_progress("agent-1", running.scan_id, d.Progress("running", 1, 0), T0 + M)
