@@ -21,7 +21,6 @@ from types import SimpleNamespace
 from typing import Any, Iterable, Sequence
 
 from collector.domain import ownership as own
-from collector.registry.jobs import _matches
 from collector.registry.types import CertificateView, JobView, LocationSelector
 
 
@@ -54,7 +53,7 @@ def renew_targets(cert: CertificateView, where: LocationSelector | None) -> list
     JobStore.create_renewals chooses them: present, matching, the entry's own certificate)."""
     present = [loc for loc in cert.locations if loc.status == "present"]
     if where is not None and any((where.agent_id, where.hostname, where.store_type, where.path, where.alias)):
-        present = [loc for loc in present if _matches(where, loc)]
+        present = [loc for loc in present if where.matches(loc)]
     return [loc for loc in present if loc.chain_index == 0] or present
 
 

@@ -34,7 +34,7 @@ from typing import Optional, Union
 from sqlalchemy import Connection, Engine, select, update
 
 from collector.registry import db
-from collector.registry.ingest import dialect_insert
+from collector.registry.sql import dialect_insert
 from collector.registry.models.leases import scheduler_leases as t
 
 Seconds = Union[dt.timedelta, float, int]

@@ -23,7 +23,7 @@ from collector.domain import jobstates as jobmodel
 from collector.errors import InvalidInput
 from collector.domain.notices import Digest, Key, Notice
 from collector.registry import audit, db
-from collector.registry.ingest import chunked, dialect_insert
+from collector.registry.sql import chunked, dialect_insert
 from collector.registry.models.agents import agents
 from collector.registry.models.jobs import job_events, jobs
 from collector.registry.models.notify import deliveries, notices_sent

@@ -117,7 +117,7 @@ def test_agents_listing_touch_and_counts(registry: Registry, make_agent) -> None
     with pytest.raises(NotFound, match="no agent nobody"):
         registry.get_agent("nobody")
 
-    registry.PAGE_SIZE = 1
+    registry.agents.PAGE_SIZE = 1
     agents = list(registry.list_agents())
     assert [a.agent_id for a in agents] == ["a1", "a2"]
     a1, a2 = agents

@@ -351,14 +351,14 @@ def test_stale_listing_with_owners_and_team_scope(registry, make_agent, certs) -
 
 
 def test_stale_listing_pages_in_episode_order(registry, make_agent, certs, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from collector.registry.discovery import DiscoveryStore
+    from collector.registry.serving import ServingStore
 
     make_agent("a1", "web1.example.com")
     sinces = [T0 + 2 * H, T0, T0 + H, T0, T0 + H]        # ties on since are paged by row
     locs = [dataclasses.replace(stale_file(certs["new"], certs["old"].fingerprint, since=s), path=f"/etc/tls/{i}.pem")
             for i, s in enumerate(sinces)]
     store_report(registry, "a1", header("r1", full=True, sequence=1), locs)
-    monkeypatch.setattr(DiscoveryStore, "PAGE_SIZE", 2)
+    monkeypatch.setattr(ServingStore, "PAGE_SIZE", 2)
     got = [(v.since, v.path) for v in registry.discovery.list_stale()]
     assert len(got) == 5 and len(set(got)) == 5
     assert [s for s, _ in got] == sorted(sinces)

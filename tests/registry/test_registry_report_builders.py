@@ -13,6 +13,7 @@ from collector.domain import ownership as own
 from collector import reports
 from collector.errors import InvalidInput
 from collector.registry import Registry
+from collector.registry.certificates import CertificateStore
 from collector.reports import audit as audit_report
 from collector.reports.model import Report, Section
 from collector.reports.render import render
@@ -39,6 +40,7 @@ def summary(report: Report) -> dict[str, Any]:
 def fleet(registry: Registry, make_agent, monkeypatch):  # type: ignore[no-untyped-def]
     """Two hosts with certificates expiring at different times, owners, a rule, labels and scan errors."""
     monkeypatch.setattr(Registry, "PAGE_SIZE", 2)   # stream in several pages
+    monkeypatch.setattr(CertificateStore, "PAGE_SIZE", 2)
     make_agent("a1", "web1.example.com")
     make_agent("a2", "db1.example.com")
     make_agent("a3", "old1.example.com", now=T0 - 3 * DAY)    # never reports again: silent
