@@ -46,8 +46,8 @@ from collector.domain.auditchain import (  # noqa: F401 - re-exported for the re
 )
 from collector.errors import CollectorError, InvalidInput
 from collector.registry import db
-from collector.registry.sql import dialect_insert
 from collector.registry.models.audit import HEAD_ID, audit_events, audit_head
+from collector.registry.sql import dialect_insert
 
 UTC = dt.timezone.utc
 #: how long events are kept by default (``[audit] retention`` in the collector config)

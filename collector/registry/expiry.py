@@ -27,11 +27,11 @@ from sqlalchemy.dialects.postgresql import ARRAY
 
 from collector.domain import ownership as own
 from collector.registry import db
-from collector.registry.sql import chunked
 from collector.registry.models.agents import agents
 from collector.registry.models.inventory import certificates, locations
 from collector.registry.models.owners import explicit_assignments
-from collector.registry.owners import explicit_select, explicit_view
+from collector.registry.owner_rows import explicit_select, explicit_view
+from collector.registry.sql import chunked
 
 BATCH = 2000
 TRUST_ANCHOR = "trust_anchor"               # locations.role of a trust store entry

@@ -23,10 +23,10 @@ from collector.domain import jobstates as jobmodel
 from collector.errors import InvalidInput
 from collector.domain.notices import Digest, Key, Notice
 from collector.registry import audit, db
-from collector.registry.sql import chunked, dialect_insert
 from collector.registry.models.agents import agents
 from collector.registry.models.jobs import job_events, jobs
 from collector.registry.models.notify import deliveries, notices_sent
+from collector.registry.sql import chunked, dialect_insert
 
 PENDING, SENT, FAILED = "pending", "sent", "failed"
 DELIVERY_STATES = (PENDING, SENT, FAILED)

@@ -25,12 +25,21 @@ from sqlalchemy.exc import IntegrityError
 from collector.domain import ownership as own
 from collector.errors import InvalidInput, NotFound
 from collector.registry import audit, db
-from collector.registry.sql import chunked
 from collector.registry.certificates import CertificateStore
 from collector.registry.lookup import resolve_fingerprint
 from collector.registry.models.agents import agents
 from collector.registry.models.inventory import locations
 from collector.registry.models.owners import assignment_rules, explicit_assignments, owners
+from collector.registry.owner_rows import (
+    explicit_select,
+    explicit_view,
+    owner_detail,
+    owner_view,
+    rule_detail,
+    rule_view,
+    rules_select,
+)
+from collector.registry.sql import chunked
 from collector.registry.types import CertFilter, LocationSelector, location_label
 
 PRIORITY_STEP = 10
@@ -46,48 +55,6 @@ def _dedupe(values: Iterable[str]) -> list[str]:
     for v in values:
         seen.setdefault(v, None)
     return list(seen)
-
-
-def _owner_view(r: Any) -> own.Owner:
-    return own.Owner(
-        name=r.name, contacts=tuple(r.contacts or ()), webhook=r.webhook, escalation=r.escalation,
-        description=r.description, created_at=r.created_at, updated_at=r.updated_at,
-    )
-
-
-def _rule_view(r: Any) -> own.Rule:
-    return own.Rule(
-        name=r.name, priority=r.priority, owner=r.owner_name or "", environment=r.environment,
-        criticality=r.criticality, service=r.service, host=r.host_glob, path=r.path_glob, san=r.san_glob,
-        issuer=r.issuer_contains, labels=dict(r.labels or {}), description=r.description, created_by=r.created_by,
-        created_at=r.created_at, updated_at=r.updated_at,
-    )
-
-
-def explicit_view(r: Any) -> own.Explicit:
-    return own.Explicit(
-        scope=r.scope, fingerprint=r.fingerprint or "", agent_id=r.agent_id or "", store_type=r.store_type,
-        path=r.path, alias=r.alias, owner=r.owner_name or "", environment=r.environment, criticality=r.criticality,
-        service=r.service, reason=r.reason, assigned_by=r.assigned_by, hostname=getattr(r, "hostname", "") or "",
-        created_at=r.created_at, updated_at=r.updated_at,
-    )
-
-
-def explicit_select() -> Any:
-    """SELECT of explicit assignments with their owner's name and their agent's hostname."""
-    e = explicit_assignments
-    return (select(e, owners.c.name.label("owner_name"), agents.c.hostname)
-            .select_from(e.outerjoin(owners, owners.c.id == e.c.owner_id)
-                         .outerjoin(agents, agents.c.agent_id == e.c.agent_id)))
-
-
-def _owner_detail(o: own.Owner) -> dict[str, Any]:
-    return {"name": o.name, "contacts": list(o.contacts), "webhook": o.webhook, "escalation": o.escalation,
-            "description": o.description}
-
-
-def _rule_detail(r: own.Rule) -> dict[str, Any]:
-    return {"name": r.name, "priority": r.priority, "sets": r.sets(), "when": r.conditions()}
 
 
 def _target_text(t: Mapping[str, str]) -> str:
@@ -127,12 +94,6 @@ class OwnerStore(db.Connections):
             raise NotFound(f"{context}no owner {n!r}; add it first with: certfleet owners add {n or 'NAME'} --email ...")
         return int(oid)
 
-    @staticmethod
-    def _rules_select() -> Any:
-        r = assignment_rules
-        return (select(r, owners.c.name.label("owner_name"))
-                .select_from(r.outerjoin(owners, owners.c.id == r.c.owner_id)))
-
     # -- owners ----------------------------------------------------------------------------
 
     def create_owner(
@@ -152,8 +113,8 @@ class OwnerStore(db.Connections):
                 if conn.execute(select(owners.c.id).where(owners.c.name == n)).first() is not None:
                     raise InvalidInput(f"owner {n!r} already exists; change it with: certfleet owners update {n}")
                 conn.execute(insert(owners).values(**values))
-                view = _owner_view(conn.execute(select(owners).where(owners.c.name == n)).one())
-                audit.record(conn, now, actor, "owner.create", f"owner:{n}", reason, _owner_detail(view))
+                view = owner_view(conn.execute(select(owners).where(owners.c.name == n)).one())
+                audit.record(conn, now, actor, "owner.create", f"owner:{n}", reason, owner_detail(view))
                 return view
         except IntegrityError:   # a concurrent create of the same name
             raise InvalidInput(f"owner {n!r} already exists") from None
@@ -200,9 +161,9 @@ class OwnerStore(db.Connections):
                 if description is not None:
                     values["description"] = description.strip()
                 conn.execute(update(owners).where(owners.c.id == row.id).values(**values))
-                view = _owner_view(conn.execute(select(owners).where(owners.c.id == row.id)).one())
+                view = owner_view(conn.execute(select(owners).where(owners.c.id == row.id)).one())
                 audit.record(conn, now, actor, "owner.update", f"owner:{n}", reason,
-                             {"before": _owner_detail(_owner_view(row)), "after": _owner_detail(view)})
+                             {"before": owner_detail(owner_view(row)), "after": owner_detail(view)})
                 return view
         except IntegrityError:
             raise InvalidInput(f"owner {new_name!r} already exists") from None
@@ -213,12 +174,12 @@ class OwnerStore(db.Connections):
             row = conn.execute(select(owners).where(owners.c.name == n)).first()
         if row is None:
             raise NotFound(f"no owner {n!r}")
-        return _owner_view(row)
+        return owner_view(row)
 
     def list_owners(self) -> list[own.Owner]:
         """All owners by name (owners are teams: few)."""
         with self._read() as conn:
-            return [_owner_view(r) for r in conn.execute(select(owners).order_by(owners.c.name))]
+            return [owner_view(r) for r in conn.execute(select(owners).order_by(owners.c.name))]
 
     def delete_owner(self, name: str, now: dt.datetime, actor: str = "collector", reason: str = "") -> None:
         """Delete an owner that no rule or explicit assignment names (InvalidInput otherwise)."""
@@ -240,9 +201,9 @@ class OwnerStore(db.Connections):
                 raise InvalidInput(
                     f"owner {name.strip().lower()!r} is still named by {' and '.join(used)}; "
                     "remove or reassign them first")
-            before = _owner_view(conn.execute(select(owners).where(owners.c.id == oid)).one())
+            before = owner_view(conn.execute(select(owners).where(owners.c.id == oid)).one())
             conn.execute(delete(owners).where(owners.c.id == oid))
-            audit.record(conn, now, actor, "owner.delete", f"owner:{before.name}", reason, _owner_detail(before))
+            audit.record(conn, now, actor, "owner.delete", f"owner:{before.name}", reason, owner_detail(before))
 
     # -- rules -------------------------------------------------------------------------------
 
@@ -283,8 +244,8 @@ class OwnerStore(db.Connections):
                         raise InvalidInput(
                             f"priority {priority} is taken by rule {taken!r}; pick another or reorder the rules")
                 conn.execute(insert(assignment_rules).values(priority=priority, **values))
-                view = _rule_view(conn.execute(self._rules_select().where(r.name == n)).one())
-                audit.record(conn, now, actor, "rule.add", f"rule:{n}", reason, _rule_detail(view))
+                view = rule_view(conn.execute(rules_select().where(r.name == n)).one())
+                audit.record(conn, now, actor, "rule.add", f"rule:{n}", reason, rule_detail(view))
                 return view
         except IntegrityError:   # a concurrent add with the same name or priority
             raise InvalidInput(f"rule {n!r} or priority {priority} was taken at the same time; try again") from None
@@ -292,18 +253,18 @@ class OwnerStore(db.Connections):
     def list_rules(self) -> list[own.Rule]:
         """All rules, lowest priority number (applied first) first."""
         with self._read() as conn:
-            return [_rule_view(r) for r in conn.execute(
-                self._rules_select().order_by(assignment_rules.c.priority))]
+            return [rule_view(r) for r in conn.execute(
+                rules_select().order_by(assignment_rules.c.priority))]
 
     def remove_rule(self, name: str, now: dt.datetime, actor: str = "collector", reason: str = "") -> own.Rule:
         n = (name or "").strip().lower()
         with self._write() as conn:
-            row = conn.execute(self._rules_select().where(assignment_rules.c.name == n)).first()
+            row = conn.execute(rules_select().where(assignment_rules.c.name == n)).first()
             if row is None:
                 raise NotFound(f"no rule {n!r}")
             conn.execute(delete(assignment_rules).where(assignment_rules.c.id == row.id))
-            view = _rule_view(row)
-            audit.record(conn, now, actor, "rule.remove", f"rule:{n}", reason, _rule_detail(view))
+            view = rule_view(row)
+            audit.record(conn, now, actor, "rule.remove", f"rule:{n}", reason, rule_detail(view))
             return view
 
     def reorder_rules(self, names: Sequence[str], now: dt.datetime, actor: str = "collector",

@@ -34,9 +34,9 @@ from collector.registry import audit, db
 from collector.registry.agents import AgentStore
 from collector.registry.certificates import CertificateStore
 from collector.registry.lookup import resolve_fingerprint
-from collector.registry.owners import OwnerStore
 from collector.registry.models.inventory import certificates
 from collector.registry.models.policy import policy_documents, policy_exceptions, policy_violations
+from collector.registry.owners import OwnerStore
 from collector.registry.sql import chunked, dialect_insert
 from collector.registry.types import CertFilter, LocationSelector
 
