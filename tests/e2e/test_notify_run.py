@@ -7,18 +7,15 @@ from __future__ import annotations
 
 import json
 import pathlib
-import sys
 import time
 from typing import Any, Iterator
 
 import pytest
 
-from tests.conftest import ROOT, need_tools
+from tests.conftest import need_tools
 from tests.e2e.harness import Agent, Collector
 from tests.e2e.test_sync_lifecycle import make_cert, pem_store
-
-sys.path.insert(0, str(ROOT / "tests" / "registry"))
-from notify_servers import smtp_server  # noqa: E402
+from tests.helpers.registry_notify_servers import smtp_server
 
 
 @pytest.fixture

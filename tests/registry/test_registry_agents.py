@@ -8,7 +8,7 @@ import pytest
 
 from collector.errors import InvalidInput, NotFound, PermissionDenied, TokenExpired, TokenInvalid, TokenUsed
 from collector.registry import Registry
-from registry_certs import T0, header, host, leaf, location, root_ca, scan_error, store_report
+from tests.helpers.registry_certs import T0, header, host, leaf, location, root_ca, scan_error, store_report
 
 HOUR = dt.timedelta(hours=1)
 TOKEN = "5" * 64

@@ -10,7 +10,7 @@ import pytest
 from collector.domain import netscan as d
 from collector.errors import Ambiguous, InvalidInput, NotFound, PermissionDenied
 from collector.registry.types import CertFilter
-from registry_certs import T0, header, leaf, location, root_ca, store_report
+from tests.helpers.registry_certs import T0, header, leaf, location, root_ca, store_report
 
 H = dt.timedelta(hours=1)
 M = dt.timedelta(minutes=1)
@@ -294,7 +294,7 @@ def test_renewal_of_a_certificate_also_served_renews_only_its_files(registry, re
 def test_autorenew_and_policy_leave_trust_anchors_alone(registry, make_agent, certs) -> None:  # type: ignore[no-untyped-def]
     from collector.services import autorenew
     from collector.domain import policy
-    from registry_certs import issue
+    from tests.helpers.registry_certs import issue
 
     make_agent("agent-1", "web1.example.com")
     expired_root = issue("Old Root", ca=True, days=10, not_before=T0 - dt.timedelta(days=30))
@@ -318,7 +318,7 @@ def test_autorenew_and_policy_leave_trust_anchors_alone(registry, make_agent, ce
 
 
 def test_trust_anchor_key_findings_recorded_not_notified(registry, make_agent) -> None:  # type: ignore[no-untyped-def]
-    from registry_certs import issue, rsa_key
+    from tests.helpers.registry_certs import issue, rsa_key
 
     make_agent("agent-1", "web1.example.com")
     weak = issue("Weak Root", ca=True, key=rsa_key(1024))
@@ -369,7 +369,7 @@ def test_stale_listing_pages_in_episode_order(registry, make_agent, certs, monke
 
 def test_reports_show_stale_services_and_leave_trust_anchors_out(registry, make_agent, certs) -> None:  # type: ignore[no-untyped-def]
     from collector.reports import coverage, expiring
-    from registry_certs import issue
+    from tests.helpers.registry_certs import issue
 
     make_agent("a1", "web1.example.com")
     old_root = issue("Old Root", ca=True, days=10)          # expires within the report's horizon
@@ -403,8 +403,8 @@ def test_stale_service_notified_once_per_episode(registry, db_url, make_agent, c
     from collector.services.notifier import Notifier
     from collector.notify.settings import NotifySettings
     from collector.registry import Registry
-    from notify_servers import http_server
-    from registry_certs import issue
+    from tests.helpers.registry_notify_servers import http_server
+    from tests.helpers.registry_certs import issue
 
     make_agent("a1", "web1.example.com")
     registry.owners.create_owner("web-team", T0, contacts=["web@example.com"])
@@ -449,3 +449,17 @@ def test_stale_service_notified_once_per_episode(registry, db_url, make_agent, c
         assert [x["kind"] for x in told()] == [dec.STALE_SERVICE, dec.STALE_SERVICE]
     finally:
         gen.close()
+
+
+def test_discovery_is_netscans_and_serving_under_one_name(registry, make_agent, certs) -> None:  # type: ignore[no-untyped-def]
+    """``registry.discovery``, the name callers knew, sees what ``registry.netscans`` and
+    ``registry.serving`` hold, and acts on the same rows."""
+    make_agent("agent-1", "web1.example.com")
+    scan = registry.netscans.start_scan("agent-1", plan(), "operator:olga", "", T0)
+    assert registry.discovery.get_scan(scan.scan_id) == registry.netscans.get_scan(scan.scan_id)
+    (sent,) = registry.discovery.claim_for_agent("agent-1", T0 + M)
+    assert sent.scan_id == scan.scan_id and registry.netscans.get_scan(scan.scan_id).state == "sent"
+    store_report(registry, "agent-1", header("r1", full=True, sequence=1),
+                 [stale_file(certs["new"], certs["old"].fingerprint)])
+    stale = list(registry.serving.list_stale())
+    assert [v.path for v in stale] == [v.path for v in registry.discovery.list_stale()] != []

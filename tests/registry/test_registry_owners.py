@@ -11,7 +11,7 @@ from collector.errors import Ambiguous, InvalidInput, NotFound
 from collector.registry import Registry
 from collector.registry.certificates import CertificateStore
 from collector.registry.types import LocationSelector
-from registry_certs import (
+from tests.helpers.registry_certs import (
     T0, header, issue, key_of, leaf, location, root_ca, store_report, with_fingerprint_prefix_collision,
 )
 

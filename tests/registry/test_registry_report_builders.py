@@ -17,7 +17,7 @@ from collector.registry.certificates import CertificateStore
 from collector.reports import audit as audit_report
 from collector.reports.model import Report, Section
 from collector.reports.render import render
-from registry_certs import T0, header, leaf, location, root_ca, rsa_key, scan_error, sha1_cert_der, store_report
+from tests.helpers.registry_certs import T0, header, leaf, location, root_ca, rsa_key, scan_error, sha1_cert_der, store_report
 
 NOW = T0 + dt.timedelta(hours=1)
 DAY = dt.timedelta(days=1)

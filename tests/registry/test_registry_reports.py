@@ -11,7 +11,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from collector.errors import InvalidInput, NotFound, PermissionDenied
 from collector.registry import Registry
 from collector.registry.types import CertFilter, SanView
-from registry_certs import (
+from tests.helpers.registry_certs import (
     ALL_SANS,
     T0,
     header,
