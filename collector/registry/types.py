@@ -323,7 +323,7 @@ class JobView:
         return location_label(self.store_type, self.path, self.alias, self.chain_index)
 
 
-# -- discovery: network scans, stale services -----------------------------------------------
+# -- network scans (netscans.py), stale services (serving.py) ---------------------------------
 
 
 @dataclass(frozen=True, slots=True)
