@@ -20,7 +20,7 @@ from collector.registry import Registry
 from collector.registry.types import CertFilter
 from collector.services.agent_session import AgentSessions
 from collector.services.inventory import Inventory, ReportChunkIn
-from tests.registry.registry_certs import T0, header, host, leaf, location, root_ca
+from tests.helpers.registry_certs import T0, header, host, leaf, location, root_ca
 
 WHERE = cmd.LocationKey(store_type="pem", path="/etc/nginx/cert.pem", alias="", chain_index=0)
 

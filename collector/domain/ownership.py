@@ -68,7 +68,7 @@ __all__ = [
     "LocatedAssignment", "NO_OWNER", "NO_WORKING_CONTACT", "ORPHAN_REASONS", "Orphan", "OrphanLocation", "Owner",
     "Resolver", "Rule", "SCOPE_CERTIFICATE", "SCOPE_LOCATION", "SOURCE_EXPLICIT", "SOURCE_LABEL", "UNKNOWN_OWNER",
     "check_criticality", "check_email", "check_environment", "check_glob", "check_name", "check_service",
-    "check_webhook", "dns_matches", "facts_of", "find_orphans", "has_working_contact", "is_email", "is_https_url",
+    "check_webhook", "dns_matches", "facts_of", "has_working_contact", "is_email", "is_https_url",
     "orphan_of", "orphan_reason", "orphans_in", "path_matches", "resolve", "rule_matches", "subject_cn",
 ]
 
@@ -437,17 +437,3 @@ def orphans_in(
             o = orphan_of(cert, rules, mine, owners)
             if o is not None:
                 yield o
-
-
-def find_orphans(registry: Any, now: dt.datetime | None = None, page_size: int | None = None) -> Iterator[Orphan]:
-    """Orphaned certificates in ``registry`` (a collector.registry.Registry), soonest expiry first,
-    streamed: certificates are read and judged a page at a time."""
-    # the registry's query feeding the pure orphans_in (collector/registry/owners.py orphans() calls it);
-    # its place is the registry's owners store, which will compose orphans_in itself
-    from collector.registry.types import CertFilter
-
-    store = registry.owners
-    owners = {o.name: o for o in store.list_owners()}
-    rules = store.list_rules()
-    certs = registry.list_certificates(CertFilter(), now)
-    yield from orphans_in(certs, rules, owners, store.explicit_for, page_size or registry.PAGE_SIZE)

@@ -31,10 +31,9 @@ from dataclasses import dataclass
 from typing import Any, Iterator, Mapping
 
 from sqlalchemy import Connection, Engine, delete, func, insert, select, update
-from sqlalchemy.dialects import postgresql as pg_dialect
-from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from collector.domain.auditchain import (  # noqa: F401 - re-exported for the registry's users
+    GENESIS_HASH,
     ChainCheck,
     VerifyResult,
     at_text,
@@ -47,7 +46,8 @@ from collector.domain.auditchain import (  # noqa: F401 - re-exported for the re
 )
 from collector.errors import CollectorError, InvalidInput
 from collector.registry import db
-from collector.registry.models_audit import GENESIS_HASH, HEAD_ID, audit_events, audit_head
+from collector.registry.models.audit import HEAD_ID, audit_events, audit_head
+from collector.registry.sql import dialect_insert
 
 UTC = dt.timezone.utc
 #: how long events are kept by default (``[audit] retention`` in the collector config)
@@ -63,17 +63,13 @@ class AuditBroken(CollectorError):
 # -- writing -------------------------------------------------------------------------------
 
 
-def _insert(conn: Connection, table: Any) -> Any:
-    return (pg_dialect if conn.dialect.name == "postgresql" else sqlite_dialect).insert(table)
-
-
 def _lock_head(conn: Connection) -> Any:
     stmt = select(audit_head).where(audit_head.c.id == HEAD_ID)
     if conn.dialect.name == "postgresql":
         stmt = stmt.with_for_update()
     row = conn.execute(stmt).first()
     if row is None:   # a schema made without the migrations (create_all): start the chain
-        conn.execute(_insert(conn, audit_head).values(
+        conn.execute(dialect_insert(conn, audit_head).values(
             id=HEAD_ID, last_seq=0, last_hash=GENESIS_HASH, anchor_seq=0, anchor_hash=GENESIS_HASH, purged_at=None,
         ).on_conflict_do_nothing(index_elements=[audit_head.c.id]))
         row = conn.execute(stmt).first()
@@ -151,6 +147,18 @@ class AuditLog(db.Connections):
         """An event in a transaction of its own (for what changes nothing else, e.g. a refused call)."""
         with self._write() as conn:
             return record(conn, at, actor, action, target, reason, detail)
+
+    def record_certificate_revocation(self, fingerprint: str, issuer: str, reason: str, actor: str,
+                                      now: dt.datetime) -> None:
+        """An issuer revoked the certificate (the registry keeps no revocation state of its own)."""
+        self.record(now, actor, "certificate.revoke", f"certificate:{fingerprint}", reason,
+                    {"fingerprint": fingerprint, "issuer": issuer})
+
+    def record_refused_call(self, actor: str, method: str, permission: str, why: str,
+                            now: dt.datetime | None = None, detail: dict[str, Any] | None = None) -> None:
+        """An admin call the caller was not allowed to make."""
+        self.record(now or dt.datetime.now(UTC), actor, "call.refused", method, why,
+                    {"method": method, "permission": permission, **(detail or {})})
 
     def head(self) -> dict[str, Any]:
         with self._read() as conn:

@@ -23,7 +23,7 @@ from sqlalchemy import BigInteger, Boolean, Connection, Integer, LargeBinary, St
 from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.dialects import sqlite
 
-from collector.registry.models import certificates, locations
+from collector.registry.models.inventory import certificates, locations
 
 CERT_COLUMNS = [c.name for c in certificates.c]
 LOCATION_KEY = ["agent_id", "store_type", "path", "alias", "chain_index"]

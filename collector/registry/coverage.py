@@ -8,9 +8,9 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from collector.registry.models import agents, locations
+from collector.registry.models.agents import agents
 
-
+from collector.registry.models.inventory import locations
 @dataclass(frozen=True, slots=True)
 class AgentCoverage:
     stores: int                          # distinct (store type, path) with a present location
@@ -18,12 +18,13 @@ class AgentCoverage:
 
 
 def agent_coverage(registry: Any) -> dict[str, AgentCoverage]:
-    """{agent_id: AgentCoverage} for every agent (one row per agent: bounded by the fleet's agents)."""
+    """{agent_id: AgentCoverage} for every agent (one row per agent: bounded by the fleet's agents).
+    ``registry``: the Registry, or anything else with its ``engine``."""
     lc = locations.c
     stores = (
         select(lc.agent_id, lc.store_type, lc.path).where(lc.status == "present").distinct().subquery()
     )
-    with registry._read() as conn:
+    with registry.engine.connect() as conn:
         counts = dict(conn.execute(
             select(stores.c.agent_id, func.count()).group_by(stores.c.agent_id)).all())
         return {

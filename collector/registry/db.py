@@ -34,7 +34,7 @@ WRITE = {"certfleet_write": True}
 
 
 class Connections:
-    """``_write()`` and ``_read()`` for the stores that hold an ``engine`` (Registry, JobStore)."""
+    """``_write()`` and ``_read()`` for the stores, which each hold an ``engine``."""
 
     engine: Engine
 

@@ -27,10 +27,11 @@ from sqlalchemy.dialects.postgresql import ARRAY
 
 from collector.domain import ownership as own
 from collector.registry import db
-from collector.registry.ingest import chunked
-from collector.registry.models import agents, certificates, locations
-from collector.registry.models_owners import explicit_assignments
-from collector.registry.owners import OwnerStore, _explicit_view
+from collector.registry.models.agents import agents
+from collector.registry.models.inventory import certificates, locations
+from collector.registry.models.owners import explicit_assignments
+from collector.registry.owner_rows import explicit_select, explicit_view
+from collector.registry.sql import chunked
 
 BATCH = 2000
 TRUST_ANCHOR = "trust_anchor"               # locations.role of a trust store entry
@@ -218,13 +219,13 @@ class ExpiryStore(db.Connections):
             .where(lc.status == "present", c.not_after < before)
             .where(lc.agent_id == e.agent_id, lc.store_type == e.store_type, lc.path == e.path, lc.alias == e.alias)
         )
-        base = OwnerStore._explicit_select()
+        base = explicit_select()
         with self._read() as conn:
             for r in conn.execute(base.where(e.scope == own.SCOPE_CERTIFICATE, in_window)):
-                x = _explicit_view(r)
+                x = explicit_view(r)
                 by_fp.setdefault(x.fingerprint, []).append(x)
             for r in conn.execute(base.where(e.scope == own.SCOPE_LOCATION, held.exists())):
-                x = _explicit_view(r)
+                x = explicit_view(r)
                 by_loc.setdefault((x.agent_id, x.store_type, x.path, x.alias), []).append(x)
         return ExplicitIndex(by_fp, by_loc)
 

@@ -1,84 +1,76 @@
-"""Storing an agent's inventory report: the registry's hot path.
+"""Storing an agent's inventory report: the registry's hot path, in one trip.
 
-A report is one database transaction, fed chunk by chunk (``add_upserts``,
-``add_removals``, ``add_errors``) and closed by ``finish`` (commit) or ``abort``.
-Work is done in bulk per chunk: one query finds which certificates are already
-known, only new ones are parsed (once per fingerprint, ever), and certificates
-and locations are written in bulk (collector/registry/bulk.py).
+    txn = begin_report(engine, agent_id, header, now)   # (Registry.begin_report) locks the agent
+    txn.add_upserts(locations)      # any number of chunks, in any order
+    txn.add_removals(keys)
+    txn.add_errors(scan_errors)
+    result = txn.finish()           # commit; or txn.abort() (also on leaving a ``with`` block)
 
-A full report stamps every location it lists with the report's generation; at
-``finish`` every present location of the agent with an older stamp is marked
-removed. Nothing about the report is held in memory across chunks.
+A report is one database transaction, fed chunk by chunk and closed by ``finish`` or
+``abort``. Work is done in bulk per chunk: one query finds which certificates are already
+known, only new ones are parsed (once per fingerprint, ever), linked to their issuers
+(collector/registry/issuer_links.py), and certificates and locations are written in bulk
+(collector/registry/bulk.py).
+
+A full report stamps every location it lists with the report's generation; at ``finish``
+every present location of the agent with an older stamp is marked removed. A repeated
+report (same report id) or a delta on a sequence the registry does not hold is not stored:
+``finish`` says why. Nothing about the report is held in memory across chunks.
 """
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
 import hashlib
-from collections import defaultdict
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
-from sqlalchemy import Connection, Row, bindparam, delete, insert, or_, select, update
-from sqlalchemy.dialects import postgresql as pg_dialect
-from sqlalchemy.dialects import sqlite as sqlite_dialect
+from sqlalchemy import Connection, Engine, Row, bindparam, delete, insert, select, update
 
 from collector.domain.certinfo import CertFacts, name_hash, parse_certificate
-from collector.errors import InvalidInput
-from collector.registry import audit
+from collector.errors import InvalidInput, NotFound, PermissionDenied
+from collector.registry import audit, db
+from collector.registry.agents import host_values, lock_agent
 from collector.registry.bulk import bulk_writer
-from collector.registry.models import agents, certificates, locations, scan_errors
+from collector.registry.issuer_links import issuers_first, link_existing_children, link_new
+from collector.registry.models.agents import agents
+from collector.registry.models.inventory import certificates, locations, scan_errors
 from collector.registry.types import (
-    HostFacts,
     LocationIn,
     LocationKeyIn,
     ReportHeaderIn,
     ReportResult,
     ScanErrorIn,
+    location_label,
 )
 
-# How many values go into one IN (...) list.
-IN_CHUNK = 1000
 MAX_MESSAGE = 4000
 
 _APPLY, _REPEAT, _RESYNC = "apply", "repeat", "resync"
 
 
-def chunked(items: Sequence[Any], n: int = IN_CHUNK) -> Iterator[Sequence[Any]]:
-    for i in range(0, len(items), n):
-        yield items[i:i + n]
-
-
-def dialect_insert(conn: Connection, table: Any) -> Any:
-    if conn.dialect.name == "postgresql":
-        return pg_dialect.insert(table)
-    return sqlite_dialect.insert(table)
-
-
-def host_values(host: HostFacts) -> dict[str, Any]:
-    values: dict[str, Any] = {
-        "os": host.os,
-        "os_version": host.os_version,
-        "agent_version": host.agent_version,
-        "addresses": list(host.addresses),
-        "labels": dict(host.labels),
-    }
-    if host.hostname:
-        values["hostname"] = host.hostname
-    return values
-
-
-def location_label(store_type: str, path: str, alias: str, chain_index: int) -> str:
-    where = f"{store_type}:{path}"
-    if alias:
-        where += f" [{alias}]"
-    return f"{where} #{chain_index}"
+def begin_report(engine: Engine, agent_id: str, header: ReportHeaderIn, now: dt.datetime) -> ReportTxn:
+    """Start storing a report of an active agent (NotFound, PermissionDenied when revoked); the
+    returned transaction holds the agent's row locked and must be finished or aborted."""
+    conn = engine.connect().execution_options(**db.WRITE)
+    try:
+        conn.begin()
+        row = lock_agent(conn, agent_id)
+        if row is None:
+            raise NotFound(f"no agent {agent_id}")
+        if row.status != "active":
+            raise PermissionDenied(f"agent {agent_id} is revoked")
+        return ReportTxn(conn, row, header, now)
+    except BaseException:
+        conn.rollback()
+        conn.close()
+        raise
 
 
 class ReportTxn:
     """One report being stored. Use from one thread at a time; always finish or abort."""
 
     def __init__(self, conn: Connection, agent: Row[Any], header: ReportHeaderIn, now: dt.datetime) -> None:
-        """Made by Registry.begin_report, with ``conn`` in a transaction and ``agent`` its locked row."""
+        """Made by :func:`begin_report`, with ``conn`` in a transaction and ``agent`` its locked row."""
         self._conn: Connection | None = conn
         self._agent_id: str = agent.agent_id
         self._header = header
@@ -326,9 +318,9 @@ class ReportTxn:
         if not new:
             return bad
 
-        links = _link_new(conn, new)
+        links = link_new(conn, new)
         rows = []
-        for f in _issuers_first(new, links):
+        for f in issuers_first(new, links):
             rows.append({
                 "fingerprint": f.fingerprint, "subject": f.subject, "issuer": f.issuer,
                 "subject_hash": name_hash(f.subject), "issuer_hash": name_hash(f.issuer), "serial": f.serial,
@@ -347,106 +339,5 @@ class ReportTxn:
                 select(c.issuer_hash).distinct().where(c.issuer_fingerprint.is_(None))).scalars())
         else:                                # may over-approximate: harmless, an UPDATE that matches nothing
             self._unlinked_issuers.update(r["issuer_hash"] for r in rows if r["issuer_fingerprint"] is None)
-        _link_existing_children(conn, new, self._unlinked_issuers)
+        link_existing_children(conn, new, self._unlinked_issuers)
         return bad
-
-
-# -- issuer linking -------------------------------------------------------------
-#
-# A certificate's issuer is the stored certificate whose subject DN equals its
-# issuer DN and, when both carry key identifiers, whose subjectKeyIdentifier
-# equals its authorityKeyIdentifier. Among several, prefer an exact key-id
-# match, then a CA, then the latest not_after. Self-signed certificates point
-# at themselves. Links are made when a certificate is stored, in both
-# directions: to a known issuer, and from known certificates to a new issuer.
-
-def _compatible(aki: str, ski: str) -> bool:
-    return not (aki and ski and aki != ski)
-
-
-def _rank(aki: str, ski: str, is_ca: bool, not_after: dt.datetime) -> tuple[bool, bool, dt.datetime]:
-    return (bool(aki) and aki == ski, is_ca, not_after)
-
-
-def _link_new(conn: Connection, new: list[CertFacts]) -> dict[str, str]:
-    """{fingerprint: issuer fingerprint} for the new certificates whose issuer is known."""
-    links: dict[str, str] = {}
-    wanted: dict[str, list[CertFacts]] = defaultdict(list)
-    for f in new:
-        if f.self_signed:
-            links[f.fingerprint] = f.fingerprint
-        else:
-            wanted[name_hash(f.issuer)].append(f)
-    if not wanted:
-        return links
-    # candidates: (fingerprint, subject, ski, is_ca, not_after), stored ones and new ones
-    cands: dict[str, list[tuple[str, str, str, bool, dt.datetime]]] = defaultdict(list)
-    c = certificates.c
-    for part in chunked(list(wanted)):
-        for r in conn.execute(
-            select(c.fingerprint, c.subject, c.subject_hash, c.subject_key_id, c.is_ca, c.not_after)
-            .where(c.subject_hash.in_(part))
-        ):
-            cands[r.subject_hash].append((r.fingerprint, r.subject, r.subject_key_id, r.is_ca, r.not_after))
-    for f in new:
-        h = name_hash(f.subject)
-        if h in wanted:
-            cands[h].append((f.fingerprint, f.subject, f.subject_key_id, f.is_ca, f.not_after))
-    for h, children in wanted.items():
-        options = cands.get(h)
-        if not options:
-            continue
-        for f in children:
-            best = max(
-                (o for o in options if o[0] != f.fingerprint and o[1] == f.issuer and _compatible(f.authority_key_id, o[2])),
-                key=lambda o: _rank(f.authority_key_id, o[2], o[3], o[4]),
-                default=None,
-            )
-            if best is not None:
-                links[f.fingerprint] = best[0]
-    return links
-
-
-def _issuers_first(new: list[CertFacts], links: dict[str, str]) -> Iterable[CertFacts]:
-    """Order new certificates so that an issuer is inserted before what it issued (foreign key)."""
-    by_fp = {f.fingerprint: f for f in new}
-    depth: dict[str, int] = {}
-    for f in new:
-        chain = []
-        fp: str | None = f.fingerprint
-        while fp is not None and fp not in depth:
-            if fp in chain:                       # a loop (cross-signed pair): break it here
-                links.pop(fp, None)
-                depth[fp] = 0
-                break
-            chain.append(fp)
-            parent = links.get(fp)
-            fp = parent if parent in by_fp and parent != fp else None
-        base = depth[fp] + 1 if fp is not None else 0
-        for i, item in enumerate(reversed(chain)):
-            depth.setdefault(item, base + i)
-    return sorted(new, key=lambda f: depth[f.fingerprint])
-
-
-def _link_existing_children(conn: Connection, new: list[CertFacts], unlinked_issuers: set[str]) -> None:
-    """Point stored certificates with no known issuer at a new certificate that issued them.
-
-    One set-based UPDATE per new certificate that can issue and whose subject hash is
-    in ``unlinked_issuers`` (issuer hashes of stored certificates without a known
-    issuer): thousands of new leaves, often without basicConstraints, cost nothing. CAs with
-    key identifiers go first, so a child with an authorityKeyIdentifier gets the CA whose
-    subjectKeyIdentifier matches before a CA without one can claim it.
-    """
-    c = certificates.c
-    # a certificate whose basicConstraints say it is not a CA issues nothing
-    issuers = [f for f in new if f.is_ca or f.self_signed or not f.has_basic_constraints]
-    issuers = [f for f in issuers if name_hash(f.subject) in unlinked_issuers]
-    issuers.sort(key=lambda f: (bool(f.subject_key_id), f.is_ca, f.not_after), reverse=True)
-    for f in issuers:
-        conds = [
-            c.issuer_hash == name_hash(f.subject), c.issuer == f.subject,
-            c.issuer_fingerprint.is_(None), c.fingerprint != f.fingerprint,
-        ]
-        if f.subject_key_id:
-            conds.append(or_(c.authority_key_id == "", c.authority_key_id == f.subject_key_id))
-        conn.execute(update(certificates).where(*conds).values(issuer_fingerprint=f.fingerprint))

@@ -18,7 +18,8 @@ only applies them, atomically:
   in the same transaction: ``renewal.request`` and ``job.<state>`` (``install.verified``,
   ``install.rolled_back`` for the installs' outcomes), by the ``actor`` given.
 
-Use it as ``Registry.jobs`` or ``JobStore(engine)``.
+The creation transaction is collector/registry/job_requests.py; reading jobs and writing
+their events, collector/registry/job_rows.py. Use it as ``Registry.jobs`` or ``JobStore(engine)``.
 """
 from __future__ import annotations
 
@@ -26,88 +27,23 @@ import base64
 import datetime as dt
 import hashlib
 import re
-import uuid
 from typing import Any, Mapping, Sequence
 
-from sqlalchemy import Connection, Engine, and_, func, insert, or_, select, update
+from sqlalchemy import Connection, Engine, and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from collector.domain import jobstates as model
 from collector.errors import Ambiguous, InvalidInput, NotFound
 from collector.registry import audit, db
-from collector.registry.lookup import resolve_fingerprint
-from collector.registry.models import agents, job_events, jobs, locations
-from collector.registry.types import JobEvent, JobView, LocationSelector
+from collector.registry.job_requests import request_renewals
+from collector.registry.job_rows import add_event, audit_action, check_fingerprint, job_views, lock_job
+from collector.registry.models.jobs import jobs
+from collector.registry.types import JobView, LocationSelector, location_label
 
-_HEX = re.compile(r"[0-9a-f]+")
 _UUID_CHARS = re.compile(r"[0-9a-f-]+")
 MIN_PREFIX = 6
-KIND_RENEW = "renew"
 #: attempts at a create that lost a race on the one-running-job-per-location key
 _CREATE_TRIES = 3
-
-
-def _location_hash(agent_id: str, store_type: str, path: str, alias: str, chain_index: int) -> str:
-    return hashlib.sha256(f"{agent_id}\0{store_type}\0{path}\0{alias}\0{chain_index}".encode()).hexdigest()
-
-
-def _label(store_type: str, path: str, alias: str, chain_index: int) -> str:
-    where = f"{store_type}:{path}"
-    if alias:
-        where += f" [{alias}]"
-    return f"{where} #{chain_index}"
-
-
-def _fingerprint(value: str, what: str) -> str:
-    fp = re.sub(r"[\s:]", "", value).lower()
-    if len(fp) != 64 or not _HEX.fullmatch(fp):
-        raise InvalidInput(f"{what} must be a SHA-256 fingerprint (64 hex digits), not {value.strip()[:80]!r}")
-    return fp
-
-
-def audit_action(state: str) -> str:
-    """The audit action of a job entering ``state``."""
-    if state in (model.VERIFIED, model.ROLLED_BACK):
-        return f"install.{state}"
-    return f"job.{state}"
-
-
-def _selector(flt: Any) -> LocationSelector | None:
-    if flt is None or isinstance(flt, LocationSelector):
-        return flt
-    # anything shaped like a location key or filter (e.g. types.LocationKeyIn); "" matches anything
-    return LocationSelector(
-        agent_id=getattr(flt, "agent_id", "") or "", hostname=getattr(flt, "hostname", "") or "",
-        store_type=getattr(flt, "store_type", "") or "", path=getattr(flt, "path", "") or "",
-        alias=getattr(flt, "alias", "") or "", chain_index=getattr(flt, "chain_index", None),
-    )
-
-
-def _describe(sel: LocationSelector) -> str:
-    parts = []
-    if sel.agent_id:
-        parts.append(f"agent {sel.agent_id}")
-    if sel.hostname:
-        parts.append(f"host {sel.hostname}")
-    where = ":".join(p for p in (sel.store_type, sel.path) if p)
-    if where:
-        parts.append(where)
-    if sel.alias:
-        parts.append(f"[{sel.alias}]")
-    if sel.chain_index is not None:
-        parts.append(f"#{sel.chain_index}")
-    return " ".join(parts) or "any location"
-
-
-def _matches(sel: LocationSelector, r: Any) -> bool:
-    return (
-        (not sel.agent_id or r.agent_id == sel.agent_id)
-        and (not sel.hostname or (r.hostname or "").lower() == sel.hostname.lower())
-        and (not sel.store_type or r.store_type == sel.store_type)
-        and (not sel.path or r.path == sel.path)
-        and (not sel.alias or r.alias == sel.alias)
-        and (sel.chain_index is None or r.chain_index == sel.chain_index)
-    )
 
 
 class JobStore(db.Connections):
@@ -119,42 +55,6 @@ class JobStore(db.Connections):
     def __init__(self, engine: Engine, resend_after: dt.timedelta = model.COMMAND_RESEND_AFTER) -> None:
         self.engine = engine
         self.resend_after = resend_after
-
-    # -- plumbing ------------------------------------------------------------------
-
-    @staticmethod
-    def _select() -> Any:
-        return select(jobs, agents.c.hostname).join(agents, agents.c.agent_id == jobs.c.agent_id)
-
-    def _lock(self, conn: Connection, job_id: str) -> Any:
-        stmt = select(jobs).where(jobs.c.job_id == job_id)
-        if conn.dialect.name == "postgresql":
-            stmt = stmt.with_for_update()
-        row = conn.execute(stmt).first()
-        if row is None:
-            raise NotFound(f"no job {job_id}")
-        return row
-
-    def _views(self, conn: Connection, job_ids: Sequence[str], with_events: bool = False) -> list[JobView]:
-        if not job_ids:
-            return []
-        rows = {r.job_id: r for r in conn.execute(self._select().where(jobs.c.job_id.in_(list(job_ids))))}
-        events: dict[str, list[JobEvent]] = {}
-        if with_events:
-            for e in conn.execute(
-                select(job_events).where(job_events.c.job_id.in_(list(job_ids))).order_by(job_events.c.id)
-            ):
-                events.setdefault(e.job_id, []).append(JobEvent(
-                    at=e.at, from_state=e.from_state, to_state=e.to_state, reason=e.reason, actor=e.actor,
-                ))
-        return [_view(rows[j], tuple(events.get(j, ()))) for j in job_ids if j in rows]
-
-    @staticmethod
-    def _event(conn: Connection, job_id: str, now: dt.datetime, from_state: str, to_state: str,
-               reason: str, actor: str) -> None:
-        conn.execute(insert(job_events).values(
-            job_id=job_id, at=now, from_state=from_state, to_state=to_state, reason=reason, actor=actor,
-        ))
 
     # -- creating -------------------------------------------------------------------
 
@@ -185,104 +85,20 @@ class JobStore(db.Connections):
         """
         if timeout.total_seconds() < 1:
             raise InvalidInput(f"a job timeout must be at least one second, not {timeout}")
-        sel = _selector(location_filter)
+        sel = LocationSelector.of(location_filter)
         if idempotency_key is not None and not idempotency_key:
             raise InvalidInput("an idempotency key must not be empty")
         for attempt in range(_CREATE_TRIES):
             try:
                 with self._write() as conn:
-                    return self._create(conn, fingerprint, sel, template, requested_by, reason, now, timeout,
-                                        idempotency_key, detail)
+                    return request_renewals(conn, fingerprint, sel, template, requested_by, reason, now, timeout,
+                                            idempotency_key, detail)
             except IntegrityError:
                 # Another collector made a job for one of these locations (or this request)
                 # at the same time; the next try finds and returns it.
                 if attempt == _CREATE_TRIES - 1:
                     raise
         raise AssertionError("unreachable")
-
-    def _create(self, conn: Connection, fingerprint: str, sel: LocationSelector | None, template: str,
-                requested_by: str, reason: str, now: dt.datetime, timeout: dt.timedelta,
-                idempotency_key: str | None, detail: Mapping[str, Any] | None = None) -> list[JobView]:
-        fp = resolve_fingerprint(conn, fingerprint)
-        short = fp[:16] + "..."
-        j = jobs.c
-        if idempotency_key is not None:
-            prior = conn.execute(   # in the order the request returned them
-                select(j.job_id, j.old_fingerprint).join(agents, agents.c.agent_id == j.agent_id)
-                .where(j.request_key == idempotency_key)
-                .order_by(agents.c.hostname, j.agent_id, j.store_type, j.path, j.alias, j.chain_index)
-            ).all()
-            if prior:
-                if any(p.old_fingerprint != fp for p in prior):
-                    raise InvalidInput("that idempotency key was already used for another certificate")
-                return self._views(conn, [p.job_id for p in prior])
-
-        lc, a = locations.c, agents.c
-        present = conn.execute(
-            select(lc.agent_id, lc.store_type, lc.path, lc.alias, lc.chain_index, a.hostname, a.status)
-            .join(agents, a.agent_id == lc.agent_id)
-            .where(lc.fingerprint == fp, lc.status == "present")
-            .order_by(a.hostname, lc.agent_id, lc.store_type, lc.path, lc.alias, lc.chain_index)
-        ).all()
-        if not present:
-            raise NotFound(f"certificate {short} is not present at any location; there is nothing to renew")
-        chosen = present
-        if sel is not None:
-            chosen = [r for r in present if _matches(sel, r)]
-            if not chosen:
-                where = ", ".join(
-                    f"{r.hostname or r.agent_id} {_label(r.store_type, r.path, r.alias, r.chain_index)}"
-                    for r in present[:5])
-                more = f" and {len(present) - 5} more" if len(present) > 5 else ""
-                raise InvalidInput(
-                    f"{_describe(sel)} does not hold certificate {short}; it is present at {where}{more}")
-        own = [r for r in chosen if r.chain_index == 0]
-        if not own:
-            r = chosen[0]
-            example = f"{_label(r.store_type, r.path, r.alias, r.chain_index)} on {r.hostname or r.agent_id}"
-            raise InvalidInput(
-                f"certificate {short} appears only inside chains (e.g. {example}), not as an entry's own "
-                "certificate; renew the certificate that entry belongs to"
-            )
-        targets = [r for r in own if r.status == "active"]
-        if not targets:
-            raise InvalidInput(f"certificate {short} is present only on revoked agents; nothing can renew it")
-
-        keys = {_location_hash(r.agent_id, r.store_type, r.path, r.alias, r.chain_index): r for r in targets}
-        running = dict(conn.execute(
-            select(j.active_key, j.job_id).where(j.active_key.in_(list(keys)))
-        ).all())
-        ids: list[str] = []
-        created: list[tuple[str, Any]] = []
-        seconds = int(timeout.total_seconds())
-        for key, r in keys.items():
-            if key in running:
-                ids.append(running[key])
-                continue
-            job_id = str(uuid.uuid4())
-            conn.execute(insert(jobs).values(
-                job_id=job_id, kind=KIND_RENEW, agent_id=r.agent_id, store_type=r.store_type, path=r.path,
-                alias=r.alias, chain_index=r.chain_index, old_fingerprint=fp, template=template,
-                requested_by=requested_by, reason=reason, state=model.REQUESTED, attempts=0,
-                timeout_seconds=seconds, deadline=model.deadline_for(now, dt.timedelta(seconds=seconds)),
-                next_attempt_at=now, command_sent_at=None, csr_der=None, new_fingerprint=None,
-                certificate_der=None, chain=None, served_fingerprint=None,
-                result_detail=dict(detail) if detail else None, idempotency_key=(hashlib.sha256(f"{idempotency_key}\0{key}".encode()).hexdigest()
-                                 if idempotency_key is not None else None),
-                request_key=idempotency_key, active_key=key, created_at=now, updated_at=now, finished_at=None,
-            ))
-            self._event(conn, job_id, now, "", model.REQUESTED, reason or "renewal requested", requested_by)
-            ids.append(job_id)
-            created.append((job_id, r))
-        # audited after every insert: the chain's head is locked from here to the commit, and a
-        # transaction that holds it must not wait on another's uncommitted job (unique keys)
-        for job_id, r in created:
-            audit.record(conn, now, requested_by, "renewal.request", f"job:{job_id}", reason or "renewal requested", {
-                "job_id": job_id, "fingerprint": fp, "agent_id": r.agent_id, "hostname": r.hostname,
-                "location": _label(r.store_type, r.path, r.alias, r.chain_index), "template": template,
-                "idempotency_key": idempotency_key,
-            })
-        return self._views(conn, ids)
 
     # -- reading --------------------------------------------------------------------------
 
@@ -306,7 +122,7 @@ class JobStore(db.Connections):
                 raise NotFound(f"no job {ref}")
             if len(found) > 1:
                 raise Ambiguous(f"job id prefix {ref!r} matches several jobs; give more characters")
-            return self._views(conn, found, with_events=True)[0]
+            return job_views(conn, found, with_events=True)[0]
 
     # -- state changes -----------------------------------------------------------------------
 
@@ -342,23 +158,23 @@ class JobStore(db.Connections):
         if certificate_der:
             values["certificate_der"] = bytes(certificate_der)
             computed = hashlib.sha256(certificate_der).hexdigest()
-            if new_fingerprint and _fingerprint(new_fingerprint, "new_fingerprint") != computed:
+            if new_fingerprint and check_fingerprint(new_fingerprint, "new_fingerprint") != computed:
                 raise InvalidInput("new_fingerprint is not the SHA-256 of certificate_der")
             values["new_fingerprint"] = computed
         elif new_fingerprint:
-            values["new_fingerprint"] = _fingerprint(new_fingerprint, "new_fingerprint")
+            values["new_fingerprint"] = check_fingerprint(new_fingerprint, "new_fingerprint")
         if chain_ders is not None:
             values["chain"] = [base64.b64encode(bytes(d)).decode("ascii") for d in chain_ders]
         if served_fingerprint:
-            values["served_fingerprint"] = _fingerprint(served_fingerprint, "served_fingerprint")
+            values["served_fingerprint"] = check_fingerprint(served_fingerprint, "served_fingerprint")
         if result_detail is not None:
             values["result_detail"] = result_detail
         if next_attempt_at is not None:
             values["next_attempt_at"] = next_attempt_at
         with self._write() as conn:
-            row = self._lock(conn, job_id)
+            row = lock_job(conn, job_id)
             self._change(conn, row, new_state, now, reason, actor, values)
-            return self._views(conn, [job_id], with_events=True)[0]
+            return job_views(conn, [job_id], with_events=True)[0]
 
     def _change(self, conn: Connection, row: Any, new_state: str, now: dt.datetime, reason: str, actor: str,
                 values: dict[str, Any], fresh_deadline: bool = False) -> bool:
@@ -384,11 +200,11 @@ class JobStore(db.Connections):
         if not reason and new_state in (model.FAILED, model.ROLLED_BACK, model.STUCK, model.CANCELLED):
             reason = "no reason given"
         conn.execute(update(jobs).where(jobs.c.job_id == row.job_id).values(**vals))
-        self._event(conn, row.job_id, now, row.state, new_state, reason, actor)
+        add_event(conn, row.job_id, now, row.state, new_state, reason, actor)
         detail: dict[str, Any] = {
             "job_id": row.job_id, "from": row.state, "to": new_state, "agent_id": row.agent_id,
             "fingerprint": row.old_fingerprint,
-            "location": _label(row.store_type, row.path, row.alias, row.chain_index),
+            "location": location_label(row.store_type, row.path, row.alias, row.chain_index),
             "attempts": vals.get("attempts", row.attempts),
         }
         for k in ("new_fingerprint", "served_fingerprint"):
@@ -404,7 +220,7 @@ class JobStore(db.Connections):
         ``requested`` is made due now. A final job cannot be retried: request a new renewal.
         """
         with self._write() as conn:
-            row = self._lock(conn, job_id)
+            row = lock_job(conn, job_id)
             if row.state == model.REQUESTED:
                 if row.next_attempt_at > now:
                     conn.execute(update(jobs).where(jobs.c.job_id == job_id).values(
@@ -413,7 +229,7 @@ class JobStore(db.Connections):
                     audit.record(conn, now, actor, "job.retry", f"job:{job_id}", reason, {
                         "job_id": job_id, "from": row.state, "to": row.state, "agent_id": row.agent_id,
                         "fingerprint": row.old_fingerprint, "attempts": row.attempts,
-                        "location": _label(row.store_type, row.path, row.alias, row.chain_index),
+                        "location": location_label(row.store_type, row.path, row.alias, row.chain_index),
                     })
             else:
                 try:
@@ -421,7 +237,7 @@ class JobStore(db.Connections):
                 except model.InvalidTransition as e:
                     hint = "; request a new renewal instead" if row.state in model.FINAL_STATES else ""
                     raise model.InvalidTransition(f"cannot retry job {job_id}: {e}{hint}", e.current, e.new) from None
-            return self._views(conn, [job_id], with_events=True)[0]
+            return job_views(conn, [job_id], with_events=True)[0]
 
     def cancel(self, job_id: str, now: dt.datetime, actor: str, reason: str = "cancelled by an operator") -> JobView:
         """Cancel a job that has not ended (a repeat is harmless); InvalidTransition for a final job."""
@@ -444,7 +260,7 @@ class JobStore(db.Connections):
                        f" (after {row.attempts} retries)")
                 self._change(conn, row, model.STUCK, now, why, "collector", {})
                 ids.append(row.job_id)
-            return self._views(conn, ids)
+            return job_views(conn, ids)
 
     # -- commands to agents ----------------------------------------------------------------------
 
@@ -470,7 +286,7 @@ class JobStore(db.Connections):
                 select(j.job_id).where(j.agent_id == agent_id, cond)
                 .order_by(j.created_at, j.job_id).limit(self._limit(limit))
             ).scalars().all()
-            return self._views(conn, ids)
+            return job_views(conn, ids)
 
     def claim_command(self, job_id: str, expected_state: str, now: dt.datetime) -> bool:
         """Stamp ``command_sent_at`` if the job is still in ``expected_state`` and its command is
@@ -519,22 +335,7 @@ class JobStore(db.Connections):
         if agent_id is not None:
             stmt = stmt.where(j.agent_id == agent_id)
         if fingerprint is not None:
-            stmt = stmt.where(j.old_fingerprint == _fingerprint(fingerprint, "fingerprint"))
+            stmt = stmt.where(j.old_fingerprint == check_fingerprint(fingerprint, "fingerprint"))
         stmt = stmt.order_by(j.created_at.desc(), j.job_id.desc()).limit(self._limit(limit))
         with self._read() as conn:
-            return self._views(conn, conn.execute(stmt).scalars().all())
-
-
-def _view(r: Any, events: tuple[JobEvent, ...] = ()) -> JobView:
-    return JobView(
-        job_id=r.job_id, kind=r.kind, agent_id=r.agent_id, hostname=r.hostname, store_type=r.store_type,
-        path=r.path, alias=r.alias, chain_index=r.chain_index, old_fingerprint=r.old_fingerprint,
-        template=r.template, requested_by=r.requested_by, reason=r.reason, state=r.state, attempts=r.attempts,
-        timeout=dt.timedelta(seconds=r.timeout_seconds), deadline=r.deadline, next_attempt_at=r.next_attempt_at,
-        command_sent_at=r.command_sent_at, csr_der=bytes(r.csr_der or b""), new_fingerprint=r.new_fingerprint or "",
-        certificate_der=bytes(r.certificate_der or b""),
-        chain_ders=tuple(base64.b64decode(c) for c in (r.chain or ())),
-        served_fingerprint=r.served_fingerprint or "", result_detail=r.result_detail,
-        idempotency_key=r.request_key or "", created_at=r.created_at, updated_at=r.updated_at,
-        finished_at=r.finished_at, events=events,
-    )
+            return job_views(conn, conn.execute(stmt).scalars().all())

@@ -34,8 +34,8 @@ from typing import Optional, Union
 from sqlalchemy import Connection, Engine, select, update
 
 from collector.registry import db
-from collector.registry.ingest import dialect_insert
-from collector.registry.models_leases import scheduler_leases as t
+from collector.registry.models.leases import scheduler_leases as t
+from collector.registry.sql import dialect_insert
 
 Seconds = Union[dt.timedelta, float, int]
 NO_SLOT = -1

@@ -1,4 +1,4 @@
-"""Notices claimed and deliveries queued, on SQLite and PostgreSQL (tables: models_notify.py).
+"""Notices claimed and deliveries queued, on SQLite and PostgreSQL (tables: models/notify.py).
 
 Exactly-once: a digest's notices are claimed by INSERT into ``notices_sent``
 (unique on fingerprint, threshold, kind, owner), each in a savepoint, in one
@@ -23,9 +23,10 @@ from collector.domain import jobstates as jobmodel
 from collector.errors import InvalidInput
 from collector.domain.notices import Digest, Key, Notice
 from collector.registry import audit, db
-from collector.registry.ingest import chunked, dialect_insert
-from collector.registry.models import agents, jobs
-from collector.registry.models_notify import deliveries, notices_sent
+from collector.registry.models.agents import agents
+from collector.registry.models.jobs import job_events, jobs
+from collector.registry.models.notify import deliveries, notices_sent
+from collector.registry.sql import chunked, dialect_insert
 
 PENDING, SENT, FAILED = "pending", "sent", "failed"
 DELIVERY_STATES = (PENDING, SENT, FAILED)
@@ -245,8 +246,6 @@ class NotifyStore(db.Connections):
                 .order_by(j.updated_at, j.job_id).limit(limit)).all()
 
     def job_reason(self, job_id: str) -> str:
-        from collector.registry.models import job_events
-
         e = job_events.c
         with self._read() as conn:
             r = conn.execute(select(e.reason).where(e.job_id == job_id).order_by(e.id.desc()).limit(1)).first()

@@ -10,6 +10,7 @@ Names of owners and rules are lower-case (``Web-Team`` is stored as ``web-team``
 Rule priorities are unique; a rule added without one goes last (highest + 10).
 An owner still named by a rule or an explicit assignment cannot be deleted.
 
+Resolved assignments and orphans read the certificates through a ``CertificateStore``.
 Use it as ``Registry.owners`` or ``OwnerStore(engine)``.
 """
 from __future__ import annotations
@@ -24,12 +25,22 @@ from sqlalchemy.exc import IntegrityError
 from collector.domain import ownership as own
 from collector.errors import InvalidInput, NotFound
 from collector.registry import audit, db
-from collector.registry.ingest import chunked
-from collector.registry.jobs import _describe, _label, _matches
+from collector.registry.certificates import CertificateStore
 from collector.registry.lookup import resolve_fingerprint
-from collector.registry.models import agents, locations
-from collector.registry.models_owners import assignment_rules, explicit_assignments, owners
-from collector.registry.types import LocationSelector
+from collector.registry.models.agents import agents
+from collector.registry.models.inventory import locations
+from collector.registry.models.owners import assignment_rules, explicit_assignments, owners
+from collector.registry.owner_rows import (
+    explicit_select,
+    explicit_view,
+    owner_detail,
+    owner_view,
+    rule_detail,
+    rule_view,
+    rules_select,
+)
+from collector.registry.sql import chunked
+from collector.registry.types import CertFilter, LocationSelector, location_label
 
 PRIORITY_STEP = 10
 
@@ -44,40 +55,6 @@ def _dedupe(values: Iterable[str]) -> list[str]:
     for v in values:
         seen.setdefault(v, None)
     return list(seen)
-
-
-def _owner_view(r: Any) -> own.Owner:
-    return own.Owner(
-        name=r.name, contacts=tuple(r.contacts or ()), webhook=r.webhook, escalation=r.escalation,
-        description=r.description, created_at=r.created_at, updated_at=r.updated_at,
-    )
-
-
-def _rule_view(r: Any) -> own.Rule:
-    return own.Rule(
-        name=r.name, priority=r.priority, owner=r.owner_name or "", environment=r.environment,
-        criticality=r.criticality, service=r.service, host=r.host_glob, path=r.path_glob, san=r.san_glob,
-        issuer=r.issuer_contains, labels=dict(r.labels or {}), description=r.description, created_by=r.created_by,
-        created_at=r.created_at, updated_at=r.updated_at,
-    )
-
-
-def _explicit_view(r: Any) -> own.Explicit:
-    return own.Explicit(
-        scope=r.scope, fingerprint=r.fingerprint or "", agent_id=r.agent_id or "", store_type=r.store_type,
-        path=r.path, alias=r.alias, owner=r.owner_name or "", environment=r.environment, criticality=r.criticality,
-        service=r.service, reason=r.reason, assigned_by=r.assigned_by, hostname=getattr(r, "hostname", "") or "",
-        created_at=r.created_at, updated_at=r.updated_at,
-    )
-
-
-def _owner_detail(o: own.Owner) -> dict[str, Any]:
-    return {"name": o.name, "contacts": list(o.contacts), "webhook": o.webhook, "escalation": o.escalation,
-            "description": o.description}
-
-
-def _rule_detail(r: own.Rule) -> dict[str, Any]:
-    return {"name": r.name, "priority": r.priority, "sets": r.sets(), "when": r.conditions()}
 
 
 def _target_text(t: Mapping[str, str]) -> str:
@@ -103,8 +80,9 @@ class OwnerStore(db.Connections):
     #: rows per page when streaming explicit assignments
     PAGE_SIZE = 500
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, certificates: CertificateStore | None = None) -> None:
         self.engine = engine
+        self.certificates = certificates or CertificateStore(engine)
 
     # -- plumbing ----------------------------------------------------------------------
 
@@ -115,19 +93,6 @@ class OwnerStore(db.Connections):
         if oid is None:
             raise NotFound(f"{context}no owner {n!r}; add it first with: certfleet owners add {n or 'NAME'} --email ...")
         return int(oid)
-
-    @staticmethod
-    def _rules_select() -> Any:
-        r = assignment_rules
-        return (select(r, owners.c.name.label("owner_name"))
-                .select_from(r.outerjoin(owners, owners.c.id == r.c.owner_id)))
-
-    @staticmethod
-    def _explicit_select() -> Any:
-        e = explicit_assignments
-        return (select(e, owners.c.name.label("owner_name"), agents.c.hostname)
-                .select_from(e.outerjoin(owners, owners.c.id == e.c.owner_id)
-                             .outerjoin(agents, agents.c.agent_id == e.c.agent_id)))
 
     # -- owners ----------------------------------------------------------------------------
 
@@ -148,8 +113,8 @@ class OwnerStore(db.Connections):
                 if conn.execute(select(owners.c.id).where(owners.c.name == n)).first() is not None:
                     raise InvalidInput(f"owner {n!r} already exists; change it with: certfleet owners update {n}")
                 conn.execute(insert(owners).values(**values))
-                view = _owner_view(conn.execute(select(owners).where(owners.c.name == n)).one())
-                audit.record(conn, now, actor, "owner.create", f"owner:{n}", reason, _owner_detail(view))
+                view = owner_view(conn.execute(select(owners).where(owners.c.name == n)).one())
+                audit.record(conn, now, actor, "owner.create", f"owner:{n}", reason, owner_detail(view))
                 return view
         except IntegrityError:   # a concurrent create of the same name
             raise InvalidInput(f"owner {n!r} already exists") from None
@@ -196,9 +161,9 @@ class OwnerStore(db.Connections):
                 if description is not None:
                     values["description"] = description.strip()
                 conn.execute(update(owners).where(owners.c.id == row.id).values(**values))
-                view = _owner_view(conn.execute(select(owners).where(owners.c.id == row.id)).one())
+                view = owner_view(conn.execute(select(owners).where(owners.c.id == row.id)).one())
                 audit.record(conn, now, actor, "owner.update", f"owner:{n}", reason,
-                             {"before": _owner_detail(_owner_view(row)), "after": _owner_detail(view)})
+                             {"before": owner_detail(owner_view(row)), "after": owner_detail(view)})
                 return view
         except IntegrityError:
             raise InvalidInput(f"owner {new_name!r} already exists") from None
@@ -209,12 +174,12 @@ class OwnerStore(db.Connections):
             row = conn.execute(select(owners).where(owners.c.name == n)).first()
         if row is None:
             raise NotFound(f"no owner {n!r}")
-        return _owner_view(row)
+        return owner_view(row)
 
     def list_owners(self) -> list[own.Owner]:
         """All owners by name (owners are teams: few)."""
         with self._read() as conn:
-            return [_owner_view(r) for r in conn.execute(select(owners).order_by(owners.c.name))]
+            return [owner_view(r) for r in conn.execute(select(owners).order_by(owners.c.name))]
 
     def delete_owner(self, name: str, now: dt.datetime, actor: str = "collector", reason: str = "") -> None:
         """Delete an owner that no rule or explicit assignment names (InvalidInput otherwise)."""
@@ -236,9 +201,9 @@ class OwnerStore(db.Connections):
                 raise InvalidInput(
                     f"owner {name.strip().lower()!r} is still named by {' and '.join(used)}; "
                     "remove or reassign them first")
-            before = _owner_view(conn.execute(select(owners).where(owners.c.id == oid)).one())
+            before = owner_view(conn.execute(select(owners).where(owners.c.id == oid)).one())
             conn.execute(delete(owners).where(owners.c.id == oid))
-            audit.record(conn, now, actor, "owner.delete", f"owner:{before.name}", reason, _owner_detail(before))
+            audit.record(conn, now, actor, "owner.delete", f"owner:{before.name}", reason, owner_detail(before))
 
     # -- rules -------------------------------------------------------------------------------
 
@@ -279,8 +244,8 @@ class OwnerStore(db.Connections):
                         raise InvalidInput(
                             f"priority {priority} is taken by rule {taken!r}; pick another or reorder the rules")
                 conn.execute(insert(assignment_rules).values(priority=priority, **values))
-                view = _rule_view(conn.execute(self._rules_select().where(r.name == n)).one())
-                audit.record(conn, now, actor, "rule.add", f"rule:{n}", reason, _rule_detail(view))
+                view = rule_view(conn.execute(rules_select().where(r.name == n)).one())
+                audit.record(conn, now, actor, "rule.add", f"rule:{n}", reason, rule_detail(view))
                 return view
         except IntegrityError:   # a concurrent add with the same name or priority
             raise InvalidInput(f"rule {n!r} or priority {priority} was taken at the same time; try again") from None
@@ -288,18 +253,18 @@ class OwnerStore(db.Connections):
     def list_rules(self) -> list[own.Rule]:
         """All rules, lowest priority number (applied first) first."""
         with self._read() as conn:
-            return [_rule_view(r) for r in conn.execute(
-                self._rules_select().order_by(assignment_rules.c.priority))]
+            return [rule_view(r) for r in conn.execute(
+                rules_select().order_by(assignment_rules.c.priority))]
 
     def remove_rule(self, name: str, now: dt.datetime, actor: str = "collector", reason: str = "") -> own.Rule:
         n = (name or "").strip().lower()
         with self._write() as conn:
-            row = conn.execute(self._rules_select().where(assignment_rules.c.name == n)).first()
+            row = conn.execute(rules_select().where(assignment_rules.c.name == n)).first()
             if row is None:
                 raise NotFound(f"no rule {n!r}")
             conn.execute(delete(assignment_rules).where(assignment_rules.c.id == row.id))
-            view = _rule_view(row)
-            audit.record(conn, now, actor, "rule.remove", f"rule:{n}", reason, _rule_detail(view))
+            view = rule_view(row)
+            audit.record(conn, now, actor, "rule.remove", f"rule:{n}", reason, rule_detail(view))
             return view
 
     def reorder_rules(self, names: Sequence[str], now: dt.datetime, actor: str = "collector",
@@ -365,8 +330,8 @@ class OwnerStore(db.Connections):
             events: list[tuple[str, str, dict[str, Any]]] = []
             for t in self._targets(conn, fp, where):
                 key = _target_key(**t)
-                row = conn.execute(self._explicit_select().where(e.target_key == key)).first()
-                before = _explicit_view(row).sets() if row is not None else {}
+                row = conn.execute(explicit_select().where(e.target_key == key)).first()
+                before = explicit_view(row).sets() if row is not None else {}
                 after = {**before, **changes}
                 after = {k: v for k, v in after.items() if v}
                 target = _target_text(t)
@@ -391,8 +356,8 @@ class OwnerStore(db.Connections):
                     ))
                 kept.append(key)
                 events.append(("assignment.set", target, {"fingerprint": fp, "before": before, "after": after}))
-            views = [_explicit_view(r) for r in conn.execute(
-                self._explicit_select().where(e.target_key.in_(kept)).order_by(e.id))] if kept else []
+            views = [explicit_view(r) for r in conn.execute(
+                explicit_select().where(e.target_key.in_(kept)).order_by(e.id))] if kept else []
             for action, target, detail in events:
                 audit.record(conn, now, actor, action, target, reason, detail)
             return views
@@ -405,14 +370,14 @@ class OwnerStore(db.Connections):
         with self._write() as conn:
             fp = resolve_fingerprint(conn, fingerprint)
             targets = {_target_key(**t): t for t in self._targets(conn, fp, where)}
-            rows = conn.execute(self._explicit_select().where(e.target_key.in_(list(targets)))).all()
+            rows = conn.execute(explicit_select().where(e.target_key.in_(list(targets)))).all()
             if not rows:
-                what = f"certificate {fp[:16]}..." if where is None else f"{_describe(where)} (certificate {fp[:16]}...)"
+                what = f"certificate {fp[:16]}..." if where is None else f"{where.describe()} (certificate {fp[:16]}...)"
                 raise NotFound(f"no explicit assignment of {what}")
             conn.execute(delete(explicit_assignments).where(e.id.in_([r.id for r in rows])))
             for r in rows:
                 audit.record(conn, now, actor, "assignment.remove", _target_text(targets[r.target_key]), reason,
-                             {"fingerprint": fp, "before": _explicit_view(r).sets()})
+                             {"fingerprint": fp, "before": explicit_view(r).sets()})
             return len(rows)
 
     def _targets(self, conn: Connection, fp: str, where: LocationSelector | None) -> list[dict[str, str]]:
@@ -426,12 +391,12 @@ class OwnerStore(db.Connections):
         ).all()   # present before removed (alphabetically too)
         sel = LocationSelector(agent_id=where.agent_id, hostname=where.hostname, store_type=where.store_type,
                                path=where.path, alias=where.alias, chain_index=None)
-        chosen = [r for r in rows if _matches(sel, r)]
+        chosen = [r for r in rows if sel.matches(r)]
         if not chosen:
-            seen = ", ".join(f"{r.hostname or r.agent_id} {_label(r.store_type, r.path, r.alias, r.chain_index)}"
+            seen = ", ".join(f"{r.hostname or r.agent_id} {location_label(r.store_type, r.path, r.alias, r.chain_index)}"
                              for r in rows[:5]) or "nowhere"
             more = f" and {len(rows) - 5} more" if len(rows) > 5 else ""
-            raise NotFound(f"{_describe(sel)} does not hold certificate {fp[:16]}...; it is at {seen}{more}")
+            raise NotFound(f"{sel.describe()} does not hold certificate {fp[:16]}...; it is at {seen}{more}")
         out: dict[tuple[str, str, str, str], dict[str, str]] = {}
         for r in chosen:
             out.setdefault((r.agent_id, r.store_type, r.path, r.alias), dict(
@@ -445,8 +410,8 @@ class OwnerStore(db.Connections):
         while True:
             with self._read() as conn:
                 rows = conn.execute(
-                    self._explicit_select().where(e.id > last).order_by(e.id).limit(self.PAGE_SIZE)).all()
-            yield from (_explicit_view(r) for r in rows)
+                    explicit_select().where(e.id > last).order_by(e.id).limit(self.PAGE_SIZE)).all()
+            yield from (explicit_view(r) for r in rows)
             if len(rows) < self.PAGE_SIZE:
                 return
             last = rows[-1].id
@@ -460,13 +425,13 @@ class OwnerStore(db.Connections):
         out: list[own.Explicit] = []
         with self._read() as conn:
             for part in chunked(fps):
-                out.extend(_explicit_view(r) for r in conn.execute(
-                    self._explicit_select().where(e.scope == own.SCOPE_CERTIFICATE, e.fingerprint.in_(list(part)))))
+                out.extend(explicit_view(r) for r in conn.execute(
+                    explicit_select().where(e.scope == own.SCOPE_CERTIFICATE, e.fingerprint.in_(list(part)))))
             for part in chunked(agent_ids):
                 for r in conn.execute(
-                        self._explicit_select().where(e.scope == own.SCOPE_LOCATION, e.agent_id.in_(list(part)))):
+                        explicit_select().where(e.scope == own.SCOPE_LOCATION, e.agent_id.in_(list(part)))):
                     if (r.agent_id, r.store_type, r.path, r.alias) in locs:
-                        out.append(_explicit_view(r))
+                        out.append(explicit_view(r))
         return out
 
     # -- resolved ------------------------------------------------------------------------------------
@@ -474,9 +439,7 @@ class OwnerStore(db.Connections):
     def assignment_for(self, fingerprint: str) -> own.CertificateAssignment:
         """The certificate's assignment at each location (present and removed), and the explicit
         assignments that apply. ``fingerprint`` may be a unique prefix (6+ hex digits)."""
-        from collector.registry.repository import Registry
-
-        cert = Registry(self.engine).get_certificate(fingerprint, with_der=False)
+        cert = self.certificates.get_certificate(fingerprint, with_der=False)
         rules = self.list_rules()
         explicit = self.explicit_for([cert])
         return own.CertificateAssignment(
@@ -490,9 +453,10 @@ class OwnerStore(db.Connections):
     def orphans(self, now: dt.datetime | None = None) -> Iterator[own.Orphan]:
         """Certificates present somewhere with a location that has no reachable owner (see
         collector.domain.ownership), soonest expiry first, streamed page by page."""
-        from collector.registry.repository import Registry
-
-        yield from own.find_orphans(Registry(self.engine), now)
+        owners = {o.name: o for o in self.list_owners()}
+        rules = self.list_rules()
+        certs = self.certificates.list_certificates(CertFilter(), now)
+        yield from own.orphans_in(certs, rules, owners, self.explicit_for, self.certificates.PAGE_SIZE)
 
 
 __all__ = ["OwnerStore"]

@@ -11,6 +11,9 @@ the stored violations: a new finding is inserted (``first_seen``), one still the
 ``last_seen``, and after the run every active violation the run did not see again is
 cleared (``cleared_at``): its cause is gone (certificate replaced, location removed,
 policy relaxed). ``now`` must advance between evaluations (the collector's clock).
+
+It reads certificates through a ``CertificateStore``, assignments through an ``OwnerStore``
+and an agent's host name through an ``AgentStore``; each is built on the same engine unless given.
 """
 from __future__ import annotations
 
@@ -28,10 +31,13 @@ from collector.domain import ownership as own
 from collector.domain import policy as pol
 from collector.errors import InvalidInput, NotFound
 from collector.registry import audit, db
-from collector.registry.ingest import chunked, dialect_insert
-from collector.registry.jobs import _matches
-from collector.registry.models import certificates
-from collector.registry.models_policy import policy_documents, policy_exceptions, policy_violations
+from collector.registry.agents import AgentStore
+from collector.registry.certificates import CertificateStore
+from collector.registry.lookup import resolve_fingerprint
+from collector.registry.models.inventory import certificates
+from collector.registry.models.policy import policy_documents, policy_exceptions, policy_violations
+from collector.registry.owners import OwnerStore
+from collector.registry.sql import chunked, dialect_insert
 from collector.registry.types import CertFilter, LocationSelector
 
 FILE_SOURCE = "file:"
@@ -123,8 +129,12 @@ class PolicyStore(db.Connections):
 
     PAGE_SIZE = 500
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, certificates: CertificateStore | None = None,
+                 owners: OwnerStore | None = None, agents: AgentStore | None = None) -> None:
         self.engine = engine
+        self.certificates = certificates or CertificateStore(engine)
+        self.owners = owners or OwnerStore(engine, self.certificates)
+        self.agents = agents or AgentStore(engine)
 
     # -- the document ------------------------------------------------------------------------
 
@@ -182,8 +192,6 @@ class PolicyStore(db.Connections):
         with self._write() as conn:
             fp = ""
             if fingerprint.strip():
-                from collector.registry.lookup import resolve_fingerprint
-
                 fp = resolve_fingerprint(conn, fingerprint)
             r = conn.execute(insert(policy_exceptions).values(
                 rule=rule, fingerprint=fp, owner=owner, pattern=pattern, reason=reason.strip(), granted_by=actor,
@@ -316,10 +324,8 @@ class PolicyStore(db.Connections):
         ``on_new_violation`` (optional) is called for every violation inserted by this run and not
         waived, page by page after the page's transaction committed (never inside it); its
         failures are logged, not raised."""
-        from collector.registry.repository import Registry
-
         expired = self.report_expired_exceptions(now)
-        certs = Registry(self.engine).list_certificates(CertFilter(), now)
+        certs = self.certificates.list_certificates(CertFilter(), now)
         stats = self._evaluate(certs, now, agent_id=None, on_new_violation=on_new_violation)
         return EvalStats(stats.certificates, stats.locations, stats.new, stats.still, stats.cleared, len(expired))
 
@@ -327,19 +333,14 @@ class PolicyStore(db.Connections):
                        on_new_violation: OnNewViolation | None = None) -> EvalStats:
         """Evaluate what one agent holds (after its report); reconcile that agent's violations
         (``on_new_violation``: see :meth:`evaluate_all`)."""
-        from collector.registry.repository import Registry
-
-        reg = Registry(self.engine)
-        hostname = reg.get_agent(agent_id).hostname
-        certs = reg.list_certificates(CertFilter(hostname=hostname), now)
+        hostname = self.agents.get_agent(agent_id).hostname
+        certs = self.certificates.list_certificates(CertFilter(hostname=hostname), now)
         return self._evaluate(certs, now, agent_id=agent_id, on_new_violation=on_new_violation)
 
     def _evaluate(self, certs: Iterable[Any], now: dt.datetime, agent_id: str | None,
                   on_new_violation: OnNewViolation | None = None) -> EvalStats:
-        from collector.registry.owners import OwnerStore
-
         doc = self.current().doc
-        owners = OwnerStore(self.engine)
+        owners = self.owners
         resolver = own.Resolver(owners.list_rules())
         exceptions = self.list_exceptions(now, expired=False)
         n_certs = n_locs = new = still = 0
@@ -463,13 +464,11 @@ class PolicyStore(db.Connections):
         doc = self.current().doc
         if not any(s.locked for s in doc.scopes):
             return
-        from collector.registry.owners import OwnerStore
-
-        owners = OwnerStore(self.engine)
+        owners = self.owners
         rules = owners.list_rules()
         explicit = owners.explicit_for([cert])
         locs = [loc for loc in cert.locations if getattr(loc, "status", "present") == "present"
-                and (where is None or _matches(where, loc))]
+                and (where is None or where.matches(loc))]
         breaches: list[pol.Finding] = []
         if not locs:
             breaches = pol.locked_breaches(req, own.resolve(cert, None, rules, explicit), doc)

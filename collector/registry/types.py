@@ -1,14 +1,26 @@
 """Plain records that cross the registry's boundary.
 
-The gRPC servicers turn wire messages into these and back; the repository
-(collector/registry/repository.py) takes and returns only these, never ORM
-objects, so that callers hold no sessions.
+The gRPC servicers turn wire messages into these and back; the stores take and
+return only these (and the records of ``collector.domain``), never ORM objects,
+so that callers hold no sessions. Imports only the pure ``collector.domain``.
 """
 from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
+
+from collector.domain.jobstates import is_final
+from collector.domain.scope import selects
+from collector.domain.serving import ReloadSuggestion
+
+
+def location_label(store_type: str, path: str, alias: str, chain_index: int) -> str:
+    """``store_type:path [alias] #chain_index``: how messages and the audit trail name a location."""
+    where = f"{store_type}:{path}"
+    if alias:
+        where += f" [{alias}]"
+    return f"{where} #{chain_index}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +226,39 @@ class LocationSelector:
     alias: str = ""
     chain_index: int | None = None
 
+    @classmethod
+    def of(cls, flt: Any) -> LocationSelector | None:
+        """``flt`` as a selector: None and selectors as they are; anything shaped like a location
+        key or filter (e.g. LocationKeyIn) field by field, a missing or empty field matching anything."""
+        if flt is None or isinstance(flt, LocationSelector):
+            return flt
+        return cls(
+            agent_id=getattr(flt, "agent_id", "") or "", hostname=getattr(flt, "hostname", "") or "",
+            store_type=getattr(flt, "store_type", "") or "", path=getattr(flt, "path", "") or "",
+            alias=getattr(flt, "alias", "") or "", chain_index=getattr(flt, "chain_index", None),
+        )
+
+    def matches(self, loc: Any) -> bool:
+        """Whether the location (a LocationView, a row: anything with the location's fields) is selected
+        (the pure rule, collector/domain/scope.py selects)."""
+        return selects(self, loc)
+
+    def describe(self) -> str:
+        """The selector in words, for messages ("agent a1 file:/etc/x.pem #0", "any location")."""
+        parts = []
+        if self.agent_id:
+            parts.append(f"agent {self.agent_id}")
+        if self.hostname:
+            parts.append(f"host {self.hostname}")
+        where = ":".join(p for p in (self.store_type, self.path) if p)
+        if where:
+            parts.append(where)
+        if self.alias:
+            parts.append(f"[{self.alias}]")
+        if self.chain_index is not None:
+            parts.append(f"#{self.chain_index}")
+        return " ".join(parts) or "any location"
+
 
 @dataclass(frozen=True, slots=True)
 class JobEvent:
@@ -260,27 +305,20 @@ class JobView:
 
     @property
     def final(self) -> bool:
-        from collector.domain.jobstates import is_final
-
         return is_final(self.state)
 
     @property
-    def suggested_reload(self):  # noqa: ANN201 - collector.domain.serving.ReloadSuggestion | None
+    def suggested_reload(self) -> ReloadSuggestion | None:
         """The reload action the agent found for this location's service when the job was made."""
-        from collector.domain.serving import ReloadSuggestion
-
         detail = self.result_detail if isinstance(self.result_detail, dict) else {}
         return ReloadSuggestion.from_json(detail.get("suggested_reload"))
 
     @property
     def location_label(self) -> str:
-        where = f"{self.store_type}:{self.path}"
-        if self.alias:
-            where += f" [{self.alias}]"
-        return f"{where} #{self.chain_index}"
+        return location_label(self.store_type, self.path, self.alias, self.chain_index)
 
 
-# -- discovery: network scans, stale services -----------------------------------------------
+# -- network scans (netscans.py), stale services (serving.py) ---------------------------------
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,8 +15,7 @@ import pytest
 from tests.conftest import need_tools
 from tests.e2e.harness import Agent, Collector
 from tests.e2e.test_sync_lifecycle import make_cert, pem_store
-
-from tests.registry.notify_servers import smtp_server
+from tests.helpers.registry_notify_servers import smtp_server
 
 
 @pytest.fixture

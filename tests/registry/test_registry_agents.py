@@ -8,7 +8,7 @@ import pytest
 
 from collector.errors import InvalidInput, NotFound, PermissionDenied, TokenExpired, TokenInvalid, TokenUsed
 from collector.registry import Registry
-from registry_certs import T0, header, host, leaf, location, root_ca, scan_error, store_report
+from tests.helpers.registry_certs import T0, header, host, leaf, location, root_ca, scan_error, store_report
 
 HOUR = dt.timedelta(hours=1)
 TOKEN = "5" * 64
@@ -117,7 +117,7 @@ def test_agents_listing_touch_and_counts(registry: Registry, make_agent) -> None
     with pytest.raises(NotFound, match="no agent nobody"):
         registry.get_agent("nobody")
 
-    registry.PAGE_SIZE = 1
+    registry.agents.PAGE_SIZE = 1
     agents = list(registry.list_agents())
     assert [a.agent_id for a in agents] == ["a1", "a2"]
     a1, a2 = agents

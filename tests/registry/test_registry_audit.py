@@ -18,7 +18,7 @@ from collector.domain.jobstates import InvalidTransition
 from collector.registry import Registry
 from collector.registry.audit import AuditBroken
 from collector.registry.types import LocationSelector
-from registry_certs import T0, header, host, leaf, location, root_ca, store_report
+from tests.helpers.registry_certs import T0, header, host, leaf, location, root_ca, store_report
 
 S = dt.timedelta(seconds=1)
 DAY = dt.timedelta(days=1)

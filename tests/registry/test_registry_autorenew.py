@@ -13,7 +13,7 @@ from collector.domain.jobstates import MaintenanceWindow
 from collector.registry import Registry
 from collector.services.renewal import RenewalService
 from collector.config.templates import load_template
-from registry_certs import T0, Issued, header, leaf, location, root_ca, store_report
+from tests.helpers.registry_certs import T0, Issued, header, leaf, location, root_ca, store_report
 
 DAY = dt.timedelta(days=1)
 NOT_BEFORE = T0 - DAY          # leaf(): 90 days from here; two thirds: T0 + 59 days

@@ -13,7 +13,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID
 
 from collector.domain.certinfo import parse_certificate
 from collector.errors import InvalidInput
-from registry_certs import ALL_SANS, T0, dn, intermediate_ca, issue, leaf, new_key, root_ca
+from tests.helpers.registry_certs import ALL_SANS, T0, dn, intermediate_ca, issue, leaf, new_key, root_ca
 
 
 def test_leaf_facts() -> None:

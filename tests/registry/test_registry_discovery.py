@@ -10,7 +10,7 @@ import pytest
 from collector.domain import netscan as d
 from collector.errors import Ambiguous, InvalidInput, NotFound, PermissionDenied
 from collector.registry.types import CertFilter
-from registry_certs import T0, header, leaf, location, root_ca, store_report
+from tests.helpers.registry_certs import T0, header, leaf, location, root_ca, store_report
 
 H = dt.timedelta(hours=1)
 M = dt.timedelta(minutes=1)
@@ -203,7 +203,7 @@ def test_network_scan_deadlines(registry, make_agent) -> None:  # type: ignore[n
     # put one back to queued to model an agent that never connected (only claims move state forward)
     from sqlalchemy import update
 
-    from collector.registry.models_discovery import network_scans
+    from collector.registry.models.netscans import network_scans
     with registry.engine.begin() as conn:
         conn.execute(update(network_scans).where(network_scans.c.scan_id == queued.scan_id).values(state="queued"))
     reg.record_progress("agent-1", running.scan_id, d.Progress("running", 1, 0), T0 + M)
@@ -295,7 +295,7 @@ def test_autorenew_and_policy_leave_trust_anchors_alone(registry, make_agent, ce
     from collector.config.renewal import load_rule
     from collector.services import autorenew
     from collector.domain import policy
-    from registry_certs import issue
+    from tests.helpers.registry_certs import issue
 
     make_agent("agent-1", "web1.example.com")
     expired_root = issue("Old Root", ca=True, days=10, not_before=T0 - dt.timedelta(days=30))
@@ -319,7 +319,7 @@ def test_autorenew_and_policy_leave_trust_anchors_alone(registry, make_agent, ce
 
 
 def test_trust_anchor_key_findings_recorded_not_notified(registry, make_agent) -> None:  # type: ignore[no-untyped-def]
-    from registry_certs import issue, rsa_key
+    from tests.helpers.registry_certs import issue, rsa_key
 
     make_agent("agent-1", "web1.example.com")
     weak = issue("Weak Root", ca=True, key=rsa_key(1024))
@@ -352,14 +352,14 @@ def test_stale_listing_with_owners_and_team_scope(registry, make_agent, certs) -
 
 
 def test_stale_listing_pages_in_episode_order(registry, make_agent, certs, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from collector.registry.discovery import DiscoveryStore
+    from collector.registry.serving import ServingStore
 
     make_agent("a1", "web1.example.com")
     sinces = [T0 + 2 * H, T0, T0 + H, T0, T0 + H]        # ties on since are paged by row
     locs = [dataclasses.replace(stale_file(certs["new"], certs["old"].fingerprint, since=s), path=f"/etc/tls/{i}.pem")
             for i, s in enumerate(sinces)]
     store_report(registry, "a1", header("r1", full=True, sequence=1), locs)
-    monkeypatch.setattr(DiscoveryStore, "PAGE_SIZE", 2)
+    monkeypatch.setattr(ServingStore, "PAGE_SIZE", 2)
     got = [(v.since, v.path) for v in registry.discovery.list_stale()]
     assert len(got) == 5 and len(set(got)) == 5
     assert [s for s, _ in got] == sorted(sinces)
@@ -370,7 +370,7 @@ def test_stale_listing_pages_in_episode_order(registry, make_agent, certs, monke
 
 def test_reports_show_stale_services_and_leave_trust_anchors_out(registry, make_agent, certs) -> None:  # type: ignore[no-untyped-def]
     from collector.reports import coverage, expiring
-    from registry_certs import issue
+    from tests.helpers.registry_certs import issue
 
     make_agent("a1", "web1.example.com")
     old_root = issue("Old Root", ca=True, days=10)          # expires within the report's horizon
@@ -404,8 +404,8 @@ def test_stale_service_notified_once_per_episode(registry, db_url, make_agent, c
     from collector.services.notifier import Notifier
     from collector.config.notify import NotifySettings
     from collector.registry import Registry
-    from notify_servers import http_server
-    from registry_certs import issue
+    from tests.helpers.registry_notify_servers import http_server
+    from tests.helpers.registry_certs import issue
 
     make_agent("a1", "web1.example.com")
     registry.owners.create_owner("web-team", T0, contacts=["web@example.com"])
@@ -450,3 +450,17 @@ def test_stale_service_notified_once_per_episode(registry, db_url, make_agent, c
         assert [x["kind"] for x in told()] == [dec.STALE_SERVICE, dec.STALE_SERVICE]
     finally:
         gen.close()
+
+
+def test_discovery_is_netscans_and_serving_under_one_name(registry, make_agent, certs) -> None:  # type: ignore[no-untyped-def]
+    """``registry.discovery``, the name callers knew, sees what ``registry.netscans`` and
+    ``registry.serving`` hold, and acts on the same rows."""
+    make_agent("agent-1", "web1.example.com")
+    scan = registry.netscans.start_scan("agent-1", plan(), "operator:olga", "", T0)
+    assert registry.discovery.get_scan(scan.scan_id) == registry.netscans.get_scan(scan.scan_id)
+    (sent,) = registry.discovery.claim_for_agent("agent-1", T0 + M)
+    assert sent.scan_id == scan.scan_id and registry.netscans.get_scan(scan.scan_id).state == "sent"
+    store_report(registry, "agent-1", header("r1", full=True, sequence=1),
+                 [stale_file(certs["new"], certs["old"].fingerprint)])
+    stale = list(registry.serving.list_stale())
+    assert [v.path for v in stale] == [v.path for v in registry.discovery.list_stale()] != []

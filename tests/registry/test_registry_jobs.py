@@ -16,7 +16,7 @@ from collector.domain.jobstates import InvalidTransition
 from collector.registry import Registry
 from collector.registry.jobs import JobStore
 from collector.registry.types import JobView, LocationKeyIn, LocationSelector
-from registry_certs import (
+from tests.helpers.registry_certs import (
     T0,
     Issued,
     header,

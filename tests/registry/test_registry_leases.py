@@ -7,7 +7,7 @@ from typing import Callable
 
 from collector.registry import Registry
 from collector.registry.leases import slot_of
-from registry_certs import T0
+from tests.helpers.registry_certs import T0
 
 S = dt.timedelta(seconds=1)
 

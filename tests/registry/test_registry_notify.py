@@ -13,8 +13,8 @@ from collector.services.notifier import Notifier
 from collector.config.notify import NotifySettings
 from collector.registry import Registry
 from collector.registry.notify import NotifyStore
-from notify_servers import free_port, http_server, smtp_server
-from registry_certs import T0, header, leaf, location, root_ca, store_report
+from tests.helpers.registry_notify_servers import free_port, http_server, smtp_server
+from tests.helpers.registry_certs import T0, header, leaf, location, root_ca, store_report
 
 NOW = T0 + dt.timedelta(hours=1)
 

@@ -9,8 +9,9 @@ from cryptography import x509
 from collector.domain import ownership as own
 from collector.errors import Ambiguous, InvalidInput, NotFound
 from collector.registry import Registry
+from collector.registry.certificates import CertificateStore
 from collector.registry.types import LocationSelector
-from registry_certs import (
+from tests.helpers.registry_certs import (
     T0, header, issue, key_of, leaf, location, root_ca, store_report, with_fingerprint_prefix_collision,
 )
 
@@ -226,6 +227,7 @@ def test_fingerprint_prefixes(registry: Registry, make_agent) -> None:  # type: 
 
 def test_orphans(registry: Registry, fleet, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setattr(Registry, "PAGE_SIZE", 2)   # stream in several pages
+    monkeypatch.setattr(CertificateStore, "PAGE_SIZE", 2)
     store = registry.owners
     store.create_owner("web", T0, contacts=["web@example.com"])
     store.create_owner("apps", T0, webhook="http://hooks.example.com/plain-http")   # not a working contact
@@ -258,8 +260,8 @@ def test_orphans(registry: Registry, fleet, monkeypatch) -> None:  # type: ignor
     # an owner losing its last contact makes its certificates orphans again
     store.update_owner("dba", T1, contacts=[])
     assert {names[fp] for fp in orphans()} == {"db"}
-    # the convenience over a registry gives the same
-    assert [o.certificate.fingerprint for o in own.find_orphans(registry, T1)] == [fleet["db"].fingerprint]
+    # the store's orphan search gives the same
+    assert [o.certificate.fingerprint for o in registry.owners.orphans(T1)] == [fleet["db"].fingerprint]
 
 
 def test_removed_locations_are_not_orphans(registry: Registry, make_agent) -> None:  # type: ignore[no-untyped-def]

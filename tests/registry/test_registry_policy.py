@@ -16,7 +16,7 @@ from collector.issuers.internal_ca import InternalCA
 from collector.registry.types import LocationSelector
 from collector.services.renewal import RenewalService
 from collector.config.templates import load_templates
-from tests.registry.registry_certs import header, leaf, location, root_ca, store_report
+from tests.helpers.registry_certs import header, leaf, location, root_ca, store_report
 
 H = dt.timedelta(hours=1)
 D = dt.timedelta(days=1)

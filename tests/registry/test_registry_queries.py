@@ -9,7 +9,7 @@ import pytest
 from collector.errors import Ambiguous, InvalidInput, NotFound
 from collector.registry import Registry
 from collector.registry.types import CertFilter
-from registry_certs import (
+from tests.helpers.registry_certs import (
     T0,
     header,
     intermediate_ca,

@@ -19,7 +19,7 @@ from collector.registry.types import LocationSelector
 from collector.services.renewal import MAX_ATTEMPTS, RenewalService
 from collector.config.templates import load_templates
 from tests.conftest import free_port
-from tests.registry.registry_certs import header, leaf, location, root_ca, store_report
+from tests.helpers.registry_certs import header, leaf, location, root_ca, store_report
 
 T0 = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.timezone.utc)
 

@@ -13,10 +13,11 @@ from collector.domain import ownership as own
 from collector import reports
 from collector.errors import InvalidInput
 from collector.registry import Registry
+from collector.registry.certificates import CertificateStore
 from collector.reports import audit as audit_report
 from collector.reports.model import Report, Section
 from collector.reports.render import render
-from registry_certs import T0, header, leaf, location, root_ca, rsa_key, scan_error, sha1_cert_der, store_report
+from tests.helpers.registry_certs import T0, header, leaf, location, root_ca, rsa_key, scan_error, sha1_cert_der, store_report
 
 NOW = T0 + dt.timedelta(hours=1)
 DAY = dt.timedelta(days=1)
@@ -39,6 +40,7 @@ def summary(report: Report) -> dict[str, Any]:
 def fleet(registry: Registry, make_agent, monkeypatch):  # type: ignore[no-untyped-def]
     """Two hosts with certificates expiring at different times, owners, a rule, labels and scan errors."""
     monkeypatch.setattr(Registry, "PAGE_SIZE", 2)   # stream in several pages
+    monkeypatch.setattr(CertificateStore, "PAGE_SIZE", 2)
     make_agent("a1", "web1.example.com")
     make_agent("a2", "db1.example.com")
     make_agent("a3", "old1.example.com", now=T0 - 3 * DAY)    # never reports again: silent
@@ -175,8 +177,8 @@ def test_owners_orphaned_and_unconfirmed(registry: Registry, fleet) -> None:  # 
         ("db1.example.com", "/var/lib/pg/server.pem", own.UNKNOWN_OWNER),
     }
     assert [x["reason"] for x in orphaned] == [own.NO_OWNER, own.UNKNOWN_OWNER]   # worst first
-    # the same certificates as the ownership module's own orphan search
-    assert {x["fingerprint"] for x in orphaned} == {o.certificate.fingerprint for o in own.find_orphans(registry, NOW)}
+    # the same certificates as the owners store's orphan search
+    assert {x["fingerprint"] for x in orphaned} == {o.certificate.fingerprint for o in registry.owners.orphans(NOW)}
     (unconfirmed,) = rows(section(r, "Unconfirmed"))
     assert (unconfirmed["path"], unconfirmed["owner"]) == ("/srv/app/month.pem", "web")
     s = summary(r)

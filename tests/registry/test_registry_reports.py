@@ -11,7 +11,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from collector.errors import InvalidInput, NotFound, PermissionDenied
 from collector.registry import Registry
 from collector.registry.types import CertFilter, SanView
-from registry_certs import (
+from tests.helpers.registry_certs import (
     ALL_SANS,
     T0,
     header,
@@ -375,7 +375,7 @@ def test_many_certificates_in_chunks_parsed_once(registry: Registry, make_agent)
     assert (r.locations_upserted, r.certificates_new) == (1200, 601)
     r = store_report(registry, "a1", header("r2", full=True, sequence=2), locs, chunk=250, now=T0 + HOUR)
     assert (r.locations_upserted, r.locations_removed, r.certificates_new) == (1200, 0, 0)
-    registry.PAGE_SIZE = 64                                       # stream in many pages
+    registry.certificates.PAGE_SIZE = 64                          # stream in many pages
     listed = list(registry.list_certificates(CertFilter()))
     assert len(listed) == 601
     assert [c.not_after for c in listed] == sorted(c.not_after for c in listed)

@@ -12,7 +12,7 @@ from collector.registry import Registry
 from collector.registry.expiry import ExpiryStore
 from collector.registry.types import CertFilter, LocationSelector
 from collector.reports.assigned import placed
-from registry_certs import T0, header, leaf, location, root_ca, store_report
+from tests.helpers.registry_certs import T0, header, leaf, location, root_ca, store_report
 
 NOW = T0 + dt.timedelta(hours=1)
 DAY = dt.timedelta(days=1)

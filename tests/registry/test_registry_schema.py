@@ -74,7 +74,7 @@ def test_bulk_sqlite_conversions_match_the_column_types() -> None:
     from sqlalchemy.dialects import sqlite
 
     from collector.registry.bulk import DATETIME_COLUMNS, JSON_COLUMNS, SqliteBulk
-    from collector.registry.models import certificates, locations
+    from collector.registry.models.inventory import certificates, locations
 
     dialect = sqlite.dialect()
     cols = {c.name: c for t in (certificates, locations) for c in t.c}

@@ -13,8 +13,8 @@ from collector.services.notifier import Notifier
 from collector.config.notify import NotifySettings
 from collector.services.policy_runner import PolicyEvaluator, PolicySettings
 from collector.registry import Registry
-from notify_servers import smtp_server
-from registry_certs import header, leaf, location, root_ca, rsa_key, sha1_cert_der, store_report
+from tests.helpers.registry_notify_servers import smtp_server
+from tests.helpers.registry_certs import header, leaf, location, root_ca, rsa_key, sha1_cert_der, store_report
 
 H = dt.timedelta(hours=1)
 D = dt.timedelta(days=1)

@@ -1,4 +1,4 @@
-"""Registry tables for scheduler leases (see collector/registry/models.py for the shared metadata).
+"""Registry tables for scheduler leases (on the shared ``Base``: models/base.py).
 
 - ``scheduler_leases``: one row per scheduled job name (``policy.evaluate``,
   ``notify.run``, ...). ``holder`` is the collector instance (host:pid:uuid) that
@@ -18,7 +18,7 @@ from typing import Optional
 from sqlalchemy import BigInteger, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from collector.registry.models import Base
+from collector.registry.models.base import Base
 
 
 class SchedulerLease(Base):

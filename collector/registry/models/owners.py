@@ -1,4 +1,4 @@
-"""Registry tables for owners (see collector/registry/models.py for the shared metadata).
+"""Registry tables for owners (on the shared ``Base``: models/base.py).
 
 - ``owners``: teams or roles that answer for certificates, with their contacts.
 - ``assignment_rules``: conditions -> owner, environment, criticality, service; applied in
@@ -18,7 +18,7 @@ from typing import Any, Optional
 from sqlalchemy import ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from collector.registry.models import BigId, Base, Json
+from collector.registry.models.base import BigId, Base, Json
 
 
 class Owner(Base):

@@ -1,4 +1,4 @@
-"""Network scan jobs and stale services in the registry (tables: collector/registry/models_discovery.py).
+"""Network scan jobs in the registry (table: collector/registry/models/netscans.py).
 
 The decisions (limits, defaults, state changes, deadlines) are collector/domain/netscan.py's pure
 functions; here they meet the database. Every method is one transaction; a scan's start is
@@ -10,31 +10,30 @@ moves queued scans to ``sent`` with one conditional UPDATE per scan, so of sever
 exactly one sends a queued scan; when a stream (re)connects, the scans the agent had been
 sent and not finished are sent again (the agent answers a finished scan_id with its final
 progress).
+
+The endpoints a scan finds arrive as locations of store type ``endpoint`` in the agent's
+inventory reports. Use it as ``Registry.netscans`` or ``NetscanStore(engine)``.
 """
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
-import itertools
-import re
 import uuid
 from collections import Counter
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
-from sqlalchemy import Connection, Engine, and_, insert, or_, select, update
+from sqlalchemy import Connection, Engine, insert, select, update
 
 from collector.domain import netscan as d
-from collector.domain import ownership as own
-from collector.domain import serving
-from collector.errors import Ambiguous, InvalidInput, NotFound, PermissionDenied
+from collector.errors import InvalidInput, NotFound, PermissionDenied
 from collector.registry import audit, db
-from collector.registry.ingest import chunked
-from collector.registry.models import agents, certificates, locations
-from collector.registry.models_discovery import network_scans
-from collector.registry.types import NetworkScanView, SanView, StaleView
+from collector.registry.lookup import resolve_id
+from collector.registry.models.agents import agents
+from collector.registry.models.inventory import certificates, locations
+from collector.registry.models.netscans import network_scans
+from collector.registry.sql import chunked
+from collector.registry.types import NetworkScanView
 
-MIN_PREFIX = 6
-_ID_CHARS = re.compile(r"[0-9A-Za-z._:-]+")
+#: the store type of the locations a network scan finds (one per endpoint and chain position)
 ENDPOINT = "endpoint"
 
 
@@ -45,11 +44,10 @@ def endpoint_host(path: str) -> str:
     return path.rpartition(":")[0] or path
 
 
-class DiscoveryStore(db.Connections):
-    """Network scans and stale services on the registry's database (SQLite or PostgreSQL)."""
+class NetscanStore(db.Connections):
+    """Network scans on the registry's database (SQLite or PostgreSQL)."""
 
     MAX_LIMIT = 1000
-    PAGE_SIZE = 500
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -79,27 +77,6 @@ class DiscoveryStore(db.Connections):
                     out[sid] += 1
         return out
 
-    @staticmethod
-    def _resolve(conn: Connection, column: Any, value: str, what: str) -> str:
-        ref = (value or "").strip()
-        if not ref:
-            raise InvalidInput(f"name the {what}")
-        if not _ID_CHARS.fullmatch(ref) or len(ref) > 64:
-            raise NotFound(f"no {what} {ref[:80]!r}")
-        exact = conn.execute(select(column).where(column == ref)).scalars().first()
-        if exact is not None:
-            return exact
-        if len(ref) < MIN_PREFIX:
-            raise InvalidInput(f"give at least {MIN_PREFIX} characters of the {what} id")
-        found = [f for f in conn.execute(
-            select(column).where(column >= ref, column < ref + "g").order_by(column).limit(2)).scalars()
-            if f.startswith(ref)]
-        if not found:
-            raise NotFound(f"no {what} {ref}")
-        if len(found) > 1:
-            raise Ambiguous(f"{what} id prefix {ref!r} matches several; give more characters")
-        return found[0]
-
     def _lock(self, conn: Connection, scan_id: str) -> Any:
         stmt = select(network_scans).where(network_scans.c.scan_id == scan_id)
         if conn.dialect.name == "postgresql":
@@ -119,7 +96,7 @@ class DiscoveryStore(db.Connections):
         targets on this agent (their certificates' DNS names and the SNI they were found with)."""
         scan_id = str(uuid.uuid4())
         with self._write() as conn:
-            agent_id = self._resolve(conn, agents.c.agent_id, agent_ref, "agent")
+            agent_id = resolve_id(conn, agents.c.agent_id, agent_ref, "agent")
             row = conn.execute(select(agents.c.status, agents.c.hostname).where(agents.c.agent_id == agent_id)).first()
             if row.status != "active":
                 raise InvalidInput(f"agent {agent_id} is {row.status}; it cannot run a scan")
@@ -165,7 +142,7 @@ class DiscoveryStore(db.Connections):
 
     def get_scan(self, scan_ref: str) -> NetworkScanView:
         with self._read() as conn:
-            scan_id = self._resolve(conn, network_scans.c.scan_id, scan_ref, "network scan")
+            scan_id = resolve_id(conn, network_scans.c.scan_id, scan_ref, "network scan")
             return self._views(conn, conn.execute(self._select().where(network_scans.c.scan_id == scan_id)).all())[0]
 
     def list_scans(self, agent_ref: str = "", limit: int = 100) -> list[NetworkScanView]:
@@ -176,7 +153,7 @@ class DiscoveryStore(db.Connections):
         with self._read() as conn:
             stmt = self._select()
             if agent_ref:
-                stmt = stmt.where(s.agent_id == self._resolve(conn, agents.c.agent_id, agent_ref, "agent"))
+                stmt = stmt.where(s.agent_id == resolve_id(conn, agents.c.agent_id, agent_ref, "agent"))
             rows = conn.execute(stmt.order_by(s.created_at.desc(), s.scan_id).limit(min(limit, self.MAX_LIMIT))).all()
             return self._views(conn, rows)
 
@@ -253,91 +230,6 @@ class DiscoveryStore(db.Connections):
                 return []
             return self._views(conn, conn.execute(self._select().where(s.scan_id.in_(failed))).all())
 
-    def stale_with_owners(self, agent_ref: str = "", team: str | None = None, page: int = 200) -> Iterator[StaleView]:
-        """:meth:`list_stale` with each location's owner and service resolved (collector/domain/ownership.py:
-        explicit assignments, rules, owner labels), only the team's when ``team`` is given (role owner)."""
-        from collector.registry.owners import OwnerStore
-
-        owners = OwnerStore(self.engine)
-        resolver = own.Resolver(owners.list_rules())
-        it = self.list_stale(agent_ref)
-        while True:
-            chunk = list(itertools.islice(it, page))
-            if not chunk:
-                return
-            explicit = owners.explicit_for([_AsCert(v) for v in chunk])
-            for v in chunk:
-                a = resolver(own.facts_of(v), v, explicit)
-                if team is not None and a.owner != team:
-                    continue
-                yield dataclasses.replace(v, owner=a.owner or "", service=a.service or "")
-
-    def serving_locations(self, agent_id: str, endpoint: str) -> list[tuple[str, str, str]]:
-        """(store_type, path, alias) of the agent's present file or store locations whose process
-        listens on ``endpoint`` ("host:port"), as the agent linked them (ProcessLink.listen)."""
-        lc = locations.c
-        out: set[tuple[str, str, str]] = set()
-        with self._read() as conn:
-            for st, path, alias, procs in conn.execute(
-                select(lc.store_type, lc.path, lc.alias, lc.processes).where(
-                    lc.agent_id == agent_id, lc.status == "present", lc.store_type != ENDPOINT,
-                    lc.processes.is_not(None))
-            ):
-                if any(serving.listens_on(p.get("listen") or (), endpoint) for p in (procs or ())):
-                    out.add((st, path, alias))
-        return sorted(out)
-
-    # -- stale services --------------------------------------------------------------------
-
-    def list_stale(self, agent_ref: str = "") -> Iterator[StaleView]:
-        """Present locations flagged stale, oldest episode first, streamed a page at a time."""
-        lc, a, c = locations.c, agents.c, certificates.c
-        agent_id = ""
-        if agent_ref:
-            with self._read() as conn:
-                agent_id = self._resolve(conn, a.agent_id, agent_ref, "agent")
-        after: tuple[dt.datetime, int] | None = None
-        while True:
-            # stale_since is set exactly while a location is stale: its index finds the few stale ones
-            stmt = (
-                select(lc.id, lc.agent_id, a.hostname, lc.store_type, lc.path, lc.alias, lc.chain_index, lc.labels,
-                       lc.fingerprint, lc.stale_served_fingerprint, lc.stale_endpoint, lc.stale_detail,
-                       lc.stale_since, lc.processes, c.subject, c.issuer, c.sans)
-                .join(agents, a.agent_id == lc.agent_id).join(certificates, c.fingerprint == lc.fingerprint)
-                .where(lc.stale_since.is_not(None), lc.stale_served_fingerprint.is_not(None), lc.status == "present")
-                .order_by(lc.stale_since, lc.id).limit(self.PAGE_SIZE)
-            )
-            if after is not None:
-                stmt = stmt.where(or_(lc.stale_since > after[0], and_(lc.stale_since == after[0], lc.id > after[1])))
-            if agent_id:
-                stmt = stmt.where(lc.agent_id == agent_id)
-            with self._read() as conn:
-                rows = conn.execute(stmt).all()
-            yield from (stale_view(r) for r in rows)
-            if len(rows) < self.PAGE_SIZE:
-                return
-            after = (rows[-1].stale_since, rows[-1].id)
-
-
-class _AsCert:
-    """A stale location as the one-location certificate OwnerStore.explicit_for looks at."""
-
-    def __init__(self, v: StaleView) -> None:
-        self.fingerprint = v.file_fingerprint
-        self.locations = (v,)
-
-
-def stale_view(r: Any) -> StaleView:
-    detail = r.stale_detail or {}
-    return StaleView(
-        agent_id=r.agent_id, hostname=r.hostname, store_type=r.store_type, path=r.path, alias=r.alias,
-        chain_index=r.chain_index, labels=dict(r.labels or {}), file_fingerprint=r.fingerprint,
-        served_fingerprint=r.stale_served_fingerprint, endpoint=r.stale_endpoint or "",
-        process_name=str(detail.get("process_name") or ""), pid=int(detail.get("pid") or 0), since=r.stale_since,
-        processes=tuple(r.processes or ()), subject=r.subject, issuer=r.issuer,
-        sans=tuple(SanView(type=t, value=v) for t, v in (r.sans or ())), location_id=r.id,
-    )
-
 
 def _view(r: Any, endpoints: int) -> NetworkScanView:
     return NetworkScanView(
@@ -350,3 +242,5 @@ def _view(r: Any, endpoints: int) -> NetworkScanView:
         finished_at=r.finished_at, endpoints_in_registry=endpoints,
     )
 
+
+__all__ = ["NetscanStore", "ENDPOINT", "endpoint_host"]

@@ -1,4 +1,4 @@
-"""Registry tables for policy (see collector/registry/models.py for the shared metadata).
+"""Registry tables for policy (on the shared ``Base``: models/base.py).
 
 - ``policy_documents``: every version of the policy document (TOML text); the highest
   version is the current one. ``source`` is ``cli`` or ``file:<sha256>`` (a document
@@ -19,7 +19,7 @@ from typing import Optional
 from sqlalchemy import Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from collector.registry.models import BigId, Base
+from collector.registry.models.base import BigId, Base
 
 
 class PolicyDocument(Base):

@@ -1,4 +1,4 @@
-"""Registry tables for notify (see collector/registry/models.py for the shared metadata).
+"""Registry tables for notify (on the shared ``Base``: models/base.py).
 
 - ``notices_sent``: one row per notice ever claimed. The unique key
   (fingerprint, threshold, kind, owner) is what makes a notice exactly-once across
@@ -20,7 +20,7 @@ from typing import Any, Optional
 from sqlalchemy import Boolean, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from collector.registry.models import BigId, Base, Json
+from collector.registry.models.base import BigId, Base, Json
 
 
 class NoticeSent(Base):

@@ -1,4 +1,4 @@
-"""Registry tables for discovery beyond files (see collector/registry/models.py for the shared metadata).
+"""Registry table for network scans (on the shared ``Base``: models/base.py).
 
 - ``network_scans``: one row per network scan job an admin gave an agent (address
   ranges x ports, rate limit, per-handshake timeout). The agent reports progress
@@ -13,7 +13,7 @@ from typing import Any, Optional
 from sqlalchemy import Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from collector.registry.models import Base, Json
+from collector.registry.models.base import Base, Json
 
 
 class NetworkScan(Base):

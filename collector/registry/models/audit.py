@@ -1,4 +1,4 @@
-"""Registry tables for audit (see collector/registry/models.py for the shared metadata).
+"""Registry tables for audit (on the shared ``Base``: models/base.py).
 
 ``audit_events`` is the hash chain: every change writes one row in the
 transaction that makes it (collector/registry/audit.py). ``audit_head`` is one
@@ -14,8 +14,7 @@ from typing import Any
 from sqlalchemy import BigInteger, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from collector.domain.auditchain import GENESIS_HASH  # noqa: F401 - the head's starting value
-from collector.registry.models import Base, Json
+from collector.registry.models.base import Base, Json
 
 HEAD_ID = 1
 
@@ -52,7 +51,7 @@ class AuditHead(Base):
     last_seq: Mapped[int] = mapped_column(BigInteger)      # 0 before the first event
     last_hash: Mapped[str] = mapped_column(String(64))
     anchor_seq: Mapped[int] = mapped_column(BigInteger)    # the last purged event's seq (0: none purged)
-    anchor_hash: Mapped[str] = mapped_column(String(64))   # ... and its hash (GENESIS_HASH: none purged)
+    anchor_hash: Mapped[str] = mapped_column(String(64))   # ... and its hash (collector.domain.auditchain.GENESIS_HASH: none purged)
     purged_at: Mapped[dt.datetime | None]
 
 
