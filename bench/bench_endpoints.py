@@ -33,7 +33,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests" / "install"))
 
 
 # ---------------------------------------------------------------- the server process
@@ -71,7 +70,7 @@ def serve(spec_path: str) -> None:
 
 
 def make_sites(work: Path, n: int) -> list[Path]:
-    from install_helpers import TestCA, openssl_key, public_key_of
+    from tests.helpers.install_sites import TestCA, openssl_key, public_key_of
 
     ca = TestCA("Certfleet Bench")
     sites = []

@@ -15,7 +15,7 @@ from agent.errors import AgentError
 from agent.inventory import MATCHES
 from agent.scanner import Scanner, compile_glob
 
-from agent_helpers import config_for, reasons, scan_by_path, store_toml, unprivileged, write_config
+from tests.helpers.agent_stores import config_for, reasons, scan_by_path, store_toml, unprivileged, write_config
 
 
 @pytest.fixture

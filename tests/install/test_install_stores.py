@@ -19,7 +19,7 @@ from agent.keys import load_pem_private_key, new_key, pem_key_style, same_public
 from agent.stores import ReadContext, reader_for
 from agent.stores.writers import find_key_file
 
-from install_helpers import TestCA, fp, keytool_list, make_pem_site, run
+from tests.helpers.install_sites import TestCA, fp, keytool_list, make_pem_site, run
 
 
 def _read(path: Path, store_type: str, password: str | None = None) -> list[FoundCert]:

@@ -12,7 +12,7 @@ import pytest
 from agent.discovery.endpoints import Observation, RateLimiter, Target, probe_many, survey
 from agent.discovery.listeners import local_listeners
 
-from tls_servers import TestCA
+from tests.helpers.tls_servers import TestCA
 
 
 def _ca_file(tmp_path: Path, ca: TestCA) -> str:

@@ -14,7 +14,7 @@ from agent.errors import ConfigError
 from agent.sources import SourceError, build_sources
 from agent.sync import location_msg
 
-from agent_helpers import store_toml, write_config
+from tests.helpers.agent_stores import store_toml, write_config
 
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
 

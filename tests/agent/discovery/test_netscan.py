@@ -16,8 +16,8 @@ from agent.discovery.netscan import NetworkScans, ReportGate, ScanRefused, load_
 from agent.discovery.source import EndpointSource
 from certfleet.v1 import agent_pb2
 
-from agent_helpers import write_config
-from tls_servers import free_port_on
+from tests.helpers.agent_stores import write_config
+from tests.helpers.tls_servers import free_port_on
 
 
 # ---------------------------------------------------------------- planning (pure)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -22,8 +21,7 @@ from agent.state import key_str
 from agent.sync import ReportPlan, Syncer
 
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "install"))
-from install_helpers import public_key_of, served_fingerprint  # noqa: E402
+from tests.helpers.install_sites import public_key_of, served_fingerprint
 
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
 FILE_FP, OLD_FP, OTHER_FP = "f" * 64, "0" * 64, "a" * 64

@@ -1,6 +1,6 @@
 """Installing into the Windows store: a fake at the boundary, real TLS handshakes for verification.
 
-The fake http.sys (win_fakes.FakeHttpSys) serves, on loopback addresses, the
+The fake http.sys (tests/helpers/agent_windows_fakes.FakeHttpSys) serves, on loopback addresses, the
 certificate its binding table names at the moment of each handshake; the
 install under test rebinds through the fake API and then proves, by real
 handshakes (agent.probe), what is served.
@@ -23,7 +23,7 @@ from agent.probe import probe
 from agent.windows.install import BACKUP_FILE, WindowsInstallRequest, install_windows
 from agent.windows.records import thumbprint_of
 from agent.windows.settings import WindowsSettings
-from win_fakes import FakeHttpSys, FakeWindowsApi, Pki, free_port
+from tests.helpers.agent_windows_fakes import FakeHttpSys, FakeWindowsApi, Pki, free_port
 
 
 @dataclass

@@ -15,7 +15,7 @@ from agent.sources import SourceError
 from agent.windows.records import load_capture
 from agent.windows.settings import WindowsSettings
 from agent.windows.store_source import WindowsStoreSource
-from win_fakes import FakeWindowsApi
+from tests.helpers.agent_windows_fakes import FakeWindowsApi
 
 NOW = dt.datetime(2026, 3, 1, tzinfo=dt.timezone.utc)
 

@@ -1,7 +1,8 @@
 """Servers in their own processes, for the process-link tests (the test process itself is never linked).
 
 - :class:`SmtpProcess`: a STARTTLS SMTP server (aiosmtpd) started as
-  ``python process_servers.py smtp IP PORT CERT KEY``: the certificate files are on its command line.
+  ``python -m tests.helpers.agent_processes smtp IP PORT CERT KEY``: the certificate files are on its
+  command line.
 - :class:`FileHolder`: a process that keeps a file open (named in its environment, not on its command
   line) and listens on a TCP port: linked by ``open_file`` only.
 """
@@ -13,10 +14,17 @@ import sys
 import time
 from pathlib import Path
 
-_HERE = Path(__file__).resolve()
-sys.path.insert(0, str(_HERE.parent))
+from tests.helpers.tls_servers import free_port_on, wait_listening
 
-from tls_servers import free_port_on, wait_listening  # noqa: E402
+_ROOT = Path(__file__).resolve().parents[2]
+_MODULE = "tests.helpers.agent_processes"
+
+
+def _child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a server process: this checkout first on its import path (it runs as ``-m``)."""
+    env = dict(os.environ, **(extra or {}))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_ROOT), env.get("PYTHONPATH", "")) if p)
+    return env
 
 
 class _Proc:
@@ -47,14 +55,15 @@ class _Proc:
 class SmtpProcess(_Proc):
     def __init__(self, ip: str, cert: Path, key: Path) -> None:
         port = free_port_on(ip)
-        super().__init__([sys.executable, str(_HERE), "smtp", ip, str(port), str(cert), str(key)], ip, port)
+        super().__init__([sys.executable, "-m", _MODULE, "smtp", ip, str(port), str(cert), str(key)], ip, port,
+                         _child_env())
 
 
 class FileHolder(_Proc):
     def __init__(self, ip: str, path: Path) -> None:
         port = free_port_on(ip)
-        env = dict(os.environ, HOLD_FILE=str(path))
-        super().__init__([sys.executable, str(_HERE), "hold", ip, str(port)], ip, port, env)
+        super().__init__([sys.executable, "-m", _MODULE, "hold", ip, str(port)], ip, port,
+                         _child_env({"HOLD_FILE": str(path)}))
 
 
 def _serve_smtp(ip: str, port: int, cert: str, key: str) -> None:

@@ -18,17 +18,12 @@ import os
 import socket
 import ssl
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-_INSTALL = Path(__file__).resolve().parents[2] / "install"
-if str(_INSTALL) not in sys.path:
-    sys.path.insert(0, str(_INSTALL))
-
-from install_helpers import Issued, TestCA, openssl_key, public_key_of  # noqa: E402
+from tests.helpers.install_sites import Issued, TestCA, openssl_key, public_key_of
 
 
 def free_port_on(ip: str) -> int:
