@@ -58,7 +58,6 @@ from dataclasses import dataclass, replace
 from typing import Callable, Iterator, Union
 
 from agent.config import AgentConfig, Secret, StoreConfig
-from agent.discovery.settings import discovery_settings
 from agent.discovery.trust import TrustStores, default_password, entry_role, is_hash_link_name
 from agent.errors import AgentError, PasswordUnavailable
 from agent.inventory import TRUST_ANCHOR, FoundCert, ScanProblem
@@ -378,7 +377,7 @@ class Scanner:
         self._labels = {s.name: config.labels_for(s) for s in config.stores}
         # Trust stores (agent/discovery/trust.py): their entries get role TRUST_ANCHOR, and a file
         # reached through several links (/etc/ssl/certs: a name and a hash link per certificate) is read once.
-        self._trust = TrustStores(discovery_settings(config).trust_store_paths)
+        self._trust = TrustStores(config.discovery.trust_store_paths)
         self._may_trust = {s.name: self._trust.store_may_hold_trust(s) for s in config.stores}
 
     # ----------------------------------------------------------------- public

@@ -48,8 +48,7 @@ def build_sources(config: AgentConfig) -> Sequence[LocationSource]:
     # agent/discovery/ (TLS endpoints) and agent/windows/ (certificate store, IIS) add theirs here.
     from agent.discovery.source import EndpointSource   # local listeners, [endpoints] targets, network scan results
     sources.append(EndpointSource(config))
-    from agent.windows.settings import settings_of   # [windows] enabled: default true on Windows only
-    windows = settings_of(config)
+    windows = config.windows   # [windows] enabled: default true on Windows only
     if windows.enabled:
         from agent.windows.api import default_api
         from agent.windows.store_source import WindowsStoreSource

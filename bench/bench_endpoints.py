@@ -104,7 +104,7 @@ def start_servers(work: Path, count: int, sites: list[Path]) -> tuple[subprocess
 
 def bench_probe(work: Path, endpoints: int, concurrency: int, runs: int) -> None:
     from agent.config import load_config
-    from agent.discovery.endpoints import Target, probe_many
+    from agent.endpoints.survey import Target, probe_many
     from agent.discovery.listeners import local_listeners
     from agent.discovery.source import EndpointSource
 

@@ -37,8 +37,8 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 from agent.errors import AgentError
 from agent.fsutil import atomic_write
 
-from agent.discovery.endpoints import Observation, Target, survey
-from agent.discovery.starttls import PROTOCOLS, default_starttls
+from agent.endpoints.survey import Observation, Target, survey
+from agent.endpoints.starttls import PROTOCOLS, default_starttls
 
 log = logging.getLogger(__name__)
 
@@ -534,8 +534,6 @@ class NetworkScans:
 
 def network_scans_for(config: Any, send: Send, gate: ReportGate, request_report: Callable[[], None]) -> NetworkScans:
     """The scan runner for an agent service, with its [endpoints] settings."""
-    from agent.discovery.settings import endpoint_settings
-
-    s = endpoint_settings(config)
+    s = config.endpoints
     return NetworkScans(config.data_dir, send, max_targets=s.network_scan_max_targets, allowed=s.network_scans,
                         ca_file=s.ca_file, max_sni_names=s.max_sni_names, gate=gate, request_report=request_report)

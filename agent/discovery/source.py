@@ -33,11 +33,11 @@ from agent.errors import AgentError
 from agent.inventory import CERTIFICATE, NO_KEY, TRUST_ANCHOR, EndpointFacts, FoundCert, LocationKey, ScanProblem
 from agent.sources import SourceError, SourceResult
 
-from agent.discovery.endpoints import Observation, Target, survey
+from agent.endpoints.survey import Observation, Target, survey
 from agent.discovery.listeners import Listener, local_listeners
 from agent.discovery.netscan import load_records
-from agent.discovery.settings import EndpointSettings, endpoint_settings
-from agent.discovery.starttls import default_starttls
+from agent.endpoints.settings import EndpointSettings
+from agent.endpoints.starttls import default_starttls
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ class EndpointSource:
     def __init__(self, config: AgentConfig, *, listeners: Callable[[], Sequence[Listener]] = local_listeners,
                  names: Callable[[], Sequence[str]] | None = None, own_pid: int | None = None) -> None:
         self.config = config
-        self.settings = endpoint_settings(config)
+        self.settings = config.endpoints
         self.listeners = listeners
         self.names = names if names is not None else StoreNames(config)
         self.own_pid = os.getpid() if own_pid is None else own_pid

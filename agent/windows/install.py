@@ -58,7 +58,7 @@ from agent.windows.api import WindowsApi, default_api
 from agent.windows.errors import RecordFormatError, WindowsStoreError
 from agent.windows.records import (CCS, HOSTNAMEPORT, STORE_LOCATION, SslBinding, StoreRecord, is_exportable,
                                    parse_sites, parse_sslcert, thumbprint_of)
-from agent.windows.settings import WindowsSettings, settings_of
+from agent.windows.settings import WindowsSettings
 
 __all__ = ["WindowsInstallRequest", "install_windows", "BACKUP_FILE", "make_pfx"]
 
@@ -101,7 +101,7 @@ class WindowsInstallRequest:
                     chain_ders: tuple[bytes, ...] | list[bytes] = (), expected_old_fingerprint: str,
                     ca_bundle: bytes | None = None, **_ignored: Any) -> "WindowsInstallRequest":
         """The request for ``location`` with the agent's ``[windows]`` settings (file-store options do not apply)."""
-        settings = settings_of(config)
+        settings = config.windows
         req = cls(job_id=job_id, location=location, key=key, cert_der=cert_der, chain_ders=tuple(chain_ders),
                   expected_old_fingerprint=expected_old_fingerprint, settings=settings, ca_bundle=ca_bundle)
         store = req.store_name

@@ -369,7 +369,7 @@ def test_discovery_section_defaults_and_errors(tmp_path: Path) -> None:
     import pytest
 
     from agent.config import ConfigError, load_config
-    from agent.discovery.settings import DiscoverySettings, discovery_settings
+    from agent.discovery.settings import DiscoverySettings
 
     def cfg(text: str):  # noqa: ANN202
         p = tmp_path / "agent.toml"
@@ -377,9 +377,9 @@ def test_discovery_section_defaults_and_errors(tmp_path: Path) -> None:
         p.chmod(0o600)
         return load_config(p)
 
-    assert discovery_settings(cfg("")) == DiscoverySettings()
-    s = discovery_settings(cfg('[discovery]\nprocesses = true\nstale_check = false\nprobe_timeout = "1500ms"\n'
-                               'trust_store_paths = ["trust/*.pem", "/opt/ca"]\n'))
+    assert cfg("").discovery == DiscoverySettings()
+    s = cfg('[discovery]\nprocesses = true\nstale_check = false\nprobe_timeout = "1500ms"\n'
+            'trust_store_paths = ["trust/*.pem", "/opt/ca"]\n').discovery
     assert (s.stale_check, s.probe_timeout, s.trust_store_paths) == (False, 1.5, (f"{tmp_path}/trust/*.pem", "/opt/ca"))
     with pytest.raises(ConfigError, match=r"agent.toml:4: \[discovery\] stale_check: must be true or false"):
         cfg('[discovery]\nstale_check = "yes"\n')

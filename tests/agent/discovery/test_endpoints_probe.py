@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.discovery.endpoints import Observation, RateLimiter, Target, probe_many, survey
+from agent.endpoints.survey import Observation, RateLimiter, Target, probe_many, survey
 from agent.discovery.listeners import local_listeners
 
 from tests.helpers.tls_servers import TestCA

@@ -148,10 +148,10 @@ def test_settings_parse(tmp_path) -> None:
     cfg = _config(tmp_path, 'targets = ["mail.example.test:25", "[::1]:993", { host = "10.0.0.7", port = 443, '
                             'sni = "www.example.test" }, "imap.example.test:1143/imap"]\nrate = 20\ntimeout = "2s"\n'
                             "max_sni_names = 4\nnetwork_scans = false")
-    s = cfg.sections["endpoints"]
+    s = cfg.endpoints
     assert [(t.host, t.port, t.sni, t.starttls) for t in s.targets] == [
         ("mail.example.test", 25, "mail.example.test", ""), ("::1", 993, "", ""),
         ("10.0.0.7", 443, "www.example.test", ""), ("imap.example.test", 1143, "imap.example.test", "imap")]
     assert s.rate == 20 and s.timeout == 2 and s.max_sni_names == 4 and not s.network_scans and s.listeners
-    default = load_config(write_config(tmp_path / "d", "")).sections["endpoints"]
+    default = load_config(write_config(tmp_path / "d", "")).endpoints
     assert default.listeners and default.targets == () and default.timeout == 3.0

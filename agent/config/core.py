@@ -1,4 +1,6 @@
-"""The agent's configuration file (TOML).
+"""The agent's own tables of its configuration file: ``[agent]``, ``[[store]]``, ``[reload.<name>]``.
+
+The whole file (TOML)
 
 ::
 
@@ -43,21 +45,22 @@ from __future__ import annotations
 import os
 import re
 import socket
-import stat
 import sys
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
+from agent.config.values import Secret, Table, Where, parse_size
+from agent.discovery.settings import DiscoverySettings
+from agent.endpoints.settings import EndpointSettings
 from agent.errors import ConfigError, PasswordUnavailable, ReloadNotAllowed
-from certfleet.values import parse_duration, parse_size
+from agent.windows.settings import WindowsSettings
 
 __all__ = [
-    "AgentConfig", "StoreConfig", "Secret", "ConfigError", "load_config", "parse_config",
-    "parse_duration", "parse_size", "default_data_dir", "STORE_TYPES", "ReloadAction", "VerifyEndpoint",
-    "ReloadNotAllowed", "DEFAULT_RELOAD_TIMEOUT", "DEFAULT_VERIFY_TIMEOUT",
+    "AgentConfig", "StoreConfig", "ReloadAction", "VerifyEndpoint", "STORE_TYPES", "STORE_ROLES", "TOP_KEYS",
+    "DEFAULT_RELOAD_TIMEOUT", "DEFAULT_VERIFY_TIMEOUT", "default_data_dir", "default_hostname", "agent_table",
+    "reload_actions", "store_table",
 ]
 
 STORE_TYPES = ("pem", "der", "pkcs12", "jks", "auto")
@@ -70,26 +73,7 @@ _STORE_KEYS = {
     "follow_symlinks", "reload", "verify", "verify_timeout", "acme_webroot", "role",
 }
 STORE_ROLES = ("service", "trust_anchor")
-_TOP_KEYS = {"agent", "store", "collector", "reload"}
-
-# Feature sections with a parser of their own: [endpoints] and [discovery]
-# (agent/discovery/settings.py), [windows] (agent/windows/settings.py). A parser
-# takes (raw table, where, base dir) and returns its frozen settings object or
-# raises ConfigError naming the line (``where(section, 0, key)`` gives "file:line").
-# The result is in ``AgentConfig.sections[name]``; a section that is absent is
-# parsed from {} so features get their defaults.
-SectionParser = Callable[[Any, "_Where", Path], Any]
-
-
-def _section_parsers() -> dict[str, SectionParser]:
-    parsers: dict[str, SectionParser] = {}
-    # imported here: the feature packages import this module
-    from agent.discovery.settings import parse_discovery, parse_endpoints
-    parsers["endpoints"] = parse_endpoints
-    parsers["discovery"] = parse_discovery
-    from agent.windows.settings import parse_windows_section
-    parsers["windows"] = parse_windows_section
-    return parsers
+TOP_KEYS = {"agent", "store", "collector", "reload"}      # besides the feature sections (agent/config/__init__.py)
 _RELOAD_KEYS = {"command", "timeout"}
 _VERIFY_KEYS = {"host", "port", "sni", "ca_file"}
 _ACTION_NAME = re.compile(r"[A-Za-z0-9_.\-]+")
@@ -98,36 +82,6 @@ DEFAULT_SCAN_INTERVAL = 15 * 60.0
 DEFAULT_MAX_FILE_SIZE = 10 * 1024 * 1024
 DEFAULT_RELOAD_TIMEOUT = 30.0
 DEFAULT_VERIFY_TIMEOUT = 10.0
-
-
-class Secret:
-    """A secret string whose ``repr``/``str`` never show the value.
-
-    Call :meth:`reveal` at the single place the value is really needed.
-    """
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        """Return the secret value. Never log or format the result."""
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('***')"
-
-    __str__ = __repr__
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(("Secret", self._value))
-
-    def __reduce__(self) -> Any:  # pickling would copy the secret somewhere unexpected
-        raise TypeError("Secret values cannot be pickled")
 
 
 @dataclass(frozen=True)
@@ -236,7 +190,7 @@ class StoreConfig:
 
 @dataclass(frozen=True)
 class AgentConfig:
-    """The whole agent configuration."""
+    """The whole agent configuration: the agent's own tables and, typed, each feature's section."""
 
     config_path: Path | None
     data_dir: Path
@@ -247,7 +201,9 @@ class AgentConfig:
     stores: tuple[StoreConfig, ...] = ()
     collector: Mapping[str, Any] = field(default_factory=dict)
     reload_actions: Mapping[str, ReloadAction] = field(default_factory=lambda: MappingProxyType({}))
-    sections: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))   # see _section_parsers
+    endpoints: EndpointSettings = field(default_factory=EndpointSettings)      # [endpoints]
+    discovery: DiscoverySettings = field(default_factory=DiscoverySettings)    # [discovery]
+    windows: WindowsSettings = field(default_factory=WindowsSettings)          # [windows]
 
     def reload_action(self, name: str) -> ReloadAction:
         """The reload action called ``name``.
@@ -280,11 +236,6 @@ class AgentConfig:
         return MappingProxyType(merged)
 
 
-# --------------------------------------------------------------------------- helpers
-
-# parse_duration and parse_size: the product's one value grammar (certfleet/values.py)
-
-
 def default_hostname() -> str:
     """The host's fully qualified name; its plain name where the FQDN is only ``localhost``."""
     fqdn = socket.getfqdn()
@@ -308,185 +259,59 @@ def default_data_dir() -> Path:
     return Path(state) / "certfleet-agent"
 
 
-# --------------------------------------------------------------------------- loading
+# --------------------------------------------------------------------------- the tables
 
-class _Where:
-    """Turns (section, index, key) into "file:line" for messages, best effort."""
-
-    _HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.\-\"' ]+?)\s*\]\]?")
-
-    def __init__(self, path: Path | None, text: str) -> None:
-        self.path = path
-        self.lines = text.splitlines()
-        self.sections: list[tuple[str, int]] = []     # (name, line index)
-        for i, line in enumerate(self.lines):
-            m = self._HEADER.match(line)
-            if m:
-                self.sections.append((m.group(2).strip().strip("\"'"), i))
-
-    def __call__(self, section: str | None = None, index: int = 0, key: str | None = None) -> str:
-        name = str(self.path) if self.path else "<config>"
-        line = self._line(section, index, key)
-        return f"{name}:{line}" if line else name
-
-    def _line(self, section: str | None, index: int, key: str | None) -> int | None:
-        start, end = 0, len(self.lines)
-        if section is not None:
-            found = [i for (n, i) in self.sections if n == section]
-            if index >= len(found):
-                return None
-            start = found[index]
-            later = [i for (_, i) in self.sections if i > start]
-            end = later[0] if later else len(self.lines)
-        elif self.sections:
-            end = self.sections[0][1]
-        if key is None:
-            return start + 1 if section is not None else None
-        pat = re.compile(r"^\s*[\"']?" + re.escape(key) + r"[\"']?\s*=")
-        for i in range(start, end):
-            if pat.match(self.lines[i]):
-                return i + 1
-        return start + 1 if section is not None else None
-
-
-def load_config(path: str | os.PathLike[str]) -> AgentConfig:
-    """Read and validate the agent configuration file at ``path``.
-
-    Raises :class:`ConfigError` whose message names the file (and line where
-    possible) and the store concerned; it never contains a password.
-    """
-    p = Path(path).expanduser().absolute()
-    try:
-        raw = p.read_bytes()
-        st = os.stat(p)
-    except FileNotFoundError:
-        raise ConfigError(f"{p}: the configuration file does not exist") from None
-    except OSError as e:
-        raise ConfigError(f"{p}: the configuration file cannot be read ({e.strerror or e})") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"{p}: the configuration file is not UTF-8 text (byte {e.start})") from None
-    world_readable = sys.platform != "win32" and bool(st.st_mode & stat.S_IROTH)
-    return parse_config(text, path=p, world_readable=world_readable)
-
-
-def parse_config(text: str, path: Path | None = None, world_readable: bool = False) -> AgentConfig:
-    """Validate configuration ``text``; relative paths resolve against ``path``'s directory.
-
-    ``world_readable`` says whether the text came from a file every user can
-    read; inline passwords are refused then.
-    """
-    where = _Where(path, text)
-    try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        # tomllib messages say "... (at line N, column M)" and never echo values.
-        raise ConfigError(f"{path or '<config>'}: invalid TOML: {e}") from None
-    base = path.parent if path is not None else Path.cwd()
-
-    parsers = _section_parsers()
-    for key in doc:
-        if key not in _TOP_KEYS and key not in parsers:
-            raise ConfigError(
-                f"{where(None, 0, key) if not isinstance(doc[key], dict) else where(key)}: "
-                f"unknown key {key!r} (expected [agent], [collector], [reload.<name>] or [[store]] tables)"
-            )
-
-    agent = doc.get("agent", {})
-    if not isinstance(agent, dict):
+def agent_table(raw: Any, where: Where, base: Path) -> dict[str, Any]:
+    """The ``[agent]`` table: AgentConfig's data_dir, hostname, scan_interval, max_file_size and labels."""
+    if not isinstance(raw, dict):
         raise ConfigError(f"{where(None, 0, 'agent')}: 'agent' must be a table ([agent])")
-    for key in agent:
+    for key in raw:
         if key not in _AGENT_KEYS:
             raise ConfigError(
                 f"{where('agent', 0, key)}: unknown key {key!r} in [agent] "
                 f"(known keys: {', '.join(sorted(_AGENT_KEYS))})"
             )
+    table = Table(raw, where, "agent", keyed=True, base=base)
+    agent_err = table.error
 
-    def agent_err(key: str, msg: str) -> ConfigError:
-        return ConfigError(f"{where('agent', 0, key)}: [agent] {key}: {msg}")
-
-    data_dir_raw = agent.get("data_dir", "")
+    data_dir_raw = raw.get("data_dir", "")
     if not isinstance(data_dir_raw, str):
         raise agent_err("data_dir", "must be a string")
     data_dir = _resolve(data_dir_raw, base) if data_dir_raw else default_data_dir()
 
-    hostname = agent.get("hostname", "")
+    hostname = raw.get("hostname", "")
     if not isinstance(hostname, str):
         raise agent_err("hostname", "must be a string")
     hostname = hostname.strip() or default_hostname()
 
-    try:
-        scan_interval = parse_duration(agent.get("scan_interval", DEFAULT_SCAN_INTERVAL))
-    except ValueError as e:
-        raise agent_err("scan_interval", str(e)) from None
+    scan_interval = table.duration("scan_interval", DEFAULT_SCAN_INTERVAL)
     if scan_interval < 1:
         raise agent_err("scan_interval", "must be at least 1 second")
     try:
-        max_file_size = parse_size(agent.get("max_file_size", DEFAULT_MAX_FILE_SIZE))
+        max_file_size = parse_size(raw.get("max_file_size", DEFAULT_MAX_FILE_SIZE))
     except ValueError as e:
         raise agent_err("max_file_size", str(e)) from None
-    labels = _labels(agent.get("labels", {}), lambda m: agent_err("labels", m))
-
-    collector = doc.get("collector", {})
-    if not isinstance(collector, dict):
-        raise ConfigError(f"{where(None, 0, 'collector')}: 'collector' must be a table ([collector])")
-
-    reload_actions = _reload_actions(doc.get("reload", {}), where)
-
-    stores_raw = doc.get("store", [])
-    if not isinstance(stores_raw, list):
-        raise ConfigError(f"{where('store')}: stores must be written as [[store]] tables")
-    stores: list[StoreConfig] = []
-    names: set[str] = set()
-    for i, s in enumerate(stores_raw):
-        store = _store(s, i, base, where, world_readable)
-        if store.name in names:
-            raise ConfigError(f"{where('store', i, 'name')}: store name {store.name!r} is used twice")
-        names.add(store.name)
-        if store.reload is not None and store.reload not in reload_actions:
-            allowed = ", ".join(sorted(reload_actions)) or "none are configured"
-            raise ConfigError(
-                f"{where('store', i, 'reload')}: store {store.name!r}: reload action {store.reload!r} "
-                f"is not defined (add a [reload.{store.reload}] table; defined: {allowed})"
-            )
-        stores.append(store)
-
-    sections: dict[str, Any] = {}
-    for name, parse_section in parsers.items():
-        raw_section = doc.get(name, {})
-        if not isinstance(raw_section, dict):
-            raise ConfigError(f"{where(None, 0, name)}: {name!r} must be a table ([{name}])")
-        sections[name] = parse_section(raw_section, where, base)
-
-    return AgentConfig(
-        config_path=path, data_dir=data_dir, hostname=hostname, scan_interval=scan_interval,
-        max_file_size=max_file_size, labels=labels, stores=tuple(stores), collector=collector,
-        reload_actions=reload_actions, sections=MappingProxyType(sections),
-    )
+    labels = _labels(raw.get("labels", {}), lambda m: agent_err("labels", m))
+    return dict(data_dir=data_dir, hostname=hostname, scan_interval=scan_interval, max_file_size=max_file_size,
+                labels=labels)
 
 
-def _reload_actions(raw: Any, where: _Where) -> Mapping[str, ReloadAction]:
+def reload_actions(raw: Any, where: Where) -> Mapping[str, ReloadAction]:
     """The ``[reload.<name>]`` tables."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{where(None, 0, 'reload')}: 'reload' must hold tables such as [reload.nginx]")
     out: dict[str, ReloadAction] = {}
-    for name, table in raw.items():
-        section = f"reload.{name}"
-
-        def err(key: str | None, msg: str) -> ConfigError:
-            return ConfigError(f"{where(section, 0, key)}: [reload.{name}]: {msg}")
-
+    for name, body in raw.items():
+        table = Table(body if isinstance(body, dict) else {}, where, f"reload.{name}")
+        err = table.error
         if not _ACTION_NAME.fullmatch(name):
             raise err(None, "action names may use letters, digits, '.', '_' and '-' only")
-        if not isinstance(table, dict):
+        if not isinstance(body, dict):
             raise ConfigError(
                 f"{where(None, 0, 'reload')}: reload {name!r} must be a table such as "
                 f"[reload.{name}] with command = [\"...\", \"...\"]"
             )
-        for key in table:
-            if key not in _RELOAD_KEYS:
-                raise err(key, f"unknown key {key!r} (known keys: {', '.join(sorted(_RELOAD_KEYS))})")
+        table.reject_unknown(_RELOAD_KEYS)
         if "command" not in table:
             raise err(None, "'command' is required: an argument list such as [\"/usr/sbin/nginx\", \"-s\", \"reload\"]")
         command = table["command"]
@@ -501,10 +326,7 @@ def _reload_actions(raw: Any, where: _Where) -> Mapping[str, ReloadAction]:
             raise err("command", "command must be a non-empty list of strings (the program, then its arguments)")
         if any("\0" in a for a in command):
             raise err("command", "command arguments must not contain NUL characters")
-        try:
-            timeout = parse_duration(table.get("timeout", DEFAULT_RELOAD_TIMEOUT))
-        except ValueError as e:
-            raise err("timeout", str(e)) from None
+        timeout = table.duration("timeout", DEFAULT_RELOAD_TIMEOUT)
         if timeout <= 0:
             raise err("timeout", "timeout must be more than 0 seconds")
         out[name] = ReloadAction(name=name, command=tuple(command), timeout=timeout)
@@ -578,18 +400,15 @@ def _str_list(value: Any, err: Any, what: str) -> tuple[str, ...]:
     return tuple(value)
 
 
-def _store(s: Any, i: int, base: Path, where: _Where, world_readable: bool) -> StoreConfig:
+def store_table(s: Any, i: int, base: Path, where: Where, world_readable: bool) -> StoreConfig:
+    """The ``i``-th ``[[store]]`` table."""
     if not isinstance(s, dict):
         raise ConfigError(f"{where('store', i)}: each [[store]] must be a table")
     raw_name = s.get("name")
     label = f"store {raw_name!r}" if isinstance(raw_name, str) and raw_name else f"store #{i + 1}"
-
-    def err(key: str | None, msg: str) -> ConfigError:
-        return ConfigError(f"{where('store', i, key)}: {label}: {msg}")
-
-    for key in s:
-        if key not in _STORE_KEYS:
-            raise err(key, f"unknown key {key!r} (known keys: {', '.join(sorted(_STORE_KEYS))})")
+    table = Table(s, where, "store", index=i, head=label, base=base)
+    err = table.error
+    table.reject_unknown(_STORE_KEYS)
     if not isinstance(raw_name, str) or not raw_name.strip():
         raise err("name", "'name' is required and must be a non-empty string")
     name = raw_name.strip()
@@ -647,10 +466,7 @@ def _store(s: Any, i: int, base: Path, where: _Where, world_readable: bool) -> S
     if reload_name is not None and (not isinstance(reload_name, str) or not reload_name.strip()):
         raise err("reload", "reload must name a [reload.<name>] action, e.g. reload = \"nginx\"")
     verify = _verify_endpoints(s.get("verify", []), base, err)
-    try:
-        verify_timeout = parse_duration(s.get("verify_timeout", DEFAULT_VERIFY_TIMEOUT))
-    except ValueError as e:
-        raise err("verify_timeout", str(e)) from None
+    verify_timeout = table.duration("verify_timeout", DEFAULT_VERIFY_TIMEOUT)
     if verify_timeout <= 0:
         raise err("verify_timeout", "verify_timeout must be more than 0 seconds")
     webroot = s.get("acme_webroot")

@@ -29,7 +29,7 @@ from agent.errors import AgentError
 from agent.probe import (HANDSHAKE_FAILED, NOT_TLS, REFUSED, TIMEOUT, UNREACHABLE, HandshakeError, handshake,
                          validate_chain)
 
-from agent.discovery.starttls import negotiator
+from agent.endpoints.starttls import negotiator
 
 log = logging.getLogger(__name__)
 
