@@ -59,9 +59,10 @@ from agent.inventory import LocationKey
 from agent.keys import PrivateKey, load_pem_private_key, same_public_key
 from agent.probe import ProbeResult, probe, validate_chain
 from agent.reload import run_reload
-from agent.stores import ReadContext, StoreReadError, reader_for
-from agent.stores.pem_write import pem_blocks
-from agent.stores.writers import NewEntry, WriteTarget, atomic_replace, find_key_file, split_chain, writer_for
+from agent.stores import NewEntry, ReadContext, StoreReadError, WriteTarget, reader_for, writer_for
+from agent.stores.base import split_chain
+from agent.stores.files import atomic_replace, find_key_file
+from agent.stores.pem import pem_blocks
 
 __all__ = [
     "InstallRequest", "InstallResult", "Step", "install", "VERIFIED", "ROLLED_BACK", "FAILED", "STEPS",
@@ -153,7 +154,7 @@ class InstallRequest:
         :class:`~agent.errors.ReloadNotAllowed` otherwise), False/None runs
         none. The endpoints and verify timeout are the store's. For PEM and DER
         locations without a key in the certificate file, ``key_file`` is found
-        with :func:`~agent.stores.writers.find_key_file` when not given.
+        with :func:`~agent.stores.files.find_key_file` when not given.
         Raises :class:`~agent.errors.AgentError` subclasses with a clear message.
         """
         if location.store_type == "windows":   # the Windows certificate store: agent/windows/install.py

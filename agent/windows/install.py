@@ -53,7 +53,7 @@ from agent.install import FAILED, ROLLED_BACK, VERIFIED, InstallResult, Step, St
 from agent.inventory import LocationKey
 from agent.keys import PrivateKey, same_public_key
 from agent.probe import ProbeResult, probe, validate_chain
-from agent.stores.writers import split_chain
+from agent.stores.base import split_chain
 from agent.windows.api import WindowsApi, default_api
 from agent.windows.errors import RecordFormatError, WindowsStoreError
 from agent.windows.records import (CCS, HOSTNAMEPORT, STORE_LOCATION, SslBinding, StoreRecord, is_exportable,

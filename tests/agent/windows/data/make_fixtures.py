@@ -11,7 +11,6 @@ never from this script.
 from __future__ import annotations
 
 import datetime as dt
-import sys
 from pathlib import Path
 
 from cryptography import x509
