@@ -145,7 +145,7 @@ class _Tally:
 
 def check_stores(config) -> list[CheckResult]:  # noqa: ANN001 - AgentConfig
     """One result per store: password source, matching files, every file read by the real scanner."""
-    from agent.scanner import Scanner
+    from agent.scan.scanner import Scanner
 
     tally = {s.name: _Tally() for s in config.stores}
     try:

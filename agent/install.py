@@ -54,7 +54,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from agent.config import DEFAULT_VERIFY_TIMEOUT, AgentConfig, ReloadAction, Secret, StoreConfig, VerifyEndpoint
-from agent.errors import AgentError, InstallError, PasswordUnavailable, ProbeError, ReloadFailed, StoreWriteError
+from agent.errors import InstallError, PasswordUnavailable, ProbeError, ReloadFailed, StoreWriteError
 from agent.inventory import LocationKey
 from agent.keys import PrivateKey, load_pem_private_key, same_public_key
 from agent.probe import ProbeResult, probe, validate_chain
@@ -759,12 +759,10 @@ def _store_for(config: AgentConfig, location: LocationKey, store_name: str | Non
             return config.store(store_name)
         except KeyError:
             raise InstallError(f"there is no store called {store_name!r} in this agent's configuration") from None
-    from agent.scanner import Scanner
-
-    try:
-        return config.store(Scanner(config).read_file(location.path).store_name)
-    except AgentError:
-        raise InstallError(f"{location.path} is not in any store of this agent's configuration") from None
+    store = config.store_for(location.path)
+    if store is None:
+        raise InstallError(f"{location.path} is not in any store of this agent's configuration")
+    return store
 
 
 def _locate_key_file(location: LocationKey, store: StoreConfig) -> str | None:

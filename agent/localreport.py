@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, r
 from agent.config import AgentConfig
 from agent.errors import AgentError
 from agent.inventory import TRUST_ANCHOR, FoundCert, ScanProblem
-from agent.scanner import ScanCounters, Scanner
+from agent.scan.scanner import ScanCounters, Scanner
 
 __all__ = [
     "render_scan", "CertFacts", "cert_facts", "cert_row", "format_table", "format_json", "FORMATS",

@@ -13,7 +13,7 @@ from agent.config import AgentConfig
 from agent.discovery.netscan import ReportGate, network_scans_for
 from agent.errors import AgentError
 from agent.identity import AgentIdentity, identity_dir, load_identity, make_key_and_csr, save_identity
-from agent.scanner import Scanner
+from agent.scan.scanner import Scanner
 from agent.sources import build_sources
 from agent.sync import SyncError, SyncOutcome, Syncer, describe_rpc_error
 from agent.inventory import LocationKey

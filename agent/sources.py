@@ -1,7 +1,7 @@
 """Locations that do not come from store files: TLS endpoints, the Windows certificate store.
 
 A :class:`LocationSource` is asked once per report for everything it sees now.
-File stores go through :mod:`agent.scanner` (with its unchanged-file cache);
+File stores go through :mod:`agent.scan.scanner` (with its unchanged-file cache);
 sources are cheap enough, or changing enough, to be collected in full every time.
 A source that fails as a whole raises :class:`SourceError`: the report then keeps
 that source's locations as last acknowledged (a probe that could not run is not

@@ -42,7 +42,7 @@ def main() -> int:
     from agent.discovery.annotate import FileAnnotator
     from agent.discovery.linker import build_index
     from agent.discovery.processes import snapshot
-    from agent.scanner import Scanner
+    from agent.scan.scanner import Scanner
     from tests.helpers.tls_servers import SServer, TestCA, site_files
 
     work = Path(tempfile.mkdtemp(prefix="certfleet-bench-proc-"))

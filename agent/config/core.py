@@ -55,6 +55,7 @@ from agent.config.values import Secret, Table, Where, parse_size
 from agent.discovery.settings import DiscoverySettings
 from agent.endpoints.settings import EndpointSettings
 from agent.errors import ConfigError, PasswordUnavailable, ReloadNotAllowed
+from agent.scan.globs import store_for
 from agent.windows.settings import WindowsSettings
 
 __all__ = [
@@ -133,7 +134,7 @@ class StoreConfig:
     verify: tuple[VerifyEndpoint, ...] = ()
     verify_timeout: float = DEFAULT_VERIFY_TIMEOUT  # seconds
     acme_webroot: str | None = None                 # where the web server serves /.well-known/acme-challenge/ from
-    role: str | None = None                         # "trust_anchor" or "service"; None: by path (agent/discovery/trust.py)
+    role: str | None = None                         # "trust_anchor" or "service"; None: by path (agent/scan/trust.py)
 
     @property
     def has_password_source(self) -> bool:
@@ -228,6 +229,13 @@ class AgentConfig:
             if s.name == name:
                 return s
         raise KeyError(name)
+
+    def store_for(self, path: str) -> StoreConfig | None:
+        """The first store whose paths (and excludes) cover ``path``; None when no store does.
+
+        Decided from the globs alone (agent/scan/globs.py): nothing is read.
+        """
+        return store_for(self.stores, path)
 
     def labels_for(self, store: StoreConfig) -> Mapping[str, str]:
         """Host labels overlaid with the store's labels."""

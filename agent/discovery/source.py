@@ -100,7 +100,7 @@ class StoreNames:
     """
 
     def __init__(self, config: AgentConfig) -> None:
-        from agent.scanner import Scanner
+        from agent.scan.scanner import Scanner
 
         self.scanner = Scanner(config)
         self._by_fp: dict[str, tuple[str, ...]] = {}

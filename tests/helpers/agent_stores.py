@@ -10,7 +10,7 @@ from types import ModuleType
 from typing import Iterator
 
 from agent.config import AgentConfig, load_config
-from agent.scanner import FileScan, Scanner
+from agent.scan.scanner import FileScan, Scanner
 
 ROOT = Path(__file__).resolve().parents[2]
 

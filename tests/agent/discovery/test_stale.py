@@ -16,7 +16,7 @@ import pytest
 from agent.config import load_config
 from agent.discovery.annotate import STATE_FILE, FileAnnotator
 from agent.discovery.stale import OK, STALE, UNKNOWN, Served, StaleState, Verdict, cert_names, decide, probe_names
-from agent.scanner import Scanner
+from agent.scan.scanner import Scanner
 from agent.state import key_str
 from agent.sync import ReportPlan, Syncer
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from agent.config import ConfigError, load_config
-from agent.discovery.trust import TrustStores, entry_role, is_hash_link_name, is_jvm_cacerts
+from agent.scan.trust import TrustStores, entry_role, is_hash_link_name, is_jvm_cacerts
 from agent.inventory import SERVICE, TRUST_ANCHOR
 from agent.localreport import render_scan
-from agent.scanner import Scanner
+from agent.scan.scanner import Scanner
 from agent.sync import location_msg
 
 SYSTEM_CERTS = Path("/etc/ssl/certs")

@@ -4,32 +4,20 @@
 directory that could not be walked). Bad input never stops a scan: it becomes
 a :class:`~agent.inventory.ScanProblem` on the file's FileScan.
 
-Globs
-    ``*``, ``?`` and ``[...]`` match within one path component (``*`` also
-    matches names starting with a dot); a component that is exactly ``**``
-    matches any number of directories. Each glob is walked from its longest
-    directory prefix without wildcards. A glob that matches nothing, or whose
-    base directory does not exist, is not a problem (a fleet-wide config may
-    name services a host does not run). A path without wildcards that does not
-    exist is a ``vanished`` problem: someone named that file explicitly.
-    A file matched by several globs or stores is read once, for the first.
-
-Excludes
-    A pattern without a directory separator matches file and directory names
-    (``dhparam.pem``, ``*.bak``); others match whole paths (``**/old/**``,
-    ``/etc/nginx/archive``). Matching directories are not entered.
+Globs and excludes (agent/scan/globs.py), the walk and directory links (agent/scan/walk.py)
+    A glob that matches nothing, or whose base directory does not exist, is not a
+    problem (a fleet-wide config may name services a host does not run). A path
+    without wildcards that does not exist is a ``vanished`` problem: someone named
+    that file explicitly. A file matched by several globs or stores is read once,
+    for the first.
 
 Symbolic links
-    Followed when the store's ``follow_symlinks`` is true (the default), else
-    skipped. A directory link that leads back to one of its ancestors is a
-    ``symlink_loop`` problem and is not entered; a directory reached twice by
-    other links is walked once. A file link that loops is ``symlink_loop``; a
-    dangling one is ``vanished``. In trust stores (agent/discovery/trust.py)
+    A file link that loops is ``symlink_loop``; a dangling one is ``vanished``. In trust stores (agent/scan/trust.py)
     a file reached under several names (/etc/ssl/certs: ``Name.pem`` and its
     hash link ``5a4d6896.0``) is read once, under its readable name.
 
 Roles
-    Entries of trust stores get role TRUST_ANCHOR (see agent/discovery/trust.py);
+    Entries of trust stores get role TRUST_ANCHOR (see agent/scan/trust.py);
     a JVM's ``cacerts`` opens with the JDK's default password when its store
     configures none.
 
@@ -46,21 +34,21 @@ Rescans
 from __future__ import annotations
 
 import errno
-import fnmatch
 import hashlib
 import hmac
 import logging
 import os
-import re
 import stat
 import time
 from dataclasses import dataclass, replace
-from typing import Callable, Iterator, Union
+from typing import Iterator
 
 from agent.config import AgentConfig, Secret, StoreConfig
-from agent.discovery.trust import TrustStores, default_password, entry_role, is_hash_link_name
 from agent.errors import AgentError, PasswordUnavailable
 from agent.inventory import TRUST_ANCHOR, FoundCert, ScanProblem
+from agent.scan.globs import Excludes, GlobPattern, compile_glob, covers
+from agent.scan.trust import TrustStores, default_password, entry_role, is_hash_link_name
+from agent.scan.walk import Candidate, StatOrError, candidates
 from agent.stores import ReadContext, StoreReadError, reader_for, type_from_name
 
 try:  # POSIX only
@@ -79,11 +67,6 @@ _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _S_ISREG = stat.S_ISREG
 _stat_result = os.stat_result
-_StatOrError = Union[os.stat_result, OSError]
-_Candidate = Union[tuple[str, bool, _StatOrError], ScanProblem]
-_BATCH = 512          # walk results handed over per batch
-_SCANDIR_FD = os.scandir in os.supports_fd and os.stat in os.supports_dir_fd
-_DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
 
 
 @dataclass(slots=True)
@@ -115,192 +98,6 @@ class ScanCounters:
     problems: int = 0
     started_at: float = 0.0         # time.time()
     duration: float = 0.0           # seconds, set when the scan has finished
-
-
-# --------------------------------------------------------------------------- globs
-
-_WILD = re.compile(r"[*?\[]")
-_Matcher = Union[str, Callable[[str], object]]
-
-
-def _part(component: str) -> _Matcher | None:
-    """None for ``**``; the name for literal components; else a compiled matcher."""
-    if component == "**":
-        return None
-    if not _WILD.search(component):
-        return component
-    return re.compile(fnmatch.translate(component)).match
-
-
-class GlobPattern:
-    """One ``paths`` glob, compiled for a walk that prunes as it goes."""
-
-    __slots__ = ("pattern", "base", "parts", "literal", "_states")
-
-    def __init__(self, pattern: str) -> None:
-        self.pattern = pattern
-        norm = os.path.normpath(pattern)
-        comps = norm.split(os.sep)
-        first = next((i for i, c in enumerate(comps) if _WILD.search(c)), None)
-        self.literal = first is None
-        if first is None:
-            self.base = norm
-            self.parts: tuple[_Matcher | None, ...] = ()
-        else:
-            base = os.sep.join(comps[:first]) or os.sep
-            if base.endswith(":"):       # "C:" on Windows
-                base += os.sep
-            self.base = base
-            self.parts = tuple(_part(c) for c in comps[first:])
-        self._states: dict[frozenset[int], _State] = {}
-
-    def start(self) -> "_State":
-        """The matching state at the base directory."""
-        return self.state(self._closure({0}))
-
-    def state(self, indices: frozenset[int]) -> "_State":
-        s = self._states.get(indices)
-        if s is None:
-            s = self._states[indices] = _State(self, indices)
-        return s
-
-    def _closure(self, indices: set[int]) -> frozenset[int]:
-        out = set(indices)
-        todo = list(indices)
-        while todo:
-            i = todo.pop()
-            if i < len(self.parts) and self.parts[i] is None and i + 1 not in out:
-                out.add(i + 1)
-                todo.append(i + 1)
-        return frozenset(out)
-
-    def step(self, state: "_State", name: str) -> "_State | None":
-        """The state after entering directory ``name``; None when nothing below can match."""
-        nxt: set[int] = set()
-        parts = self.parts
-        for i in state.indices:
-            if i >= len(parts):
-                continue
-            p = parts[i]
-            if p is None:
-                nxt.add(i)
-            elif p == name if p.__class__ is str else p(name):  # type: ignore[operator]
-                nxt.add(i + 1)
-        if not nxt:
-            return None
-        closed = self._closure(nxt)
-        if all(i >= len(parts) for i in closed):
-            return None
-        return self.state(closed)
-
-
-class _State:
-    """Which glob components may match next; precomputed tests for file names."""
-
-    __slots__ = ("indices", "all_files", "tests", "fast_match")
-
-    def __init__(self, glob: GlobPattern, indices: frozenset[int]) -> None:
-        n = len(glob.parts)
-        self.indices = indices
-        self.all_files = False
-        tests: list[_Matcher] = []
-        for i in indices:
-            if i >= n:
-                continue
-            p = glob.parts[i]
-            ends = n in glob._closure({i + 1})
-            if p is None and ends:
-                self.all_files = True
-            elif p is not None and ends:
-                tests.append(p)
-        self.tests = tuple(tests)
-        # The cheapest callable answering "does a file called name match here?"
-        self.fast_match: Callable[[str], object] = self.matches_file
-        if self.all_files:
-            self.fast_match = _always
-        elif not tests:
-            self.fast_match = _never
-        elif len(tests) == 1:
-            t = tests[0]
-            self.fast_match = t.__eq__ if t.__class__ is str else t  # type: ignore[assignment,union-attr]
-
-    def matches_file(self, name: str) -> bool:
-        if self.all_files:
-            return True
-        for t in self.tests:
-            if t.__class__ is str:
-                if t == name:
-                    return True
-            elif t(name):  # type: ignore[operator]
-                return True
-        return False
-
-
-def _always(name: str) -> bool:
-    return True
-
-
-def _never(name: str) -> bool:
-    return False
-
-
-def compile_glob(pattern: str) -> GlobPattern:
-    """Compile one ``paths`` glob (absolute, ``**`` = any depth)."""
-    return GlobPattern(pattern)
-
-
-def _glob_regex(pattern: str) -> str:
-    """A regex for a whole-path glob: ``**`` crosses directories, ``*`` does not."""
-    seps = "/" if os.sep == "/" else "/\\"
-    sep = "/" if os.sep == "/" else r"[\\/]"
-    not_sep = "[^/]" if os.sep == "/" else r"[^\\/]"
-    out = []
-    i, n = 0, len(pattern)
-    while i < n:
-        c = pattern[i]
-        if pattern.startswith("**", i):
-            j = i + 2
-            if j < n and pattern[j] in seps:
-                out.append(f"(?:.*{sep})?")
-                i = j + 1
-            else:
-                out.append(".*")
-                i = j
-            continue
-        if c == "*":
-            out.append(f"{not_sep}*")
-        elif c == "?":
-            out.append(not_sep)
-        elif c == "[":
-            k = pattern.find("]", i + 2)
-            if k < 0:
-                out.append(r"\[")
-            else:
-                body = pattern[i + 1:k]
-                if body.startswith("!"):
-                    body = "^" + body[1:]
-                out.append("[" + body.replace("\\", "\\\\") + "]")
-                i = k
-        elif c in seps:
-            out.append(sep)
-        else:
-            out.append(re.escape(c))
-        i += 1
-    return "".join(out)
-
-
-class _Excludes:
-    __slots__ = ("name", "path", "active")
-
-    def __init__(self, patterns: tuple[str, ...]) -> None:
-        self.active = bool(patterns)
-        names = [fnmatch.translate(p) for p in patterns if "/" not in p and os.sep not in p]
-        paths = [_glob_regex(p) for p in patterns if "/" in p or os.sep in p]
-        self.name = re.compile("|".join(names)).fullmatch if names else None
-        self.path = re.compile("|".join(f"(?:{p})" for p in paths)).fullmatch if paths else None
-
-    def __call__(self, name: str, path: str) -> bool:
-        return bool((self.name is not None and self.name(name)) or (self.path is not None and self.path(path)))
 
 
 # --------------------------------------------------------------------------- the scanner
@@ -373,9 +170,9 @@ class Scanner:
         self._users: dict[int, str] = {}
         self._groups: dict[int, str] = {}
         self._globs = {s.name: tuple(GlobPattern(p) for p in s.paths) for s in config.stores}
-        self._excludes = {s.name: _Excludes(s.exclude) for s in config.stores}
+        self._excludes = {s.name: Excludes(s.exclude) for s in config.stores}
         self._labels = {s.name: config.labels_for(s) for s in config.stores}
-        # Trust stores (agent/discovery/trust.py): their entries get role TRUST_ANCHOR, and a file
+        # Trust stores (agent/scan/trust.py): their entries get role TRUST_ANCHOR, and a file
         # reached through several links (/etc/ssl/certs: a name and a hash link per certificate) is read once.
         self._trust = TrustStores(config.discovery.trust_store_paths)
         self._may_trust = {s.name: self._trust.store_may_hold_trust(s) for s in config.stores}
@@ -404,7 +201,7 @@ class Scanner:
                 name = store.name
                 pw = _StorePassword(store, self._salt)
                 may_trust = self._may_trust[name]
-                for batch in self._candidates(store):
+                for batch in candidates(store, self._globs[name], self._excludes[name]):
                     if may_trust:
                         batch = _names_before_hash_links(batch)
                     for item in batch:
@@ -479,7 +276,8 @@ class Scanner:
             except KeyError:
                 raise AgentError(f"there is no store called {store_name!r}") from None
         else:
-            store = next((s for s in self.config.stores if self._covers(s, path)), None)
+            store = next((s for s in self.config.stores
+                          if covers(self._globs[s.name], self._excludes[s.name], path)), None)
         if store is None:
             raise AgentError(f"{path} is not in any configured store")
         fresh: dict[str, _Cached] = {}
@@ -488,161 +286,11 @@ class Scanner:
         assert fs is not None
         return fs
 
-    # ----------------------------------------------------------------- walking
-
-    def _covers(self, store: StoreConfig, path: str) -> bool:
-        excludes = self._excludes[store.name]
-        if excludes(os.path.basename(path), path):
-            return False
-        for g in self._globs[store.name]:
-            if g.literal:
-                if g.base == path:
-                    return True
-                continue
-            try:
-                rel = os.path.relpath(path, g.base)
-            except ValueError:       # another drive (Windows)
-                continue
-            if rel == os.pardir or rel.startswith(os.pardir + os.sep):
-                continue
-            state: _State | None = g.start()
-            names = rel.split(os.sep)
-            for d in names[:-1]:
-                state = g.step(state, d) if state is not None else None
-            if state is not None and state.matches_file(names[-1]):
-                return True
-        return False
-
-    def _candidates(self, store: StoreConfig) -> Iterator[list[_Candidate]]:
-        """Batches of ``(path, literal, stat result or OSError)`` for paths matching the store's globs,
-        and walk problems (batches spare a generator round trip per file)."""
-        excludes = self._excludes[store.name]
-        for g in self._globs[store.name]:
-            if g.literal:
-                if not excludes(os.path.basename(g.base), g.base):
-                    try:
-                        st: _StatOrError = os.stat(g.base) if store.follow_symlinks else os.lstat(g.base)
-                    except OSError as e:
-                        st = e
-                    yield [(g.base, True, st)]
-            else:
-                yield from self._walk(store, g, excludes)
-
-    def _walk(self, store: StoreConfig, g: GlobPattern, excludes: _Excludes) -> Iterator[list[_Candidate]]:
-        follow = store.follow_symlinks
-        guess = store.type
-        has_excludes = excludes.active
-        try:
-            st = os.stat(g.base)
-        except FileNotFoundError:
-            log.debug("store %r: %s does not exist; nothing matches %s", store.name, g.base, g.pattern)
-            return
-        except OSError as e:
-            yield [self._dir_problem(guess, g.base, e)]
-            return
-        if not stat.S_ISDIR(st.st_mode):
-            log.debug("store %r: %s is not a directory; nothing matches %s", store.name, g.base, g.pattern)
-            return
-        visited: set[tuple[int, int]] = {(st.st_dev, st.st_ino)}
-        # stack of (directory, matching state, ancestors' (dev, ino))
-        stack: list[tuple[str, _State, frozenset[tuple[int, int]]]] = [
-            (g.base, g.start(), frozenset(visited))
-        ]
-        sep = os.sep
-        while stack:
-            dirpath, state, ancestors = stack.pop()
-            prefix = dirpath if dirpath.endswith(sep) else dirpath + sep
-            dfd = -1
-            try:
-                if _SCANDIR_FD:
-                    # Entries of a directory opened by descriptor are stat'ed relative to it
-                    # (fstatat), which spares the kernel the walk down the whole path.
-                    dfd = os.open(dirpath, _DIR_FLAGS)
-                    it = os.scandir(dfd)
-                else:
-                    it = os.scandir(dirpath)
-            except FileNotFoundError:
-                if dfd >= 0:
-                    os.close(dfd)
-                continue                  # removed while we walked
-            except OSError as e:
-                if dfd >= 0:
-                    os.close(dfd)
-                yield [self._dir_problem(guess, dirpath, e)]
-                continue
-            matches_file = state.fast_match
-            subdirs = []
-            batch: list[_Candidate] = []
-            append = batch.append
-            try:
-                with it:
-                    for entry in it:
-                        name = entry.name
-                        try:
-                            is_dir = entry.is_dir(follow_symlinks=follow)
-                        except OSError:
-                            is_dir = False       # a looping link: reported as a file below
-                        if is_dir:
-                            subdirs.append(entry)
-                        elif matches_file(name):
-                            if not follow and entry.is_symlink():
-                                continue
-                            path = prefix + name
-                            if has_excludes and excludes(name, path):
-                                continue
-                            try:
-                                fst: _StatOrError = entry.stat(follow_symlinks=follow)
-                            except OSError as e:
-                                fst = e
-                            append((path, False, fst))
-                            if len(batch) >= _BATCH:
-                                yield batch
-                                batch = []
-                                append = batch.append
-                    for entry in subdirs:
-                        name = entry.name
-                        nxt = g.step(state, name)
-                        if nxt is None:
-                            continue
-                        path = prefix + name
-                        if excludes(name, path):
-                            continue
-                        try:
-                            est = entry.stat(follow_symlinks=follow)
-                        except OSError as e:
-                            append(self._dir_problem(guess, path, e))
-                            continue
-                        ident = (est.st_dev, est.st_ino)
-                        if ident in ancestors:
-                            append(ScanProblem(
-                                guess, path, "", "symlink_loop",
-                                f"this directory link leads back to {os.path.realpath(path)}, one of its "
-                                "parent directories; not entered",
-                            ))
-                            continue
-                        if ident in visited:
-                            log.debug("store %r: %s was already walked through another link", store.name, path)
-                            continue
-                        visited.add(ident)
-                        stack.append((path, nxt, ancestors | {ident}))
-            finally:
-                if dfd >= 0:
-                    os.close(dfd)
-            if batch:
-                yield batch
-
-    @staticmethod
-    def _dir_problem(guess: str, path: str, e: OSError) -> ScanProblem:
-        if e.errno == errno.ELOOP:
-            return ScanProblem(guess, path, "", "symlink_loop", "this directory is a symbolic link loop")
-        why = "permission denied" if isinstance(e, PermissionError) else (e.strerror or type(e).__name__)
-        return ScanProblem(guess, path, "", "unreadable", f"the directory cannot be read ({why})")
-
     # ----------------------------------------------------------------- reading
 
     def _scan_file(
         self, path: str, store: StoreConfig, pw: _StorePassword, literal: bool, fresh: dict[str, _Cached],
-        st: _StatOrError | None,
+        st: StatOrError | None,
     ) -> FileScan | None:
         """Read one file (its stat result, or the error stat'ing it, may come from the walk)."""
         c = self.counters
@@ -811,7 +459,7 @@ def _strip(e: FoundCert) -> FoundCert:
                      e.entry_type, e.file_owner, e.file_group, e.file_mode, e.file_mtime, e.labels, e.role)
 
 
-def _names_before_hash_links(batch: list[_Candidate]) -> list[_Candidate]:
+def _names_before_hash_links(batch: list[Candidate]) -> list[Candidate]:
     """The batch with OpenSSL hash links (``5a4d6896.0``) last, so a trust store file keeps its real name."""
     return sorted(batch, key=lambda item: item.__class__ is not ScanProblem
                   and is_hash_link_name(os.path.basename(item[0])))  # type: ignore[index]
