@@ -8,6 +8,7 @@ the result), so a restart of the agent loses nothing either.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import pathlib
 import queue
@@ -24,6 +25,7 @@ from agent.errors import AgentError
 from agent.fsutil import atomic_write
 from agent.inventory import LocationKey
 from agent.keys import load_pem_private_key, make_csr, new_key, private_key_pem
+from agent.netscan.records import ScanProgress
 from certfleet.v1 import agent_pb2, agent_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -87,7 +89,7 @@ class CommandHandler:
         self.installer = installer
         self.on_installed = on_installed or (lambda: None)
         self.full_report_requested = threading.Event()
-        self.network_scans = None   # agent.discovery.netscan.NetworkScans, set by the service (runs scans off this thread)
+        self.network_scans = None   # agent.netscan.runner.NetworkScans, set by the service (runs scans off this thread)
 
     def handle(self, cmd: agent_pb2.CollectorCommand) -> list[agent_pb2.JobUpdate]:
         kind = cmd.WhichOneof("body")
@@ -183,10 +185,10 @@ class CommandStream:
         self.connected = threading.Event()
         self._out: queue.Queue[agent_pb2.AgentMessage | None] | None = None
 
-    def send(self, msg: agent_pb2.AgentMessage | agent_pb2.NetworkScanProgress) -> bool:
+    def send(self, msg: agent_pb2.AgentMessage | ScanProgress) -> bool:
         """Send a message on the open stream from any thread; False when not connected (it is dropped)."""
-        if isinstance(msg, agent_pb2.NetworkScanProgress):
-            msg = agent_pb2.AgentMessage(scan_progress=msg)
+        if isinstance(msg, ScanProgress):
+            msg = agent_pb2.AgentMessage(scan_progress=agent_pb2.NetworkScanProgress(**dataclasses.asdict(msg)))
         out = self._out
         if out is None:
             return False

@@ -10,11 +10,14 @@ import grpc
 
 from agent.commands import CommandHandler, CommandStream, JobDir
 from agent.config import AgentConfig
-from agent.discovery.netscan import ReportGate, network_scans_for
+from agent.netscan.runner import ReportGate, network_scans_for
 from agent.errors import AgentError
 from agent.identity import AgentIdentity, identity_dir, load_identity, make_key_and_csr, save_identity
 from agent.scan.scanner import Scanner
-from agent.sources import build_sources
+from agent.sources.base import LocationSource
+from agent.sources.endpoints import EndpointSource
+from agent.sources.windows_store import WindowsStoreSource
+from agent.windows.api import default_api
 from agent.sync import SyncError, SyncOutcome, Syncer, describe_rpc_error
 from agent.inventory import LocationKey
 from certfleet.v1 import agent_pb2, agent_pb2_grpc
@@ -36,6 +39,14 @@ def next_delay(failures: int, interval: float, rng: random.Random) -> float:
         return interval * rng.uniform(0.9, 1.1)
     cap = min(BACKOFF_MAX, BACKOFF_START * 2 ** (failures - 1), interval)
     return rng.uniform(cap / 2, cap)
+
+
+def build_sources(config: AgentConfig) -> list[LocationSource]:
+    """The location sources this agent's config asks for, in report order (besides the file stores)."""
+    sources: list[LocationSource] = [EndpointSource(config)]   # local listeners, [endpoints] targets, network scans
+    if config.windows.enabled:                                  # [windows] enabled: default true on Windows only
+        sources.append(WindowsStoreSource(config.windows, default_api(), config.labels))
+    return sources
 
 
 class AgentService:

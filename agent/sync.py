@@ -25,7 +25,7 @@ from agent.errors import AgentError
 from agent.discovery.annotate import FileAnnotator
 from agent.inventory import MATCHES, MISMATCH, NO_KEY, UNKNOWN, FoundCert, ScanProblem
 from agent.scan.scanner import Scanner
-from agent.sources import LocationSource, SourceError
+from agent.sources.base import LocationSource, SourceError
 from agent.state import SyncState, key_from_str, key_str, load_state, save_state
 from certfleet.v1 import agent_pb2, agent_pb2_grpc, common_pb2
 

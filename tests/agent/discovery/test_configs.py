@@ -3,11 +3,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from agent.discovery.configs import (
-    FileAccess, cmdline_paths, config_refs, jvm_refs, parse_apache, parse_crt_list, parse_haproxy, parse_nginx,
-    parse_postfix_main, parse_postfix_master, parse_tomcat_server_xml, read_apache, read_haproxy, read_nginx,
-    read_postfix, read_tomcat, server_kind,
-)
+from agent.discovery.servers import FileAccess, cmdline_paths, config_refs, server_kind
+from agent.discovery.servers.apache import parse_apache, read_apache
+from agent.discovery.servers.haproxy import parse_crt_list, parse_haproxy, read_haproxy
+from agent.discovery.servers.java import jvm_refs, parse_tomcat_server_xml, read_tomcat
+from agent.discovery.servers.nginx import parse_nginx, read_nginx
+from agent.discovery.servers.postfix import parse_postfix_main, parse_postfix_master, read_postfix
 
 # --------------------------------------------------------------------------- nginx
 

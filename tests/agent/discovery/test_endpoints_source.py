@@ -9,9 +9,10 @@ import pytest
 
 from agent.config import load_config
 from agent.discovery.listeners import local_listeners
-from agent.discovery.source import EndpointSource
+from agent.sources.endpoints import EndpointSource
 from agent.errors import ConfigError
-from agent.sources import SourceError, build_sources
+from agent.service import build_sources
+from agent.sources.base import SourceError
 from agent.sync import location_msg
 
 from tests.helpers.agent_stores import store_toml, write_config

@@ -12,8 +12,10 @@ import pytest
 
 from agent.commands import CommandHandler
 from agent.config import load_config
-from agent.discovery.netscan import NetworkScans, ReportGate, ScanRefused, load_record, plan_scan
-from agent.discovery.source import EndpointSource
+from agent.netscan.plan import ScanRefused, plan_scan
+from agent.netscan.records import load_record
+from agent.netscan.runner import NetworkScans, ReportGate
+from agent.sources.endpoints import EndpointSource
 from certfleet.v1 import agent_pb2
 
 from tests.helpers.agent_stores import write_config

@@ -74,8 +74,8 @@ def test_windows_section_errors_name_the_line(tmp_path: Path, body: str, message
 
 
 def test_build_sources_adds_the_windows_source_when_enabled(tmp_path: Path) -> None:
-    from agent.sources import build_sources
-    from agent.windows.store_source import WindowsStoreSource
+    from agent.service import build_sources
+    from agent.sources.windows_store import WindowsStoreSource
 
     on = [s for s in build_sources(config(tmp_path, "enabled = true")) if isinstance(s, WindowsStoreSource)]
     assert len(on) == 1 and on[0].store_types == frozenset({"windows"})

@@ -1,6 +1,6 @@
 """TLS endpoints as inventory locations (store_type ``endpoint``).
 
-:class:`EndpointSource` is a :class:`~agent.sources.LocationSource`. Each report it
+:class:`EndpointSource` is a :class:`~agent.sources.base.LocationSource`. Each report it
 
 1. lists the TCP ports this host listens on (psutil; not the agent's own, not
    ``[endpoints] exclude_ports``) and adds the ``[endpoints] targets``;
@@ -8,7 +8,7 @@
    STARTTLS on 25/587 (smtp), 143 (imap), 110 (pop3) and configured ports;
 3. probes every endpoint that spoke TLS again once per SNI name: the DNS SANs
    of the certificates in this agent's file stores (at most ``max_sni_names``);
-4. adds the results of network scans run for the collector (agent/discovery/netscan.py).
+4. adds the results of network scans run for the collector (agent/netscan/).
 
 Each endpoint that presented a certificate becomes a location
 ``LocationKey("endpoint", "host:port", sni, 0)`` with the leaf, plus one per
@@ -29,15 +29,15 @@ from typing import Callable, Iterable, Sequence
 from cryptography import x509
 
 from agent.config import AgentConfig
-from agent.errors import AgentError
-from agent.inventory import CERTIFICATE, NO_KEY, TRUST_ANCHOR, EndpointFacts, FoundCert, LocationKey, ScanProblem
-from agent.sources import SourceError, SourceResult
-
-from agent.endpoints.survey import Observation, Target, survey
 from agent.discovery.listeners import Listener, local_listeners
-from agent.discovery.netscan import load_records
 from agent.endpoints.settings import EndpointSettings
 from agent.endpoints.starttls import default_starttls
+from agent.endpoints.survey import Observation, Target, survey
+from agent.errors import AgentError
+from agent.inventory import CERTIFICATE, NO_KEY, TRUST_ANCHOR, EndpointFacts, FoundCert, LocationKey, ScanProblem
+from agent.netscan.records import load_records
+from agent.scan.scanner import Scanner
+from agent.sources.base import SourceError, SourceResult
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +100,6 @@ class StoreNames:
     """
 
     def __init__(self, config: AgentConfig) -> None:
-        from agent.scan.scanner import Scanner
-
         self.scanner = Scanner(config)
         self._by_fp: dict[str, tuple[str, ...]] = {}
 

@@ -18,7 +18,7 @@ from typing import Mapping
 from agent.inventory import (CERTIFICATE, MATCHES, MISMATCH, NO_KEY, PRIVATE_KEY_ENTRY, SERVICE, TRUST_ANCHOR,
                              UNKNOWN, FoundCert, IisBinding, LocationKey, ScanProblem, WindowsEntry)
 from agent.keys import same_public_key
-from agent.sources import SourceError, SourceResult
+from agent.sources.base import SourceError, SourceResult
 from agent.windows.api import WindowsApi
 from agent.windows.errors import RecordFormatError, StoreNotFound, WindowsApiError, WindowsStoreError, \
     WindowsUnavailable
@@ -64,7 +64,7 @@ def key_state(record: StoreRecord) -> tuple[bool, str, str]:
 
 
 class WindowsStoreSource:
-    """A :class:`~agent.sources.LocationSource` for LocalMachine certificate stores and IIS bindings."""
+    """A :class:`~agent.sources.base.LocationSource` for LocalMachine certificate stores and IIS bindings."""
 
     name = "windows certificate store"
     store_types = frozenset({STORE_TYPE})

@@ -1,4 +1,4 @@
-"""Locations that do not come from store files: TLS endpoints, the Windows certificate store.
+"""The contract of a location source: locations that do not come from store files.
 
 A :class:`LocationSource` is asked once per report for everything it sees now.
 File stores go through :mod:`agent.scan.scanner` (with its unchanged-file cache);
@@ -6,18 +6,21 @@ sources are cheap enough, or changing enough, to be collected in full every time
 A source that fails as a whole raises :class:`SourceError`: the report then keeps
 that source's locations as last acknowledged (a probe that could not run is not
 proof that the endpoints are gone) and carries a scan error with the reason.
+
+Implementations: :mod:`agent.sources.endpoints` (TLS endpoints), :mod:`agent.sources.windows_store`
+(the Windows certificate store and IIS). This module imports none of them; the agent's
+composition root (:mod:`agent.service`) chooses which sources a report asks.
 """
 from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from typing import Protocol
 
-from agent.config import AgentConfig
 from agent.errors import AgentError
 from agent.inventory import FoundCert, ScanProblem
 
-__all__ = ["LocationSource", "SourceResult", "SourceError", "build_sources"]
+__all__ = ["LocationSource", "SourceResult", "SourceError"]
 
 
 class SourceError(AgentError):
@@ -40,17 +43,3 @@ class LocationSource(Protocol):
     store_types: frozenset[str]       # the LocationKey.store_type values this source owns
 
     def collect(self, now: dt.datetime) -> SourceResult: ...
-
-
-def build_sources(config: AgentConfig) -> Sequence[LocationSource]:
-    """The sources this agent's config asks for, in report order."""
-    sources: list[LocationSource] = []
-    # agent/discovery/ (TLS endpoints) and agent/windows/ (certificate store, IIS) add theirs here.
-    from agent.discovery.source import EndpointSource   # local listeners, [endpoints] targets, network scan results
-    sources.append(EndpointSource(config))
-    windows = config.windows   # [windows] enabled: default true on Windows only
-    if windows.enabled:
-        from agent.windows.api import default_api
-        from agent.windows.store_source import WindowsStoreSource
-        sources.append(WindowsStoreSource(windows, default_api(), config.labels))
-    return sources
