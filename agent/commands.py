@@ -125,12 +125,12 @@ class CommandHandler:
         return agent_pb2.JobUpdate(job_id=p.job_id, state=agent_pb2.JOB_UPDATE_STATE_CSR_READY, csr_der=csr)
 
     def _challenge_file(self, location: agent_pb2.LocationKey, token: str) -> pathlib.Path:
-        from agent.install import _store_for
-
         if not _TOKEN.match(token):
             raise AgentError("the ACME token has characters a token cannot have")
         loc = LocationKey(location.store_type, location.path, location.alias, location.chain_index)
-        store = _store_for(self.config, loc, None)
+        store = self.config.store_for(loc.path)
+        if store is None:
+            raise AgentError(f"{loc.path} is not in any store of this agent's configuration")
         if not store.acme_webroot:
             raise AgentError(f"store {store.name!r} has no acme_webroot: this host cannot answer http-01 challenges")
         return pathlib.Path(store.acme_webroot) / ".well-known" / "acme-challenge" / token

@@ -12,6 +12,7 @@ from agent.commands import CommandHandler, CommandStream, JobDir
 from agent.config import AgentConfig
 from agent.netscan.runner import ReportGate, network_scans_for
 from agent.errors import AgentError
+from agent.install import install, request_for
 from agent.identity import AgentIdentity, identity_dir, load_identity, make_key_and_csr, save_identity
 from agent.scan.scanner import Scanner
 from agent.sources.base import LocationSource
@@ -111,13 +112,11 @@ class AgentService:
         from cryptography import x509
         from cryptography.hazmat.primitives.serialization import Encoding
 
-        from agent.install import InstallRequest, install
-
         loc = LocationKey(cmd.location.store_type, cmd.location.path, cmd.location.alias, cmd.location.chain_index)
         anchor = (x509.load_der_x509_certificate(cmd.trust_anchor_der).public_bytes(Encoding.PEM)
                   if cmd.trust_anchor_der else None)
         try:
-            req = InstallRequest.from_config(
+            req = request_for(
                 self.config, job_id=cmd.job_id, location=loc, key=key, cert_der=cmd.certificate_der,
                 chain_ders=list(cmd.chain_der), expected_old_fingerprint=cmd.expected_old_fingerprint,
                 ca_bundle=anchor,

@@ -1,8 +1,8 @@
 """Install a renewed certificate into the Windows certificate store and rebind IIS / http.sys to it.
 
-The same steps as the file pipeline (:mod:`agent.install`), with the same
-:class:`~agent.install.InstallResult` and step records, so the collector shows
-them the same way:
+The same steps as the file pipeline (:mod:`agent.install.files`), with the same
+:class:`~agent.install.pipeline.InstallResult` and step records, so the collector shows
+them the same way, and the same verification (:func:`agent.install.pipeline.await_served`):
 
 1. ``check``: the new certificate is for the key made on this host; the store
    still holds the certificate the registry expects at ``LocalMachine\\<store>``
@@ -40,19 +40,21 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import PrivateFormat, pkcs12
 from cryptography.x509.oid import NameOID
 
-from agent.errors import AgentError, InstallError, ProbeError
+from agent.config import AgentConfig
+from agent.errors import AgentError, InstallError
 from agent.fsutil import atomic_write
-from agent.install import FAILED, ROLLED_BACK, VERIFIED, InstallResult, Step, StepBook, StepFailed, backup_dir
+from agent.install.pipeline import (FAILED, ROLLED_BACK, VERIFIED, Installer, InstallResult, Judgement, OnStep, Step,
+                                    StepBook, StepFailed, backup_dir)
 from agent.inventory import LocationKey
 from agent.keys import PrivateKey, same_public_key
-from agent.probe import ProbeResult, probe, validate_chain
+from agent.probe import ProbeResult, validate_chain
 from agent.stores.base import split_chain
 from agent.windows.api import WindowsApi, default_api
 from agent.windows.errors import RecordFormatError, WindowsStoreError
@@ -60,12 +62,11 @@ from agent.windows.records import (CCS, HOSTNAMEPORT, STORE_LOCATION, SslBinding
                                    parse_sites, parse_sslcert, thumbprint_of)
 from agent.windows.settings import WindowsSettings
 
-__all__ = ["WindowsInstallRequest", "install_windows", "BACKUP_FILE", "make_pfx"]
+__all__ = ["WindowsInstallRequest", "WindowsInstaller", "install_windows", "BACKUP_FILE", "make_pfx"]
 
 log = logging.getLogger(__name__)
 
 BACKUP_FILE = "windows-bindings.json"
-OnStep = Callable[[str, str], None]
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,7 @@ class WindowsInstallRequest:
         return name
 
     @classmethod
-    def from_config(cls, config: Any, *, job_id: str, location: LocationKey, key: PrivateKey, cert_der: bytes,
+    def from_config(cls, config: AgentConfig, *, job_id: str, location: LocationKey, key: PrivateKey, cert_der: bytes,
                     chain_ders: tuple[bytes, ...] | list[bytes] = (), expected_old_fingerprint: str,
                     ca_bundle: bytes | None = None, **_ignored: Any) -> "WindowsInstallRequest":
         """The request for ``location`` with the agent's ``[windows]`` settings (file-store options do not apply)."""
@@ -128,18 +129,25 @@ def make_pfx(key: PrivateKey, cert_der: bytes, intermediates: list[bytes], passw
 
 @dataclass(frozen=True)
 class _Check:
-    """How one http.sys binding is checked by handshake."""
+    """How one http.sys binding is checked by handshake (a :class:`~agent.install.pipeline.VerifyTarget`)."""
 
     binding: SslBinding
     host: str                        # where to connect
     port: int
     sni: str | None                  # what the client sends
     name: str                        # what the chain must name
+    noun = "binding"
 
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         via = f" (via {host}:{self.port}" + (f", SNI {self.sni}" if self.sni else "") + ")"
         return f"{self.binding.endpoint}{via}"
+
+    def judge(self, r: ProbeResult, want: str, roots: bytes | None) -> Judgement:
+        """The chain must validate for the binding's name (the site's host name, or the certificate's)."""
+        invalid = "" if (r.validated and (self.sni or self.name == self.host)) else \
+            validate_chain(r.leaf_der, r.chain_ders, self.name, roots)
+        return Judgement(True, f"chain valid for {self.name}") if not invalid else Judgement(False, problem=invalid)
 
 
 _Abort = StepFailed   # one exception for a failed step across the pipelines (StepBook raises it too)
@@ -184,6 +192,7 @@ class _Run(StepBook):
         self.verify_seconds: float | None = None
         self.reload_seconds: float | None = None
         self.backup: Path | None = None
+        self.warnings: list[str] = []
         self.t0 = time.perf_counter()
 
     # ----------------------------------------------------------------- bookkeeping
@@ -375,7 +384,7 @@ class _Run(StepBook):
             out.append(_Check(b, host, b.port, None, name))
         return out
 
-    def _roots(self) -> bytes | None:
+    def _roots_for(self, target: _Check) -> bytes | None:  # type: ignore[override]
         if self.req.ca_bundle is not None:
             return self.req.ca_bundle
         _, roots = split_chain(self.req.chain_ders)
@@ -393,53 +402,6 @@ class _Run(StepBook):
                             time.perf_counter())
             return
         self._verify_each(step, checks, "binding", want, self.settings.verify_timeout, require_valid)
-
-    def _await(self, c: _Check, want: str, deadline: float, require_valid: bool) -> tuple[bool, str]:
-        roots = self._roots()
-        last: ProbeResult | None = None
-        error = ""
-        attempts = agreeing = 0
-        streak = 0.0
-        needed = max(1, self.req.confirmations)
-        while True:
-            attempts += 1
-            remaining = deadline - time.perf_counter()
-            try:
-                last = probe(c.host, c.port, c.sni, timeout=max(0.2, min(self.req.probe_timeout, remaining)),
-                             ca_bundle=roots)
-                error = ""
-                self.served = last.fingerprint
-                invalid = "" if (last.validated and (c.sni or c.name == c.host)) else \
-                    validate_chain(last.leaf_der, last.chain_ders, c.name, roots)
-                if last.fingerprint == want and (not invalid or not require_valid):
-                    now = time.perf_counter()
-                    if agreeing == 0:
-                        streak = now
-                    agreeing += 1
-                    if agreeing >= needed and now - streak >= self.req.settle:
-                        note = "chain valid for " + c.name if not invalid else f"chain not checked ({invalid})"
-                        return True, f"{c} serves {want} ({last.protocol}, {note}, {attempts} handshake(s))"
-                    if now >= deadline:
-                        break
-                    time.sleep(min(0.1, max(0.02, self.req.settle / max(needed - 1, 1))))
-                    continue
-                agreeing = 0
-                if last.fingerprint == want:
-                    error = invalid
-            except ProbeError as e:
-                error = str(e)
-                agreeing = 0
-            remaining = deadline - time.perf_counter()
-            if remaining <= 0:
-                break
-            time.sleep(min(0.1, remaining))
-        if last is None:
-            return False, f"binding {c} cannot be reached: {error}"
-        if last.fingerprint == want:
-            return False, f"binding {c} serves {want} but its chain does not validate: {error or 'not steadily'}"
-        if last.fingerprint == self.old_fp:
-            return False, f"binding {c} still serves {self.old_fp}"
-        return False, f"binding {c} serves {last.fingerprint}, not {want}"
 
     # step 6
     def cleanup(self) -> None:
@@ -505,6 +467,21 @@ class _Run(StepBook):
             return self.result(FAILED, f"{e.reason} (the new certificate was already in place and the old one is "
                                        "gone: nothing to roll back to)")
         return self.result(VERIFIED, "")
+
+
+class WindowsInstaller(Installer):
+    """The Windows certificate store pipeline (see the module doc) for ``windows`` locations."""
+
+    def request(self, config: AgentConfig, *, job_id: str, location: LocationKey, key: PrivateKey, cert_der: bytes,
+                chain_ders: tuple[bytes, ...] | list[bytes] = (), expected_old_fingerprint: str,
+                ca_bundle: bytes | None = None) -> WindowsInstallRequest:
+        return WindowsInstallRequest.from_config(
+            config, job_id=job_id, location=location, key=key, cert_der=cert_der, chain_ders=chain_ders,
+            expected_old_fingerprint=expected_old_fingerprint, ca_bundle=ca_bundle)
+
+    def install(self, request: WindowsInstallRequest, data_dir: str | os.PathLike[str],
+                on_step: OnStep | None = None) -> InstallResult:
+        return install_windows(request, data_dir, on_step)
 
 
 def install_windows(request: WindowsInstallRequest, data_dir: str | os.PathLike[str],
