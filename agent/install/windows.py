@@ -58,8 +58,9 @@ from agent.probe import ProbeResult, validate_chain
 from agent.stores.base import split_chain
 from agent.windows.api import WindowsApi, default_api
 from agent.windows.errors import RecordFormatError, WindowsStoreError
-from agent.windows.records import (CCS, HOSTNAMEPORT, STORE_LOCATION, SslBinding, StoreRecord, is_exportable,
-                                   parse_sites, parse_sslcert, thumbprint_of)
+from agent.windows.records import STORE_LOCATION, StoreRecord, is_exportable, thumbprint_of
+from agent.windows.sites import parse_sites
+from agent.windows.sslcert import CCS, HOSTNAMEPORT, SslBinding, parse_sslcert
 from agent.windows.settings import WindowsSettings
 
 __all__ = ["WindowsInstallRequest", "WindowsInstaller", "install_windows", "BACKUP_FILE", "make_pfx"]

@@ -22,8 +22,9 @@ from agent.sources.base import SourceError, SourceResult
 from agent.windows.api import WindowsApi
 from agent.windows.errors import RecordFormatError, StoreNotFound, WindowsApiError, WindowsStoreError, \
     WindowsUnavailable
-from agent.windows.records import (KEY_MISSING_CODES, STORE_LOCATION, StoreRecord, iis_bindings, is_exportable,
-                                   parse_sites, parse_sslcert, public_key_from_blob)
+from agent.windows.records import KEY_MISSING_CODES, STORE_LOCATION, StoreRecord, is_exportable, public_key_from_blob
+from agent.windows.sites import iis_bindings, parse_sites
+from agent.windows.sslcert import parse_sslcert
 from agent.windows.settings import TRUST_STORES, WindowsSettings
 
 __all__ = ["WindowsStoreSource", "key_state", "STORE_TYPE"]

@@ -31,8 +31,8 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 from cryptography.x509.oid import NameOID
 
 from agent.windows.errors import StoreNotFound, WindowsApiError
-from agent.windows.records import (CCS, IPPORT, KeyFacts, KeyProvInfo, SslBinding, StoreRecord, public_blob_of,
-                                   thumbprint_of)
+from agent.windows.records import KeyFacts, KeyProvInfo, StoreRecord, public_blob_of, thumbprint_of
+from agent.windows.sslcert import CCS, IPPORT, SslBinding
 
 IIS_APPID = "{4dc3e181-e14b-4a21-b022-59fc669b0914}"
 KSP = "Microsoft Software Key Storage Provider"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from agent.config import ConfigError, parse_config
-from agent.windows.records import SslBinding
+from agent.windows.sslcert import SslBinding
 
 
 def test_api_imports_on_linux_and_refuses_to_work() -> None:
