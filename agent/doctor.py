@@ -52,6 +52,8 @@ from pathlib import Path
 from typing import Iterable, TextIO
 
 from agent.errors import AgentError, ConfigError, IdentityError, PasswordUnavailable
+from agent.transport.identity import ACCEPTED, CALL_FAILED, NO_ANSWER, REFUSED
+from agent.transport.identity import check_identity as collector_check
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 
@@ -425,28 +427,20 @@ def _client_cert_refused(tls: ssl.SSLSocket, where: str) -> CheckResult | None:
 
 
 def _identity_accepted(ident, where: str, address: str, timeout: float) -> CheckResult:  # noqa: ANN001
-    import grpc
-
-    from certfleet.v1 import agent_pb2_grpc
-
-    with grpc.secure_channel(ident.endpoint, ident.channel_credentials()) as channel:
-        stub = agent_pb2_grpc.AgentServiceStub(channel)
-        try:
-            stub.Report(iter(()), timeout=timeout)
-        except grpc.RpcError as e:
-            code = e.code()
-            if code == grpc.StatusCode.INVALID_ARGUMENT:   # "empty report": the identity passed
-                return CheckResult("collector", OK, f"{where} ({address}) reachable; mutual TLS works and the "
-                                                    f"collector accepts agent {ident.agent_id}")
-            if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
-                return CheckResult("collector", FAIL, f"the collector refused agent {ident.agent_id}: {e.details()}",
-                                   "the agent was revoked or is unknown to this collector's registry: create a token "
-                                   "and enroll again with --force")
-            if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-                return CheckResult("collector", FAIL, f"the collector at {where} did not answer a call within "
-                                                      f"{timeout:g} s", "is it overloaded, or its database slow?")
-            return CheckResult("collector", FAIL, f"a call to the collector at {where} failed: "
-                                                  f"{code.name}: {e.details()}", "see the collector's log")
+    check = collector_check(ident, timeout)
+    if check.verdict == ACCEPTED:
+        return CheckResult("collector", OK, f"{where} ({address}) reachable; mutual TLS works and the "
+                                            f"collector accepts agent {ident.agent_id}")
+    if check.verdict == REFUSED:
+        return CheckResult("collector", FAIL, f"the collector refused agent {ident.agent_id}: {check.details}",
+                           "the agent was revoked or is unknown to this collector's registry: create a token "
+                           "and enroll again with --force")
+    if check.verdict == NO_ANSWER:
+        return CheckResult("collector", FAIL, f"the collector at {where} did not answer a call within "
+                                              f"{timeout:g} s", "is it overloaded, or its database slow?")
+    if check.verdict == CALL_FAILED:
+        return CheckResult("collector", FAIL, f"a call to the collector at {where} failed: "
+                                              f"{check.code}: {check.details}", "see the collector's log")
     return CheckResult("collector", WARN, f"the collector at {where} stored an empty report; expected a refusal",
                        "is this a certfleet collector?")
 

@@ -1,20 +1,17 @@
 """Enrollment: a key made here, a CSR and a single-use token sent over TLS that trusts only the pinned CA."""
 from __future__ import annotations
 
-import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from agent.config import AgentConfig
-from agent.errors import AgentError, IdentityError
+from agent.errors import EnrollError, IdentityError
+from agent.host import host_facts
 from agent.identity import AgentIdentity, identity_dir, load_identity, make_key_and_csr, save_identity
 from agent.pinning import fetch_pinned_ca
-from agent.sync import describe_rpc_error, host_info
-from certfleet.v1 import agent_pb2, agent_pb2_grpc
+from agent.transport import enrollment
 
-
-class EnrollError(AgentError):
-    pass
+__all__ = ["enroll", "read_token", "split_endpoint", "EnrollError", "TOKEN_ENV"]
 
 
 def split_endpoint(value: str) -> tuple[str, int]:
@@ -75,17 +72,7 @@ def enroll(
     ca_der = fetch_pinned_ca(host, port, ca_fingerprint, timeout)
     ca_pem = x509.load_der_x509_certificate(ca_der).public_bytes(Encoding.PEM)
     key, csr_der = make_key_and_csr()
-    creds = grpc.ssl_channel_credentials(root_certificates=ca_pem)
-    with grpc.secure_channel(collector, creds) as channel:
-        stub = agent_pb2_grpc.EnrollmentStub(channel)
-        try:
-            resp = stub.Enroll(
-                agent_pb2.EnrollRequest(token=token, csr_der=csr_der, host=host_info(config.hostname, dict(config.labels))),
-                timeout=timeout,
-            )
-        except grpc.RpcError as e:
-            raise EnrollError(f"enrollment refused: {e.details()}" if e.code() in (
-                grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.INVALID_ARGUMENT) else describe_rpc_error(e)) from None
+    resp = enrollment.enroll(collector, ca_pem, token, csr_der, host_facts(config.hostname, config.labels), timeout)
     endpoint = resp.agent_endpoint or f"{host}:{port}"
     ep_host, _, ep_port = endpoint.rpartition(":")
     if ep_host in ("0.0.0.0", "::", "[::]", ""):

@@ -106,7 +106,7 @@ def bench_probe(work: Path, endpoints: int, concurrency: int, runs: int) -> None
     from agent.config import load_config
     from agent.endpoints.survey import Target, probe_many
     from agent.discovery.listeners import local_listeners
-    from agent.discovery.source import EndpointSource
+    from agent.sources.endpoints import EndpointSource
 
     sites = make_sites(work, 4)
     proc, eps, prefix = start_servers(work, endpoints, sites)

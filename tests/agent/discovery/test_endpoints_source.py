@@ -13,7 +13,7 @@ from agent.sources.endpoints import EndpointSource
 from agent.errors import ConfigError
 from agent.service import build_sources
 from agent.sources.base import SourceError
-from agent.sync import location_msg
+from agent.transport.wire import location_out
 
 from tests.helpers.agent_stores import store_toml, write_config
 
@@ -70,12 +70,12 @@ def test_listeners_found_with_sni_names_from_the_stores(tmp_path, make_site, s_s
     assert all(not e.has_private_key and e.key.store_type == "endpoint" for e in res.entries)
 
     # into the report: Locations with endpoint facts
-    msg = location_msg(sni)
+    msg = location_out(sni)
     assert msg.key.store_type == "endpoint" and msg.key.path == ep and msg.key.alias == "mail.example.test"
     assert msg.fingerprint_sha256 == mail.fingerprint and msg.endpoint.sni == "mail.example.test"
     assert not msg.endpoint.chain_valid and msg.endpoint.validation_error == sni.endpoint.validation_error
     assert msg.endpoint.source == "local_listener" and msg.endpoint.port == web.port
-    assert list(location_msg(leaf).endpoint.chain_fingerprints) == [
+    assert list(location_out(leaf).endpoint.chain_fingerprints) == [
         hashlib.sha256(default.issued.chain_ders[0]).hexdigest()]
     assert msg.HasField("endpoint") and msg.endpoint.handshake_seconds > 0
 
