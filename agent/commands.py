@@ -74,6 +74,7 @@ class JobDir:
 
     def save_result(self, update: JobUpdate) -> None:
         """Keep the job's final update (JSON); once verified, the job's copy of the key is no longer needed."""
+        self.path.mkdir(parents=True, exist_ok=True, mode=0o700)   # a job whose key was never made here has none
         atomic_write(self.result_path, (json.dumps({"version": 1, "update": update.to_json()}, indent=2) + "\n")
                      .encode("utf-8"), 0o600)
         if update.state == VERIFIED:

@@ -99,3 +99,17 @@ def test_an_unreadable_result_lets_the_job_run_again(tmp_path: Path) -> None:
     assert job.result() is None
     assert handler.install(_command(JOB)).state == VERIFIED and installs == [JOB]
     assert json.loads(job.result_path.read_text())["update"]["state"] == "verified"
+
+
+def test_an_install_for_a_job_without_its_key_fails_visibly_and_is_recorded(tmp_path: Path) -> None:
+    """The data directory was reset (or the command came to the wrong host): no job directory at all.
+
+    The job fails with the reason, once; the failure is recorded like any result, so a resent
+    command gets the same answer instead of breaking the command stream.
+    """
+    installs: list[str] = []
+    handler = _handler(tmp_path, installs)
+    update = handler.install(_command(JOB))
+    assert update.state == FAILED and "no key was made on this host" in update.reason and installs == []
+    assert handler.job(JOB).result() == update
+    assert handler.install(_command(JOB)) == update
