@@ -10,7 +10,7 @@ import pytest
 
 from agent.config import load_config
 from agent.errors import AgentError
-from agent.localreport import cert_facts, days_left, render_scan
+from agent.cli.localreport import cert_facts, days_left, render_scan
 
 from tests.helpers.agent_stores import config_for, openssl, store_toml
 

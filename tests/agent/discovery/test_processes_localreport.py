@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from agent.config import load_config
-from agent.localreport import render_scan
+from agent.cli.localreport import render_scan
 
 from tests.helpers.install_sites import public_key_of
 

@@ -15,7 +15,7 @@ import pytest
 from agent.config import ConfigError, load_config
 from agent.scan.trust import TrustStores, entry_role, is_hash_link_name, is_jvm_cacerts
 from agent.inventory import SERVICE, TRUST_ANCHOR
-from agent.localreport import render_scan
+from agent.cli.localreport import render_scan
 from agent.scan.scanner import Scanner
 from agent.transport.wire import location_out
 

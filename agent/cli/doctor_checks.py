@@ -1,40 +1,9 @@
-"""``certfleet-agent doctor``: what is wrong with this agent, and what to do about it.
+"""The doctor's checks of this host: configuration, stores, data directory, identity, clock.
 
-Each check returns a :class:`CheckResult`: ``ok``, ``warn`` or ``fail``, a message that
-says what was found, and a hint that says what to do. The checks, in order:
-
-``config``
-    The configuration loads (TOML syntax and every key; the line is named), and only root
-    can change it (the agent runs its ``[reload.*]`` commands as root).
-``store``
-    One result per ``[[store]]``: the password source can be read, the paths match files,
-    and every file can be read and parsed (the real scanner reads them, as the service
-    would). Passwords are never shown, only where they were looked for.
-``data_dir``
-    The data directory exists (or can be made), is a directory, is writable (a file is
-    really created: a read-only mount shows up) and is private.
-``identity``
-    The enrolled identity is present and whole, valid now, and not close to expiring
-    without having been renewed.
-``collector``
-    The collector of the identity, step by step, so the failing step is named: DNS,
-    TCP connect (refused or timed out), TLS handshake with the agent's certificate against
-    the pinned collector CA (the collector's certificate, its name, and whether the
-    collector accepts the agent's certificate), then a real call that the collector answers
-    only after it has checked the agent's identity against its registry (revoked or unknown
-    identities are refused there). That call is an empty inventory report, which the
-    collector refuses as empty after the identity check and before it stores anything.
-``clock``
-    What the certificates can tell about this host's clock. The wire protocol carries no
-    server time, so this is indirect. It detects: a clock behind the collector's by more
-    than the 5 minutes the collector backdates what it issues (a certificate it issued is
-    not valid yet here), a clock past a certificate's expiry, and the skew at the last
-    enrollment or renewal (the time this host recorded against the certificate's issue
-    time, to within the call's duration). It cannot see a skew under about 5 minutes now,
-    nor a clock running ahead that has not yet passed an expiry: keep NTP running.
-
-All checks take the current time as an argument (an injected clock) and are plain
-functions; only ``collector`` touches the network, with a short timeout.
+Each returns a :class:`CheckResult` (``ok``, ``warn`` or ``fail``, what was found, what to do);
+all take the current time as an argument and touch nothing but local files. The check of the
+collector itself, over the network, is :mod:`agent.cli.doctor_collector`; the command that
+runs them all is :mod:`agent.cli.doctor`.
 """
 from __future__ import annotations
 
@@ -43,17 +12,18 @@ import errno
 import json
 import os
 import re
-import socket
-import ssl
 import stat
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable, TextIO
 
+from agent.config import load_config
 from agent.errors import AgentError, ConfigError, IdentityError, PasswordUnavailable
-from agent.transport.identity import ACCEPTED, CALL_FAILED, NO_ANSWER, REFUSED
-from agent.transport.identity import check_identity as collector_check
+from agent.identity import NOT_ENROLLED, identity_dir, load_identity
+from agent.scan.scanner import Scanner
+
+__all__ = ["CheckResult", "OK", "WARN", "FAIL", "check_config", "check_stores", "check_data_dir", "check_identity",
+           "check_clock", "DEFAULT_TIMEOUT"]
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 
@@ -90,8 +60,6 @@ class CheckResult:
 
 def check_config(path: str | os.PathLike[str]):  # noqa: ANN201 - (CheckResult, AgentConfig | None)
     """Load the configuration; on error name the line. Returns (result, config or None)."""
-    from agent.config import load_config
-
     p = Path(path).expanduser().absolute()
     try:
         config = load_config(p)
@@ -147,8 +115,6 @@ class _Tally:
 
 def check_stores(config) -> list[CheckResult]:  # noqa: ANN001 - AgentConfig
     """One result per store: password source, matching files, every file read by the real scanner."""
-    from agent.scan.scanner import Scanner
-
     tally = {s.name: _Tally() for s in config.stores}
     try:
         for fs in Scanner(config).scan(force=True):
@@ -244,8 +210,6 @@ def _writable(directory: Path) -> OSError | None:
 
 def check_identity(data_dir: Path, now: dt.datetime):  # noqa: ANN201 - (CheckResult, AgentIdentity | None)
     """The enrolled identity: present, whole, valid at ``now``, renewed in time."""
-    from agent.identity import NOT_ENROLLED, identity_dir, load_identity
-
     directory = identity_dir(data_dir)
     try:
         ident = load_identity(directory)
@@ -278,184 +242,6 @@ def check_identity(data_dir: Path, now: dt.datetime):  # noqa: ANN201 - (CheckRe
             "the running agent renews it at two thirds of its lifetime: is certfleet-agent.service running, "
             "and can it reach the collector?"), ident
     return CheckResult("identity", OK, f"{who}: valid until {ident.not_after.isoformat()} ({_ago(left)} left)"), ident
-
-
-# --------------------------------------------------------------------------- collector
-
-
-def split_endpoint(endpoint: str) -> tuple[str, int]:
-    host, sep, port = endpoint.rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise ValueError(f"not HOST:PORT: {endpoint!r}")
-    return host.strip("[]"), int(port)
-
-
-def check_collector(ident, timeout: float = DEFAULT_TIMEOUT):  # noqa: ANN001, ANN201 - (CheckResult, server cert DER | None)
-    """DNS, TCP, mutual TLS against the pinned CA, then the collector's own identity check."""
-    name = "collector"
-    try:
-        host, port = split_endpoint(ident.endpoint)
-    except ValueError as e:
-        return CheckResult(name, FAIL, f"the identity names no usable collector endpoint: {e}",
-                           f"enroll again (the endpoint is kept in {ident.meta_path})"), None
-    where = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
-
-    # 1. DNS
-    try:
-        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)   # a name that does not resolve is told apart
-    except socket.gaierror as e:
-        return CheckResult(name, FAIL, f"cannot resolve {host}: {e.strerror}",
-                           "a DNS problem: check the name and /etc/resolv.conf (the endpoint comes from "
-                           f"enrollment, in {ident.meta_path})"), None
-    # 2. TCP
-    try:
-        sock = socket.create_connection((host, port), timeout=timeout)
-    except ConnectionRefusedError:
-        return CheckResult(name, FAIL, f"connection refused by {where}: nothing listens there",
-                           "is certfleet-collector running, and is this its `listen` (or `advertise`) address?"), None
-    except (socket.timeout, TimeoutError):
-        return CheckResult(name, FAIL, f"no answer from {where} within {timeout:g} s",
-                           "a firewall drops the packets, or the host is down; the agent only dials out, "
-                           f"to port {port}"), None
-    except OSError as e:
-        return CheckResult(name, FAIL, f"cannot connect to {where}: {e.strerror or e}",
-                           "check routing and firewalls between this host and the collector"), None
-    address = sock.getpeername()[0]
-
-    # 3. TLS, both ways
-    with sock:
-        try:
-            ctx = _tls_context(ident)
-        except OSError as e:
-            return CheckResult(name, FAIL, f"cannot read the agent's key or certificate: {e.strerror or e}",
-                               "run doctor as root, as the service runs"), None
-        except ssl.SSLError as e:
-            return CheckResult(name, FAIL, f"the agent's key or certificate cannot be used: {e.reason or e}",
-                               "enroll again with --force"), None
-        sock.settimeout(timeout)
-        try:
-            tls = ctx.wrap_socket(sock, server_hostname=host)
-        except ssl.SSLCertVerificationError as e:
-            return _verify_failed(e, host, port, where, timeout), _unverified_server_cert(host, port, timeout)
-        except (socket.timeout, TimeoutError):
-            return CheckResult(name, FAIL, f"{where} accepted the connection but the TLS handshake timed out "
-                                           f"({timeout:g} s)", "is it the collector's mutual-TLS `listen` port?"), None
-        except ssl.SSLError as e:
-            return _handshake_refused(e, where), _unverified_server_cert(host, port, timeout)
-        except OSError as e:
-            return CheckResult(name, FAIL, f"the TLS handshake with {where} failed: {e.strerror or e}",
-                               "is it the collector's mutual-TLS `listen` port?"), None
-        with tls:
-            server_der = tls.getpeercert(binary_form=True)
-            if tls.selected_alpn_protocol() != "h2":
-                return CheckResult(name, FAIL, f"{where} speaks TLS but not HTTP/2: not a gRPC server",
-                                   "is it the collector's `listen` port?"), server_der
-            refused = _client_cert_refused(tls, where)
-            if refused is not None:
-                return refused, server_der
-
-    # 4. the collector's own check of this identity (registry: enrolled, not revoked, current)
-    return _identity_accepted(ident, where, address, timeout), server_der
-
-
-def _tls_context(ident) -> ssl.SSLContext:  # noqa: ANN001
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_verify_locations(cadata=ident.ca_pem.decode("ascii", "replace"))
-    ctx.load_cert_chain(str(ident.cert_path), str(ident.key_path))
-    ctx.set_alpn_protocols(["h2"])
-    return ctx
-
-
-_NOT_YET_VALID, _EXPIRED, _HOSTNAME_MISMATCH = 9, 10, 62
-
-
-def _verify_failed(e: ssl.SSLCertVerificationError, host: str, port: int, where: str, timeout: float) -> CheckResult:
-    code = getattr(e, "verify_code", None)
-    if code == _NOT_YET_VALID:
-        return CheckResult("collector", FAIL, f"the collector's certificate at {where} is not valid yet by this "
-                                              "host's clock", "this host's clock is behind: synchronise it (NTP)")
-    if code == _EXPIRED:
-        return CheckResult("collector", FAIL, f"the collector's certificate at {where} has expired by this host's "
-                                              "clock", "check this host's clock; a running collector renews its "
-                                                       "certificate 30 days before expiry (restart it)")
-    if code == _HOSTNAME_MISMATCH:
-        return CheckResult("collector", FAIL, f"the collector's certificate does not name {host}",
-                           f"add {host} to server_names in collector.toml (the collector reissues its certificate "
-                           "on restart), or enroll again through a name it has")
-    return CheckResult("collector", FAIL,
-                       f"the server at {where} does not present a certificate of the collector CA this agent enrolled "
-                       f"with ({getattr(e, 'verify_message', '') or e.reason})",
-                       "another server answers at that address, or the collector's CA was replaced: enroll again")
-
-
-def _handshake_refused(e: ssl.SSLError, where: str) -> CheckResult:
-    reason = (e.reason or str(e)).lower()
-    if "alert" in reason:
-        return CheckResult("collector", FAIL, f"the collector at {where} refused this agent's TLS certificate "
-                                              f"({e.reason})",
-                           "the certificate is not from the collector's CA or has expired there: enroll again")
-    if "wrong_version" in reason or "record" in reason or "packet" in reason:
-        return CheckResult("collector", FAIL, f"{where} does not speak TLS ({e.reason})",
-                           "is it the collector's mutual-TLS `listen` port?")
-    return CheckResult("collector", FAIL, f"the TLS handshake with {where} failed: {e.reason or e}",
-                       "is it the collector's mutual-TLS `listen` port?")
-
-
-# HTTP/2: the client connection preface and an empty SETTINGS frame.
-_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
-
-
-def _client_cert_refused(tls: ssl.SSLSocket, where: str) -> CheckResult | None:
-    """With TLS 1.3 a server refuses a client certificate after the handshake: read and see."""
-    try:
-        tls.sendall(_H2_PREFACE)
-        head = tls.recv(9)
-    except ssl.SSLError as e:
-        return CheckResult("collector", FAIL, f"the collector at {where} refused this agent's TLS certificate "
-                                              f"({e.reason or e})",
-                           "the certificate is not from the collector's CA or has expired there: enroll again")
-    except (socket.timeout, TimeoutError):
-        return None   # nothing said yet; the gRPC call below decides
-    except OSError as e:
-        return CheckResult("collector", FAIL, f"the collector at {where} dropped the connection after the "
-                                              f"handshake ({e.strerror or e})", "enroll again")
-    if not head:
-        return CheckResult("collector", FAIL, f"the collector at {where} closed the connection after the TLS "
-                                              "handshake: it refused this agent's certificate", "enroll again")
-    return None
-
-
-def _identity_accepted(ident, where: str, address: str, timeout: float) -> CheckResult:  # noqa: ANN001
-    check = collector_check(ident, timeout)
-    if check.verdict == ACCEPTED:
-        return CheckResult("collector", OK, f"{where} ({address}) reachable; mutual TLS works and the "
-                                            f"collector accepts agent {ident.agent_id}")
-    if check.verdict == REFUSED:
-        return CheckResult("collector", FAIL, f"the collector refused agent {ident.agent_id}: {check.details}",
-                           "the agent was revoked or is unknown to this collector's registry: create a token "
-                           "and enroll again with --force")
-    if check.verdict == NO_ANSWER:
-        return CheckResult("collector", FAIL, f"the collector at {where} did not answer a call within "
-                                              f"{timeout:g} s", "is it overloaded, or its database slow?")
-    if check.verdict == CALL_FAILED:
-        return CheckResult("collector", FAIL, f"a call to the collector at {where} failed: "
-                                              f"{check.code}: {check.details}", "see the collector's log")
-    return CheckResult("collector", WARN, f"the collector at {where} stored an empty report; expected a refusal",
-                       "is this a certfleet collector?")
-
-
-def _unverified_server_cert(host: str, port: int, timeout: float) -> bytes | None:
-    """The collector's certificate without trusting it (for the clock check only)."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    try:
-        with socket.create_connection((host, port), timeout=timeout) as raw:
-            with ctx.wrap_socket(raw, server_hostname=host) as tls:
-                return tls.getpeercert(binary_form=True)
-    except (OSError, ssl.SSLError):
-        return None
 
 
 # --------------------------------------------------------------------------- clock
@@ -524,54 +310,6 @@ def _issued_locally(ident) -> dt.datetime | None:  # noqa: ANN001
     except ValueError:
         return None
     return when.replace(tzinfo=dt.timezone.utc) if when.tzinfo is None else when
-
-
-# --------------------------------------------------------------------------- all of it
-
-
-def run_doctor(config_path: str | os.PathLike[str], now: dt.datetime,
-               timeout: float = DEFAULT_TIMEOUT) -> list[CheckResult]:
-    """Every check, in order; later checks that need an earlier one's result are left out."""
-    results: list[CheckResult] = []
-    result, config = check_config(config_path)
-    results.append(result)
-    if config is None:
-        return results
-    results.extend(check_stores(config))
-    results.append(check_data_dir(config.data_dir))
-    result, ident = check_identity(config.data_dir, now)
-    results.append(result)
-    server_der = None
-    if ident is not None:
-        result, server_der = check_collector(ident, timeout)
-        results.append(result)
-    else:
-        results.append(CheckResult("collector", WARN, "not checked: there is no identity to connect with",
-                                   "enroll this agent first"))
-    results.append(check_clock(ident, server_der, now))
-    return results
-
-
-def exit_code(results: Iterable[CheckResult]) -> int:
-    """0 when nothing failed, 1 otherwise."""
-    return 1 if any(r.status == FAIL for r in results) else 0
-
-
-def render(results: list[CheckResult], fmt: str, out: TextIO, config_path: str, now: dt.datetime) -> None:
-    fails = sum(r.status == FAIL for r in results)
-    warns = sum(r.status == WARN for r in results)
-    if fmt == "json":
-        json.dump({"config": str(config_path), "checked_at": now.isoformat(), "ok": fails == 0,
-                   "failed": fails, "warnings": warns, "checks": [r.to_dict() for r in results]}, out, indent=2)
-        out.write("\n")
-        return
-    width = max(len(r.check) for r in results)
-    for r in results:
-        out.write(f"{r.status.upper():<5} {r.check:<{width}}  {r.message}\n")
-        if r.hint and r.status != OK:
-            out.write(f"{'':<5} {'':<{width}}  -> {r.hint}\n")
-    verdict = "all checks passed" if not fails and not warns else f"{fails} failed, {warns} warning(s)"
-    out.write(f"\n{verdict}\n")
 
 
 def _ago(delta: dt.timedelta) -> str:

@@ -18,6 +18,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 
 from agent.config import AgentConfig
+from agent.discovery.annotate import FileAnnotator
 from agent.errors import AgentError
 from agent.inventory import TRUST_ANCHOR, FoundCert, ScanProblem
 from agent.scan.scanner import ScanCounters, Scanner
@@ -363,8 +364,6 @@ def render_scan(config: AgentConfig, fmt: str, out: TextIO, now: dt.datetime) ->
     if fmt not in FORMATS:
         raise AgentError(f"unknown output format {fmt!r}; use one of: {', '.join(FORMATS)}")
     scanner = Scanner(config)
-    from agent.discovery.annotate import FileAnnotator
-
     annotator = FileAnnotator.from_config(config)
     annotation = annotator.begin(persist=False) if annotator is not None else None   # the agent service owns stale.json
     scans = scanner.scan(force=True)
