@@ -48,12 +48,11 @@ import time
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
 
 from agent.config import AgentConfig, Secret, VerifyEndpoint
 from agent.errors import PasswordUnavailable, ReloadFailed, StoreWriteError
 from agent.install.pipeline import (FAILED, ROLLED_BACK, VERIFIED, Installer, InstallResult, Judgement, OnStep,
-                                    Step, StepBook, StepFailed, backup_dir)
+                                    Step, StepBook, StepFailed, backup_dir, chain_roots_pem)
 from agent.install.file_request import InstallRequest
 from agent.install.reverter import FileState, load_backup, restore, save_backup
 from agent.inventory import LocationKey
@@ -366,10 +365,7 @@ class _Run(StepBook):
                     return f.read()
             except OSError as e:
                 raise _Abort(f"the CA file {ep.ca_file} of endpoint {ep} cannot be read ({e.strerror or e})") from None
-        _, roots = split_chain(self.req.chain_ders)
-        if roots:
-            return b"".join(x509.load_der_x509_certificate(r).public_bytes(Encoding.PEM) for r in roots)
-        return None
+        return chain_roots_pem(self.req.chain_ders)
 
     def rollback(self, reason: str) -> InstallResult:
         """Step 6: restore, reload, verify the old certificate is served."""

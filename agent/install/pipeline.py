@@ -27,15 +27,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol, Sequence
 
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
 from agent.config import AgentConfig
 from agent.errors import ProbeError
 from agent.inventory import LocationKey
 from agent.keys import PrivateKey
 from agent.probe import ProbeResult, probe
+from agent.stores.base import split_chain
 
 __all__ = [
     "Installer", "InstallResult", "Step", "StepFailed", "StepBook", "VerifyTarget", "Judgement", "Served",
-    "await_served", "backup_dir", "OnStep", "VERIFIED", "ROLLED_BACK", "FAILED", "STEPS",
+    "await_served", "backup_dir", "chain_roots_pem", "OnStep", "VERIFIED", "ROLLED_BACK", "FAILED", "STEPS",
 ]
 
 log = logging.getLogger(__name__)
@@ -123,6 +127,14 @@ class Installer(ABC):
     @abstractmethod
     def install(self, request: Any, data_dir: str | os.PathLike[str], on_step: OnStep | None = None) -> InstallResult:
         """Run the pipeline; never raises for a failed install: see ``result.state``."""
+
+
+def chain_roots_pem(chain_ders: Sequence[bytes]) -> bytes | None:
+    """The self-signed certificates at the end of an issued chain, as PEM roots to validate with (None: none)."""
+    _, roots = split_chain(chain_ders)
+    if not roots:
+        return None
+    return b"".join(x509.load_der_x509_certificate(r).public_bytes(Encoding.PEM) for r in roots)
 
 
 def backup_dir(data_dir: str | os.PathLike[str], job_id: str) -> Path:

@@ -51,7 +51,7 @@ from agent.config import AgentConfig
 from agent.errors import AgentError, InstallError
 from agent.fsutil import atomic_write
 from agent.install.pipeline import (FAILED, ROLLED_BACK, VERIFIED, Installer, InstallResult, Judgement, OnStep, Step,
-                                    StepBook, StepFailed, backup_dir)
+                                    StepBook, StepFailed, backup_dir, chain_roots_pem)
 from agent.inventory import LocationKey
 from agent.keys import PrivateKey, same_public_key
 from agent.probe import ProbeResult, validate_chain
@@ -386,14 +386,7 @@ class _Run(StepBook):
         return out
 
     def _roots_for(self, target: _Check) -> bytes | None:  # type: ignore[override]
-        if self.req.ca_bundle is not None:
-            return self.req.ca_bundle
-        _, roots = split_chain(self.req.chain_ders)
-        if roots:
-            from cryptography.hazmat.primitives.serialization import Encoding
-
-            return b"".join(x509.load_der_x509_certificate(r).public_bytes(Encoding.PEM) for r in roots)
-        return None
+        return self.req.ca_bundle if self.req.ca_bundle is not None else chain_roots_pem(self.req.chain_ders)
 
     def verify(self, step: str, want: str, require_valid: bool, bindings: list[SslBinding] | None = None) -> None:
         checks = self.checks(self.targets if bindings is None else bindings)
@@ -471,7 +464,13 @@ class _Run(StepBook):
 
 
 class WindowsInstaller(Installer):
-    """The Windows certificate store pipeline (see the module doc) for ``windows`` locations."""
+    """The Windows certificate store pipeline (see the module doc) for ``windows`` locations.
+
+    ``api``: the Windows boundary (default: the real one, made at each install).
+    """
+
+    def __init__(self, api: WindowsApi | None = None) -> None:
+        self.api = api
 
     def request(self, config: AgentConfig, *, job_id: str, location: LocationKey, key: PrivateKey, cert_der: bytes,
                 chain_ders: tuple[bytes, ...] | list[bytes] = (), expected_old_fingerprint: str,
@@ -482,7 +481,7 @@ class WindowsInstaller(Installer):
 
     def install(self, request: WindowsInstallRequest, data_dir: str | os.PathLike[str],
                 on_step: OnStep | None = None) -> InstallResult:
-        return install_windows(request, data_dir, on_step)
+        return install_windows(request, data_dir, on_step, api=self.api)
 
 
 def install_windows(request: WindowsInstallRequest, data_dir: str | os.PathLike[str],
