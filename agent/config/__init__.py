@@ -17,7 +17,7 @@ The feature settings modules import nothing from here (they are handed a
 :class:`~agent.config.values.Table`), so there is no way back.
 
 Adding a section: its dataclass and parser in the feature's ``settings.py``, a typed field
-on :class:`AgentConfig`, one line in :data:`SECTIONS`.
+on :class:`AgentConfig`, its name in :data:`SECTIONS` and one line in :func:`parse_config`.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ import stat
 import sys
 import tomllib
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from agent.config.core import (
     DEFAULT_RELOAD_TIMEOUT, DEFAULT_VERIFY_TIMEOUT, STORE_ROLES, STORE_TYPES, TOP_KEYS, AgentConfig, ReloadAction,
@@ -45,13 +45,9 @@ __all__ = [
     "SECTIONS",
 ]
 
-#: Feature sections: [name] -> (its parser, how errors name it). Each becomes the AgentConfig field of that name;
-#: an absent section is parsed from {} so features get their defaults.
-SECTIONS: dict[str, tuple[Callable[[Table], Any], bool]] = {
-    "endpoints": (parse_endpoints, False),      # "[endpoints]: msg"
-    "discovery": (parse_discovery, True),       # "[discovery] key: msg"
-    "windows": (parse_windows, True),           # "[windows] key: msg"
-}
+#: The feature sections, each parsed by its feature into the AgentConfig field of the same name (an absent
+#: section is parsed from {}, so features get their defaults).
+SECTIONS = ("endpoints", "discovery", "windows")
 
 
 def load_config(path: str | os.PathLike[str]) -> AgentConfig:
@@ -123,13 +119,16 @@ def parse_config(text: str, path: Path | None = None, world_readable: bool = Fal
             )
         stores.append(store)
 
-    sections: dict[str, Any] = {}
-    for name, (parse_section, keyed) in SECTIONS.items():
-        raw_section = doc.get(name, {})
-        if not isinstance(raw_section, dict):
-            raise ConfigError(f"{where(None, 0, name)}: {name!r} must be a table ([{name}])")
-        sections[name] = parse_section(Table(raw_section, where, name, keyed=keyed, base=base))
-
     return AgentConfig(
-        config_path=path, **agent, stores=tuple(stores), collector=collector, reload_actions=actions, **sections,
+        config_path=path, **agent, stores=tuple(stores), collector=collector, reload_actions=actions,
+        endpoints=parse_endpoints(_section(doc, "endpoints", where, base)),             # "[endpoints]: msg"
+        discovery=parse_discovery(_section(doc, "discovery", where, base, keyed=True)),  # "[discovery] key: msg"
+        windows=parse_windows(_section(doc, "windows", where, base, keyed=True)),        # "[windows] key: msg"
     )
+
+
+def _section(doc: dict[str, Any], name: str, where: Where, base: Path, keyed: bool = False) -> Table:
+    raw = doc.get(name, {})
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where(None, 0, name)}: {name!r} must be a table ([{name}])")
+    return Table(raw, where, name, keyed=keyed, base=base)
