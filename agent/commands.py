@@ -28,14 +28,14 @@ from agent.jobs import (CHALLENGE_FAILED, CHALLENGE_READY, CSR_READY, FAILED, RO
                         RequestFullReport, ScanRequest, UnknownCommand)
 from agent.keys import PrivateKey, load_pem_private_key, make_csr, new_key, private_key_pem
 
-__all__ = ["CommandHandler", "JobDir", "Installer", "LegacyResultReader"]
+__all__ = ["CommandHandler", "JobDir", "JobInstaller", "LegacyResultReader"]
 
 log = logging.getLogger(__name__)
 _JOB_ID = re.compile(r"^[A-Za-z0-9-]{8,64}$")
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{16,256}$")   # base64url, as RFC 8555 requires: no path can hide in it
 
 #: installs the issued certificate of a job with the job's key: (job, command, key) -> the job's update
-Installer = Callable[["JobDir", InstallCertificate, PrivateKey], JobUpdate]
+JobInstaller = Callable[["JobDir", InstallCertificate, PrivateKey], JobUpdate]
 #: reads a result.json written by an agent before 0.2 (protobuf bytes of the wire JobUpdate): the transport's
 LegacyResultReader = Callable[[bytes], JobUpdate]
 
@@ -111,7 +111,7 @@ class JobDir:
 class CommandHandler:
     """Turns commands into job updates. Install work is delegated to ``installer``."""
 
-    def __init__(self, config: AgentConfig, installer: Installer, on_installed: Callable[[], None] | None = None,
+    def __init__(self, config: AgentConfig, installer: JobInstaller, on_installed: Callable[[], None] | None = None,
                  legacy_result: LegacyResultReader | None = None) -> None:
         self.config = config
         self.installer = installer
