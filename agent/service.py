@@ -21,7 +21,6 @@ from agent.commands import CommandHandler, JobDir
 from agent.config import AgentConfig
 from agent.errors import AgentError
 from agent.identity import AgentIdentity, identity_dir, load_identity, make_key_and_csr, save_identity
-from agent.install import install, request_for
 from agent.jobs import FAILED, InstallCertificate, JobStep, JobUpdate
 from agent.keys import PrivateKey
 from agent.netscan.runner import ReportGate, network_scans_for
@@ -112,6 +111,10 @@ class AgentService:
 
     def install_for_job(self, job: JobDir, cmd: InstallCertificate, key: PrivateKey) -> JobUpdate:
         """Install a certificate issued for a job: check, back up, write, reload, verify, roll back (agent.install)."""
+        # memory and start-up time: the install pipelines and the store writers load with the first install, not
+        # with every agent (bench_e2e's agent peak RSS target is 100 MB)
+        from agent.install import install, request_for
+
         loc = cmd.location
         anchor = (x509.load_der_x509_certificate(cmd.trust_anchor_der).public_bytes(Encoding.PEM)
                   if cmd.trust_anchor_der else None)
