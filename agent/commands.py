@@ -1,43 +1,54 @@
-"""The agent's command stream: it dials the collector and keeps the stream open.
+"""What the agent does with the collector's commands: jobs, their files, challenges, scans, full reports.
 
 Commands are idempotent here: a PrepareRenewal resent after a reconnect reuses
 the key already made for that job (a new CSR for the same key), and an
 InstallCertificate for a job that already finished resends the recorded result.
-Per-job state lives in ``<data_dir>/jobs/<job_id>/`` (the key, mode 0600, and
-the result), so a restart of the agent loses nothing either.
+Per-job state lives in ``<data_dir>/jobs/<job_id>/`` (:class:`JobDir`: the key, mode
+0600, and ``result.json``, the JSON of the job's :class:`~agent.jobs.JobUpdate`), so a
+restart of the agent loses nothing either.
+
+Commands come in and job updates go out as dataclasses (:mod:`agent.jobs`); the command
+stream that carries them is :mod:`agent.transport.commands`.
 """
 from __future__ import annotations
 
+import json
 import logging
 import pathlib
-import queue
-import random
 import re
 import threading
-from typing import Callable, Iterator
+from typing import Any, Callable
 
-import grpc
-
-from agent import __version__
 from agent.config import AgentConfig
 from agent.errors import AgentError
 from agent.fsutil import atomic_write
 from agent.inventory import LocationKey
-from agent.keys import load_pem_private_key, make_csr, new_key, private_key_pem
-from certfleet.v1 import agent_pb2, agent_pb2_grpc
+from agent.jobs import (CHALLENGE_FAILED, CHALLENGE_READY, CSR_READY, FAILED, ROLLED_BACK, VERIFIED, Command,
+                        InstallCertificate, JobUpdate, PlaceChallenge, PrepareRenewal, RemoveChallenge,
+                        RequestFullReport, ScanRequest, UnknownCommand)
+from agent.keys import PrivateKey, load_pem_private_key, make_csr, new_key, private_key_pem
+
+__all__ = ["CommandHandler", "JobDir", "JobInstaller", "LegacyResultReader"]
 
 log = logging.getLogger(__name__)
 _JOB_ID = re.compile(r"^[A-Za-z0-9-]{8,64}$")
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{16,256}$")   # base64url, as RFC 8555 requires: no path can hide in it
 
+#: installs the issued certificate of a job with the job's key: (job, command, key) -> the job's update
+JobInstaller = Callable[["JobDir", InstallCertificate, PrivateKey], JobUpdate]
+#: reads a result.json written by an agent before 0.2 (protobuf bytes of the wire JobUpdate): the transport's
+LegacyResultReader = Callable[[bytes], JobUpdate]
+
 
 class JobDir:
     """Files of one renewal job on this host."""
 
-    def __init__(self, data_dir: pathlib.Path, job_id: str) -> None:
+    def __init__(self, data_dir: pathlib.Path, job_id: str, legacy_result: LegacyResultReader | None = None) -> None:
         if not _JOB_ID.match(job_id):
             raise AgentError(f"refusing a job id that is not an id: {job_id!r}")
         self.path = data_dir / "jobs" / job_id
+        self.job_id = job_id
+        self.legacy_result = legacy_result
 
     @property
     def key_path(self) -> pathlib.Path:
@@ -47,7 +58,7 @@ class JobDir:
     def result_path(self) -> pathlib.Path:
         return self.path / "result.json"
 
-    def key(self, spec: str):  # noqa: ANN201
+    def key(self, spec: str) -> PrivateKey:
         """The job's key: made once, reused when the command comes again."""
         if self.key_path.exists():
             return load_pem_private_key(self.key_path.read_bytes())
@@ -56,84 +67,105 @@ class JobDir:
         atomic_write(self.key_path, private_key_pem(key), 0o600)
         return key
 
-    def existing_key(self):  # noqa: ANN201
+    def existing_key(self) -> PrivateKey:
         if not self.key_path.exists():
             raise AgentError("no key was made on this host for this job (was the agent's data directory reset?)")
         return load_pem_private_key(self.key_path.read_bytes())
 
-    def save_result(self, update: agent_pb2.JobUpdate) -> None:
-        self.result_path.write_bytes(update.SerializeToString())
-        if update.state == agent_pb2.JOB_UPDATE_STATE_VERIFIED:
+    def save_result(self, update: JobUpdate) -> None:
+        """Keep the job's final update (JSON); once verified, the job's copy of the key is no longer needed."""
+        self.path.mkdir(parents=True, exist_ok=True, mode=0o700)   # a job whose key was never made here has none
+        atomic_write(self.result_path, (json.dumps({"version": 1, "update": update.to_json()}, indent=2) + "\n")
+                     .encode("utf-8"), 0o600)
+        if update.state == VERIFIED:
             # The key now lives in the store; the job's copy is no longer needed.
             try:
                 self.key_path.unlink()
             except FileNotFoundError:
                 pass
 
-    def result(self) -> agent_pb2.JobUpdate | None:
-        if not self.result_path.exists():
+    def result(self) -> JobUpdate | None:
+        """The job's recorded final update, or None when it has none (or none this agent can read)."""
+        try:
+            data = self.result_path.read_bytes()
+        except FileNotFoundError:
             return None
-        u = agent_pb2.JobUpdate()
-        u.ParseFromString(self.result_path.read_bytes())
-        return u
+        if data.lstrip()[:1] == b"{":
+            try:
+                return JobUpdate.from_json(json.loads(data)["update"])
+            except (ValueError, KeyError, TypeError) as e:
+                log.warning("job %s: %s is unreadable (%s); the job runs again", self.job_id, self.result_path, e)
+                return None
+        # an agent before 0.2 wrote the wire message itself, in protobuf bytes
+        if self.legacy_result is None:
+            log.warning("job %s: %s holds a result of an earlier agent that cannot be read here", self.job_id,
+                        self.result_path)
+            return None
+        try:
+            return self.legacy_result(data)
+        except ValueError as e:
+            log.warning("job %s: %s is unreadable (%s); the job runs again", self.job_id, self.result_path, e)
+            return None
 
 
 class CommandHandler:
     """Turns commands into job updates. Install work is delegated to ``installer``."""
 
-    def __init__(self, config: AgentConfig, installer: Callable[..., agent_pb2.JobUpdate],
-                 on_installed: Callable[[], None] | None = None) -> None:
+    def __init__(self, config: AgentConfig, installer: JobInstaller, on_installed: Callable[[], None] | None = None,
+                 legacy_result: LegacyResultReader | None = None) -> None:
         self.config = config
         self.installer = installer
         self.on_installed = on_installed or (lambda: None)
+        self.legacy_result = legacy_result
         self.full_report_requested = threading.Event()
-        self.network_scans = None   # agent.discovery.netscan.NetworkScans, set by the service (runs scans off this thread)
+        self.network_scans: Any = None   # agent.netscan.runner.NetworkScans, set by the service (runs scans off this thread)
 
-    def handle(self, cmd: agent_pb2.CollectorCommand) -> list[agent_pb2.JobUpdate]:
-        kind = cmd.WhichOneof("body")
-        if kind == "prepare_renewal":
-            return [self.prepare(cmd.prepare_renewal)]
-        if kind == "install_certificate":
-            return [self.install(cmd.install_certificate)]
-        if kind == "place_challenge":
-            return [self.place_challenge(cmd.place_challenge)]
-        if kind == "remove_challenge":
-            self.remove_challenge(cmd.remove_challenge)
+    def job(self, job_id: str) -> JobDir:
+        return JobDir(self.config.data_dir, job_id, self.legacy_result)
+
+    def handle(self, cmd: Command) -> list[JobUpdate]:
+        if isinstance(cmd, PrepareRenewal):
+            return [self.prepare(cmd)]
+        if isinstance(cmd, InstallCertificate):
+            return [self.install(cmd)]
+        if isinstance(cmd, PlaceChallenge):
+            return [self.place_challenge(cmd)]
+        if isinstance(cmd, RemoveChallenge):
+            self.remove_challenge(cmd)
             return []
-        if kind == "request_full_report":
+        if isinstance(cmd, RequestFullReport):
             self.full_report_requested.set()
             return []
-        if kind == "network_scan":
+        if isinstance(cmd, ScanRequest):
             if self.network_scans is None:
-                log.warning("network scan %s ignored: this agent runs scans only as a service", cmd.network_scan.scan_id)
+                log.warning("network scan %s ignored: this agent runs scans only as a service", cmd.scan_id)
             else:
-                self.network_scans.submit(cmd.network_scan)   # progress goes out through CommandStream.send
+                self.network_scans.submit(cmd)   # progress goes out through the command stream's send
             return []
-        log.warning("ignoring unknown command %s", cmd.command_id)
+        log.warning("ignoring unknown command %s", cmd.command_id if isinstance(cmd, UnknownCommand) else cmd)
         return []
 
-    def prepare(self, p: agent_pb2.PrepareRenewal) -> agent_pb2.JobUpdate:
-        job = JobDir(self.config.data_dir, p.job_id)
+    def prepare(self, p: PrepareRenewal) -> JobUpdate:
+        job = self.job(p.job_id)
         try:
             key = job.key(p.key_spec)
             csr = make_csr(key, p.common_name or None, list(p.dns_names), list(p.ip_addresses))
         except AgentError as e:
-            return agent_pb2.JobUpdate(job_id=p.job_id, state=agent_pb2.JOB_UPDATE_STATE_FAILED, reason=f"key or CSR: {e}")
+            return JobUpdate(job_id=p.job_id, state=FAILED, reason=f"key or CSR: {e}")
         log.info("job %s: new %s key made on this host, CSR sent", p.job_id, p.key_spec)
-        return agent_pb2.JobUpdate(job_id=p.job_id, state=agent_pb2.JOB_UPDATE_STATE_CSR_READY, csr_der=csr)
+        return JobUpdate(job_id=p.job_id, state=CSR_READY, csr_der=csr)
 
-    def _challenge_file(self, location: agent_pb2.LocationKey, token: str) -> pathlib.Path:
-        from agent.install import _store_for
-
+    def _challenge_file(self, location: LocationKey, token: str) -> pathlib.Path:
         if not _TOKEN.match(token):
             raise AgentError("the ACME token has characters a token cannot have")
-        loc = LocationKey(location.store_type, location.path, location.alias, location.chain_index)
-        store = _store_for(self.config, loc, None)
+        store = self.config.store_for(location.path)
+        if store is None:
+            raise AgentError(f"{location.path} is not in any store of this agent's configuration")
         if not store.acme_webroot:
             raise AgentError(f"store {store.name!r} has no acme_webroot: this host cannot answer http-01 challenges")
         return pathlib.Path(store.acme_webroot) / ".well-known" / "acme-challenge" / token
 
-    def place_challenge(self, c: agent_pb2.PlaceChallenge) -> agent_pb2.JobUpdate:
+    def place_challenge(self, c: PlaceChallenge) -> JobUpdate:
         """Write the key authorization where the web server serves /.well-known/acme-challenge/."""
         try:
             path = self._challenge_file(c.location, c.token)
@@ -142,11 +174,11 @@ class CommandHandler:
         except (AgentError, OSError) as e:
             why = str(e) if isinstance(e, AgentError) else f"cannot write the challenge file: {e.strerror}"
             log.warning("job %s: http-01 challenge for %s not placed: %s", c.job_id, c.domain, why)
-            return agent_pb2.JobUpdate(job_id=c.job_id, state=agent_pb2.JOB_UPDATE_STATE_CHALLENGE_FAILED, reason=why, challenge_token=c.token)
+            return JobUpdate(job_id=c.job_id, state=CHALLENGE_FAILED, reason=why, challenge_token=c.token)
         log.info("job %s: http-01 challenge for %s placed at %s", c.job_id, c.domain, path)
-        return agent_pb2.JobUpdate(job_id=c.job_id, state=agent_pb2.JOB_UPDATE_STATE_CHALLENGE_READY, challenge_token=c.token)
+        return JobUpdate(job_id=c.job_id, state=CHALLENGE_READY, challenge_token=c.token)
 
-    def remove_challenge(self, c: agent_pb2.RemoveChallenge) -> None:
+    def remove_challenge(self, c: RemoveChallenge) -> None:
         try:
             self._challenge_file(c.location, c.token).unlink()
         except FileNotFoundError:
@@ -154,88 +186,18 @@ class CommandHandler:
         except (AgentError, OSError) as e:
             log.warning("job %s: challenge file not removed: %s", c.job_id, e)
 
-    def install(self, c: agent_pb2.InstallCertificate) -> agent_pb2.JobUpdate:
-        job = JobDir(self.config.data_dir, c.job_id)
+    def install(self, c: InstallCertificate) -> JobUpdate:
+        job = self.job(c.job_id)
         done = job.result()
         if done is not None:
             return done   # already installed (or rolled back): say it again
         try:
             key = job.existing_key()
         except AgentError as e:
-            update = agent_pb2.JobUpdate(job_id=c.job_id, state=agent_pb2.JOB_UPDATE_STATE_FAILED, reason=str(e))
+            update = JobUpdate(job_id=c.job_id, state=FAILED, reason=str(e))
         else:
             update = self.installer(job, c, key)
         job.save_result(update)
-        if update.state in (agent_pb2.JOB_UPDATE_STATE_VERIFIED, agent_pb2.JOB_UPDATE_STATE_ROLLED_BACK):
+        if update.state in (VERIFIED, ROLLED_BACK):
             self.on_installed()
         return update
-
-
-class CommandStream:
-    """Keeps the stream to the collector open, with backoff and jitter between attempts."""
-
-    def __init__(self, channel_factory: Callable[[], grpc.Channel], handler: CommandHandler,
-                 reload_actions: list[str], rng: random.Random | None = None) -> None:
-        self.channel_factory = channel_factory
-        self.handler = handler
-        self.reload_actions = reload_actions
-        self.rng = rng or random.Random()
-        self.connected = threading.Event()
-        self._out: queue.Queue[agent_pb2.AgentMessage | None] | None = None
-
-    def send(self, msg: agent_pb2.AgentMessage | agent_pb2.NetworkScanProgress) -> bool:
-        """Send a message on the open stream from any thread; False when not connected (it is dropped)."""
-        if isinstance(msg, agent_pb2.NetworkScanProgress):
-            msg = agent_pb2.AgentMessage(scan_progress=msg)
-        out = self._out
-        if out is None:
-            return False
-        out.put(msg)
-        return True
-
-    def _outgoing(self, out: "queue.Queue[agent_pb2.AgentMessage | None]") -> Iterator[agent_pb2.AgentMessage]:
-        yield agent_pb2.AgentMessage(hello=agent_pb2.AgentHello(agent_version=__version__,
-                                                               reload_actions=self.reload_actions))
-        while True:
-            msg = out.get()
-            if msg is None:
-                return
-            yield msg
-
-    def run_once(self, stop: threading.Event) -> None:
-        """One connection, until it drops or ``stop`` is set."""
-        out: queue.Queue[agent_pb2.AgentMessage | None] = queue.Queue()
-        channel = self.channel_factory()
-        stub = agent_pb2_grpc.AgentServiceStub(channel)
-        call = stub.Connect(self._outgoing(out))
-        stopper = threading.Thread(target=lambda: (stop.wait(), call.cancel()), daemon=True)
-        stopper.start()
-        try:
-            self._out = out
-            self.connected.set()
-            for cmd in call:
-                for update in self.handler.handle(cmd):
-                    out.put(agent_pb2.AgentMessage(job_update=update))
-        finally:
-            self._out = None
-            self.connected.clear()
-            out.put(None)
-            channel.close()
-
-    def run_forever(self, stop: threading.Event) -> None:
-        failures = 0
-        while not stop.is_set():
-            try:
-                self.run_once(stop)
-                failures = 0
-            except grpc.RpcError as e:
-                if stop.is_set():
-                    break
-                failures += 1
-                log.warning("command stream lost (%s): %s", e.code().name if hasattr(e, "code") else "error",
-                            e.details() if hasattr(e, "details") else e)
-            except Exception:  # noqa: BLE001 - the stream must come back
-                failures += 1
-                log.exception("command stream failed")
-            cap = min(60.0, 1.0 * 2 ** min(failures, 6))
-            stop.wait(self.rng.uniform(cap / 2, cap) if failures else 0.5)

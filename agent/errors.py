@@ -31,6 +31,10 @@ class IdentityError(AgentError):
     """The agent's enrollment identity is missing, inconsistent or cannot be obtained."""
 
 
+class EnrollError(AgentError):
+    """Enrollment was refused, or could not be attempted (a bad endpoint or token, an unreachable collector)."""
+
+
 class KeySpecError(AgentError):
     """A requested key type is not one the agent makes (see agent.keys.KEY_SPECS)."""
 

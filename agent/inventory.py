@@ -1,7 +1,7 @@
 """What a scan finds: certificates at locations, and problems with items.
 
 These records are the agent's internal currency between the store readers
-(agent/stores/), the scanner (agent/scanner.py), the local ``scan`` output and
+(agent/stores/), the scanner (agent/scan/scanner.py), the local ``scan`` output and
 the sync with the collector (agent/sync.py).
 """
 from __future__ import annotations

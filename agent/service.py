@@ -1,4 +1,11 @@
-"""The agent service: renew its own identity when due, scan, report; on a schedule, with backoff."""
+"""The agent service, and the agent's composition root: renew its own identity when due, scan, report, take commands.
+
+This is the one place that chooses implementations for the running agent: the location
+sources (:func:`build_sources`), the scanner, the install pipelines (through
+:mod:`agent.install`'s dispatch), and the transport to the collector
+(:mod:`agent.transport`: the Report RPC, the Connect stream, identity renewal).
+Reports run on a schedule with backoff; commands arrive on their own thread.
+"""
 from __future__ import annotations
 
 import datetime as dt
@@ -7,21 +14,32 @@ import random
 import threading
 
 import grpc
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
-from agent.commands import CommandHandler, CommandStream, JobDir
+from agent.commands import CommandHandler, JobDir
 from agent.config import AgentConfig
-from agent.discovery.netscan import ReportGate, network_scans_for
 from agent.errors import AgentError
 from agent.identity import AgentIdentity, identity_dir, load_identity, make_key_and_csr, save_identity
-from agent.scanner import Scanner
-from agent.sources import build_sources
-from agent.sync import SyncError, SyncOutcome, Syncer, describe_rpc_error
-from agent.inventory import LocationKey
-from certfleet.v1 import agent_pb2, agent_pb2_grpc
+from agent.jobs import FAILED, InstallCertificate, JobStep, JobUpdate
+from agent.keys import PrivateKey
+from agent.netscan.runner import ReportGate, network_scans_for
+from agent.scan.scanner import Scanner
+from agent.sources.base import LocationSource
+from agent.sources.endpoints import EndpointSource
+from agent.sources.windows_store import WindowsStoreSource
+from agent.sync import SyncOutcome, Syncer
+from agent.transport.channel import collector_channel
+from agent.transport.commands import CommandStream
+from agent.transport.identity import renew_identity
+from agent.transport.report import GrpcReports
+from agent.transport.wire import job_update_from_legacy_bytes
+from agent.windows.api import default_api
+
+__all__ = ["AgentService", "build_sources", "next_delay"]
 
 log = logging.getLogger(__name__)
 
-MAX_MESSAGE = 32 * 1024 * 1024
 BACKOFF_START = 5.0
 BACKOFF_MAX = 300.0
 
@@ -38,6 +56,14 @@ def next_delay(failures: int, interval: float, rng: random.Random) -> float:
     return rng.uniform(cap / 2, cap)
 
 
+def build_sources(config: AgentConfig) -> list[LocationSource]:
+    """The location sources this agent's config asks for, in report order (besides the file stores)."""
+    sources: list[LocationSource] = [EndpointSource(config)]   # local listeners, [endpoints] targets, network scans
+    if config.windows.enabled:                                  # [windows] enabled: default true on Windows only
+        sources.append(WindowsStoreSource(config.windows, default_api(), config.labels))
+    return sources
+
+
 class AgentService:
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
@@ -48,13 +74,9 @@ class AgentService:
 
     def _connect(self) -> Syncer:
         if self.syncer is None:
-            self.channel = grpc.secure_channel(
-                self.identity.endpoint,
-                self.identity.channel_credentials(),
-                options=[("grpc.max_send_message_length", MAX_MESSAGE), ("grpc.max_receive_message_length", MAX_MESSAGE)],
-            )
+            self.channel = collector_channel(self.identity)
             self.syncer = Syncer(
-                self.scanner, self.channel, self.config.data_dir / "state.json", self.identity.agent_id,
+                self.scanner, GrpcReports(self.channel), self.config.data_dir / "state.json", self.identity.agent_id,
                 self.config.hostname, dict(self.config.labels), sources=build_sources(self.config),
             )
         return self.syncer
@@ -70,15 +92,11 @@ class AgentService:
             return False
         log.info("agent certificate expires %s: renewing it", self.identity.not_after.isoformat())
         self._connect()
+        assert self.channel is not None
         key, csr = make_key_and_csr()
-        stub = agent_pb2_grpc.AgentServiceStub(self.channel)
-        try:
-            resp = stub.RenewIdentity(agent_pb2.RenewIdentityRequest(csr_der=csr), timeout=60)
-        except grpc.RpcError as e:
-            raise SyncError(f"identity renewal failed: {describe_rpc_error(e)}") from None
+        cert_der, chain = renew_identity(self.channel, csr)
         self.identity = save_identity(
-            self.identity.directory, key, resp.certificate_der, list(resp.ca_chain_der),
-            self.identity.agent_id, self.identity.endpoint,
+            self.identity.directory, key, cert_der, chain, self.identity.agent_id, self.identity.endpoint,
         )
         self._reconnect()
         log.info("agent certificate renewed, valid until %s", self.identity.not_after.isoformat())
@@ -89,38 +107,32 @@ class AgentService:
         return self._connect().sync(full=full)
 
     def _channel(self) -> grpc.Channel:
-        return grpc.secure_channel(
-            self.identity.endpoint, self.identity.channel_credentials(),
-            options=[("grpc.max_send_message_length", MAX_MESSAGE), ("grpc.max_receive_message_length", MAX_MESSAGE),
-                     ("grpc.keepalive_time_ms", 30000), ("grpc.keepalive_permit_without_calls", 1)],
-        )
+        return collector_channel(self.identity, keepalive=True)
 
-    def install_for_job(self, job: JobDir, cmd: agent_pb2.InstallCertificate, key) -> agent_pb2.JobUpdate:  # noqa: ANN001
+    def install_for_job(self, job: JobDir, cmd: InstallCertificate, key: PrivateKey) -> JobUpdate:
         """Install a certificate issued for a job: check, back up, write, reload, verify, roll back (agent.install)."""
-        from cryptography import x509
-        from cryptography.hazmat.primitives.serialization import Encoding
+        # memory and start-up time: the install pipelines and the store writers load with the first install, not
+        # with every agent (bench_e2e's agent peak RSS target is 100 MB)
+        from agent.install import install, request_for
 
-        from agent.install import InstallRequest, install
-
-        loc = LocationKey(cmd.location.store_type, cmd.location.path, cmd.location.alias, cmd.location.chain_index)
+        loc = cmd.location
         anchor = (x509.load_der_x509_certificate(cmd.trust_anchor_der).public_bytes(Encoding.PEM)
                   if cmd.trust_anchor_der else None)
         try:
-            req = InstallRequest.from_config(
+            req = request_for(
                 self.config, job_id=cmd.job_id, location=loc, key=key, cert_der=cmd.certificate_der,
                 chain_ders=list(cmd.chain_der), expected_old_fingerprint=cmd.expected_old_fingerprint,
                 ca_bundle=anchor,
             )
         except AgentError as e:
-            return agent_pb2.JobUpdate(job_id=cmd.job_id, state=agent_pb2.JOB_UPDATE_STATE_FAILED, reason=str(e))
+            return JobUpdate(job_id=cmd.job_id, state=FAILED, reason=str(e))
         log.info("job %s: installing into %s", cmd.job_id, loc.path)
         result = install(req, data_dir=self.config.data_dir)
         log.info("job %s: %s %s", cmd.job_id, result.state, result.reason)
-        return agent_pb2.JobUpdate(
-            job_id=cmd.job_id, state=agent_pb2.JobUpdateState.Value(f"JOB_UPDATE_STATE_{result.state.upper()}"),
-            reason=result.reason,
+        return JobUpdate(
+            job_id=cmd.job_id, state=result.state, reason=result.reason,
             served_fingerprint=result.served_fingerprint or "", reload_seconds=result.reload_seconds or 0.0,
-            steps=[agent_pb2.JobStep(step=st.step, ok=st.ok, detail=st.detail, seconds=st.seconds) for st in result.steps],
+            steps=tuple(JobStep(st.step, st.ok, st.detail, st.seconds) for st in result.steps),
         )
 
     def run_forever(self, stop: threading.Event, rng: random.Random) -> None:
@@ -128,7 +140,8 @@ class AgentService:
         interval = float(self.config.scan_interval)
         log.info("agent %s running: every %.0fs to %s", self.identity.agent_id, interval, self.identity.endpoint)
         wake = threading.Event()   # an install or a collector request makes the next report come at once
-        handler = CommandHandler(self.config, self.install_for_job, on_installed=wake.set)
+        handler = CommandHandler(self.config, self.install_for_job, on_installed=wake.set,
+                                 legacy_result=job_update_from_legacy_bytes)
         stream = CommandStream(self._channel, handler, sorted(self.config.reload_actions), rng)
         reports = ReportGate()     # a network scan waits for the report that carries its results
         handler.network_scans = network_scans_for(self.config, stream.send, reports, wake.set)

@@ -34,7 +34,7 @@ PG_ADMIN_URL = os.environ.get("CERTFLEET_TEST_PG_URL", "postgresql+psycopg://pos
 
 AGENT_ONCE = (
     "import resource, sys\n"
-    "from agent.cli import main\n"
+    "from agent.cli.main import main\n"
     "rc = main(['run', '--config', sys.argv[1], '--once'])\n"
     "print('PEAK_RSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
     "sys.exit(rc)\n"

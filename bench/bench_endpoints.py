@@ -33,7 +33,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests" / "install"))
 
 
 # ---------------------------------------------------------------- the server process
@@ -71,7 +70,7 @@ def serve(spec_path: str) -> None:
 
 
 def make_sites(work: Path, n: int) -> list[Path]:
-    from install_helpers import TestCA, openssl_key, public_key_of
+    from tests.helpers.install_sites import TestCA, openssl_key, public_key_of
 
     ca = TestCA("Certfleet Bench")
     sites = []
@@ -105,9 +104,9 @@ def start_servers(work: Path, count: int, sites: list[Path]) -> tuple[subprocess
 
 def bench_probe(work: Path, endpoints: int, concurrency: int, runs: int) -> None:
     from agent.config import load_config
-    from agent.discovery.endpoints import Target, probe_many
+    from agent.endpoints.survey import Target, probe_many
     from agent.discovery.listeners import local_listeners
-    from agent.discovery.source import EndpointSource
+    from agent.sources.endpoints import EndpointSource
 
     sites = make_sites(work, 4)
     proc, eps, prefix = start_servers(work, endpoints, sites)

@@ -26,15 +26,14 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-for p in (ROOT, ROOT / "tests" / "install"):
-    if str(p) not in sys.path:
-        sys.path.insert(0, str(p))
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
 from agent.config import ReloadAction, StoreConfig, VerifyEndpoint  # noqa: E402
 from agent.install import VERIFIED, InstallRequest, install  # noqa: E402
 from agent.inventory import LocationKey  # noqa: E402
 from agent.keys import new_key  # noqa: E402
-from install_helpers import Nginx, TestCA, make_pem_site, nginx_binary, served_fingerprint  # noqa: E402
+from tests.helpers.install_sites import Nginx, TestCA, make_pem_site, nginx_binary, served_fingerprint  # noqa: E402
 
 SNI = "www.example.test"
 

@@ -28,8 +28,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests" / "install"))
-sys.path.insert(0, str(ROOT / "tests" / "agent" / "discovery"))
 
 
 def main() -> int:
@@ -44,8 +42,8 @@ def main() -> int:
     from agent.discovery.annotate import FileAnnotator
     from agent.discovery.linker import build_index
     from agent.discovery.processes import snapshot
-    from agent.scanner import Scanner
-    from tls_servers import SServer, TestCA, site_files
+    from agent.scan.scanner import Scanner
+    from tests.helpers.tls_servers import SServer, TestCA, site_files
 
     work = Path(tempfile.mkdtemp(prefix="certfleet-bench-proc-"))
     servers: list[SServer] = []

@@ -69,7 +69,7 @@ from bench import sim_fleet  # noqa: E402
 from certfleet.v1 import admin_pb2, admin_pb2_grpc  # noqa: E402
 from collector.config.client import load_client_config  # noqa: E402
 from tests.e2e.harness import BIN, Agent, Collector  # noqa: E402
-from tests.install.install_helpers import Nginx, nginx_binary, served_fingerprint  # noqa: E402
+from tests.helpers.install_sites import Nginx, nginx_binary, served_fingerprint  # noqa: E402
 
 COLLECTOR_TABLES = """
 [issuers.internal]

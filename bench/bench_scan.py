@@ -83,7 +83,7 @@ def child(dest: Path) -> None:
         cpus = sorted(os.sched_getaffinity(0))
         os.sched_setaffinity(0, {cpus[-1]})
     from agent.config import parse_config
-    from agent.scanner import Scanner
+    from agent.scan.scanner import Scanner
 
     config = parse_config(
         f'[agent]\ndata_dir = "{dest}/state"\nhostname = "bench"\n\n'

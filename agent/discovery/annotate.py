@@ -23,11 +23,11 @@ import time
 from typing import Callable, Iterable, Mapping, Sequence
 
 from agent.config import AgentConfig, ReloadAction
-from agent.discovery.endpoints import Observation, Target, probe_many
+from agent.endpoints.survey import Observation, Target, probe_many
 from agent.discovery.linker import LinkIndex, Use, build_index
 from agent.discovery.processes import ProcessTable, snapshot
-from agent.discovery.settings import DiscoverySettings, discovery_settings, endpoint_settings
-from agent.discovery.starttls import default_starttls
+from agent.discovery.settings import DiscoverySettings
+from agent.endpoints.starttls import default_starttls
 from agent.discovery.stale import STALE, Served, StaleState, cert_names, decide, disk_fingerprints, probe_names
 from agent.inventory import TRUST_ANCHOR, FoundCert
 from agent.state import key_str
@@ -65,10 +65,10 @@ class FileAnnotator:
     @classmethod
     def from_config(cls, config: AgentConfig, **kw: object) -> "FileAnnotator | None":
         """The annotator ``config`` asks for; None when ``[discovery] processes = false`` or there are no stores."""
-        settings = discovery_settings(config)
+        settings = config.discovery
         if not settings.processes or not config.stores:
             return None
-        kw.setdefault("starttls", endpoint_settings(config).starttls)
+        kw.setdefault("starttls", config.endpoints.starttls)
         return cls(settings, config.reload_actions, config.data_dir / STATE_FILE, **kw)  # type: ignore[arg-type]
 
     def begin(self, persist: bool = True) -> "ReportAnnotation":

@@ -5,7 +5,7 @@ and collects, per service root (nginx's master, not each worker), the files it
 
 - names in a known config (``config:nginx``, ``config:apache``,
   ``config:haproxy``, ``config:postfix``; ``jvm_keystore`` for a JVM's key
-  store arguments and Tomcat's server.xml) — agent/discovery/configs.py,
+  store arguments and Tomcat's server.xml) — agent/discovery/servers/,
 - has open now (``open_file``; read for listening processes only), or
 - names on its command line (``cmdline``: ``openssl s_server -cert FILE``).
 
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
 from agent.config import ReloadAction
-from agent.discovery.configs import ConfigRef, FileAccess, _opt, cmdline_paths, config_refs, server_kind
+from agent.discovery.servers import ConfigRef, FileAccess, cmdline_paths, config_refs, opt, server_kind
 from agent.discovery.processes import Listener, ProcessInfo, ProcessTable, listen_text
 from agent.inventory import ProcessLink
 
@@ -152,7 +152,7 @@ def _fits(action: ReloadAction, proc: ProcessInfo, kind: str, unit: str, configs
     # an action for a named config must be for this process's config
     flag = {"nginx": "-c", "apache": "-f", "haproxy": "-f", "postfix": "-c"}.get(kind)
     if flag:
-        wanted = {os.path.normpath(v) for v in _opt(cmd, flag)}
+        wanted = {os.path.normpath(v) for v in opt(cmd, flag)}
         if wanted:
             if not wanted & configs:
                 return 0
@@ -183,7 +183,7 @@ def suggest_reload(proc: ProcessInfo, actions: Mapping[str, ReloadAction], unit:
 def _config_files(kind: str, proc: ProcessInfo, cwd: str) -> set[str]:
     flag = {"nginx": "-c", "apache": "-f", "haproxy": "-f", "postfix": "-c"}.get(kind)
     out = set()
-    for v in _opt(proc.cmdline, flag) if flag else []:
+    for v in opt(proc.cmdline, flag) if flag else []:
         p = v if os.path.isabs(v) else (os.path.join(cwd, v) if cwd else "")
         if p:
             out.add(os.path.normpath(p))

@@ -1,25 +1,44 @@
-"""The small interface every store reader implements, and what they share.
+"""The two small interfaces every store format implements, and what they share.
 
-A reader turns the bytes of one file into :class:`~agent.inventory.FoundCert`
-records. It raises :class:`StoreReadError` when the file cannot be read at all
-(the scanner turns that into a ScanProblem) and calls :meth:`ReadContext.report`
-for partial problems (a bundle whose last certificate is cut off: the good
-certificates are still returned).
+Reading: a :class:`StoreReader` turns the bytes of one file into
+:class:`~agent.inventory.FoundCert` records. It raises :class:`StoreReadError` when
+the file cannot be read at all (the scanner turns that into a ScanProblem) and calls
+:meth:`ReadContext.report` for partial problems (a bundle whose last certificate is
+cut off: the good certificates are still returned).
+
+Writing: a :class:`StoreWriter` puts a renewed key and certificate where the old ones
+were found. It is a pure function of bytes: :meth:`StoreWriter.files` names the files a
+write changes, :meth:`StoreWriter.render` turns their current content into the new
+content. The install pipeline (agent/install/files.py) reads, backs up, and writes the
+result with :func:`agent.stores.files.atomic_replace`, which keeps each file's owner,
+group and mode. Writers keep a store's shape: the PEM layout (separate files,
+fullchain, combined), the key's format (PKCS#8 or traditional) and encryption, the
+keystore's password, alias and other entries. A replaced keystore entry is replaced in
+place, never left behind under another alias.
+
+This module is a contract: it imports no format. One module per format
+(``pem``, ``der``, ``pkcs12``, ``jks``) holds that format's reader and writer;
+:mod:`agent.stores` (the package) is the only place that picks them.
 """
 from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from typing import Callable, Mapping, Optional
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Mapping, Optional
 
-from agent.errors import AgentError, PasswordUnavailable
+from cryptography import x509
+
+from agent.config.values import Secret
+from agent.errors import AgentError, PasswordUnavailable, StoreWriteError
 from agent.inventory import (
     CERTIFICATE, NO_KEY, FoundCert, LocationKey, ScanProblem,
 )
 
 __all__ = [
     "StoreReader", "StoreReadError", "ReadContext", "PasswordGetter", "der_length_check",
-    "tlv_header", "PasswordUnavailable",
+    "tlv_header", "PasswordUnavailable", "StoreWriter", "KeystoreWriter", "NewEntry", "WriteTarget",
+    "split_chain",
 ]
 
 # Returns the store's password (an object with .reveal()) or None when none is
@@ -112,6 +131,91 @@ class StoreReader(ABC):
 
         Raises StoreReadError for input that cannot be read at all.
         """
+
+
+# --------------------------------------------------------------------------- writing
+
+@dataclass(frozen=True)
+class NewEntry:
+    """What is installed: the new key, its certificate and the issuer chain (issuer first)."""
+
+    key: object = field(repr=False)      # an RSA or EC private key (agent.keys.PrivateKey)
+    cert_der: bytes = field(repr=False)
+    chain_ders: tuple[bytes, ...] = field(default=(), repr=False)
+
+    @property
+    def fingerprint(self) -> str:
+        """SHA-256 of the new certificate, lower-case hex."""
+        return hashlib.sha256(self.cert_der).hexdigest()
+
+
+@dataclass(frozen=True)
+class WriteTarget:
+    """Where an entry goes: the location as found, plus the PEM companions and the passwords.
+
+    ``key_file`` and ``chain_file`` apply to PEM and DER locations only: the file
+    holding the certificate's key when it is not the certificate file itself,
+    and a separate file holding only the chain (certbot's chain.pem).
+    ``password`` is the store password (keystores, encrypted PEM keys);
+    ``key_password`` a JKS/JCEKS entry's own password (default: ``password``).
+    """
+
+    location: LocationKey
+    key_file: str | None = None
+    chain_file: str | None = None
+    password: Secret | None = field(default=None, repr=False)
+    key_password: Secret | None = field(default=None, repr=False)
+
+
+class StoreWriter(ABC):
+    """Writes one kind of store."""
+
+    store_types: tuple[str, ...] = ()
+
+    @abstractmethod
+    def files(self, target: WriteTarget) -> list[str]:
+        """The files a write changes, the location's file first."""
+
+    @abstractmethod
+    def render(self, target: WriteTarget, current: Mapping[str, bytes], entry: NewEntry) -> dict[str, bytes]:
+        """The new content of each file in :meth:`files`, made from ``current`` (their content now).
+
+        Pure: writes nothing. Raises :class:`StoreWriteError` when the store
+        cannot be rewritten without losing something (an encrypted key and no
+        password, a keystore holding several private keys, a trusted entry
+        at the location...).
+        """
+
+
+class KeystoreWriter(StoreWriter):
+    """Writes a keystore (PKCS#12, JKS, JCEKS): one file whose locations are its entries."""
+
+    def files(self, target: WriteTarget) -> list[str]:
+        return [target.location.path]
+
+    @staticmethod
+    def entry_location(target: WriteTarget) -> LocationKey:
+        """The target's location; refused when it is a certificate in an entry's chain, not the entry."""
+        loc = target.location
+        if loc.chain_index != 0:
+            raise StoreWriteError(f"{loc.path}: the location is certificate {loc.chain_index} of entry "
+                                  f"{loc.alias!r}'s chain; install at the entry itself")
+        return loc
+
+
+# --------------------------------------------------------------------------- shared helpers
+
+def split_chain(chain_ders: Iterable[bytes]) -> tuple[list[bytes], list[bytes]]:
+    """``(intermediates, roots)`` of a chain: roots are the self-signed certificates."""
+    inter, roots = [], []
+    for der in chain_ders:
+        try:
+            c = x509.load_der_x509_certificate(der)
+            self_signed = c.subject == c.issuer
+        except ValueError:
+            self_signed = False
+        (roots if self_signed else inter).append(der)
+    return inter, roots
 
 
 def tlv_header(data: bytes, pos: int = 0) -> tuple[int, int, int] | None:

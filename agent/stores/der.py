@@ -1,12 +1,21 @@
-"""DER files: one certificate, or a DER PKCS#7 bundle (.p7b)."""
+"""DER files: one certificate, or a DER PKCS#7 bundle (.p7b). Reader and writer.
+
+The writer rewrites single DER certificates (not PKCS#7 bundles); their key lives in a
+PEM key file, rewritten as :class:`~agent.stores.pem.PemWriter` does.
+"""
 from __future__ import annotations
 
 import warnings
+from typing import Mapping
 
+from agent.errors import StoreWriteError
 from agent.inventory import FoundCert
-from agent.stores.base import ReadContext, StoreReader, StoreReadError, der_length_check
+from agent.stores.base import NewEntry, ReadContext, StoreReader, StoreReadError, WriteTarget, der_length_check
 from agent.stores.keys import KEY_ERRORS
+from agent.stores.pem import PemWriter, pem_blocks, rewrite_chain_file, rewrite_pem
 from agent.stores.sniff import hint, sniff
+
+__all__ = ["DerReader", "DerWriter"]
 
 
 class DerReader(StoreReader):
@@ -44,3 +53,25 @@ class DerReader(StoreReader):
             raise StoreReadError("no_certificates", "the PKCS#7 bundle holds no certificates", "der")
         enc = serialization.Encoding.DER
         return [ctx.found("der", path, "", i, c.public_bytes(enc)) for i, c in enumerate(certs)]
+
+
+class DerWriter(PemWriter):
+    """A DER certificate file (its key, if any, in a PEM key file)."""
+
+    store_types = ("der",)
+
+    def render(self, target: WriteTarget, current: Mapping[str, bytes], entry: NewEntry) -> dict[str, bytes]:
+        loc = target.location
+        if loc.chain_index != 0 or current[loc.path][:1] != b"\x30":
+            raise StoreWriteError(f"{loc.path}: only single DER certificates are rewritten (not PKCS#7 bundles)")
+        if not target.key_file:
+            raise StoreWriteError(f"{loc.path}: a DER certificate holds no key and no key file is named; "
+                                  "the new key would be lost")
+        out = {loc.path: entry.cert_der}
+        key_data = current[target.key_file]
+        if not any(b.is_key for b in pem_blocks(key_data)):
+            raise StoreWriteError(f"{target.key_file}: the key file holds no PEM private key")
+        out[target.key_file] = rewrite_pem(key_data, entry, target, target.key_file, replace_certs=False)
+        if target.chain_file:
+            out[target.chain_file] = rewrite_chain_file(current[target.chain_file], entry, target.chain_file)
+        return out

@@ -4,7 +4,7 @@ Everything here is either a ctypes call into ``crypt32.dll`` / ``ncrypt.dll``
 or a run of an IIS / http.sys tool as an argument list (never a shell string).
 Nothing above this module knows about handles, structures or code pages: it
 gets :class:`~agent.windows.records.StoreRecord` objects and the tools' text,
-and :mod:`agent.windows.records` parses that text.
+and :mod:`agent.windows.sslcert` and :mod:`agent.windows.sites` parse that text.
 
 **Not run on Windows by certfleet's tests.** The test suite runs on Linux: it
 checks that this module imports there and that :class:`RealWindowsApi` refuses
@@ -35,7 +35,7 @@ Calls made:
   ``%windir%\\system32\\netsh.exe http show sslcert``,
   ``netsh http update sslcert ipport=|hostnameport=... certhash=... appid=...
   certstorename=...`` (+ the binding's other settings, see
-  :func:`~agent.windows.records.update_sslcert_args`).
+  :func:`~agent.windows.sslcert.update_sslcert_args`).
 """
 from __future__ import annotations
 
@@ -47,8 +47,9 @@ import sys
 from typing import Any, Protocol, Sequence
 
 from agent.windows.errors import StoreNotFound, WindowsApiError, WindowsUnavailable
-from agent.windows.records import KEY_MISSING_CODES, KeyFacts, KeyProvInfo, SslBinding, StoreRecord, \
-    normalize_thumbprint, thumbprint_of, update_sslcert_args
+from agent.windows.records import KEY_MISSING_CODES, KeyFacts, KeyProvInfo, StoreRecord, normalize_thumbprint, \
+    thumbprint_of
+from agent.windows.sslcert import SslBinding, update_sslcert_args
 
 __all__ = ["WindowsApi", "RealWindowsApi", "WindowsUnavailable", "default_api"]
 

@@ -17,13 +17,13 @@ import ipaddress
 import re
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
-from agent.config import ConfigError, parse_duration
+if TYPE_CHECKING:  # pragma: no cover - the reader is handed in by agent.config
+    from agent.config.values import Table
 
-__all__ = ["WindowsSettings", "parse_windows_section", "DEFAULT_STORES", "TRUST_STORES", "settings_of"]
+__all__ = ["WindowsSettings", "parse_windows", "DEFAULT_STORES", "TRUST_STORES"]
 
 DEFAULT_STORES = ("My", "WebHosting")
 # System stores whose certificates are trust anchors or CA certificates: inventoried, never renewed.
@@ -43,23 +43,14 @@ class WindowsSettings:
     labels: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
 
-def parse_windows_section(raw: Any, where: Callable[..., str], base_dir: Path) -> WindowsSettings:
-    """Validate the ``[windows]`` table (``{}`` when absent gives the defaults)."""
-
-    def err(key: str | None, msg: str) -> ConfigError:
-        return ConfigError(f"{where('windows', 0, key)}: [windows] {key + ': ' if key else ''}{msg}")
-
-    if not isinstance(raw, dict):
-        raise err(None, "must be a table")
-    for key in raw:
-        if key not in _KEYS:
-            raise err(key, f"unknown key {key!r} (known keys: {', '.join(sorted(_KEYS))})")
+def parse_windows(table: Table) -> WindowsSettings:
+    """Validate the ``[windows]`` table (an empty one gives the defaults)."""
+    raw, err = table.raw, table.error
+    table.reject_unknown(_KEYS)
     out: dict[str, Any] = {}
     for key in ("enabled", "iis", "remove_replaced"):
         if key in raw:
-            if not isinstance(raw[key], bool):
-                raise err(key, "must be true or false")
-            out[key] = raw[key]
+            out[key] = table.boolean(key, True)
     stores = list(DEFAULT_STORES)
     if "stores" in raw:
         value = raw["stores"]
@@ -80,10 +71,7 @@ def parse_windows_section(raw: Any, where: Callable[..., str], base_dir: Path) -
             raise err("verify_address", "must be an IP address such as \"127.0.0.1\"") from None
         out["verify_address"] = value
     if "verify_timeout" in raw:
-        try:
-            out["verify_timeout"] = parse_duration(raw["verify_timeout"])
-        except ValueError as e:
-            raise err("verify_timeout", str(e)) from None
+        out["verify_timeout"] = table.duration("verify_timeout", 0)
         if out["verify_timeout"] <= 0:
             raise err("verify_timeout", "must be more than 0 seconds")
     if "labels" in raw:
@@ -93,10 +81,3 @@ def parse_windows_section(raw: Any, where: Callable[..., str], base_dir: Path) -
             raise err("labels", "must be a table of strings such as { service = \"iis\" }")
         out["labels"] = MappingProxyType(dict(labels))
     return WindowsSettings(**out)
-
-
-def settings_of(config: Any) -> WindowsSettings:
-    """The agent's ``[windows]`` settings (defaults when the config carries none)."""
-    sections: Mapping[str, Any] = getattr(config, "sections", {}) or {}
-    found = sections.get("windows")
-    return found if isinstance(found, WindowsSettings) else WindowsSettings()

@@ -2,23 +2,18 @@
 
 Stores are made with the real tools (openssl, keytool) by
 packaging/dev/make_sample_stores.py once per session; tests that change files
-copy what they need into their own tmp_path. Helpers live in agent_helpers.py.
+copy what they need into their own tmp_path. Helpers live in tests/helpers/agent_stores.py.
 """
 from __future__ import annotations
 
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
-# The test modules import their helpers as a top-level module, whatever pytest's import mode.
-if str(Path(__file__).parent) not in sys.path:
-    sys.path.insert(0, str(Path(__file__).parent))
-
-from agent_helpers import load_sample_module  # noqa: E402
+from tests.helpers.agent_stores import load_sample_module
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ import pytest
 from agent.config import Secret, default_hostname, load_config, parse_duration
 from agent.errors import AgentError, ConfigError, PasswordUnavailable
 
-from agent_helpers import store_toml, write_config
+from tests.helpers.agent_stores import store_toml, write_config
 
 
 def test_full_example_loads(tmp_path: Path) -> None:

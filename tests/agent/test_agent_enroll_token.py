@@ -4,7 +4,7 @@ from __future__ import annotations
 import io
 import pytest
 
-from agent.enroll import TOKEN_ENV, EnrollError, read_token
+from agent.cli.enroll import TOKEN_ENV, EnrollError, read_token
 
 
 def test_token_from_file_stdin_env_or_argument(tmp_path, monkeypatch) -> None:

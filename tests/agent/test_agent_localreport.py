@@ -10,9 +10,9 @@ import pytest
 
 from agent.config import load_config
 from agent.errors import AgentError
-from agent.localreport import cert_facts, days_left, render_scan
+from agent.cli.localreport import cert_facts, days_left, render_scan
 
-from agent_helpers import config_for, openssl, store_toml
+from tests.helpers.agent_stores import config_for, openssl, store_toml
 
 NOW = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.timezone.utc)
 

@@ -13,9 +13,9 @@ import pytest
 from agent.config import load_config
 from agent.errors import AgentError
 from agent.inventory import MATCHES
-from agent.scanner import Scanner, compile_glob
+from agent.scan.scanner import Scanner, compile_glob
 
-from agent_helpers import config_for, reasons, scan_by_path, store_toml, unprivileged, write_config
+from tests.helpers.agent_stores import config_for, reasons, scan_by_path, store_toml, unprivileged, write_config
 
 
 @pytest.fixture

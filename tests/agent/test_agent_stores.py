@@ -14,7 +14,7 @@ from agent.inventory import (
 )
 from agent.stores import ReadContext, StoreReadError, reader_for, sniff
 
-from agent_helpers import keytool, openssl
+from tests.helpers.agent_stores import keytool, openssl
 
 
 def read(kind: str, path: str | Path, password: str | None = None, data: bytes | None = None,
@@ -284,7 +284,7 @@ def test_auto_unknown_content(tmp_path: Path) -> None:
 
 
 def test_sample_maker_checks_for_tools(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from agent_helpers import load_sample_module
+    from tests.helpers.agent_stores import load_sample_module
 
     mod = load_sample_module()
     real_openssl = shutil.which("openssl")

@@ -1,4 +1,4 @@
-"""The Windows service's logic that does not need Windows (agent/winservice.py), on Linux.
+"""The Windows service's logic that does not need Windows (agent/cli/winservice.py), on Linux.
 
 The Service Control Manager is replaced by a fake at the ServiceManager boundary that moves
 through pending states like the real one; the run loop is the real AgentService.run_forever
@@ -15,7 +15,8 @@ import time
 
 import pytest
 
-from agent import winservice as ws
+from agent.cli import service_host as host
+from agent.cli import winservice as ws
 from tests.e2e.harness import Agent, Collector
 
 STOP_WITHIN = 5.0   # seconds from the stop request to run() returning
@@ -24,40 +25,40 @@ STOP_WITHIN = 5.0   # seconds from the stop request to run() returning
 class FakeSCM:
     """A service control manager: states move through *_pending for `pending` status queries."""
 
-    def __init__(self, state: str = ws.NOT_INSTALLED, pending: int = 2, stuck: str | None = None) -> None:
+    def __init__(self, state: str = host.NOT_INSTALLED, pending: int = 2, stuck: str | None = None) -> None:
         self.state = state
         self.pending = pending
         self.stuck = stuck           # a state the service never leaves (a hung service)
         self.calls: list[str] = []
-        self.spec: ws.ServiceSpec | None = None
+        self.spec: host.ServiceSpec | None = None
         self._left = 0
         self._target: str | None = None
-        self.hosted: ws.ServiceRunner | None = None
+        self.hosted: host.ServiceRunner | None = None
 
     def _move(self, via: str, to: str) -> None:
         self.state, self._target, self._left = via, to, self.pending
 
-    def install(self, spec: ws.ServiceSpec) -> None:
+    def install(self, spec: host.ServiceSpec) -> None:
         self.calls.append("install")
-        self.spec, self.state = spec, ws.STOPPED
+        self.spec, self.state = spec, host.STOPPED
 
     def remove(self, name: str) -> None:
         self.calls.append("remove")
-        assert self.state == ws.STOPPED, "the SCM removes a stopped service only (here)"
-        self.state = ws.NOT_INSTALLED
+        assert self.state == host.STOPPED, "the SCM removes a stopped service only (here)"
+        self.state = host.NOT_INSTALLED
 
     def start(self, name: str) -> None:
         self.calls.append("start")
-        assert self.state == ws.STOPPED, f"start while {self.state}"
-        self._move(ws.START_PENDING, ws.RUNNING)
+        assert self.state == host.STOPPED, f"start while {self.state}"
+        self._move(host.START_PENDING, host.RUNNING)
 
     def stop(self, name: str) -> None:
         self.calls.append("stop")
-        assert self.state == ws.RUNNING, f"stop while {self.state}"
-        self._move(ws.STOP_PENDING, ws.STOPPED)
+        assert self.state == host.RUNNING, f"stop while {self.state}"
+        self._move(host.STOP_PENDING, host.STOPPED)
 
     def status(self, name: str) -> str:
-        assert name == ws.SERVICE_NAME
+        assert name == host.SERVICE_NAME
         self.calls.append("status")
         if self._target and self.state != self.stuck:
             self._left -= 1
@@ -65,7 +66,7 @@ class FakeSCM:
                 self.state, self._target = self._target, None
         return self.state
 
-    def host(self, runner: ws.ServiceRunner) -> int:
+    def host(self, runner: host.ServiceRunner) -> int:
         self.calls.append("host")
         self.hosted = runner
         return 0
@@ -104,7 +105,7 @@ def run_cli(*argv: str, scm: FakeSCM | None = None) -> tuple[int, str, str, Fake
 # --------------------------------------------------------------------------- command handling
 
 def test_unknown_command_is_a_clear_usage_error_with_exit_code_2():
-    scm = FakeSCM(ws.RUNNING)
+    scm = FakeSCM(host.RUNNING)
     code, out, err, _ = run_cli("frobnicate", scm=scm)
     assert code == 2
     assert "unknown command 'frobnicate'" in err and "install, start, stop, restart" in err
@@ -120,7 +121,7 @@ def test_unknown_command_is_a_clear_usage_error_with_exit_code_2():
     (("service",), "service needs --config"),
 ])
 def test_bad_invocations_exit_2_and_say_why(argv, needle):
-    code, out, err, scm = run_cli(*argv, scm=FakeSCM(ws.RUNNING))
+    code, out, err, scm = run_cli(*argv, scm=FakeSCM(host.RUNNING))
     assert code == 2 and needle in err
     assert "stop" not in scm.calls and "start" not in scm.calls
 
@@ -142,41 +143,41 @@ def test_install_writes_a_windows_quoted_command_line_with_the_config():
 
 
 def test_start_waits_until_running_and_is_idempotent():
-    code, out, err, scm = run_cli("start", scm=FakeSCM(ws.STOPPED, pending=3))
+    code, out, err, scm = run_cli("start", scm=FakeSCM(host.STOPPED, pending=3))
     assert code == 0 and "started" in out
-    assert scm.state == ws.RUNNING and scm.calls.count("start") == 1
+    assert scm.state == host.RUNNING and scm.calls.count("start") == 1
     code, out, err, scm = run_cli("start", scm=scm)
     assert code == 0 and "already running" in out and scm.calls.count("start") == 1
 
 
 def test_stop_waits_until_stopped_and_reports_a_hung_service():
-    code, out, err, scm = run_cli("stop", scm=FakeSCM(ws.RUNNING))
-    assert code == 0 and scm.state == ws.STOPPED and "stopped" in out
+    code, out, err, scm = run_cli("stop", scm=FakeSCM(host.RUNNING))
+    assert code == 0 and scm.state == host.STOPPED and "stopped" in out
     code, out, err, scm = run_cli("stop", scm=scm)
     assert code == 0 and "not running" in out and scm.calls.count("stop") == 1
-    hung = FakeSCM(ws.RUNNING, stuck=ws.STOP_PENDING)
+    hung = FakeSCM(host.RUNNING, stuck=host.STOP_PENDING)
     code, out, err, _ = run_cli("stop", "--timeout", "5", scm=hung)
     assert code == 1 and "did not stop within 5s (now stop_pending)" in err
 
 
 def test_restart_is_stop_then_start():
-    code, out, err, scm = run_cli("restart", scm=FakeSCM(ws.RUNNING, pending=2))
+    code, out, err, scm = run_cli("restart", scm=FakeSCM(host.RUNNING, pending=2))
     assert code == 0, err
-    assert scm.state == ws.RUNNING
+    assert scm.state == host.RUNNING
     actions = [c for c in scm.calls if c != "status"]
     assert actions == ["stop", "start"]
     # start was asked only after the service had reached stopped
     i_start = scm.calls.index("start")
     assert scm.calls[i_start - 1] == "status" and "stopped" in out.splitlines()[0]
     # a stopped service: restart just starts it
-    code, out, err, scm = run_cli("restart", scm=FakeSCM(ws.STOPPED))
+    code, out, err, scm = run_cli("restart", scm=FakeSCM(host.STOPPED))
     assert code == 0 and [c for c in scm.calls if c != "status"] == ["start"]
 
 
 def test_remove_stops_first_and_status_exit_codes():
-    code, out, err, scm = run_cli("status", scm=FakeSCM(ws.RUNNING))
+    code, out, err, scm = run_cli("status", scm=FakeSCM(host.RUNNING))
     assert (code, out.strip()) == (0, "certfleet-agent: running")
-    code, out, err, scm = run_cli("remove", scm=FakeSCM(ws.RUNNING))
+    code, out, err, scm = run_cli("remove", scm=FakeSCM(host.RUNNING))
     assert code == 0 and [c for c in scm.calls if c != "status"] == ["stop", "remove"]
     assert "configuration and data are kept" in out
     code, out, err, _ = run_cli("status", scm=scm)
@@ -186,7 +187,7 @@ def test_remove_stops_first_and_status_exit_codes():
 
 
 def test_service_command_hands_the_runner_to_the_boundary(tmp_path):
-    code, out, err, scm = run_cli("service", "--config", str(tmp_path / "agent.toml"), scm=FakeSCM(ws.RUNNING))
+    code, out, err, scm = run_cli("service", "--config", str(tmp_path / "agent.toml"), scm=FakeSCM(host.RUNNING))
     assert code == 0 and scm.calls == ["host"]
     assert scm.hosted is not None and scm.hosted.config_path == tmp_path / "agent.toml"
 
@@ -205,31 +206,31 @@ def test_winservice_imports_without_pywin32():
 # --------------------------------------------------------------------------- event log mapping
 
 def test_every_event_has_a_level_a_unique_id_and_formats():
-    ids = [e.event_id for e in ws.EVENTS.values()]
+    ids = [e.event_id for e in host.EVENTS.values()]
     assert len(ids) == len(set(ids))
     fields = {"version": "1", "agent_id": "a", "endpoint": "h:1", "interval": "900", "config": "c",
               "reason": "r", "error": "e", "log_file": "l"}
-    for name, ev in ws.EVENTS.items():
-        assert ev.level in (ws.INFO, ws.WARNING, ws.ERROR)
+    for name, ev in host.EVENTS.items():
+        assert ev.level in (host.INFO, host.WARNING, host.ERROR)
         used = {f for _, f, _, _ in string.Formatter().parse(ev.text) if f}
         assert used <= set(fields), name
         ev.text.format(**fields)
-    assert ws.EVENTS["crashed"].level == ws.ERROR and ws.EVENTS["stopped"].level == ws.INFO
+    assert host.EVENTS["crashed"].level == host.ERROR and host.EVENTS["stopped"].level == host.INFO
 
 
 def test_runner_reports_a_config_error_and_a_host_not_enrolled(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text("[agent]\nscan_interval = \"soon\"\n")
     events = Events()
-    assert ws.ServiceRunner(bad, events).run() == 1
-    assert events.seen[0][:2] == (ws.ERROR, 200) and "scan_interval" in events.seen[0][2]
+    assert host.ServiceRunner(bad, events).run() == 1
+    assert events.seen[0][:2] == (host.ERROR, 200) and "scan_interval" in events.seen[0][2]
 
     good = tmp_path / "agent.toml"
     good.write_text(f'[agent]\ndata_dir = "{tmp_path / "data"}"\n')
     events = Events()
-    assert ws.ServiceRunner(good, events).run() == 1
+    assert host.ServiceRunner(good, events).run() == 1
     level, event_id, message = events.seen[0]
-    assert (level, event_id) == (ws.ERROR, 201)
+    assert (level, event_id) == (host.ERROR, 201)
     assert "not enrolled" in message and f'--config "{good}"' in message
 
 
@@ -266,7 +267,7 @@ def enrolled(tmp_path_factory):
         collector.stop()
 
 
-def run_in_thread(runner: ws.ServiceRunner) -> tuple[threading.Thread, dict]:
+def run_in_thread(runner: host.ServiceRunner) -> tuple[threading.Thread, dict]:
     result: dict = {}
     t = threading.Thread(target=lambda: result.setdefault("code", runner.run()), daemon=True)
     t.start()
@@ -274,7 +275,7 @@ def run_in_thread(runner: ws.ServiceRunner) -> tuple[threading.Thread, dict]:
     return t, result
 
 
-def stop_and_time(runner: ws.ServiceRunner, t: threading.Thread) -> float:
+def stop_and_time(runner: host.ServiceRunner, t: threading.Thread) -> float:
     started = time.monotonic()
     runner.request_stop("test")
     t.join(STOP_WITHIN + 10)
@@ -284,7 +285,7 @@ def stop_and_time(runner: ws.ServiceRunner, t: threading.Thread) -> float:
 def test_stop_event_ends_run_forever_after_it_reported(enrolled):
     collector, agent = enrolled
     events = Events()
-    runner = ws.ServiceRunner(agent.config, events)
+    runner = host.ServiceRunner(agent.config, events)
     t, result = run_in_thread(runner)
     # the real service loop reports to the real collector
     deadline = time.monotonic() + 30
@@ -316,7 +317,7 @@ def test_stop_event_ends_run_forever_while_the_collector_is_away(enrolled, tmp_p
     config = tmp_path / "agent.toml"
     config.write_text(agent.config.read_text().replace(str(agent.workdir / "data"), str(data)))
     events = Events()
-    runner = ws.ServiceRunner(config, events)
+    runner = host.ServiceRunner(config, events)
     t, result = run_in_thread(runner)
     time.sleep(3)                                      # first sync failed; now in backoff
     took = stop_and_time(runner, t)

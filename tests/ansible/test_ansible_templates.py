@@ -69,7 +69,7 @@ def test_agent_toml_round_trips_awkward_values(tmp_path):
     assert cfg.stores[0].paths[0] == f"{tmp_path}/tls dir/*.pem"
     assert cfg.reload_action("nginx").command == ("/usr/sbin/nginx", "-s", "reload", NASTY)
     assert cfg.collector["address"] == "collector.example.net:7443"
-    endpoints = cfg.sections["endpoints"]
+    endpoints = cfg.endpoints
     assert endpoints.listeners is False and [(t.host, t.port, t.starttls) for t in endpoints.targets] == [
         ("mail.example.net", 25, "smtp")]
     assert "[windows]" not in text   # an empty mapping keeps the agent's defaults

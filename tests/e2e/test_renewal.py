@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import need_tools
 from tests.e2e.harness import BIN, Agent, Collector
-from tests.install.install_helpers import Nginx, nginx_binary, served_fingerprint
+from tests.helpers.install_sites import Nginx, nginx_binary, served_fingerprint
 
 COLLECTOR_EXTRA = """
 [issuers.internal]

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from tests.conftest import free_port, need_tools
 from tests.e2e.harness import Agent, Collector
 from tests.e2e.test_renewal import Service, old_site, registry_fingerprint, wait_for
-from tests.install.install_helpers import nginx_binary, served_fingerprint
+from tests.helpers.install_sites import nginx_binary, served_fingerprint
 
 NGINX_CONF = """\
 {user}daemon off;

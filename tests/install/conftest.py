@@ -7,17 +7,13 @@ its test ends.
 from __future__ import annotations
 
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
 
-if str(Path(__file__).parent) not in sys.path:
-    sys.path.insert(0, str(Path(__file__).parent))
-
-from install_helpers import Nginx, TestCA, nginx_binary  # noqa: E402
+from tests.helpers.install_sites import Nginx, TestCA, nginx_binary
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -13,7 +13,7 @@ from agent.inventory import LocationKey
 from agent.install import FAILED, ROLLED_BACK, VERIFIED, InstallRequest, install
 from agent.keys import new_key
 
-from install_helpers import Nginx, PemSite, TestCA, make_pem_site, served_fingerprint
+from tests.helpers.install_sites import Nginx, PemSite, TestCA, make_pem_site, served_fingerprint
 
 SNI = "www.example.test"
 

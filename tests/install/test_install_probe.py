@@ -11,7 +11,7 @@ import pytest
 from agent.errors import ProbeError
 from agent.probe import probe
 
-from install_helpers import Nginx, TestCA, free_port, make_pem_site
+from tests.helpers.install_sites import Nginx, TestCA, free_port, make_pem_site
 
 
 def test_probe_sees_the_chain_and_validates_it(tmp_path: Path, ca: TestCA, other_ca: TestCA,

@@ -17,9 +17,9 @@ from agent.install import FAILED, VERIFIED, InstallRequest, install
 from agent.inventory import MATCHES, PRIVATE_KEY_ENTRY, TRUSTED_CERTIFICATE, FoundCert, LocationKey
 from agent.keys import load_pem_private_key, new_key, pem_key_style, same_public_key
 from agent.stores import ReadContext, reader_for
-from agent.stores.writers import find_key_file
+from agent.stores.files import find_key_file
 
-from install_helpers import TestCA, fp, keytool_list, make_pem_site, run
+from tests.helpers.install_sites import TestCA, fp, keytool_list, make_pem_site, run
 
 
 def _read(path: Path, store_type: str, password: str | None = None) -> list[FoundCert]:

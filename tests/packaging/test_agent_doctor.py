@@ -20,9 +20,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from agent.config import load_config
-from agent.doctor import (
-    FAIL, OK, WARN, check_clock, check_collector, check_data_dir, check_identity, check_stores,
-)
+from agent.cli.doctor_checks import FAIL, OK, WARN, check_clock, check_data_dir, check_identity, check_stores
+from agent.cli.doctor_collector import check_collector
 from agent.identity import identity_dir, load_identity, make_key_and_csr, save_identity
 from collector.pki import CollectorCA
 from tests.conftest import free_port

@@ -6,7 +6,7 @@
 - ``servers``: one asyncio loop with STARTTLS SMTP (aiosmtpd), IMAP, POP3 and
   plain TLS servers (``servers.smtp_server(ip, site)`` and so on).
 - ``silent(ip)``: accepts and says nothing.
-- ``nginx(cert, key)``: real nginx on 127.0.0.1 (tests/install/install_helpers.py).
+- ``nginx(cert, key)``: real nginx on 127.0.0.1 (tests/helpers/install_sites.py).
 - ``loopback_ip(n)``: distinct 127.x addresses for this test process.
 
 Everything started here is stopped when the test ends; tests needing a tool
@@ -15,7 +15,6 @@ that is missing are skipped with the reason.
 from __future__ import annotations
 
 import shutil
-import sys
 import tempfile
 import zlib
 from pathlib import Path
@@ -23,11 +22,8 @@ from typing import Callable, Iterator
 
 import pytest
 
-if str(Path(__file__).parent) not in sys.path:
-    sys.path.insert(0, str(Path(__file__).parent))
-
-from tls_servers import LoopThread, SServer, SilentServer, Site, TestCA, loopback_block, site_files  # noqa: E402
-from install_helpers import Nginx, nginx_binary  # noqa: E402  (tls_servers put tests/install on sys.path)
+from tests.helpers.install_sites import Nginx, nginx_binary
+from tests.helpers.tls_servers import LoopThread, SServer, SilentServer, Site, TestCA, loopback_block, site_files
 
 
 @pytest.fixture(scope="session")
@@ -136,14 +132,14 @@ class _ProcessServers:
         self.started: list = []
 
     def smtp(self, ip: str, cert: Path, key: Path):  # noqa: ANN201
-        from process_servers import SmtpProcess
+        from tests.helpers.agent_processes import SmtpProcess
 
         s = SmtpProcess(ip, cert, key)
         self.started.append(s)
         return s
 
     def hold(self, ip: str, path: Path):  # noqa: ANN201
-        from process_servers import FileHolder
+        from tests.helpers.agent_processes import FileHolder
 
         s = FileHolder(ip, path)
         self.started.append(s)

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from agent.discovery.configs import (
-    FileAccess, cmdline_paths, config_refs, jvm_refs, parse_apache, parse_crt_list, parse_haproxy, parse_nginx,
-    parse_postfix_main, parse_postfix_master, parse_tomcat_server_xml, read_apache, read_haproxy, read_nginx,
-    read_postfix, read_tomcat, server_kind,
-)
+from agent.discovery.servers import FileAccess, cmdline_paths, config_refs, server_kind
+from agent.discovery.servers.apache import parse_apache, read_apache
+from agent.discovery.servers.haproxy import parse_crt_list, parse_haproxy, read_haproxy
+from agent.discovery.servers.java import jvm_refs, parse_tomcat_server_xml, read_tomcat
+from agent.discovery.servers.nginx import parse_nginx, read_nginx
+from agent.discovery.servers.postfix import parse_postfix_main, parse_postfix_master, read_postfix
 
 # --------------------------------------------------------------------------- nginx
 
@@ -369,7 +370,7 @@ def test_discovery_section_defaults_and_errors(tmp_path: Path) -> None:
     import pytest
 
     from agent.config import ConfigError, load_config
-    from agent.discovery.settings import DiscoverySettings, discovery_settings
+    from agent.discovery.settings import DiscoverySettings
 
     def cfg(text: str):  # noqa: ANN202
         p = tmp_path / "agent.toml"
@@ -377,9 +378,9 @@ def test_discovery_section_defaults_and_errors(tmp_path: Path) -> None:
         p.chmod(0o600)
         return load_config(p)
 
-    assert discovery_settings(cfg("")) == DiscoverySettings()
-    s = discovery_settings(cfg('[discovery]\nprocesses = true\nstale_check = false\nprobe_timeout = "1500ms"\n'
-                               'trust_store_paths = ["trust/*.pem", "/opt/ca"]\n'))
+    assert cfg("").discovery == DiscoverySettings()
+    s = cfg('[discovery]\nprocesses = true\nstale_check = false\nprobe_timeout = "1500ms"\n'
+            'trust_store_paths = ["trust/*.pem", "/opt/ca"]\n').discovery
     assert (s.stale_check, s.probe_timeout, s.trust_store_paths) == (False, 1.5, (f"{tmp_path}/trust/*.pem", "/opt/ca"))
     with pytest.raises(ConfigError, match=r"agent.toml:4: \[discovery\] stale_check: must be true or false"):
         cfg('[discovery]\nstale_check = "yes"\n')

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from agent.discovery.endpoints import Observation, RateLimiter, Target, probe_many, survey
+from agent.endpoints.survey import Observation, RateLimiter, Target, probe_many, survey
 from agent.discovery.listeners import local_listeners
 
-from tls_servers import TestCA
+from tests.helpers.tls_servers import TestCA
 
 
 def _ca_file(tmp_path: Path, ca: TestCA) -> str:

@@ -9,12 +9,13 @@ import pytest
 
 from agent.config import load_config
 from agent.discovery.listeners import local_listeners
-from agent.discovery.source import EndpointSource
+from agent.sources.endpoints import EndpointSource
 from agent.errors import ConfigError
-from agent.sources import SourceError, build_sources
-from agent.sync import location_msg
+from agent.service import build_sources
+from agent.sources.base import SourceError
+from agent.transport.wire import location_out
 
-from agent_helpers import store_toml, write_config
+from tests.helpers.agent_stores import store_toml, write_config
 
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
 
@@ -69,12 +70,12 @@ def test_listeners_found_with_sni_names_from_the_stores(tmp_path, make_site, s_s
     assert all(not e.has_private_key and e.key.store_type == "endpoint" for e in res.entries)
 
     # into the report: Locations with endpoint facts
-    msg = location_msg(sni)
+    msg = location_out(sni)
     assert msg.key.store_type == "endpoint" and msg.key.path == ep and msg.key.alias == "mail.example.test"
     assert msg.fingerprint_sha256 == mail.fingerprint and msg.endpoint.sni == "mail.example.test"
     assert not msg.endpoint.chain_valid and msg.endpoint.validation_error == sni.endpoint.validation_error
     assert msg.endpoint.source == "local_listener" and msg.endpoint.port == web.port
-    assert list(location_msg(leaf).endpoint.chain_fingerprints) == [
+    assert list(location_out(leaf).endpoint.chain_fingerprints) == [
         hashlib.sha256(default.issued.chain_ders[0]).hexdigest()]
     assert msg.HasField("endpoint") and msg.endpoint.handshake_seconds > 0
 
@@ -148,10 +149,10 @@ def test_settings_parse(tmp_path) -> None:
     cfg = _config(tmp_path, 'targets = ["mail.example.test:25", "[::1]:993", { host = "10.0.0.7", port = 443, '
                             'sni = "www.example.test" }, "imap.example.test:1143/imap"]\nrate = 20\ntimeout = "2s"\n'
                             "max_sni_names = 4\nnetwork_scans = false")
-    s = cfg.sections["endpoints"]
+    s = cfg.endpoints
     assert [(t.host, t.port, t.sni, t.starttls) for t in s.targets] == [
         ("mail.example.test", 25, "mail.example.test", ""), ("::1", 993, "", ""),
         ("10.0.0.7", 443, "www.example.test", ""), ("imap.example.test", 1143, "imap.example.test", "imap")]
     assert s.rate == 20 and s.timeout == 2 and s.max_sni_names == 4 and not s.network_scans and s.listeners
-    default = load_config(write_config(tmp_path / "d", "")).sections["endpoints"]
+    default = load_config(write_config(tmp_path / "d", "")).endpoints
     assert default.listeners and default.targets == () and default.timeout == 3.0

@@ -12,12 +12,15 @@ import pytest
 
 from agent.commands import CommandHandler
 from agent.config import load_config
-from agent.discovery.netscan import NetworkScans, ReportGate, ScanRefused, load_record, plan_scan
-from agent.discovery.source import EndpointSource
+from agent.netscan.plan import ScanRefused, ScanRequest, plan_scan
+from agent.netscan.records import ScanProgress, load_record
+from agent.netscan.runner import NetworkScans, ReportGate
+from agent.sources.endpoints import EndpointSource
+from agent.transport.wire import command_in, scan_request_in
 from certfleet.v1 import agent_pb2
 
-from agent_helpers import write_config
-from tls_servers import free_port_on
+from tests.helpers.agent_stores import write_config
+from tests.helpers.tls_servers import free_port_on
 
 
 # ---------------------------------------------------------------- planning (pure)
@@ -74,16 +77,21 @@ def test_same_targets_same_identity() -> None:
 # ---------------------------------------------------------------- real scans on loopback
 
 class Sent(list):
-    def __call__(self, msg: agent_pb2.NetworkScanProgress) -> bool:
+    def __call__(self, msg: ScanProgress) -> bool:
         self.append(msg)
         return True
 
-    def finals(self) -> list[agent_pb2.NetworkScanProgress]:
+    def finals(self) -> list[ScanProgress]:
         return [m for m in self if m.state in ("done", "failed")]
 
 
-def _cmd(scan_id: str, targets: list[str], ports: list[int], **kw: object) -> agent_pb2.NetworkScan:
+def _wire_cmd(scan_id: str, targets: list[str], ports: list[int], **kw: object) -> agent_pb2.NetworkScan:
     return agent_pb2.NetworkScan(scan_id=scan_id, targets=targets, ports=ports, **kw)
+
+
+def _cmd(scan_id: str, targets: list[str], ports: list[int], **kw: object) -> ScanRequest:
+    """The collector's NetworkScan command as it comes through the agent's door."""
+    return scan_request_in(_wire_cmd(scan_id, targets, ports, **kw))
 
 
 def test_scan_over_a_loopback_block_finds_exactly_the_servers(tmp_path, make_site, s_server, servers, silent,
@@ -203,7 +211,7 @@ def test_command_handler_runs_scans_off_the_stream_and_reports_before_done(tmp_p
     events: list[str] = []
     sent = Sent()
 
-    def send(msg: agent_pb2.NetworkScanProgress) -> bool:
+    def send(msg: ScanProgress) -> bool:
         if msg.state == "done":
             events.append("done")
         return sent(msg)
@@ -216,9 +224,9 @@ def test_command_handler_runs_scans_off_the_stream_and_reports_before_done(tmp_p
         threading.Thread(target=run).start()
 
     handler.network_scans = NetworkScans(tmp_path / "data", send, gate=gate, request_report=report)
-    cmd = agent_pb2.CollectorCommand(command_id="c1", network_scan=_cmd("cmd-1", [loopback_ip(4)], [srv.port]))
+    cmd = agent_pb2.CollectorCommand(command_id="c1", network_scan=_wire_cmd("cmd-1", [loopback_ip(4)], [srv.port]))
     t0 = time.monotonic()
-    assert handler.handle(cmd) == []
+    assert handler.handle(command_in(cmd)) == []
     assert time.monotonic() - t0 < 0.5                     # the stream thread is not held by the scan
     assert handler.network_scans.wait_idle(20)
     assert events[-2:] == ["report", "done"] and sent.finals()[0].tls_found == 1

@@ -4,14 +4,12 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
-import sys
 from pathlib import Path
 
 from agent.config import load_config
-from agent.localreport import render_scan
+from agent.cli.localreport import render_scan
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "install"))
-from install_helpers import public_key_of  # noqa: E402
+from tests.helpers.install_sites import public_key_of
 
 
 def test_local_scan_shows_processes_and_stale_services(tmp_path: Path, make_site, s_server, loopback_ip,

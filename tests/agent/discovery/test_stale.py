@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -17,13 +16,13 @@ import pytest
 from agent.config import load_config
 from agent.discovery.annotate import STATE_FILE, FileAnnotator
 from agent.discovery.stale import OK, STALE, UNKNOWN, Served, StaleState, Verdict, cert_names, decide, probe_names
-from agent.scanner import Scanner
+from agent.scan.scanner import Scanner
 from agent.state import key_str
 from agent.sync import ReportPlan, Syncer
+from agent.transport.report import GrpcReports, chunks
 
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "install"))
-from install_helpers import public_key_of, served_fingerprint  # noqa: E402
+from tests.helpers.install_sites import public_key_of, served_fingerprint
 
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
 FILE_FP, OLD_FP, OTHER_FP = "f" * 64, "0" * 64, "a" * 64
@@ -112,7 +111,7 @@ def _syncer(tmp_path: Path, store_glob: str, reload_command: list[str], clock: C
             f'[reload.nginx]\ncommand = {json.dumps(reload_command)}\n'
             f'[discovery]\nprobe_timeout = "3s"\n')
     config = load_config(_cfg(tmp_path / "cfg", toml))
-    return Syncer(Scanner(config), grpc.insecure_channel("127.0.0.1:9"), config.data_dir / "state.json", "agent-1",
+    return Syncer(Scanner(config), GrpcReports(grpc.insecure_channel("127.0.0.1:9")), config.data_dir / "state.json", "agent-1",
                   "h", {}, annotator=FileAnnotator.from_config(config, clock=clock))
 
 
@@ -120,7 +119,7 @@ def _report(syncer: Syncer, full: bool = False) -> dict:
     """Run one report's chunks (no collector) and acknowledge it; {path: Location} of the leaf upserts."""
     plan = ReportPlan(full=full or syncer.state.sequence == 0, sequence=syncer.state.sequence + 1)
     upserts = {}
-    for chunk in syncer.chunks(plan, NOW):
+    for chunk in chunks(syncer.report(plan, NOW)):       # what goes on the wire
         for loc in chunk.upserts:
             if loc.key.chain_index == 0:
                 upserts[loc.key.path] = loc

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -11,8 +10,7 @@ import pytest
 
 from tests.e2e.harness import Agent, Collector
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "install"))
-from install_helpers import public_key_of, served_fingerprint  # noqa: E402
+from tests.helpers.install_sites import public_key_of, served_fingerprint
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 from agent.config import ConfigError, load_config
-from agent.discovery.trust import TrustStores, entry_role, is_hash_link_name, is_jvm_cacerts
+from agent.scan.trust import TrustStores, entry_role, is_hash_link_name, is_jvm_cacerts
 from agent.inventory import SERVICE, TRUST_ANCHOR
-from agent.localreport import render_scan
-from agent.scanner import Scanner
-from agent.sync import location_msg
+from agent.cli.localreport import render_scan
+from agent.scan.scanner import Scanner
+from agent.transport.wire import location_out
 
 SYSTEM_CERTS = Path("/etc/ssl/certs")
 SCAN_LIMIT_SECONDS = 5.0       # measured: about 0.25 s for 146 files / 432 certificates on the development machine
@@ -59,7 +59,7 @@ def test_system_trust_store_is_scanned_fast_as_trust_anchors_each_file_once(tmp_
     # a rescan reuses the files and keeps their role; the wire carries it
     again = [e for fs in scanner.scan() for e in fs.entries]
     assert scanner.counters.files_reused == len(targets) and {e.role for e in again} == {TRUST_ANCHOR}
-    assert location_msg(again[0]).role == "trust_anchor"
+    assert location_out(again[0]).role == "trust_anchor"
 
 
 def _write_pem(path: Path, *ders: bytes) -> Path:

@@ -7,16 +7,12 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Callable
 
 import pytest
 
-if str(Path(__file__).parent) not in sys.path:
-    sys.path.insert(0, str(Path(__file__).parent))
-
-from win_fakes import Pki  # noqa: E402
+from tests.helpers.agent_windows_fakes import Pki
 
 DATA = Path(__file__).parent / "data"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from agent.config import ConfigError, parse_config
-from agent.windows.records import SslBinding
+from agent.windows.sslcert import SslBinding
 
 
 def test_api_imports_on_linux_and_refuses_to_work() -> None:
@@ -44,7 +44,7 @@ def config(tmp_path: Path, windows: str = "") -> object:
 
 
 def test_windows_section_defaults(tmp_path: Path) -> None:
-    s = config(tmp_path).sections["windows"]
+    s = config(tmp_path).windows
     assert s.enabled is (sys.platform == "win32")
     assert s.stores == ("My", "WebHosting") and s.iis and s.remove_replaced
     assert s.verify_address == "127.0.0.1" and s.verify_timeout == 30.0
@@ -52,7 +52,7 @@ def test_windows_section_defaults(tmp_path: Path) -> None:
 
 def test_windows_section_values(tmp_path: Path) -> None:
     s = config(tmp_path, 'enabled = true\nstores = ["Remote Desktop", "my"]\niis = false\nremove_replaced = false\n'
-                         'verify_address = "::1"\nverify_timeout = "1m"\nlabels = { service = "iis" }').sections["windows"]
+                         'verify_address = "::1"\nverify_timeout = "1m"\nlabels = { service = "iis" }').windows
     assert s.enabled and s.stores == ("My", "WebHosting", "Remote Desktop") and not s.iis
     assert not s.remove_replaced and s.verify_address == "::1" and s.verify_timeout == 60.0
     assert dict(s.labels) == {"service": "iis"}
@@ -74,8 +74,8 @@ def test_windows_section_errors_name_the_line(tmp_path: Path, body: str, message
 
 
 def test_build_sources_adds_the_windows_source_when_enabled(tmp_path: Path) -> None:
-    from agent.sources import build_sources
-    from agent.windows.store_source import WindowsStoreSource
+    from agent.service import build_sources
+    from agent.sources.windows_store import WindowsStoreSource
 
     on = [s for s in build_sources(config(tmp_path, "enabled = true")) if isinstance(s, WindowsStoreSource)]
     assert len(on) == 1 and on[0].store_types == frozenset({"windows"})

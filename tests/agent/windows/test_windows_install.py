@@ -1,6 +1,6 @@
 """Installing into the Windows store: a fake at the boundary, real TLS handshakes for verification.
 
-The fake http.sys (win_fakes.FakeHttpSys) serves, on loopback addresses, the
+The fake http.sys (tests/helpers/agent_windows_fakes.FakeHttpSys) serves, on loopback addresses, the
 certificate its binding table names at the moment of each handshake; the
 install under test rebinds through the fake API and then proves, by real
 handshakes (agent.probe), what is served.
@@ -20,10 +20,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from agent.install import FAILED, ROLLED_BACK, VERIFIED
 from agent.inventory import LocationKey
 from agent.probe import probe
-from agent.windows.install import BACKUP_FILE, WindowsInstallRequest, install_windows
+from agent.install.windows import BACKUP_FILE, WindowsInstallRequest, install_windows
 from agent.windows.records import thumbprint_of
 from agent.windows.settings import WindowsSettings
-from win_fakes import FakeHttpSys, FakeWindowsApi, Pki, free_port
+from tests.helpers.agent_windows_fakes import FakeHttpSys, FakeWindowsApi, Pki, free_port
 
 
 @dataclass
@@ -222,16 +222,16 @@ def test_installing_again_is_harmless(scene: Scene, tmp_path: Path) -> None:
     assert sum(1 for c in scene.api.calls if c[0] == "import_pfx") == imports
 
 
-def test_the_file_pipeline_dispatches_windows_locations(scene: Scene, tmp_path: Path) -> None:
-    """agent.install.InstallRequest.from_config / install() hand windows locations to agent.windows.install."""
+def test_the_install_dispatch_hands_windows_locations_to_the_windows_pipeline(scene: Scene, tmp_path: Path) -> None:
+    """agent.install.request_for / install() hand windows locations to agent.install.windows."""
     from agent.config import parse_config
-    from agent.install import InstallRequest, install
+    from agent.install import install, request_for
 
     config = parse_config(f'[agent]\ndata_dir = "{tmp_path}"\n[windows]\nenabled = true\n')
     base = scene.request()
-    req = InstallRequest.from_config(config, job_id="job-win-3", location=base.location, key=base.key,
-                                     cert_der=base.cert_der, chain_ders=base.chain_ders,
-                                     expected_old_fingerprint=base.expected_old_fingerprint)
+    req = request_for(config, job_id="job-win-3", location=base.location, key=base.key,
+                      cert_der=base.cert_der, chain_ders=base.chain_ders,
+                      expected_old_fingerprint=base.expected_old_fingerprint)
     assert isinstance(req, WindowsInstallRequest) and req.settings.enabled
     result = install(req, tmp_path)             # the real API: off Windows it fails cleanly, changing nothing
     assert result.state == FAILED and "only be read on Windows" in result.reason

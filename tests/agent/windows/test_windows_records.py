@@ -10,9 +10,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from agent.keys import same_public_key
 from agent.windows.errors import RecordFormatError
-from agent.windows.records import (CCS, HOSTNAMEPORT, IPPORT, dump_capture, iis_bindings, load_capture,
-                                   normalize_thumbprint, parse_binding_information, parse_sites, parse_sslcert,
-                                   public_blob_of, public_key_from_blob, thumbprint_of, update_sslcert_args)
+from agent.windows.records import (dump_capture, load_capture, normalize_thumbprint, public_blob_of,
+                                   public_key_from_blob, thumbprint_of)
+from agent.windows.sites import iis_bindings, parse_binding_information, parse_sites
+from agent.windows.sslcert import CCS, HOSTNAMEPORT, IPPORT, parse_sslcert, update_sslcert_args
 
 
 def read(data: Path, name: str) -> str:

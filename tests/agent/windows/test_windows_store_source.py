@@ -11,11 +11,11 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from agent.inventory import CERTIFICATE, MATCHES, MISMATCH, NO_KEY, PRIVATE_KEY_ENTRY, SERVICE, TRUST_ANCHOR, \
     UNKNOWN, LocationKey
-from agent.sources import SourceError
+from agent.sources.base import SourceError
 from agent.windows.records import load_capture
 from agent.windows.settings import WindowsSettings
-from agent.windows.store_source import WindowsStoreSource
-from win_fakes import FakeWindowsApi
+from agent.sources.windows_store import WindowsStoreSource
+from tests.helpers.agent_windows_fakes import FakeWindowsApi
 
 NOW = dt.datetime(2026, 3, 1, tzinfo=dt.timezone.utc)
 

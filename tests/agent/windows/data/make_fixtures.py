@@ -11,7 +11,6 @@ never from this script.
 from __future__ import annotations
 
 import datetime as dt
-import sys
 from pathlib import Path
 
 from cryptography import x509
@@ -19,10 +18,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parents[3]))
+from agent.windows.records import KeyFacts, KeyProvInfo, StoreRecord, dump_capture, public_blob_of, thumbprint_of
 
-from agent.windows.records import KeyFacts, KeyProvInfo, StoreRecord, dump_capture, public_blob_of, thumbprint_of  # noqa: E402
+HERE = Path(__file__).resolve().parent
 
 IIS_APPID = "{4dc3e181-e14b-4a21-b022-59fc669b0914}"     # the application id IIS registers its bindings with
 ADFS_APPID = "{5d89a20c-beab-4389-9447-324788eb944a}"    # AD FS (as in the published ADFS output)
