@@ -29,6 +29,7 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def cmd_serve(ns: argparse.Namespace) -> int:
+    # start-up time: each command loads only what it needs (see above)
     from collector.config.core import load_config
     from collector.server.server import serve
 
@@ -62,6 +63,7 @@ def cmd_init_admin(ns: argparse.Namespace) -> int:
 
     from cryptography.hazmat.primitives import serialization
 
+    # start-up time: each command loads only what it needs (see above)
     from collector.config.client import write_client_config
     from collector.config.core import load_config
     from collector.services.enrollment import serial_hex
@@ -107,6 +109,7 @@ def cmd_init_admin(ns: argparse.Namespace) -> int:
 
 
 def cmd_ca_fingerprint(ns: argparse.Namespace) -> int:
+    # start-up time: each command loads only what it needs (see above)
     from collector.config.core import load_config
     from collector.pki import CollectorCA
     from collector.server.server import utcnow

@@ -32,7 +32,7 @@ def run_migrations_online() -> None:
     if connection is not None:
         _run(connection)
         return
-    from collector.registry.db import create_registry_engine
+    from collector.registry.db import create_registry_engine  # only when Alembic runs without a connection
 
     url = os.environ.get("CERTFLEET_DATABASE_URL") or config.get_main_option("sqlalchemy.url")
     if not url:
