@@ -34,8 +34,12 @@ global locked ``min_rsa_bits = 2048``). Tightening a locked value is allowed.
 Which rules apply to which certificates:
 
 - key type, RSA size, EC curve, signature algorithm, expired-but-installed: every certificate;
-- maximum validity, SAN patterns, wildcards, self-signed: certificates that are not CAs
-  (a root in a trust store is self-signed and long-lived on purpose).
+- maximum validity, SAN patterns, wildcards, self-signed: certificates used as leaves
+  (:func:`collector.domain.policy_rules.judged_as_leaf`): how a certificate is used decides,
+  not its CA flag. A certificate without the CA flag is one; a CA-flagged one (``openssl req
+  -x509`` sets CA:TRUE by default) is one when it is served by a TLS endpoint or sits first
+  in a file or store entry with its private key beside it. A CA certificate in a chain file or
+  a bundle is not (an intermediate is long-lived on purpose); trust anchors are set apart below.
 
 Trust anchors (a location of role ``trust_anchor``: an entry of a system or Java trust
 store) are not service certificates; per rule (:data:`TRUST_ANCHOR_RULES`):
@@ -73,7 +77,7 @@ from collector.domain.policy_rules import (
     ALLOW_WILDCARDS, ALLOWED_EC_CURVES, ALLOWED_KEY_TYPES, ALLOWED_SAN_PATTERNS, ANY_RULE,
     EXPIRED_INSTALLED, FORBID_SELF_SIGNED, FORBIDDEN_SIGNATURE_ALGORITHMS, KEY_TYPES, MAX_VALIDITY_DAYS, MIN_RSA_BITS,
     RULES, TRUST_ANCHOR_RULES, PolicyDoc, PolicyError, PolicyRefused, Scope, Settings, curve_name,
-    is_trust_anchor, sig_token,
+    is_trust_anchor, judged_as_leaf, sig_token,
 )
 
 # -- parsing -----------------------------------------------------------------------------------
@@ -273,7 +277,7 @@ def evaluate(cert: Any, location: Any | None, assignment: Any | None, policy: Po
                            f"signed with {cert.signature_algorithm} ({bad[0]} is forbidden)"))
     if s.expired_installed and cert.not_after <= now and (location is None or getattr(location, "status", "present") == "present"):
         out.append(Finding(EXPIRED_INSTALLED, f"expired {cert.not_after:%Y-%m-%d} and still installed"))
-    if not getattr(cert, "is_ca", False):
+    if judged_as_leaf(cert, location):
         if s.max_validity_days:
             days = (cert.not_after - cert.not_before).total_seconds() / 86400
             if days > s.max_validity_days:

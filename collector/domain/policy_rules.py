@@ -39,6 +39,35 @@ def is_trust_anchor(location: Any | None) -> bool:
     return getattr(location, "role", "") == TRUST_ANCHOR
 
 
+def serves_as_leaf(location: Any | None) -> bool:
+    """Whether ``location`` uses its certificate as a service (end-entity) certificate: the first
+    certificate of a TLS endpoint's chain, or the first of a file or store entry with its private
+    key beside it. Trust anchors and removed locations never do."""
+    if location is None or is_trust_anchor(location) or getattr(location, "status", "present") != "present":
+        return False
+    if (getattr(location, "chain_index", 0) or 0) != 0:
+        return False
+    return getattr(location, "store_type", "") == "endpoint" or bool(getattr(location, "has_private_key", False))
+
+
+def judged_as_leaf(cert: Any, location: Any | None) -> bool:
+    """Whether the leaf rules (validity, names, self-signed) judge ``cert`` at ``location``.
+
+    How the certificate is used decides, not its CA flag: ``openssl req -x509`` sets CA:TRUE by
+    default, and such a certificate deployed with its key or served by an endpoint is a service
+    certificate. A certificate without the CA flag is always judged as one; a CA-flagged one when
+    any of its present locations (``cert.locations`` and ``location``) serves it as a leaf. A trust
+    anchor location never is (the anchor rules judge it there)."""
+    if is_trust_anchor(location):
+        return False
+    if not getattr(cert, "is_ca", False):
+        return True
+    locations = list(getattr(cert, "locations", ()) or ())
+    if location is not None:
+        locations.append(location)
+    return any(serves_as_leaf(loc) for loc in locations)
+
+
 class PolicyError(InvalidInput):
     """The policy document is not valid, or a narrower scope loosens a locked value."""
 
