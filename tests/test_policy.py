@@ -205,3 +205,23 @@ def test_locked_breaches_of_a_renewal_request() -> None:
     # allow_wildcards is not locked: a wildcard request is not refused
     wild = pol.RequestFacts("ec", None, "P-256", dt.timedelta(days=90), ("*.example.com",))
     assert pol.locked_breaches(wild, Assignment(environment="prod"), doc) == []
+
+
+def test_not_yet_valid_is_flagged_until_its_not_before() -> None:
+    doc = pol.parse_policy(POLICY)
+    future = Cert(not_before=NOW + dt.timedelta(days=3), not_after=NOW + dt.timedelta(days=93))
+    (f,) = pol.evaluate(future, Loc(), None, doc, NOW)
+    assert f.rule == "not_yet_valid" and "not valid before 2026-06-04 00:00 UTC (in 3 day(s))" in f.reason
+    soon = Cert(not_before=NOW + dt.timedelta(hours=5), not_after=NOW + dt.timedelta(days=90))
+    assert "(in 5 hour(s))" in pol.evaluate(soon, Loc(), None, doc, NOW)[0].reason
+    # the clock decides: valid from its not-before on
+    assert pol.evaluate(future, Loc(), None, doc, NOW + dt.timedelta(days=3)) == []
+    # not at a removed location, not at a trust anchor; a scope may switch it off (a lock keeps it on)
+    assert pol.evaluate(future, Loc(status="removed"), None, doc, NOW) == []
+    assert pol.evaluate(future, Loc(role="trust_anchor"), None, doc, NOW) == []
+    off = POLICY + '\n[[scope]]\nenvironment = "lab"\nnot_yet_valid = false\n'
+    assert rules(future, env="lab", text=off) == [] and rules(future, env="prod", text=off) == ["not_yet_valid"]
+    locked = '[global]\nnot_yet_valid = true\nlocked = ["not_yet_valid"]\n[[scope]]\nenvironment = "lab"\nnot_yet_valid = false\n'
+    with pytest.raises(pol.PolicyError, match="loosens locked not_yet_valid"):
+        pol.parse_policy(locked)
+    assert "not_yet_valid = true" in pol.default_policy().text

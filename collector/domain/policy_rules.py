@@ -19,8 +19,9 @@ ALLOWED_SAN_PATTERNS = "allowed_san_patterns"
 ALLOW_WILDCARDS = "allow_wildcards"
 FORBID_SELF_SIGNED = "forbid_self_signed"
 EXPIRED_INSTALLED = "expired_installed"
+NOT_YET_VALID = "not_yet_valid"
 RULES = (ALLOWED_KEY_TYPES, MIN_RSA_BITS, ALLOWED_EC_CURVES, FORBIDDEN_SIGNATURE_ALGORITHMS, MAX_VALIDITY_DAYS,
-         ALLOWED_SAN_PATTERNS, ALLOW_WILDCARDS, FORBID_SELF_SIGNED, EXPIRED_INSTALLED)
+         ALLOWED_SAN_PATTERNS, ALLOW_WILDCARDS, FORBID_SELF_SIGNED, EXPIRED_INSTALLED, NOT_YET_VALID)
 ANY_RULE = "*"
 
 KEY_TYPES = ("rsa", "ec", "ed25519", "ed448", "dsa")
@@ -98,6 +99,7 @@ class Settings:
     allow_wildcards: bool | None = None
     forbid_self_signed: bool | None = None
     expired_installed: bool | None = None
+    not_yet_valid: bool | None = None             # flag installed certificates whose not-before is in the future
 
     def given(self) -> dict[str, Any]:
         return {r: getattr(self, r) for r in RULES if getattr(self, r) is not None}
@@ -111,7 +113,7 @@ DEFAULT_SETTINGS = Settings(
     allowed_key_types=("rsa", "ec", "ed25519", "ed448"), min_rsa_bits=2048,
     allowed_ec_curves=("P-256", "P-384", "P-521"), forbidden_signature_algorithms=("sha1", "md5"),
     max_validity_days=0, allowed_san_patterns=(), allow_wildcards=True, forbid_self_signed=False,
-    expired_installed=True,
+    expired_installed=True, not_yet_valid=True,
 )
 
 
