@@ -169,7 +169,7 @@ def certs_table(certs: Iterable[admin_pb2.CertificateInfo], now: dt.datetime, wi
         not_after = ts(c.not_after)
         left = days_left(not_after, now)
         rows.append([
-            "EXPIRED" if left < 0 else str(left),
+            "NOT YET" if not_yet_valid(ts(c.not_before), now) else "EXPIRED" if left < 0 else str(left),
             not_after.strftime("%Y-%m-%d"),
             short_dn(readable_name(c.subject)[0]) or "(empty subject)",
             key_desc(c),

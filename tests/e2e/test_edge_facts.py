@@ -65,6 +65,9 @@ def test_not_yet_valid_and_not_utf8_names_are_flagged(tmp_path: pathlib.Path) ->
         assert "NOT YET VALID: valid from" in r.out and "in 3 day(s); clients refuse it until then" in r.out, r.out
         d = c.cli("certs", "show", future_fp[:16], "--format", "json").json()
         assert d["not_yet_valid"] is True and d["names_not_text"] == []
+        table = c.cli("certs", "list", env=dict(c.env, COLUMNS="200"))
+        row = next(line for line in table.out.splitlines() if "future.example.test" in line)
+        assert row.startswith("NOT YET"), table.out
         listed = {x["fingerprint_sha256"]: x for x in c.cli("certs", "list", "--format", "json").json()}
         assert listed[future_fp]["not_yet_valid"] is True and listed[bad_fp]["not_yet_valid"] is False
 
