@@ -80,7 +80,7 @@ from collector.domain.policy_rules import (
     ALLOW_WILDCARDS, ALLOWED_EC_CURVES, ALLOWED_KEY_TYPES, ALLOWED_SAN_PATTERNS, ANY_RULE,
     EXPIRED_INSTALLED, FORBID_SELF_SIGNED, FORBIDDEN_SIGNATURE_ALGORITHMS, KEY_TYPES, MAX_VALIDITY_DAYS, MIN_RSA_BITS,
     NOT_YET_VALID, RULES, TRUST_ANCHOR_RULES, PolicyDoc, PolicyError, PolicyRefused, Scope, Settings, curve_name,
-    is_trust_anchor, judged_as_leaf, sig_token,
+    is_trust_anchor, judged_as_leaf, sig_token, used_as_leaf,
 )
 
 # -- parsing -----------------------------------------------------------------------------------
@@ -255,11 +255,11 @@ def _dns_names(cert: Any) -> tuple[str, ...]:
 
 
 def evaluate(cert: Any, location: Any | None, assignment: Any | None, policy: PolicyDoc,
-             now: dt.datetime) -> list[Finding]:
+             now: dt.datetime, leaf_use: bool | None = None) -> list[Finding]:
     """The rules ``cert`` (a CertificateView or alike) breaks at ``location`` under ``policy``.
 
     ``assignment`` (collector.domain.ownership.Assignment or None) gives the environment and owner
-    that pick the scopes.
+    that pick the scopes. ``leaf_use``: see :func:`collector.domain.policy_rules.judged_as_leaf`.
     """
     env = getattr(assignment, "environment", None) or ""
     owner = getattr(assignment, "owner", None) or ""
@@ -287,7 +287,7 @@ def evaluate(cert: Any, location: Any | None, assignment: Any | None, policy: Po
         when = f"in {wait.days} day(s)" if wait.days else f"in {max(1, int(wait.total_seconds() // 3600))} hour(s)"
         out.append(Finding(NOT_YET_VALID, f"not valid before {cert.not_before:%Y-%m-%d %H:%M} UTC ({when}): "
                                           f"clients refuse it until then"))
-    if judged_as_leaf(cert, location):
+    if judged_as_leaf(cert, location, leaf_use):
         if s.max_validity_days:
             days = (cert.not_after - cert.not_before).total_seconds() / 86400
             if days > s.max_validity_days:
@@ -443,5 +443,5 @@ def locked_breaches(req: RequestFacts, assignment: Any | None, policy: PolicyDoc
 __all__ = [
     "RULES", "Settings", "Scope", "PolicyDoc", "PolicyError", "PolicyRefused", "Finding", "PolicyException",
     "RequestFacts", "parse_policy", "default_policy", "evaluate", "exception_applies", "waiver",
-    "locked_breaches", "check_exception", "looser",
+    "locked_breaches", "check_exception", "looser", "used_as_leaf",
 ]

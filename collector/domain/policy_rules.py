@@ -51,22 +51,27 @@ def serves_as_leaf(location: Any | None) -> bool:
     return getattr(location, "store_type", "") == "endpoint" or bool(getattr(location, "has_private_key", False))
 
 
-def judged_as_leaf(cert: Any, location: Any | None) -> bool:
+def used_as_leaf(cert: Any) -> bool:
+    """Whether any present location of ``cert`` (``cert.locations``) serves it as a leaf."""
+    return any(serves_as_leaf(loc) for loc in getattr(cert, "locations", ()) or ())
+
+
+def judged_as_leaf(cert: Any, location: Any | None, leaf_use: bool | None = None) -> bool:
     """Whether the leaf rules (validity, names, self-signed) judge ``cert`` at ``location``.
 
     How the certificate is used decides, not its CA flag: ``openssl req -x509`` sets CA:TRUE by
     default, and such a certificate deployed with its key or served by an endpoint is a service
     certificate. A certificate without the CA flag is always judged as one; a CA-flagged one when
-    any of its present locations (``cert.locations`` and ``location``) serves it as a leaf. A trust
-    anchor location never is (the anchor rules judge it there)."""
+    ``location`` or any of its present locations serves it as a leaf. A trust anchor location never
+    is (the anchor rules judge it there). ``leaf_use``: :func:`used_as_leaf` of ``cert`` when the
+    caller has it (computed once per certificate: an intermediate sits in thousands of chain files)."""
     if is_trust_anchor(location):
         return False
     if not getattr(cert, "is_ca", False):
         return True
-    locations = list(getattr(cert, "locations", ()) or ())
-    if location is not None:
-        locations.append(location)
-    return any(serves_as_leaf(loc) for loc in locations)
+    if serves_as_leaf(location):
+        return True
+    return used_as_leaf(cert) if leaf_use is None else leaf_use
 
 
 class PolicyError(InvalidInput):
