@@ -99,7 +99,7 @@ def location_out(c: FoundCert) -> common_pb2.Location:
             host=e.host, port=e.port, sni=e.sni, protocol=e.protocol, cipher=e.cipher, starttls=e.starttls,
             chain_valid=e.chain_valid, validation_error=e.validation_error,
             chain_fingerprints=list(e.chain_fingerprints), source=e.source, scan_id=e.scan_id,
-            handshake_seconds=e.handshake_seconds,
+            handshake_seconds=e.handshake_seconds, scan_ids=list(e.scan_ids),
         ))
     if c.stale is not None:
         st = c.stale
