@@ -50,6 +50,7 @@ class CertFacts:
     key_curve: str | None          # "P-256" ...
     serial: str
     error: str = ""                # set when the certificate could not be parsed
+    warning: str = ""              # set when a part of it (its extensions...) could not be parsed
 
 
 def cert_facts(der: bytes) -> CertFacts:
@@ -70,6 +71,7 @@ def _cert_facts(der: bytes) -> CertFacts:
         return CertFacts("?", "?", (), "?", None, None, "?", None, None, "", f"cannot be parsed: {e}")
     cn = _cn(cert.subject)
     sans: list[str] = []
+    warning = ""
     try:
         ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         for name in ext:
@@ -81,8 +83,12 @@ def _cert_facts(der: bytes) -> CertFacts:
                 sans.append(f"email:{name.value}")
             elif isinstance(name, x509.UniformResourceIdentifier):
                 sans.append(f"URI:{name.value}")
-    except (x509.ExtensionNotFound, ValueError):
+    except x509.ExtensionNotFound:
         pass
+    except x509.DuplicateExtension as e:
+        warning = f"has the extension {e.oid.dotted_string} twice; its extensions (names) are not read"
+    except Exception as e:  # noqa: BLE001 - untrusted input: a bad extension is reported, never raised
+        warning = f"has extensions that cannot be parsed ({type(e).__name__}: {e}); its names are not read"
     key_type, size, curve = "?", None, None
     try:
         key = cert.public_key()
@@ -98,7 +104,8 @@ def _cert_facts(der: bytes) -> CertFacts:
             key_type, size = "DSA", key.key_size
     except Exception:  # noqa: BLE001 - unsupported key algorithms still get a row
         pass
-    return CertFacts(subject, cn, tuple(sans), issuer, not_before, not_after, key_type, size, curve, serial)
+    return CertFacts(subject, cn, tuple(sans), issuer, not_before, not_after, key_type, size, curve, serial,
+                     warning=warning)
 
 
 def _cn(name: x509.Name) -> str:
@@ -344,10 +351,10 @@ def collect(scans: Iterable[Any], now: dt.datetime) -> tuple[list[dict[str, Any]
             f = facts.get(e.fingerprint)
             if f is None:
                 f = facts[e.fingerprint] = cert_facts(e.der)
-                if f.error:
+                if f.error or f.warning:
                     problems.append(problem_row(ScanProblem(
                         e.key.store_type, e.key.path, e.key.alias, "corrupt",
-                        f"certificate {e.key.chain_index} {f.error}"), fs.store_name))
+                        f"certificate {e.key.chain_index} {f.error or f.warning}"), fs.store_name))
             rows.append(cert_row(e, f, now, fs.store_name))
         for p in fs.problems:
             problems.append(problem_row(p, fs.store_name))
