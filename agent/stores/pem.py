@@ -40,63 +40,66 @@ from agent.inventory import MATCHES, MISMATCH, NO_KEY, UNKNOWN, FoundCert
 from agent.keys import pem_key_style, private_key_pem
 from agent.stores.base import (NewEntry, ReadContext, StoreReader, StoreReadError, StoreWriter, WriteTarget,
                                der_length_check, split_chain, tlv_header)
-from agent.stores.keys import KEY_ERRORS, cert_spki, pem_key_spki
+from agent.stores.keys import cert_spki, pem_key_spki
+from agent.stores.pemblocks import Block, BlockProblem, scan_pem
 from agent.stores.sniff import hint
 
 __all__ = ["PemReader", "PemWriter", "pem_blocks", "PemBlock", "rewrite_pem", "rewrite_chain_file"]
 
 log = logging.getLogger(__name__)
 
-_BEGIN = b"-----BEGIN "
-_DASHES = b"-----"
 # label -> whether the DER may carry data after the certificate (OpenSSL's
 # TRUSTED CERTIFICATE appends its trust settings)
 _CERT_LABELS = {b"CERTIFICATE": False, b"X509 CERTIFICATE": False, b"TRUSTED CERTIFICATE": True}
 _PKCS7_LABELS = {b"PKCS7", b"PKCS #7 SIGNED DATA", b"CMS"}
+# blocks that are not certificates and are known not to be: skipped without a problem
+_OTHER_LABELS = {
+    b"DH PARAMETERS", b"X9.42 DH PARAMETERS", b"EC PARAMETERS", b"DSA PARAMETERS", b"PARAMETERS",
+    b"PUBLIC KEY", b"RSA PUBLIC KEY", b"CERTIFICATE REQUEST", b"NEW CERTIFICATE REQUEST", b"X509 CRL",
+    b"SSL SESSION PARAMETERS", b"ENCRYPTED PRIVATE KEY INFO", b"ATTRIBUTE CERTIFICATE",
+}
 _ENCRYPTED_KEY = b"ENCRYPTED PRIVATE KEY"
 _LEGACY_ENCRYPTED = b"Proc-Type: 4,ENCRYPTED"
 _a2b = binascii.a2b_base64
 
 
 class PemReader(StoreReader):
-    """Reads PEM files (``store_type`` "pem")."""
+    """Reads PEM files (``store_type`` "pem").
+
+    Every block is accounted for (agent/stores/pemblocks.py): a certificate, a key, a PKCS#7
+    bundle, a known non-certificate block (DH parameters, a CSR, a CRL, a public key), or a
+    problem naming the block's number and byte offset (a damaged BEGIN or END line, an unknown
+    label, bad base64, a cut DER). One bad block never costs the file its good ones.
+    """
 
     store_type = "pem"
 
     def read(self, path: str, data: bytes, ctx: ReadContext) -> list[FoundCert]:
         """Certificates in the PEM ``data``; keys are matched to certificates."""
-        pos = data.find(_BEGIN)
-        if pos < 0:
-            raise StoreReadError("corrupt", "no PEM block (-----BEGIN ...) found" + hint(data, "pem"), "pem")
         certs: list[bytes] = []
-        keys: list[tuple[bytes, bytes]] = []       # (label, whole block)
+        keys: list[tuple[bytes, bytes, int]] = []       # (label, whole block, block number)
         others: list[bytes] = []
-        while pos >= 0:
-            label_end = data.find(_DASHES, pos + 11)
-            label = data[pos + 11:label_end] if label_end >= 0 else b""
-            if label_end < 0 or b"\n" in label or len(label) > 64:
-                if label_end < 0 and data.find(b"\n", pos) < 0:
-                    ctx.report("pem", path, "truncated", "the file ends inside a PEM header line")
-                else:
-                    ctx.report("pem", path, "corrupt", "a PEM header line (-----BEGIN ...-----) is malformed")
-                break
-            end_marker = b"-----END " + label + _DASHES
-            body = label_end + 5
-            end = data.find(end_marker, body)
-            if end < 0:
-                what = "certificate" if label in _CERT_LABELS else _text(label)
-                ctx.report("pem", path, "truncated",
-                           f"the file ends inside a {what} block (no -----END {_text(label)}----- line)")
-                break
+        seen = 0
+        for item in scan_pem(data):
+            seen += 1
+            if item.__class__ is BlockProblem:
+                ctx.report("pem", path, item.reason, item.message)     # type: ignore[union-attr]
+                continue
+            label = item.label                                         # type: ignore[union-attr]
             if label in _CERT_LABELS:
-                self._cert(path, data[body:end], label, len(certs) + 1, certs, ctx)
+                self._cert(path, data[item.body_start:item.body_end], label, item, certs, ctx)  # type: ignore[union-attr]
             elif label.endswith(b"PRIVATE KEY"):
-                keys.append((label, data[pos:end + len(end_marker)]))
+                keys.append((label, bytes(data[item.offset:item.end]), item.index))  # type: ignore[union-attr]
             elif label in _PKCS7_LABELS:
-                self._pkcs7(path, data[pos:end + len(end_marker)], certs, ctx)
-            else:
+                self._pkcs7(path, bytes(data[item.offset:item.end]), item, certs, ctx)  # type: ignore[union-attr]
+            elif label in _OTHER_LABELS:
                 others.append(label)
-            pos = data.find(_BEGIN, end + len(end_marker))
+            else:
+                ctx.report("pem", path, "unsupported",
+                           f"block {item.index} (at byte {item.offset}) is labelled {_text(label)!r}, "  # type: ignore[union-attr]
+                           "which is neither a certificate nor a key; it is skipped")
+        if not seen:
+            raise StoreReadError("corrupt", "no PEM block (-----BEGIN ...) found" + hint(bytes(data[:4096]), "pem"), "pem")
 
         if not certs:
             if not ctx.problems and not keys:
@@ -111,17 +114,18 @@ class PemReader(StoreReader):
         return self._with_keys(path, certs, keys, ctx)
 
     @staticmethod
-    def _cert(path: str, b64: bytes, label: bytes, n: int, certs: list[bytes], ctx: ReadContext) -> None:
+    def _cert(path: str, b64: bytes, label: bytes, block: Block, certs: list[bytes], ctx: ReadContext) -> None:
+        where = f"certificate block {block.index} (at byte {block.offset})"
         try:
             der = _a2b(b64)
         except binascii.Error:
-            ctx.report("pem", path, "corrupt", f"certificate block {n} is not valid base64")
+            ctx.report("pem", path, "corrupt", f"{where} is not valid base64")
             return
         trailing = _CERT_LABELS[label]
         problem = der_length_check(der, allow_trailing=trailing)
         if problem is not None:
             detail = "is cut short" if problem == "truncated" else "is not a DER certificate"
-            ctx.report("pem", path, problem, f"certificate block {n} {detail}")
+            ctx.report("pem", path, problem, f"{where} {detail}")
             return
         if trailing:
             _, hl, length = tlv_header(der)  # type: ignore[misc]
@@ -129,7 +133,7 @@ class PemReader(StoreReader):
         certs.append(der)
 
     @staticmethod
-    def _pkcs7(path: str, block: bytes, certs: list[bytes], ctx: ReadContext) -> None:
+    def _pkcs7(path: str, block: bytes, where: Block, certs: list[bytes], ctx: ReadContext) -> None:
         from cryptography.hazmat.primitives import serialization
         from cryptography.hazmat.primitives.serialization import pkcs7
 
@@ -139,24 +143,26 @@ class PemReader(StoreReader):
                 warnings.simplefilter("ignore", UserWarning)
                 for c in pkcs7.load_pem_pkcs7_certificates(block):
                     certs.append(c.public_bytes(serialization.Encoding.DER))
-        except KEY_ERRORS:
-            ctx.report("pem", path, "corrupt", "a PKCS#7 block cannot be parsed")
+        except Exception:  # noqa: BLE001 - untrusted input: any parser error is this block's problem
+            ctx.report("pem", path, "corrupt",
+                       f"PKCS#7 block {where.index} (at byte {where.offset}) cannot be parsed")
 
     @staticmethod
-    def _with_keys(path: str, certs: list[bytes], keys: list[tuple[bytes, bytes]], ctx: ReadContext) -> list[FoundCert]:
+    def _with_keys(path: str, certs: list[bytes], keys: list[tuple[bytes, bytes, int]],
+                   ctx: ReadContext) -> list[FoundCert]:
         plain: list[bytes] = []          # SPKIs of keys we could load
         encrypted = unknown = 0
-        for n, (label, block) in enumerate(keys, 1):
+        for label, block, n in keys:
             if label == _ENCRYPTED_KEY or _LEGACY_ENCRYPTED in block:
                 encrypted += 1
                 continue
             try:
                 plain.append(pem_key_spki(block))
-            except KEY_ERRORS as e:
+            except Exception as e:  # noqa: BLE001 - untrusted input: any loader error means "cannot be loaded"
                 unknown += 1
                 unsupported = isinstance(e, UnsupportedAlgorithm) or label.startswith(b"OPENSSH")
                 reason = "unsupported" if unsupported else "corrupt"
-                ctx.report("pem", path, reason, f"private key block {n} ({_text(label)}) cannot be loaded")
+                ctx.report("pem", path, reason, f"block {n}, a private key ({_text(label)}), cannot be loaded")
         spkis = [cert_spki(der) for der in certs]
         matched = set()
         flags = []

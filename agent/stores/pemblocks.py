@@ -1,0 +1,150 @@
+"""Finding the blocks of a PEM file, damaged ones included: every block is a block or a problem.
+
+:func:`scan_pem` walks a PEM buffer (``bytes``, or an ``mmap`` for a large file) and yields, in
+file order, a :class:`Block` for every well-formed ``-----BEGIN X----- ... -----END X-----``
+block and a :class:`BlockProblem` for every block it cannot take as one: a damaged BEGIN line, a
+damaged or missing END line (the next block's BEGIN comes first: the two would merge), an END
+line without its BEGIN, a file that ends inside a block. Each carries its block number (1, 2, ...
+in file order) and the byte offset where it starts, so the reader can say which block was lost.
+
+No parsing beyond the boundary lines: finding the next ``-----`` is ``bytes.find``; base64 lines
+never hold a ``-``. Text between blocks (openssl's "Bag Attributes", ``subject=`` lines) is ignored.
+A boundary line may share a physical line with base64 or another boundary (a PEM file written on
+one line, or two files concatenated without a newline).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Iterator, Union
+
+__all__ = ["Block", "BlockProblem", "scan_pem"]
+
+_DASHES = b"-----"
+_MARKER = re.compile(rb"-----(BEGIN|END) ([\x20-\x2c\x2e-\x7e]{1,64})-----\Z")
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    """A well-formed block: ``buffer[offset:end]`` is the whole block, ``buffer[body_start:body_end]`` its body."""
+
+    index: int
+    offset: int
+    label: bytes
+    body_start: int
+    body_end: int
+    end: int
+
+
+@dataclass(frozen=True, slots=True)
+class BlockProblem:
+    """A block that cannot be taken: ``reason`` is a ScanProblem reason code (corrupt, truncated)."""
+
+    index: int
+    offset: int
+    reason: str
+    message: str
+
+
+def _text(raw: bytes, limit: int = 60) -> str:
+    s = raw.decode("ascii", "replace").strip()
+    return s if len(s) <= limit else s[:limit] + "..."
+
+
+def _tokens(buf, start: int = 0) -> Iterator[tuple[int, int, str, bytes]]:  # noqa: ANN001 - bytes or mmap
+    """``(offset, end, kind, label_or_token)`` of each boundary: kind BEGIN, END, or ``damaged``."""
+    n = len(buf)
+    pos = start
+    find, rfind = buf.find, buf.rfind
+    while pos < n:
+        i = find(_DASHES, pos)
+        if i < 0:
+            return
+        line_start = max(pos, rfind(b"\n", 0, i) + 1)
+        line_end = find(b"\n", i)
+        if line_end < 0:
+            line_end = n
+        prefix = bytes(buf[line_start:i]).strip()
+        if prefix.startswith(b"-") or (b" " in prefix and (b"BEGIN" in prefix or b"END" in prefix)):
+            # the leading dashes are damaged ("----BEGIN CERTIFICATE-----"): the token starts at the line
+            yield line_start, i + 5, "damaged", bytes(buf[line_start:i + 5])
+            pos = i + 5
+            continue
+        close = find(_DASHES, i + 5, line_end)
+        end = close + 5 if close >= 0 else line_end
+        token = bytes(buf[i:end]).rstrip(b"\r \t")
+        m = _MARKER.match(token)
+        if m is not None:
+            yield i, end, m.group(1).decode(), m.group(2)
+        else:
+            yield i, end, "damaged", token
+        pos = end
+
+
+def scan_pem(buf) -> Iterator[Union[Block, BlockProblem]]:  # noqa: ANN001 - bytes or mmap
+    """Every block of ``buf`` in order, each a :class:`Block` or a :class:`BlockProblem`."""
+    index = 0
+    open_label: bytes | None = None       # the open block's label (None: outside a block)
+    open_at = body_at = 0
+    skipping = False                      # inside a block whose BEGIN line was damaged (already reported)
+    for offset, end, kind, what in _tokens(buf):
+        if kind == "damaged":
+            looks_end = b"END" in what and b"BEGIN" not in what
+            if open_label is not None:
+                yield BlockProblem(index, open_at, "corrupt",
+                                   f"block {index} ({_text(open_label)}, at byte {open_at}) has a damaged END line "
+                                   f"at byte {offset} ({_text(what)!r}); the block is skipped")
+                open_label = None
+                skipping = not looks_end and b"BEGIN" in what
+                if skipping:
+                    index += 1
+                    yield BlockProblem(index, offset, "corrupt",
+                                       f"block {index} at byte {offset} has a damaged BEGIN line ({_text(what)!r}); "
+                                       "the block is skipped")
+                continue
+            if skipping and looks_end:
+                skipping = False                  # the damaged block's END line
+                continue
+            index += 1
+            if looks_end:
+                yield BlockProblem(index, offset, "corrupt",
+                                   f"block {index}: a damaged END line at byte {offset} ({_text(what)!r}) "
+                                   "without its BEGIN line; the block is skipped")
+            else:
+                reason = "truncated" if end >= len(buf) and b"\n" not in what else "corrupt"
+                yield BlockProblem(index, offset, reason,
+                                   f"block {index} at byte {offset} has a damaged BEGIN line ({_text(what)!r}); "
+                                   "the block is skipped")
+                skipping = True
+            continue
+        if kind == "BEGIN":
+            if open_label is not None:
+                yield BlockProblem(index, open_at, "corrupt",
+                                   f"block {index} ({_text(open_label)}, at byte {open_at}) has no END line before "
+                                   f"the next BEGIN line at byte {offset} (its END line is missing or damaged); "
+                                   "the block is skipped")
+            index += 1
+            open_label, open_at, body_at, skipping = what, offset, end, False
+            continue
+        # END
+        if open_label is None:
+            if skipping:
+                skipping = False
+                continue
+            index += 1
+            yield BlockProblem(index, offset, "corrupt",
+                               f"block {index}: an END {_text(what)} line at byte {offset} without its BEGIN line "
+                               "(the BEGIN line is missing or damaged); the block is skipped")
+            continue
+        if what != open_label:
+            yield BlockProblem(index, open_at, "corrupt",
+                               f"block {index} ({_text(open_label)}, at byte {open_at}) ends with an END "
+                               f"{_text(what)} line (the BEGIN or END line is damaged); the block is skipped")
+        else:
+            yield Block(index, open_at, open_label, body_at, offset, end)
+        open_label = None
+    if open_label is not None:
+        what = "a certificate block" if open_label.endswith(b"CERTIFICATE") else f"a {_text(open_label)} block"
+        yield BlockProblem(index, open_at, "truncated",
+                           f"the file ends inside {what} (block {index}, from byte {open_at}; "
+                           f"no -----END {_text(open_label)}----- line)")
