@@ -52,3 +52,9 @@ def der_key_spki(pkcs8: bytes) -> bytes:
     """SubjectPublicKeyInfo of an unencrypted DER (PKCS#8) private key."""
     key = serialization.load_der_private_key(pkcs8, None, unsafe_skip_rsa_key_validation=True)
     return public_spki(key)
+
+
+def why(e: BaseException) -> str:
+    """A short, secret-free reason for a parser's exception (its type and first line)."""
+    text = str(e).splitlines()[0][:120] if str(e) else ""
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
