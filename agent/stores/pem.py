@@ -29,7 +29,7 @@ import logging
 import re
 import warnings
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Iterable, Iterator, Mapping
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -76,35 +76,12 @@ class PemReader(StoreReader):
 
     def read(self, path: str, data: bytes, ctx: ReadContext) -> list[FoundCert]:
         """Certificates in the PEM ``data``; keys are matched to certificates."""
-        certs: list[bytes] = []
         keys: list[tuple[bytes, bytes, int]] = []       # (label, whole block, block number)
         others: list[bytes] = []
-        seen = 0
-        for item in scan_pem(data):
-            seen += 1
-            if item.__class__ is BlockProblem:
-                ctx.report("pem", path, item.reason, item.message)     # type: ignore[union-attr]
-                continue
-            label = item.label                                         # type: ignore[union-attr]
-            if label in _CERT_LABELS:
-                self._cert(path, data[item.body_start:item.body_end], label, item, certs, ctx)  # type: ignore[union-attr]
-            elif label.endswith(b"PRIVATE KEY"):
-                keys.append((label, bytes(data[item.offset:item.end]), item.index))  # type: ignore[union-attr]
-            elif label in _PKCS7_LABELS:
-                self._pkcs7(path, bytes(data[item.offset:item.end]), item, certs, ctx)  # type: ignore[union-attr]
-            elif label in _OTHER_LABELS:
-                others.append(label)
-            else:
-                ctx.report("pem", path, "unsupported",
-                           f"block {item.index} (at byte {item.offset}) is labelled {_text(label)!r}, "  # type: ignore[union-attr]
-                           "which is neither a certificate nor a key; it is skipped")
-        if not seen:
-            raise StoreReadError("corrupt", "no PEM block (-----BEGIN ...) found" + hint(bytes(data[:4096]), "pem"), "pem")
-
+        seen = [0]
+        certs = list(self._ders(path, ((0, data),), ctx, keys, others, seen))
+        self._check_found(data, seen[0], bool(certs), keys, others, ctx)
         if not certs:
-            if not ctx.problems and not keys:
-                kinds = ", ".join(sorted({_text(x) for x in others}))
-                raise StoreReadError("no_certificates", f"the file holds no certificates (only {kinds})", "pem")
             if keys and not ctx.problems:
                 log.debug("%s holds only private keys; nothing to report", path)
             return []
@@ -113,9 +90,70 @@ class PemReader(StoreReader):
             return [found("pem", path, "", i, der) for i, der in enumerate(certs)]
         return self._with_keys(path, certs, keys, ctx)
 
+    def read_parts(self, path: str, parts: Iterable[tuple[int, bytes]], ctx: ReadContext) -> Iterator[FoundCert]:
+        """The certificates of a large PEM file given in parts, one by one (memory stays bounded).
+
+        ``parts`` are ``(offset in the file, bytes)``, each starting outside a block (just after
+        an END line). For files without private keys: the caller checks (a key's match is not
+        known until the whole file is read); a key found anyway is reported as a problem.
+        """
+        keys: list[tuple[bytes, bytes, int]] = []
+        others: list[bytes] = []
+        seen = [0]
+        n = 0
+        for der in self._ders(path, parts, ctx, keys, others, seen):
+            yield ctx.found("pem", path, "", n, der)
+            n += 1
+        if keys:
+            ctx.report("pem", path, "unsupported", f"block {keys[0][2]}, a private key, appeared in a file read in "
+                       "parts; its certificate's key match is not checked")
+        self._check_found(b"", seen[0], n > 0, keys, others, ctx)
+
+    @staticmethod
+    def _check_found(data: bytes, seen: int, any_cert: bool, keys: list, others: list[bytes], ctx: ReadContext) -> None:
+        if not seen:
+            raise StoreReadError("corrupt", "no PEM block (-----BEGIN ...) found" + hint(bytes(data[:4096]), "pem"),
+                                 "pem")
+        if not any_cert and not ctx.problems and not keys:
+            kinds = ", ".join(sorted({_text(x) for x in others}))
+            raise StoreReadError("no_certificates", f"the file holds no certificates (only {kinds})", "pem")
+
+    def _ders(self, path: str, parts: Iterable[tuple[int, bytes]], ctx: ReadContext,
+              keys: list[tuple[bytes, bytes, int]], others: list[bytes], seen: list[int]) -> Iterator[bytes]:
+        """The DER of every good certificate block (and of PKCS#7 blocks' certificates), in order.
+
+        Problems go to ``ctx``, key blocks to ``keys``, known non-certificate labels to ``others``;
+        ``seen[0]`` counts blocks and damaged blocks.
+        """
+        index = 0
+        certs: list[bytes] = []
+        for base, data in parts:
+            for item in scan_pem(data, base, index):
+                seen[0] += 1
+                index = item.index
+                if item.__class__ is BlockProblem:
+                    ctx.report("pem", path, item.reason, item.message)     # type: ignore[union-attr]
+                    continue
+                label = item.label                                         # type: ignore[union-attr]
+                if label in _CERT_LABELS:
+                    self._cert(path, data[item.body_start:item.body_end], label, item, certs, ctx)  # type: ignore[union-attr]
+                elif label.endswith(b"PRIVATE KEY"):
+                    keys.append((label, bytes(data[item.offset:item.end]), item.index))  # type: ignore[union-attr]
+                elif label in _PKCS7_LABELS:
+                    self._pkcs7(path, bytes(data[item.offset:item.end]), item, certs, ctx)  # type: ignore[union-attr]
+                elif label in _OTHER_LABELS:
+                    others.append(label)
+                else:
+                    ctx.report("pem", path, "unsupported",
+                               f"block {item.index} (at byte {item.at}) is labelled {_text(label)!r}, "  # type: ignore[union-attr]
+                               "which is neither a certificate nor a key; it is skipped")
+                if certs:
+                    yield from certs
+                    certs.clear()
+
     @staticmethod
     def _cert(path: str, b64: bytes, label: bytes, block: Block, certs: list[bytes], ctx: ReadContext) -> None:
-        where = f"certificate block {block.index} (at byte {block.offset})"
+        where = f"certificate block {block.index} (at byte {block.at})"
         try:
             der = _a2b(b64)
         except binascii.Error:
@@ -145,7 +183,7 @@ class PemReader(StoreReader):
                     certs.append(c.public_bytes(serialization.Encoding.DER))
         except Exception:  # noqa: BLE001 - untrusted input: any parser error is this block's problem
             ctx.report("pem", path, "corrupt",
-                       f"PKCS#7 block {where.index} (at byte {where.offset}) cannot be parsed")
+                       f"PKCS#7 block {where.index} (at byte {where.at}) cannot be parsed")
 
     @staticmethod
     def _with_keys(path: str, certs: list[bytes], keys: list[tuple[bytes, bytes, int]],

@@ -26,7 +26,10 @@ _MARKER = re.compile(rb"-----(BEGIN|END) ([\x20-\x2c\x2e-\x7e]{1,64})-----\Z")
 
 @dataclass(frozen=True, slots=True)
 class Block:
-    """A well-formed block: ``buffer[offset:end]`` is the whole block, ``buffer[body_start:body_end]`` its body."""
+    """A well-formed block: ``buffer[offset:end]`` is the whole block, ``buffer[body_start:body_end]`` its body.
+
+    ``at`` is its byte offset in the file (``offset`` plus where the buffer starts in the file).
+    """
 
     index: int
     offset: int
@@ -34,6 +37,7 @@ class Block:
     body_start: int
     body_end: int
     end: int
+    at: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,13 +85,18 @@ def _tokens(buf, start: int = 0) -> Iterator[tuple[int, int, str, bytes]]:  # no
         pos = end
 
 
-def scan_pem(buf) -> Iterator[Union[Block, BlockProblem]]:  # noqa: ANN001 - bytes or mmap
-    """Every block of ``buf`` in order, each a :class:`Block` or a :class:`BlockProblem`."""
-    index = 0
+def scan_pem(buf, base: int = 0, index: int = 0) -> Iterator[Union[Block, BlockProblem]]:  # noqa: ANN001
+    """Every block of ``buf`` in order, each a :class:`Block` or a :class:`BlockProblem`.
+
+    ``buf`` is bytes (or an mmap). When it is a part of a file, ``base`` is where it starts in the file
+    and ``index`` the number of blocks before it; a part must start outside a block (after an END line).
+    """
     open_label: bytes | None = None       # the open block's label (None: outside a block)
-    open_at = body_at = 0
+    open_at = open_local = body_at = 0
     skipping = False                      # inside a block whose BEGIN line was damaged (already reported)
     for offset, end, kind, what in _tokens(buf):
+        local = offset
+        offset += base
         if kind == "damaged":
             looks_end = b"END" in what and b"BEGIN" not in what
             if open_label is not None:
@@ -124,7 +133,7 @@ def scan_pem(buf) -> Iterator[Union[Block, BlockProblem]]:  # noqa: ANN001 - byt
                                    f"the next BEGIN line at byte {offset} (its END line is missing or damaged); "
                                    "the block is skipped")
             index += 1
-            open_label, open_at, body_at, skipping = what, offset, end, False
+            open_label, open_at, open_local, body_at, skipping = what, offset, local, end, False
             continue
         # END
         if open_label is None:
@@ -141,7 +150,7 @@ def scan_pem(buf) -> Iterator[Union[Block, BlockProblem]]:  # noqa: ANN001 - byt
                                f"block {index} ({_text(open_label)}, at byte {open_at}) ends with an END "
                                f"{_text(what)} line (the BEGIN or END line is damaged); the block is skipped")
         else:
-            yield Block(index, open_at, open_label, body_at, offset, end)
+            yield Block(index, open_local, open_label, body_at, local, end, open_at)
         open_label = None
     if open_label is not None:
         what = "a certificate block" if open_label.endswith(b"CERTIFICATE") else f"a {_text(open_label)} block"

@@ -70,3 +70,24 @@ def pem_raw(der: bytes, label: str = "CERTIFICATE") -> bytes:
 def key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                              serialization.NoEncryption())
+
+
+def write_bulk_pem(path, n: int) -> None:  # noqa: ANN001 - a path
+    """A PEM bundle of ``n`` distinct certificates: one real certificate, its serial rewritten each time.
+
+    Fast (no signing per certificate); the signatures do not verify, which a scan never checks.
+    """
+    key = _key()
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bulk.example.test")])
+    now = dt.datetime.now(dt.timezone.utc)
+    serial = int.from_bytes(b"\x11" * 19, "big")
+    der = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+           .serial_number(serial).not_valid_before(now).not_valid_after(now + dt.timedelta(days=90))
+           .add_extension(x509.SubjectAlternativeName([x509.DNSName("bulk.example.test")]), critical=False)
+           .sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.DER))
+    old = serial.to_bytes(19, "big")
+    assert der.count(old) == 1
+    base = b"\x12" + b"\x00" * 10               # a minimal positive INTEGER: 19 bytes, first 0x12
+    with open(path, "wb") as f:
+        for i in range(n):
+            f.write(pem_raw(der.replace(old, base + i.to_bytes(8, "big"))))
