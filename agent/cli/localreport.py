@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, r
 from agent.config import AgentConfig
 from agent.discovery.annotate import FileAnnotator
 from agent.errors import AgentError
+from agent.cli.rawnames import raw_names
 from agent.cli.rowspool import RowSpool
 from agent.inventory import FoundCert, ScanProblem
 from agent.scan.scanner import ScanCounters, Scanner
@@ -63,17 +64,24 @@ def cert_facts(der: bytes) -> CertFacts:
 
 
 def _cert_facts(der: bytes) -> CertFacts:
+    warning = ""
     try:
         cert = x509.load_der_x509_certificate(der)
-        subject = cert.subject.rfc4514_string()
-        issuer = cert.issuer.rfc4514_string()
+        try:
+            subject, issuer, cn = cert.subject.rfc4514_string(), cert.issuer.rfc4514_string(), _cn(cert.subject)
+        except ValueError:
+            # a name cryptography refuses (a UTF8String that is not UTF-8): decoded here, with U+FFFD, and marked
+            raw = raw_names(cert.tbs_certificate_bytes)
+            if raw is None:
+                raise
+            subject, issuer, cn = raw.subject, raw.issuer, raw.common_name
+            warning = ("has a subject or issuer with bytes that are not valid in their string type; "
+                       "shown with \ufffd in their place")
         not_before, not_after = cert.not_valid_before_utc, cert.not_valid_after_utc
         serial = format(cert.serial_number, "x")
     except Exception as e:  # noqa: BLE001 - any parse failure is reported, not raised
         return CertFacts("?", "?", (), "?", None, None, "?", None, None, "", f"cannot be parsed: {e}")
-    cn = _cn(cert.subject)
     sans: list[str] = []
-    warning = ""
     try:
         ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         for name in ext:
@@ -88,9 +96,10 @@ def _cert_facts(der: bytes) -> CertFacts:
     except x509.ExtensionNotFound:
         pass
     except x509.DuplicateExtension as e:
-        warning = f"has the extension {e.oid.dotted_string} twice; its extensions (names) are not read"
+        warning = _also(warning, f"has the extension {e.oid.dotted_string} twice; its extensions (names) are not read")
     except Exception as e:  # noqa: BLE001 - untrusted input: a bad extension is reported, never raised
-        warning = f"has extensions that cannot be parsed ({type(e).__name__}: {e}); its names are not read"
+        warning = _also(warning, f"has extensions that cannot be parsed ({type(e).__name__}: {e}); "
+                                 "its names are not read")
     key_type, size, curve = "?", None, None
     try:
         key = cert.public_key()
@@ -108,6 +117,10 @@ def _cert_facts(der: bytes) -> CertFacts:
         pass
     return CertFacts(subject, cn, tuple(sans), issuer, not_before, not_after, key_type, size, curve, serial,
                      warning=warning)
+
+
+def _also(warning: str, more: str) -> str:
+    return f"{warning}; and {more}" if warning else more
 
 
 def _cn(name: x509.Name) -> str:
@@ -138,6 +151,7 @@ def cert_row(found: FoundCert, facts: CertFacts, now: dt.datetime, store: str = 
         "not_after": _iso(facts.not_after),
         "days_left": days_left(facts.not_after, now),
         "not_yet_valid": facts.not_before is not None and facts.not_before > _aware(now),
+        "names_repaired": "\ufffd" in facts.subject or "\ufffd" in facts.issuer,
         "key_type": facts.key_type,
         "key_size": facts.key_size,
         "key_curve": facts.key_curve,

@@ -69,3 +69,32 @@ def test_invalid_version_key_certificate_is_unknown_not_fatal(tmp_path: Path) ->
     ctx = ReadContext()
     entries = reader_for("pem").read("/x/c.pem", data, ctx)
     assert len(entries) == 2 and entries[0].key_match != MATCHES
+
+
+def test_non_utf8_names_are_shown_repaired_and_marked(tmp_path: Path) -> None:
+    """cryptography refuses the name; it used to make the whole certificate "cannot be parsed"."""
+    f = tmp_path / "latin1.pem"
+    f.write_bytes(crafted.pem_raw(crafted.non_utf8_cn()))
+    doc = _scan_json(tmp_path, f)
+    [c] = doc["certificates"]
+    assert c["common_name"] == "caf\ufffd\ufffd-xx.example.test" and c["names_repaired"] is True
+    assert c["not_after"] is not None and c["key_type"] == "EC"       # the rest of the certificate is read
+    [err] = doc["errors"]
+    assert "not valid in their string type" in err["message"]
+
+
+def test_a_future_not_before_is_a_fact(tmp_path: Path) -> None:
+    import datetime as dt   # noqa: PLC0415 - this test only
+
+    start = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=3)
+    future, _ = crafted.build("future.example.test", start=start)
+    now, _ = crafted.build("now.example.test")
+    f = tmp_path / "two.pem"
+    f.write_bytes(crafted.pem_raw(future) + crafted.pem_raw(now))
+    doc = _scan_json(tmp_path, f)
+    flags = {c["common_name"]: c["not_yet_valid"] for c in doc["certificates"]}
+    assert flags == {"future.example.test": True, "now.example.test": False}
+    assert doc["summary"]["not_yet_valid"] == 1
+    cfg = tmp_path / "cfg" / "agent.toml"
+    p = subprocess.run([AGENT, "scan", "--config", str(cfg)], capture_output=True, text=True, timeout=120)
+    assert "1 not yet valid" in p.stdout
