@@ -1,6 +1,11 @@
 """Time and peak memory of ``certfleet-agent scan`` on one huge PEM file (issue 13: bounded memory).
 
     .venv/bin/python bench/bench_bigpem.py [--certs 100000] [--format json] [--compare /work/main/.venv]
+    .venv/bin/python bench/bench_bigpem.py --report [--certs 100000]    # the agent's own report path
+
+``--report`` starts a real collector (SQLite), enrolls an agent whose store is the bundle, and
+times ``certfleet-agent run --once`` (scan, stream the report in chunks, until the collector
+stored it) with its peak RSS, for this checkout's agent and ``--compare``'s.
 
 Writes a PEM bundle of N distinct certificates (one real certificate, its serial rewritten: the
 signatures do not verify, which a scan never checks), configures a store over it and runs the
@@ -37,11 +42,50 @@ def run(agent: str, cfg: Path, fmt: str, out: Path) -> tuple[float, float, int]:
     return took, usage.ru_maxrss / 1024, p.returncode
 
 
+AGENT_ONCE = (
+    "import resource, sys\n"
+    "from agent.cli.main import main\n"
+    "rc = main(['run', '--config', sys.argv[1], '--once', '--full'])\n"
+    "print('PEAK_RSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+    "sys.exit(rc)\n"
+)
+
+
+def report(bundle: Path, tmp: Path, compare: str) -> None:
+    """``run --once`` of this checkout's agent (and ``compare``'s) against a real collector."""
+    from tests.e2e.harness import Agent, Collector  # noqa: PLC0415 - only for --report
+
+    collector = Collector(tmp / "collector")
+    collector.start()
+    try:
+        assert collector.init_admin().code == 0
+        pythons = [("this checkout", sys.executable)]
+        other = Path(compare) / "bin" / "python" if compare else None
+        if other is not None and other.exists() and other.parents[1].resolve() != Path(sys.prefix).resolve():
+            pythons.append((compare, str(other)))
+        for n, (label, python) in enumerate(pythons):
+            agent = Agent(tmp / f"agent{n}", f'[[store]]\nname = "big"\ntype = "pem"\npaths = ["{bundle}"]\n')
+            agent.write_config(hostname=f"bigpem-{n}")
+            agent.config.write_text(agent.config.read_text().replace("[agent]\n", '[agent]\nmax_file_size = "1GB"\n', 1))
+            r = agent.enroll(collector, collector.token())
+            assert r.code == 0, r.err
+            t0 = time.perf_counter()
+            p = subprocess.run([python, "-c", AGENT_ONCE, str(agent.config)], capture_output=True, text=True,
+                               cwd=str(Path(python).resolve().parents[2]) if n else None)
+            took = time.perf_counter() - t0
+            rss = next((int(x.split()[1]) / 1024 for x in p.stdout.splitlines() if x.startswith("PEAK_RSS_KB")), 0)
+            said = next((x for x in (p.stdout + p.stderr).splitlines() if "stored" in x), p.stderr[-300:])
+            print(f"{label:>20}: run --once --full: {took:.1f}s, peak RSS {rss:.0f} MB, exit {p.returncode}: {said}")
+    finally:
+        collector.stop()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--certs", type=int, default=100_000)
     ap.add_argument("--format", default="json", choices=["json", "table"])
     ap.add_argument("--compare", default="/work/main/.venv", help="another checkout's venv to run side by side")
+    ap.add_argument("--report", action="store_true", help="the agent's report path (run --once) instead of scan")
     ns = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
@@ -50,13 +94,16 @@ def main() -> int:
         write_bulk_pem(bundle, ns.certs)
         print(f"{ns.certs} certificates, {bundle.stat().st_size / 2**20:.1f} MB PEM, made in "
               f"{time.perf_counter() - t0:.1f}s")
+        if ns.report:
+            report(bundle, tmp, ns.compare)
+            return 0
         cfg = tmp / "agent.toml"
         cfg.write_text(f'[agent]\ndata_dir = "{tmp / "data"}"\nhostname = "bench"\nmax_file_size = "1GB"\n'
                        f'[[store]]\nname = "big"\ntype = "pem"\npaths = ["{bundle}"]\n')
         cfg.chmod(0o600)
         agents = [("this checkout", str(Path(sys.executable).parent / "certfleet-agent"))]
         other = Path(ns.compare) / "bin" / "certfleet-agent"
-        if ns.compare and other.exists() and other.resolve() != Path(agents[0][1]).resolve():
+        if ns.compare and other.exists() and Path(ns.compare).resolve() != Path(sys.prefix).resolve():
             agents.append((ns.compare, str(other)))
         for label, agent in agents:
             out = tmp / "out"
