@@ -59,11 +59,11 @@ def report(bundle: Path, tmp: Path, compare: str) -> None:
     collector.start()
     try:
         assert collector.init_admin().code == 0
-        pythons = [("this checkout", sys.executable)]
+        pythons = [("this checkout", sys.executable, ROOT)]
         other = Path(compare) / "bin" / "python" if compare else None
         if other is not None and other.exists() and other.parents[1].resolve() != Path(sys.prefix).resolve():
-            pythons.append((compare, str(other)))
-        for n, (label, python) in enumerate(pythons):
+            pythons.append((compare, str(other), Path(compare).resolve().parent))   # its checkout: -c imports from cwd
+        for n, (label, python, checkout) in enumerate(pythons):
             agent = Agent(tmp / f"agent{n}", f'[[store]]\nname = "big"\ntype = "pem"\npaths = ["{bundle}"]\n')
             agent.write_config(hostname=f"bigpem-{n}")
             agent.config.write_text(agent.config.read_text().replace("[agent]\n", '[agent]\nmax_file_size = "1GB"\n', 1))
@@ -71,7 +71,7 @@ def report(bundle: Path, tmp: Path, compare: str) -> None:
             assert r.code == 0, r.err
             t0 = time.perf_counter()
             p = subprocess.run([python, "-c", AGENT_ONCE, str(agent.config)], capture_output=True, text=True,
-                               cwd=str(Path(python).resolve().parents[2]) if n else None)
+                               cwd=str(checkout))
             took = time.perf_counter() - t0
             rss = next((int(x.split()[1]) / 1024 for x in p.stdout.splitlines() if x.startswith("PEAK_RSS_KB")), 0)
             said = next((x for x in (p.stdout + p.stderr).splitlines() if "stored" in x), p.stderr[-300:])
