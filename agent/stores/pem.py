@@ -41,7 +41,7 @@ from agent.keys import pem_key_style, private_key_pem
 from agent.stores.base import (NewEntry, ReadContext, StoreReader, StoreReadError, StoreWriter, WriteTarget,
                                der_length_check, split_chain, tlv_header)
 from agent.stores.keys import cert_spki, pem_key_spki
-from agent.stores.pemblocks import Block, BlockProblem, scan_pem
+from agent.stores.pemblocks import Block, BlockProblem, scan_pem, well_formed
 from agent.stores.sniff import hint
 
 __all__ = ["PemReader", "PemWriter", "pem_blocks", "PemBlock", "rewrite_pem", "rewrite_chain_file"]
@@ -128,6 +128,17 @@ class PemReader(StoreReader):
         index = 0
         certs: list[bytes] = []
         for base, data in parts:
+            fast = well_formed(data)
+            if fast is not None and all(label in _CERT_LABELS for label, *_ in fast):
+                # the hot path: certificate blocks only, all whole (a bundle, a chain, one certificate)
+                cert = self._cert
+                for label, start, body_start, body_end, _ in fast:
+                    index += 1
+                    der = cert(path, data[body_start:body_end], label, index, base + start, ctx)
+                    if der is not None:
+                        yield der
+                seen[0] += len(fast)
+                continue
             for item in scan_pem(data, base, index):
                 seen[0] += 1
                 index = item.index
@@ -136,7 +147,10 @@ class PemReader(StoreReader):
                     continue
                 label = item.label                                         # type: ignore[union-attr]
                 if label in _CERT_LABELS:
-                    self._cert(path, data[item.body_start:item.body_end], label, item, certs, ctx)  # type: ignore[union-attr]
+                    der = self._cert(path, data[item.body_start:item.body_end], label, item.index,  # type: ignore[union-attr]
+                                     item.at, ctx)  # type: ignore[union-attr]
+                    if der is not None:
+                        certs.append(der)
                 elif label.endswith(b"PRIVATE KEY"):
                     keys.append((label, bytes(data[item.offset:item.end]), item.index))  # type: ignore[union-attr]
                 elif label in _PKCS7_LABELS:
@@ -152,23 +166,23 @@ class PemReader(StoreReader):
                     certs.clear()
 
     @staticmethod
-    def _cert(path: str, b64: bytes, label: bytes, block: Block, certs: list[bytes], ctx: ReadContext) -> None:
-        where = f"certificate block {block.index} (at byte {block.at})"
+    def _cert(path: str, b64: bytes, label: bytes, index: int, at: int, ctx: ReadContext) -> bytes | None:
+        """The DER of certificate block ``index`` (at byte ``at``), or None and a problem."""
         try:
             der = _a2b(b64)
         except binascii.Error:
-            ctx.report("pem", path, "corrupt", f"{where} is not valid base64")
-            return
+            ctx.report("pem", path, "corrupt", f"certificate block {index} (at byte {at}) is not valid base64")
+            return None
         trailing = _CERT_LABELS[label]
         problem = der_length_check(der, allow_trailing=trailing)
         if problem is not None:
             detail = "is cut short" if problem == "truncated" else "is not a DER certificate"
-            ctx.report("pem", path, problem, f"{where} {detail}")
-            return
+            ctx.report("pem", path, problem, f"certificate block {index} (at byte {at}) {detail}")
+            return None
         if trailing:
             _, hl, length = tlv_header(der)  # type: ignore[misc]
             der = der[:hl + length]
-        certs.append(der)
+        return der
 
     @staticmethod
     def _pkcs7(path: str, block: bytes, where: Block, certs: list[bytes], ctx: ReadContext) -> None:

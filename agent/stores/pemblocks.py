@@ -18,13 +18,13 @@ import re
 from dataclasses import dataclass
 from typing import Iterator, Union
 
-__all__ = ["Block", "BlockProblem", "scan_pem"]
+__all__ = ["Block", "BlockProblem", "scan_pem", "well_formed"]
 
 _DASHES = b"-----"
 _MARKER = re.compile(rb"-----(BEGIN|END) ([\x20-\x2c\x2e-\x7e]{1,64})-----\Z")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Block:
     """A well-formed block: ``buffer[offset:end]`` is the whole block, ``buffer[body_start:body_end]`` its body.
 
@@ -55,33 +55,60 @@ def _text(raw: bytes, limit: int = 60) -> str:
     return s if len(s) <= limit else s[:limit] + "..."
 
 
+def well_formed(buf) -> list[tuple[bytes, int, int, int, int]] | None:  # noqa: ANN001 - bytes or mmap
+    """``(label, start, body_start, body_end, end)`` of every block when each is whole and well formed, and no
+    dashes hide between them; None otherwise (the careful walk below then finds what is wrong)."""
+    find, startswith = buf.find, buf.startswith
+    out = []
+    pos, n = 0, len(buf)
+    while True:
+        b = find(b"-----BEGIN ", pos)
+        if find(_DASHES, pos, n if b < 0 else b) >= 0:
+            return None                               # a stray or damaged boundary between blocks
+        if b < 0:
+            return out
+        if b and buf[b - 1] != 10:
+            return None                               # a BEGIN line that shares its line
+        close = find(_DASHES, b + 11)
+        label = buf[b + 11:close]
+        if close < 0 or not label or len(label) > 64 or b"\n" in label or b"-" in label:
+            return None
+        body = close + 5
+        e = find(b"-", body)
+        end_marker = b"-----END " + label + _DASHES
+        if e < 0 or not startswith(end_marker, e):
+            return None
+        out.append((label, b, body, e, e + len(end_marker)))
+        pos = e + len(end_marker)
+
+
 def _tokens(buf, start: int = 0) -> Iterator[tuple[int, int, str, bytes]]:  # noqa: ANN001 - bytes or mmap
     """``(offset, end, kind, label_or_token)`` of each boundary: kind BEGIN, END, or ``damaged``."""
     n = len(buf)
     pos = start
-    find, rfind = buf.find, buf.rfind
+    find, rfind, match = buf.find, buf.rfind, _MARKER.match
     while pos < n:
         i = find(_DASHES, pos)
         if i < 0:
             return
-        line_start = max(pos, rfind(b"\n", 0, i) + 1)
+        if i != pos and buf[i - 1] != 10:             # not at the start of a line: what comes before?
+            line_start = max(pos, rfind(b"\n", 0, i) + 1)
+            prefix = bytes(buf[line_start:i]).strip()
+            if prefix.startswith(b"-") or (b" " in prefix and (b"BEGIN" in prefix or b"END" in prefix)):
+                # the leading dashes are damaged ("----BEGIN CERTIFICATE-----"): the token starts at the line
+                yield line_start, i + 5, "damaged", bytes(buf[line_start:i + 5])
+                pos = i + 5
+                continue
         line_end = find(b"\n", i)
         if line_end < 0:
             line_end = n
-        prefix = bytes(buf[line_start:i]).strip()
-        if prefix.startswith(b"-") or (b" " in prefix and (b"BEGIN" in prefix or b"END" in prefix)):
-            # the leading dashes are damaged ("----BEGIN CERTIFICATE-----"): the token starts at the line
-            yield line_start, i + 5, "damaged", bytes(buf[line_start:i + 5])
-            pos = i + 5
-            continue
         close = find(_DASHES, i + 5, line_end)
         end = close + 5 if close >= 0 else line_end
-        token = bytes(buf[i:end]).rstrip(b"\r \t")
-        m = _MARKER.match(token)
+        m = match(buf[i:end])
         if m is not None:
             yield i, end, m.group(1).decode(), m.group(2)
         else:
-            yield i, end, "damaged", token
+            yield i, end, "damaged", bytes(buf[i:end]).rstrip(b"\r \t")
         pos = end
 
 
@@ -91,6 +118,12 @@ def scan_pem(buf, base: int = 0, index: int = 0) -> Iterator[Union[Block, BlockP
     ``buf`` is bytes (or an mmap). When it is a part of a file, ``base`` is where it starts in the file
     and ``index`` the number of blocks before it; a part must start outside a block (after an END line).
     """
+    fast = well_formed(buf)
+    if fast is not None:                  # the common case: every block whole, nothing damaged between them
+        for label, start, body_start, body_end, end in fast:
+            index += 1
+            yield Block(index, start, label, body_start, body_end, end, base + start)
+        return
     open_label: bytes | None = None       # the open block's label (None: outside a block)
     open_at = open_local = body_at = 0
     skipping = False                      # inside a block whose BEGIN line was damaged (already reported)
