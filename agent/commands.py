@@ -23,7 +23,7 @@ from agent.config import AgentConfig
 from agent.errors import AgentError
 from agent.fsutil import atomic_write
 from agent.inventory import LocationKey
-from agent.jobs import (CHALLENGE_FAILED, CHALLENGE_READY, CSR_READY, FAILED, ROLLED_BACK, VERIFIED, Command,
+from agent.jobs import (CHALLENGE_FAILED, CHALLENGE_READY, CSR_READY, FAILED, VERIFIED, Command,
                         InstallCertificate, JobUpdate, PlaceChallenge, PrepareRenewal, RemoveChallenge,
                         RequestFullReport, ScanRequest, UnknownCommand)
 from agent.keys import PrivateKey, load_pem_private_key, make_csr, new_key, private_key_pem
@@ -236,8 +236,9 @@ class CommandHandler:
             job.save_install(c)
             update = self.installer(job, c, key)
         job.save_result(update)
-        if update.state in (VERIFIED, ROLLED_BACK):
-            self.on_installed()
+        # whatever the outcome (verified, rolled back, or failed after a write), the touched files go
+        # to the collector in the next report, at once
+        self.on_installed()
         return update
 
     def resume_pending(self) -> list[JobUpdate]:

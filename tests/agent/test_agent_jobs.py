@@ -145,3 +145,17 @@ def test_verified_by_travels_in_the_result_and_on_the_wire(tmp_path: Path) -> No
     wire = job_update_out(update)
     assert wire.verified_by == "none"
     assert agent_pb2.JobUpdate.FromString(wire.SerializeToString()).verified_by == "none"
+
+
+@pytest.mark.parametrize("state", [VERIFIED, ROLLED_BACK, FAILED])
+def test_every_install_outcome_asks_for_a_report_at_once(tmp_path: Path, state: str) -> None:
+    """The touched files reach the collector in the next report, without waiting for the scan interval."""
+    cfg = load_config(write_config(tmp_path / "cfg", ""))
+    wakes: list[int] = []
+    handler = CommandHandler(cfg, lambda job, cmd, key: JobUpdate(job_id=cmd.job_id, state=state),
+                             on_installed=lambda: wakes.append(1))
+    _with_key(handler, JOB)
+    handler.install(_command(JOB))
+    assert wakes == [1]
+    handler.install(_command(JOB))                                     # a resend answered from result.json
+    assert wakes == [1]
