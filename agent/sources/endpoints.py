@@ -99,7 +99,7 @@ def _dns_names(der: bytes) -> list[str]:
             warnings.simplefilter("ignore")
             cert = x509.load_der_x509_certificate(der)
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except (ValueError, x509.ExtensionNotFound):
+    except Exception:  # noqa: BLE001 - untrusted input: no SAN, a duplicate or unparseable extension
         return []
     return [n.lower() for n in san.get_values_for_type(x509.DNSName)]
 
