@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from typing import Callable, Mapping
 
 from cryptography import x509
@@ -44,6 +45,8 @@ log = logging.getLogger(__name__)
 
 JOB_TIMEOUT = dt.timedelta(minutes=30)
 MAX_ATTEMPTS = 4            # issuer outages: tried again after 30 s, 1 min, 2 min (collector.domain.jobstates.retry_delay)
+ISSUED_RECORD_TRIES = 60    # a certificate issued during a database outage: recorded when it is back
+ISSUED_RECORD_PAUSE = 2.0   # seconds between tries (2 minutes in all)
 
 
 #: why a job moved when its command was made (jobstates.state_after_command)
@@ -60,8 +63,10 @@ class RenewalService:
     def __init__(
         self, registry: Registry, issuers: Mapping[str, Issuer], templates: Mapping[str, Template],
         default_template: str, clock: Callable[[], dt.datetime], broker: ChallengeBroker | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.broker = broker or ChallengeBroker()
+        self.sleep = sleep
         self.registry = registry
         self.issuers = issuers
         self.templates = templates
@@ -136,17 +141,20 @@ class RenewalService:
 
     # -- commands for a connected agent ------------------------------------------------
 
-    def commands_for(self, agent_id: str) -> list[Command]:
+    def commands_for(self, agent_id: str, connected_at: dt.datetime | None = None) -> list[Command]:
         """Commands the agent must get now; each claimed so that only one collector sends it.
 
         What a job needs is the state machine's (collector/domain/jobstates.py ``command_for``); the
         job moves to the state after it (``state_after_command``: requested -> key_pending,
-        issued -> installing) once its command is made."""
+        issued -> installing) once its command is made. ``connected_at``: when the agent's
+        command stream connected; a job in flight whose command went out before then (on a stream
+        that is gone) is sent again at once."""
         now = self.clock()
         out: list[Command] = []
-        for job in self.registry.jobs.due_for_agent(agent_id, now):
+        for job in self.registry.jobs.due_for_agent(agent_id, now, connected_at=connected_at):
             command = jobs.command_for(job.state)
-            if command is None or not self.registry.jobs.claim_command(job.job_id, job.state, now):
+            if command is None or not self.registry.jobs.claim_command(job.job_id, job.state, now,
+                                                                       connected_at=connected_at):
                 continue
             if command == jobs.MAKE_CSR:
                 out.append(self._prepare(job))
@@ -235,6 +243,8 @@ class RenewalService:
         except errors.IssuerUnavailable as e:     # unreachable, timed out: try again later
             self._retry_or_fail(job, f"issuer {tpl.issuer}: {e}")
             return
+        except errors.DatabaseUnavailable:        # our own outage, not the issuer's refusal
+            raise
         except errors.CollectorError as e:        # refused: final, with the issuer's reason
             self.registry.jobs.advance(job_id, jobs.FAILED, self.clock(), reason=f"issuer {tpl.issuer}: {e}")
             return
@@ -243,11 +253,19 @@ class RenewalService:
             self._retry_or_fail(job, f"issuer {tpl.issuer} failed: {type(e).__name__}: {str(e)[:200]}")
             return
         leaf = x509.load_der_x509_certificate(issued.certificate_der)
-        self.registry.jobs.advance(
-            job_id, jobs.ISSUED, self.clock(), reason=f"issued by {tpl.issuer}, serial {issued.serial}",
-            new_fingerprint=leaf.fingerprint(hashes.SHA256()).hex(), certificate_der=issued.certificate_der,
-            chain_ders=list(issued.chain_ders),
-        )
+        # an issued certificate is not thrown away for a database outage: recorded once it is back
+        for attempt in range(ISSUED_RECORD_TRIES):
+            try:
+                self.registry.jobs.advance(
+                    job_id, jobs.ISSUED, self.clock(), reason=f"issued by {tpl.issuer}, serial {issued.serial}",
+                    new_fingerprint=leaf.fingerprint(hashes.SHA256()).hex(), certificate_der=issued.certificate_der,
+                    chain_ders=list(issued.chain_ders),
+                )
+                return
+            except errors.DatabaseUnavailable:
+                if attempt + 1 == ISSUED_RECORD_TRIES:
+                    raise
+                self.sleep(ISSUED_RECORD_PAUSE)
 
     def _retry_or_fail(self, job, what: str) -> None:  # noqa: ANN001
         """Back to requested (the job store counts the attempt and sets the backoff) or, at the limit, failed."""
