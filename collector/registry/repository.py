@@ -38,7 +38,7 @@ from collector.registry.admins import AdminStore
 from collector.registry.agents import AgentStore
 from collector.registry.audit import AuditLog
 from collector.registry.certificates import CertificateStore
-from collector.registry.ingest import ReportTxn, begin_report
+from collector.registry.ingest import ReportTxn, begin_report, record_install
 from collector.registry.jobs import JobStore
 from collector.registry.leases import LeaseStore
 from collector.registry.netscans import NetscanStore
@@ -51,6 +51,7 @@ from collector.registry.types import (
     CertFilter,
     CertificateView,
     HostFacts,
+    LocationKeyIn,
     ReportHeaderIn,
     ScanErrorView,
 )
@@ -115,6 +116,10 @@ class Registry:
     def begin_report(self, agent_id: str, header: ReportHeaderIn, now: dt.datetime) -> ReportTxn:
         """Start storing a report; the returned transaction must be finished or aborted."""
         return begin_report(self.engine, agent_id, header, now)
+
+    def record_install(self, agent_id: str, key: LocationKeyIn, certificate_der: bytes, now: dt.datetime) -> bool:
+        """A verified install: the new certificate at its location now (collector/registry/ingest.py)."""
+        return record_install(self.engine, agent_id, key, certificate_der, now)
 
     # -- certificates (CertificateStore) -------------------------------------------------------
 

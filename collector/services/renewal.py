@@ -38,7 +38,7 @@ from collector.domain.scope import renew_targets
 from collector.domain.templates import SubjectNames, Template, check_request
 from collector.issuers.base import Issuer, KnowsIssued, RevocationReason, SupportsRoot
 from collector.registry import Registry
-from collector.registry.types import JobView, LocationSelector
+from collector.registry.types import JobView, LocationKeyIn, LocationSelector
 from collector.services.challenges import ChallengeBroker
 
 log = logging.getLogger(__name__)
@@ -208,6 +208,8 @@ class RenewalService:
             raise errors.PermissionDenied(f"job {update.job_id} belongs to another agent")
         path = jobs.update_path(job.state, update.state)
         if not path:
+            if job.state == update.state == jobs.VERIFIED and job.certificate_der:
+                self._show_installed(job, now)     # repeated (or re-applied after an outage): idempotent
             return
         *between, last = path
         for state in between:
@@ -228,8 +230,21 @@ class RenewalService:
                 served_fingerprint=update.served_fingerprint, result_detail=detail,
             )
             log.info("job %s %s on agent %s: %s", job.job_id, last, agent_id, update.reason)
+            if last == jobs.VERIFIED and job.certificate_der:
+                self._show_installed(job, now)
         else:
             self.registry.jobs.advance(job.job_id, last, now, reason=_ON_THE_WAY[last])
+
+    def _show_installed(self, job: JobView, now: dt.datetime) -> None:
+        """The registry shows the new certificate at the job's location at once; a report the
+        agent scanned before the install no longer puts the old one back (registry/ingest.py)."""
+        key = LocationKeyIn(store_type=job.store_type, path=job.path, alias=job.alias, chain_index=job.chain_index)
+        try:
+            self.registry.record_install(job.agent_id, key, job.certificate_der, now)
+        except errors.DatabaseUnavailable:
+            raise
+        except errors.CollectorError as e:     # the agent's next scan shows it anyway
+            log.warning("job %s: the installed certificate is not shown at its location yet: %s", job.job_id, e)
 
     def _issue(self, job_id: str, csr_der: bytes) -> None:
         job = self.registry.jobs.get(job_id)
