@@ -159,3 +159,22 @@ def test_the_table_still_shows_what_came_before_the_failure(collector) -> None:
     proc = certfleet(config, "certs", "list")
     out, err = _stop_mid_stream(servicer, server, proc)
     assert proc.returncode == 1 and err.startswith("certfleet: "), err
+
+
+def test_json_lines_stream_and_mark_their_end(collector) -> None:
+    """``--format jsonl`` is not held back (a long list streams in bounded memory); its last line
+    is the summary. A stream cut half-way has no summary line and exits non-zero."""
+    _, _, config = collector(pages=None)
+    proc = certfleet(config, "certs", "list", "--format", "jsonl")
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    lines = [json.loads(x) for x in out.splitlines()]
+    assert lines[-1] == {"summary": {"certificates": 1500, "complete": True}}
+    assert len(lines) == 1501 and lines[0]["subject"] == "CN=host0.example.com"
+
+    servicer, server, config = collector(pages=2)
+    proc = certfleet(config, "certs", "list", "--format", "jsonl")
+    out, err = _stop_mid_stream(servicer, server, proc)
+    assert proc.returncode == 1 and err.startswith("certfleet: "), err
+    lines = [json.loads(x) for x in out.splitlines()]
+    assert lines and all("summary" not in x for x in lines)      # what came, and no end mark
