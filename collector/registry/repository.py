@@ -33,6 +33,7 @@ from typing import Any, Iterator
 
 from sqlalchemy import Engine
 
+from collector.errors import DatabaseUnavailable
 from collector.registry import db
 from collector.registry.admins import AdminStore
 from collector.registry.agents import AgentStore
@@ -93,6 +94,11 @@ class Registry:
         engine = db.create_registry_engine(url, **engine_kwargs)
         try:
             db.upgrade(engine)
+        except DatabaseUnavailable as e:   # at start-up: say which database and why
+            engine.dispose()
+            cause = str(e.__cause__ or "").strip().splitlines()[0][:200] if e.__cause__ else ""
+            where = engine.url.render_as_string(hide_password=True)
+            raise DatabaseUnavailable(f"cannot open the registry database {where}" + (f": {cause}" if cause else "")) from None
         except BaseException:
             engine.dispose()
             raise

@@ -14,6 +14,7 @@ from collector.errors import DatabaseUnavailable, NotFound
 from collector.registry import Registry
 from collector.registry.types import CertFilter
 from tests.helpers.own_postgres import OwnPostgres
+from tests.helpers.registry_certs import T0, header, host, leaf, location, root_ca, store_report
 
 
 @pytest.fixture()
@@ -57,8 +58,6 @@ def test_an_outage_is_unavailable_logged_once_and_over_when_the_database_is_back
 
 
 def test_a_report_cut_mid_stream_stores_nothing_and_is_stored_whole_when_sent_again(pg: OwnPostgres) -> None:
-    from tests.helpers.registry_certs import T0, header, host, leaf, location, root_ca, store_report
-
     registry = Registry.open(pg.url)
     try:
         registry.create_token("f" * 64, T0 + dt.timedelta(hours=1), "test", T0)

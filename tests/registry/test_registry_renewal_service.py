@@ -16,7 +16,7 @@ from collector import errors
 from collector.issuers.acme import AcmeIssuer
 from collector.issuers.solvers import StandaloneHttp01Solver
 from collector.issuers.internal_ca import InternalCA
-from collector.registry.types import LocationSelector
+from collector.registry.types import CertFilter, LocationSelector
 from collector.services.renewal import MAX_ATTEMPTS, RenewalService
 from collector.config.templates import load_templates
 from tests.conftest import free_port
@@ -123,8 +123,6 @@ def test_revocation_goes_to_the_issuer_that_knows_it_issued_the_certificate(setu
 
 def _at_file(svc: RenewalService, path: str = "/etc/nginx/cert.pem") -> list[tuple[str, str]]:
     """(fingerprint, status) of every certificate the registry shows at ``path``."""
-    from collector.registry.types import CertFilter
-
     return sorted((c.fingerprint, loc.status) for c in svc.registry.list_certificates(CertFilter(include_removed=True))
                   for loc in c.locations if loc.path == path)
 
