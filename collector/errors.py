@@ -65,3 +65,15 @@ class IssuerError(CollectorError):
 
 class IssuerUnavailable(IssuerError):
     """The issuer could not be reached or did not answer in time: worth trying again later."""
+
+
+class DatabaseUnavailable(CollectorError):
+    """The registry's database cannot be reached (stopped, restarting, network cut): nothing was
+    changed; the same call can be repeated once it is back (collector/registry/db.py). On the wire:
+    UNAVAILABLE with :data:`RETRY_AFTER_METADATA` in the trailing metadata."""
+
+
+#: trailing metadata key of an UNAVAILABLE answer that is the collector's own (its database is
+#: down, not the network): seconds to wait before trying again. Set by collector/api/errors.py,
+#: read by the CLI (collector/cli/connect.py).
+RETRY_AFTER_METADATA = "certfleet-retry-after"

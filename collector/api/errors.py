@@ -4,6 +4,11 @@ A servicer method wrapped with :func:`unary` or :func:`streaming` turns
 ``CollectorError`` subclasses into status codes with their user-safe message;
 anything else becomes INTERNAL with a generic message, and the traceback goes
 to the log only.
+
+A database outage (:class:`~collector.errors.DatabaseUnavailable`) is UNAVAILABLE with a retry
+hint in the trailing metadata (``errors.RETRY_AFTER_METADATA``, seconds): agents back off and try again,
+the CLI says the database is unavailable. The registry logs the outage once
+(collector/registry/db.py); the calls it refuses are not logged one by one.
 """
 from __future__ import annotations
 
@@ -32,7 +37,11 @@ def _method_name(fn: Callable[..., Any]) -> str:
     return f"{cls.removesuffix('r') if cls.endswith('Servicer') else cls}.{name}" if cls else name
 
 
+#: the retry hint sent with UNAVAILABLE: seconds to wait before trying again
+RETRY_AFTER_SECONDS = 5
+
 _CODES: list[tuple[type[BaseException], grpc.StatusCode]] = [
+    (errors.DatabaseUnavailable, grpc.StatusCode.UNAVAILABLE),
     (errors.NotFound, grpc.StatusCode.NOT_FOUND),
     (errors.Ambiguous, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.InvalidInput, grpc.StatusCode.INVALID_ARGUMENT),
@@ -53,8 +62,16 @@ def status_for(exc: BaseException) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
+def retry_hint() -> tuple[tuple[str, str], ...]:
+    """Trailing metadata asking the client to retry after :data:`RETRY_AFTER_SECONDS`."""
+    return ((errors.RETRY_AFTER_METADATA, str(RETRY_AFTER_SECONDS)),)
+
+
 async def _abort(context: grpc.aio.ServicerContext, exc: BaseException, method: str) -> None:
     code = status_for(exc)
+    if code is grpc.StatusCode.UNAVAILABLE:   # an outage, logged once by the registry
+        log.debug("%s refused: the database is unavailable", method)
+        await context.abort(code, str(exc), trailing_metadata=retry_hint())
     if code is grpc.StatusCode.INTERNAL:
         log.exception("%s failed", method)
         await context.abort(code, "internal error in the collector; see its log")

@@ -1,7 +1,7 @@
 """``certfleet certs list|show``: the certificates in the registry, with where they are and what uses them.
 
     certfleet certs list [--expiring-within AGE] [--host H] [--issuer TEXT] [--include-removed]
-                         [--format table|json|csv]
+                         [--format table|json|csv|jsonl]
     certfleet certs show FINGERPRINT [--format table|json] [--pem]
 """
 from __future__ import annotations
@@ -210,6 +210,17 @@ def _validity(d: dict[str, Any], c: admin_pb2.CertificateInfo, now: dt.datetime)
     return "EXPIRED" if d["days_left"] < 0 else f"{d['days_left']} days left"
 
 
+def certs_jsonl(certs: Iterable[admin_pb2.CertificateInfo], now: dt.datetime, out: io.TextIOBase) -> None:
+    """One JSON object per line as the pages arrive (nothing held back), then the end mark
+    ``{"summary": {"certificates": N, "complete": true}}``: a stream without it was cut (the
+    command then exits non-zero)."""
+    n = 0
+    for c in certs:
+        out.write(json.dumps(cert_dict(c, now), separators=(",", ":")) + "\n")
+        n += 1
+    out.write(json.dumps({"summary": {"certificates": n, "complete": True}}) + "\n")
+
+
 def cert_detail(c: admin_pb2.CertificateInfo, now: dt.datetime) -> str:
     d = cert_dict(c, now)
     mark = {n: f"  {NOT_TEXT_MARK}" for n in d["names_not_text"]}
@@ -265,6 +276,8 @@ def cmd_certs_list(channel: grpc.Channel, ns: argparse.Namespace) -> int:
         out.write("\n]\n")
     elif ns.format == "csv":
         certs_csv(certs, now, sys.stdout)
+    elif ns.format == "jsonl":
+        certs_jsonl(certs, now, sys.stdout)
     else:
         sys.stdout.write(certs_table(certs, now, terminal_width()))
     return 0
@@ -292,7 +305,7 @@ def register(subparsers: Any) -> None:
     s.add_argument("--host", help="only certificates on this host")
     s.add_argument("--issuer", metavar="TEXT", help="issuer DN contains TEXT (case-insensitive)")
     s.add_argument("--include-removed", action="store_true", help="also certificates seen only at removed locations")
-    add_format(s, "table", "json", "csv")
+    add_format(s, "table", "json", "csv", "jsonl")
     handles(s, cmd_certs_list)
     s = certs.add_parser("show", help="one certificate in full")
     s.add_argument("fingerprint", help="SHA-256 fingerprint or a unique prefix of it")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import grpc
 
 from collector.config.client import ClientConfig
-from collector.errors import CollectorError
+from collector.errors import RETRY_AFTER_METADATA, CollectorError
 
 MAX_RECEIVE = 32 * 1024 * 1024     # a page of certificates with their locations can be large
 
@@ -31,7 +31,19 @@ def rpc_error_text(e: grpc.RpcError, collector: str) -> str:
     code = e.code()
     details = e.details() or ""
     if code == grpc.StatusCode.UNAVAILABLE:
+        retry = _retry_after(e)
+        if retry is not None:       # the collector answered: its database is down
+            return f"the collector's database is unavailable, retry in {retry} s (nothing was changed)"
         return f"cannot reach the collector at {collector}: {details}"
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return f"the collector at {collector} did not answer in time"
     return f"{code.name.lower().replace('_', ' ')}: {details}"
+
+
+def _retry_after(e: grpc.RpcError) -> str | None:
+    """The collector's retry hint (seconds) on a call it refused while its database is down."""
+    trailing = getattr(e, "trailing_metadata", None)
+    for key, value in (trailing() if callable(trailing) else None) or ():
+        if key == RETRY_AFTER_METADATA:
+            return value if str(value).isdigit() else "a few"
+    return None

@@ -8,6 +8,10 @@ arguments chose (collector/cli/command.py: ``(channel, ns) -> exit code``).
 Exit codes: the handler's (0 success, 1 the thing checked or waited for is not good); 2 for a
 usage or input error (argparse, or a :class:`~collector.errors.CollectorError`, message on
 standard error); 1 when a call to the collector fails; 130 on Ctrl-C.
+
+A machine format (``--format json|csv``) is written only when it is complete
+(collector/cli/output.py): a command that fails half-way leaves nothing on standard output,
+only its message on standard error and a non-zero exit code.
 """
 from __future__ import annotations
 
@@ -34,6 +38,7 @@ from collector.cli import (
 )
 from collector.cli.command import Handler
 from collector.cli.connect import open_channel, rpc_error_text
+from collector.cli.output import complete_output
 from collector.config.client import load_client_config
 from collector.errors import CollectorError
 
@@ -71,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_client_config(ns.config)
         collector = cfg.collector
-        with open_channel(cfg) as channel:
+        with open_channel(cfg) as channel, complete_output(getattr(ns, "format", None)):
             return handler(channel, ns)
     except CollectorError as e:
         print(f"certfleet: {e}", file=sys.stderr)

@@ -212,7 +212,7 @@ class AcmeIssuer:
 
     def _net(self, key: jose.JWKEC, account: messages.RegistrationResource | None) -> acme_client.ClientNetwork:
         verify: bool | str = str(self.ca_bundle) if self.ca_bundle else True
-        return acme_client.ClientNetwork(
+        return _Network(
             key, account=account, alg=jose.ES256, verify_ssl=verify,  # type: ignore[arg-type]  # requests takes a CA path
             user_agent=self.user_agent, timeout=int(self.network_timeout.total_seconds()),
         )
@@ -383,6 +383,8 @@ class AcmeIssuer:
         except messages.Error as e:
             if e.code == "accountDoesNotExist":
                 raise _AccountGone() from None
+            if e.code in RETRYABLE_PROBLEMS:     # worth trying again later: the job's backoff
+                raise IssuerUnavailable(f"the ACME server could not {action} now: {_problem(e)}") from None
             raise IssuerError(f"the ACME server refused to {action}: {_problem(e)}") from None
         except requests.exceptions.SSLError:
             raise IssuerError(
@@ -398,6 +400,30 @@ class AcmeIssuer:
 
 class _AccountGone(Exception):
     """The CA does not know the cached account any more."""
+
+
+#: ACME problem types (RFC 8555 section 6.7) that say "not now" rather than "no": the job is
+#: retried with its backoff, as for an unreachable server
+RETRYABLE_PROBLEMS = frozenset({"badNonce", "rateLimited", "serverInternal"})
+#: how many times one request is sent when the server rejects its nonce (each rejection carries
+#: a fresh nonce; RFC 8555 section 6.5: the client should retry)
+BAD_NONCE_TRIES = 8
+
+
+class _Network(acme_client.ClientNetwork):
+    """The acme package's network, retrying a request the server refused for its nonce
+    (``badNonce``) up to :data:`BAD_NONCE_TRIES` times instead of once."""
+
+    def post(self, *args: Any, **kwargs: Any) -> Any:
+        for attempt in range(1, BAD_NONCE_TRIES + 1):
+            try:
+                return self._post_once(*args, **kwargs)
+            except messages.Error as e:
+                if e.code != "badNonce" or attempt == BAD_NONCE_TRIES:
+                    raise
+                log.debug("ACME badNonce (attempt %d of %d); sending again with a fresh nonce", attempt,
+                          BAD_NONCE_TRIES)
+        raise AssertionError("unreachable")
 
 
 def _problem(err: Any) -> str:

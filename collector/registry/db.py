@@ -3,11 +3,19 @@
 SQLite (a file) is the default; PostgreSQL via ``postgresql+psycopg://``.
 The schema is brought to the newest migration every time the registry opens,
 programmatically (no alembic.ini, no dependence on the working directory).
+
+A database that cannot be reached (stopped, restarting, the network cut) is an outage, not a bug:
+every engine made here carries an :class:`OutageWatch` that turns a lost or refused connection
+into :class:`~collector.errors.DatabaseUnavailable` (the servicers answer UNAVAILABLE, clients
+retry) and logs one line when the outage starts and one when it ends, with how many calls it
+refused, instead of a traceback per call.
 """
 from __future__ import annotations
 
 import contextlib
 import logging
+import threading
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -18,7 +26,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.pool import StaticPool
 
-from collector.errors import InvalidInput
+from collector.errors import DatabaseUnavailable, InvalidInput
 
 log = logging.getLogger(__name__)
 
@@ -62,14 +70,71 @@ def parse_url(url: str) -> URL:
     return u
 
 
+UNAVAILABLE_MESSAGE = "the collector's database is unavailable; nothing was changed, retry in a few seconds"
+
+
+class OutageWatch:
+    """Whether an engine's database is reachable, learnt from its connections.
+
+    A connection that cannot be made, or one the server cut, starts an outage: logged once, and
+    that failure and every later one raise :class:`DatabaseUnavailable`. The next connection made
+    ends it: logged once with the outage's length and how many calls it refused. Other database
+    errors (constraints, a bad statement) pass through as they are."""
+
+    def __init__(self, engine: Engine, clock: Any = time.monotonic) -> None:
+        self.clock = clock
+        self._lock = threading.Lock()
+        self.down_since: float | None = None
+        self.refused = 0            # calls refused during the current outage
+        self.outages = 0            # outages seen since the engine was made
+        event.listen(engine, "handle_error", self._on_error)
+        event.listen(engine.pool, "connect", self._on_connect)
+
+    @property
+    def down(self) -> bool:
+        return self.down_since is not None
+
+    @staticmethod
+    def is_outage(ctx: Any) -> bool:
+        """A connection cut by the server, or one that could not be made (no statement ran)."""
+        if ctx.is_disconnect:
+            return True
+        return ctx.connection is None and ctx.statement is None
+
+    def _on_error(self, ctx: Any) -> None:
+        if ctx.is_pre_ping or not self.is_outage(ctx):
+            return      # a stale pooled connection is replaced by the pool itself; other errors are not outages
+        reason = str(ctx.original_exception).strip().splitlines()[0][:200] if str(ctx.original_exception) else \
+            type(ctx.original_exception).__name__
+        with self._lock:
+            self.refused += 1
+            if self.down_since is None:
+                self.down_since = self.clock()
+                self.outages += 1
+                log.warning("database unavailable: %s; calls are answered UNAVAILABLE until it is back", reason)
+        raise DatabaseUnavailable(UNAVAILABLE_MESSAGE) from ctx.original_exception
+
+    def _on_connect(self, _dbapi_conn: Any, _record: Any) -> None:
+        with self._lock:
+            if self.down_since is None:
+                return
+            lasted, refused = self.clock() - self.down_since, self.refused
+            self.down_since, self.refused = None, 0
+        log.warning("database available again after %.1f s; %d call(s) were refused during the outage",
+                    lasted, refused)
+
+
 def create_registry_engine(url: str, **kwargs: Any) -> Engine:
     u = parse_url(url)
     if u.get_backend_name() == "sqlite":
-        return _sqlite_engine(u, **kwargs)
-    kwargs.setdefault("pool_pre_ping", True)
-    kwargs.setdefault("pool_size", 10)
-    kwargs.setdefault("max_overflow", 20)
-    return create_engine(u, **kwargs)
+        engine = _sqlite_engine(u, **kwargs)
+    else:
+        kwargs.setdefault("pool_pre_ping", True)
+        kwargs.setdefault("pool_size", 10)
+        kwargs.setdefault("max_overflow", 20)
+        engine = create_engine(u, **kwargs)
+    OutageWatch(engine)     # held by the engine's event listeners
+    return engine
 
 
 def _sqlite_engine(u: URL, **kwargs: Any) -> Engine:

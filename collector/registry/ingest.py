@@ -16,6 +16,13 @@ A full report stamps every location it lists with the report's generation; at ``
 every present location of the agent with an older stamp is marked removed. A repeated
 report (same report id) or a delta on a sequence the registry does not hold is not stored:
 ``finish`` says why. Nothing about the report is held in memory across chunks.
+
+A renewal job that ends ``verified`` wrote its new certificate at its location
+(:func:`record_install`, called when the job's result arrives). A report scanned before that
+(``scanned_at`` earlier than the job's ``finished_at``; e.g. the agent's start-up scan, running
+while a queued install lands) never puts the old certificate back there: such an entry is
+skipped and the location kept as the job left it, until a scan made after the install says
+what is in the file.
 """
 from __future__ import annotations
 
@@ -33,6 +40,7 @@ from collector.registry.agents import host_values, lock_agent
 from collector.registry.bulk import bulk_writer
 from collector.registry.issuer_links import issuers_first, link_existing_children, link_new
 from collector.registry.models.agents import agents
+from collector.registry.models.jobs import jobs
 from collector.registry.models.inventory import certificates, locations, scan_errors
 from collector.registry.types import (
     LocationIn,
@@ -44,6 +52,10 @@ from collector.registry.types import (
 )
 
 MAX_MESSAGE = 4000
+#: how long a job's install outranks reports scanned before it (a bound on clock skew between
+#: an agent and the collector; a scan made after the install settles the location sooner)
+INSTALL_OUTRANKS_SCANS_FOR = dt.timedelta(days=1)
+VERIFIED = "verified"       # collector.domain.jobstates.VERIFIED: the install that wrote the file
 
 _APPLY, _REPEAT, _RESYNC = "apply", "repeat", "resync"
 
@@ -74,15 +86,15 @@ class ReportTxn:
         self._conn: Connection | None = conn
         self._agent_id: str = agent.agent_id
         self._header = header
-        self._unlinked_issuers: set[str] | None = None
         self._now = now
         self._last_sequence: int = agent.last_sequence
         self._resync_requested: bool = agent.resync_requested
         self._generation: int = agent.report_generation + 1
-        self._known: set[str] = set()       # fingerprints known to be stored (this transaction)
+        self._certs: CertificateWriter | None = None
+        self._installed: dict[tuple[str, str, str, int], str] | None = None   # see _newer_installs
+        self.locations_kept = 0             # entries skipped: an install newer than the scan wrote them
         self.locations_upserted = 0
         self.locations_removed = 0
-        self.certificates_new = 0
 
         if header.report_id and header.report_id == agent.last_report_id:
             self._mode = _REPEAT
@@ -98,8 +110,13 @@ class ReportTxn:
         # The report carries the agent's complete current set of scan errors.
         conn.execute(delete(scan_errors).where(scan_errors.c.agent_id == self._agent_id))
         self._bulk = bulk_writer(conn)
+        self._certs = CertificateWriter(conn, self._bulk, now)
 
     # -- public -------------------------------------------------------------
+
+    @property
+    def certificates_new(self) -> int:
+        return self._certs.new if self._certs is not None else 0
 
     @property
     def applies(self) -> bool:
@@ -269,13 +286,19 @@ class ReportTxn:
             by_key[(loc.store_type, loc.path, loc.alias, loc.chain_index)] = loc   # last one wins
             ders[fp] = loc.der
 
-        unparseable = self._store_certificates(conn, ders)
+        assert self._certs is not None     # made with the transaction of an applied report
+        unparseable = self._certs.store(ders)
 
         now, gen, agent_id = self._now, self._generation, self._agent_id
         rows: list[dict[str, Any]] = []
         errors: list[dict[str, Any]] = []
-        for loc in by_key.values():
+        installed = self._newer_installs(conn)
+        kept: list[tuple[str, str, str, int]] = []
+        for key, loc in by_key.items():
             fp = loc.fingerprint.lower()
+            if key in installed and installed[key] != fp:
+                kept.append(key)        # scanned before a job installed another certificate there
+                continue
             if fp in unparseable:
                 # Keep the rest of the report; this entry becomes one of the host's scan problems.
                 errors.append({
@@ -299,11 +322,81 @@ class ReportTxn:
         self._bulk.upsert_locations(rows)
         self._insert_errors(errors)
         self.locations_upserted += len(rows)
+        self._stamp_kept(conn, kept)
 
-    # -- certificates ----------------------------------------------------------
+    def _newer_installs(self, conn: Connection) -> dict[tuple[str, str, str, int], str]:
+        """{location key: new fingerprint} of this agent's jobs verified after this report was
+        scanned (and within :data:`INSTALL_OUTRANKS_SCANS_FOR`); read once per report."""
+        if self._installed is None:
+            scanned = self._header.scanned_at
+            self._installed = {}
+            if scanned is not None:
+                j = jobs.c
+                rows = conn.execute(
+                    select(j.store_type, j.path, j.alias, j.chain_index, j.new_fingerprint)
+                    .where(j.agent_id == self._agent_id, j.state == VERIFIED, j.new_fingerprint.is_not(None),
+                           j.finished_at > scanned, j.finished_at > self._now - INSTALL_OUTRANKS_SCANS_FOR)
+                    .order_by(j.finished_at))
+                self._installed = {(r.store_type, r.path, r.alias, r.chain_index): r.new_fingerprint for r in rows}
+        return self._installed
 
-    def _store_certificates(self, conn: Connection, ders: dict[str, bytes]) -> dict[str, str]:
+    def _stamp_kept(self, conn: Connection, kept: list[tuple[str, str, str, int]]) -> None:
+        """Locations an older scan listed with a certificate an install has replaced: left as the
+        install wrote them, but counted as listed (a full report does not mark them removed)."""
+        if not kept:
+            return
+        t = locations.c
+        conn.execute(
+            update(locations).where(
+                t.agent_id == bindparam("b_agent"), t.store_type == bindparam("b_store"), t.path == bindparam("b_path"),
+                t.alias == bindparam("b_alias"), t.chain_index == bindparam("b_index"))
+            .values(seen_generation=self._generation),
+            [{"b_agent": self._agent_id, "b_store": k[0], "b_path": k[1], "b_alias": k[2], "b_index": k[3]}
+             for k in kept])
+        self.locations_kept += len(kept)
+
+
+def record_install(engine: Engine, agent_id: str, key: LocationKeyIn, certificate_der: bytes,
+                   now: dt.datetime) -> bool:
+    """A job installed ``certificate_der`` at ``key`` on the agent and the service serves it: the
+    registry shows it there now, without waiting for the agent's next scan (which confirms it).
+    Waits for a report of the agent being stored (the agent's row lock). False when the registry
+    has no such location (the next report adds it)."""
+    fp = hashlib.sha256(certificate_der).hexdigest()
+    with engine.connect().execution_options(**db.WRITE) as conn, conn.begin():
+        if lock_agent(conn, agent_id) is None:
+            raise NotFound(f"no agent {agent_id}")
+        bad = CertificateWriter(conn, bulk_writer(conn), now).store({fp: certificate_der})
+        if bad:
+            raise InvalidInput(f"the installed certificate cannot be stored: {bad[fp]}")
+        t = locations.c
+        where = (t.agent_id == agent_id, t.store_type == key.store_type, t.path == key.path, t.alias == key.alias,
+                 t.chain_index == key.chain_index)
+        current = conn.execute(select(t.fingerprint, t.status).where(*where)).first()
+        if current is None:
+            return False
+        values: dict[str, Any] = {"fingerprint": fp, "last_seen": now, "status": "present", "removed_at": None}
+        if current.fingerprint != fp:
+            values.update(first_seen=now, stale_served_fingerprint=None, stale_endpoint=None, stale_detail=None,
+                          stale_since=None)
+        conn.execute(update(locations).where(*where).values(**values))
+        return True
+
+
+class CertificateWriter:
+    """Stores certificates in one transaction: each parsed once, linked to its issuer and children."""
+
+    def __init__(self, conn: Connection, bulk: Any, now: dt.datetime) -> None:
+        self.conn = conn
+        self._bulk = bulk
+        self._now = now
+        self._known: set[str] = set()       # fingerprints known to be stored (this transaction)
+        self._unlinked_issuers: set[str] | None = None
+        self.new = 0
+
+    def store(self, ders: dict[str, bytes]) -> dict[str, str]:
         """Insert the certificates not stored yet; return {fingerprint: reason} for unparseable ones."""
+        conn = self.conn
         todo = [fp for fp in ders if fp not in self._known]
         self._known.update(self._bulk.existing_fingerprints(todo))
         new: list[CertFacts] = []
@@ -331,7 +424,7 @@ class ReportTxn:
                 "subject_key_id": f.subject_key_id, "authority_key_id": f.authority_key_id,
                 "issuer_fingerprint": links.get(f.fingerprint), "der": ders[f.fingerprint], "first_seen": self._now,
             })
-        self.certificates_new += self._bulk.insert_certificates(rows)
+        self.new += self._bulk.insert_certificates(rows)
         self._known.update(f.fingerprint for f in new)
         if self._unlinked_issuers is None:   # once per report; includes what was just inserted
             c = certificates.c

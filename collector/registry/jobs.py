@@ -264,22 +264,26 @@ class JobStore(db.Connections):
 
     # -- commands to agents ----------------------------------------------------------------------
 
-    def due_for_agent(self, agent_id: str, now: dt.datetime, limit: int = 100) -> list[JobView]:
+    def due_for_agent(self, agent_id: str, now: dt.datetime, limit: int = 100, *,
+                      connected_at: dt.datetime | None = None) -> list[JobView]:
         """Jobs whose agent must be told something now, oldest first (``collector.domain.jobstates.command_due``):
 
         - ``requested`` (send make-key-and-CSR, then advance to ``key_pending``) and ``issued``
           (send install, then advance to ``installing``) once ``next_attempt_at`` has come;
         - ``key_pending`` and ``installing`` whose command went out longer than the resend
-          interval ago: send it again (the agent may have reconnected; it is idempotent).
+          interval ago: send it again (the agent may have reconnected; it is idempotent);
+        - with ``connected_at`` (when the agent's current command stream connected): also
+          ``key_pending`` and ``installing`` whose command went out before then, on a stream that
+          is gone: sent again at once, not after the resend interval.
 
-        Call ``claim_command`` before sending, so that only one collector sends.
+        Call ``claim_command`` (with the same ``connected_at``) before sending, so that only one
+        collector sends.
         """
         j = jobs.c
-        cutoff = now - self.resend_after
-        unclaimed = or_(j.command_sent_at.is_(None), j.command_sent_at <= cutoff)
+        unclaimed = self._unclaimed(now)
         cond = or_(
             and_(j.state.in_(sorted(model.SEND_STATES)), j.next_attempt_at <= now, unclaimed),
-            and_(j.state.in_(sorted(model.RESEND_STATES)), unclaimed),
+            and_(j.state.in_(sorted(model.RESEND_STATES)), self._unclaimed(now, connected_at)),
         )
         with self._read() as conn:
             ids = conn.execute(
@@ -288,14 +292,25 @@ class JobStore(db.Connections):
             ).scalars().all()
             return job_views(conn, ids)
 
-    def claim_command(self, job_id: str, expected_state: str, now: dt.datetime) -> bool:
+    def _unclaimed(self, now: dt.datetime, connected_at: dt.datetime | None = None) -> Any:
+        """The command was never sent, or went out longer than the resend interval ago, or (with
+        ``connected_at``) before the agent's current stream connected."""
+        j = jobs.c
+        alternatives = [j.command_sent_at.is_(None), j.command_sent_at <= now - self.resend_after]
+        if connected_at is not None:
+            alternatives.append(j.command_sent_at < connected_at)
+        return or_(*alternatives)
+
+    def claim_command(self, job_id: str, expected_state: str, now: dt.datetime, *,
+                      connected_at: dt.datetime | None = None) -> bool:
         """Stamp ``command_sent_at`` if the job is still in ``expected_state`` and its command is
-        due (not sent within the resend interval): True for the one caller that should send it."""
+        due (not sent within the resend interval, or for a job in flight, not sent on the stream
+        that connected at ``connected_at``): True for the one caller that should send it."""
         if expected_state not in model.SEND_STATES | model.RESEND_STATES:
             raise InvalidInput(f"a job in state {expected_state!r} has no command to send")
         j = jobs.c
-        conds = [j.job_id == job_id, j.state == expected_state,
-                 or_(j.command_sent_at.is_(None), j.command_sent_at <= now - self.resend_after)]
+        resend = connected_at if expected_state in model.RESEND_STATES else None
+        conds = [j.job_id == job_id, j.state == expected_state, self._unclaimed(now, resend)]
         if expected_state in model.SEND_STATES:
             conds.append(j.next_attempt_at <= now)
         with self._write() as conn:

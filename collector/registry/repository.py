@@ -33,12 +33,13 @@ from typing import Any, Iterator
 
 from sqlalchemy import Engine
 
+from collector.errors import DatabaseUnavailable
 from collector.registry import db
 from collector.registry.admins import AdminStore
 from collector.registry.agents import AgentStore
 from collector.registry.audit import AuditLog
 from collector.registry.certificates import CertificateStore
-from collector.registry.ingest import ReportTxn, begin_report
+from collector.registry.ingest import ReportTxn, begin_report, record_install
 from collector.registry.jobs import JobStore
 from collector.registry.leases import LeaseStore
 from collector.registry.netscans import NetscanStore
@@ -51,6 +52,7 @@ from collector.registry.types import (
     CertFilter,
     CertificateView,
     HostFacts,
+    LocationKeyIn,
     ReportHeaderIn,
     ScanErrorView,
 )
@@ -92,6 +94,11 @@ class Registry:
         engine = db.create_registry_engine(url, **engine_kwargs)
         try:
             db.upgrade(engine)
+        except DatabaseUnavailable as e:   # at start-up: say which database and why
+            engine.dispose()
+            cause = str(e.__cause__ or "").strip().splitlines()[0][:200] if e.__cause__ else ""
+            where = engine.url.render_as_string(hide_password=True)
+            raise DatabaseUnavailable(f"cannot open the registry database {where}" + (f": {cause}" if cause else "")) from None
         except BaseException:
             engine.dispose()
             raise
@@ -115,6 +122,10 @@ class Registry:
     def begin_report(self, agent_id: str, header: ReportHeaderIn, now: dt.datetime) -> ReportTxn:
         """Start storing a report; the returned transaction must be finished or aborted."""
         return begin_report(self.engine, agent_id, header, now)
+
+    def record_install(self, agent_id: str, key: LocationKeyIn, certificate_der: bytes, now: dt.datetime) -> bool:
+        """A verified install: the new certificate at its location now (collector/registry/ingest.py)."""
+        return record_install(self.engine, agent_id, key, certificate_der, now)
 
     # -- certificates (CertificateStore) -------------------------------------------------------
 

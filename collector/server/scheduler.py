@@ -25,6 +25,7 @@ import datetime as dt
 import logging
 import os
 import socket
+import sys
 import uuid
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -32,12 +33,22 @@ from typing import Any, Callable
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
+from collector.errors import DatabaseUnavailable
 from collector.registry.leases import slot_of
 
 log = logging.getLogger(__name__)
 UTC = dt.timezone.utc
 #: default lease lifetime without renewal (a dead collector's run is taken over after this)
 DEFAULT_TTL = 60.0
+
+
+def _failed(msg: str, *args: Any) -> None:
+    """Log the exception being handled: a database outage in one line at debug level (the
+    registry logs the outage once), anything else with its traceback."""
+    if isinstance(sys.exc_info()[1], DatabaseUnavailable):
+        log.debug(msg + ": the database is unavailable", *args)
+    else:
+        log.exception(msg, *args)
 
 
 def utcnow() -> dt.datetime:
@@ -137,7 +148,7 @@ class Scheduler:
         try:
             won = await asyncio.to_thread(leases.claim_run, job.name, slot, self.instance_id, now, job.ttl)
         except Exception:  # noqa: BLE001 - the database may be away; the next slot tries again
-            log.exception("%s: could not claim the run", job.name)
+            _failed("%s: could not claim the run", job.name)
             return False
         if not won:
             log.debug("%s: slot %d runs elsewhere (or ran already); skipped", job.name, slot)
@@ -149,7 +160,7 @@ class Scheduler:
                 value = await asyncio.to_thread(job.func)
                 result = "ok" if value is None else f"ok: {value!r}"
             except Exception as e:  # noqa: BLE001 - keep scheduling
-                log.exception("%s failed", job.name)
+                _failed("%s failed", job.name)
                 result = f"error: {type(e).__name__}: {e}"
         finally:
             renewer.cancel()     # cancelled (shutdown, death): the lease is left to expire
@@ -157,7 +168,7 @@ class Scheduler:
             if not await asyncio.to_thread(leases.release, job.name, self.instance_id, self.clock(), result):
                 log.warning("%s: the lease had expired before the run ended (ttl %.0fs)", job.name, job.ttl)
         except Exception:  # noqa: BLE001
-            log.exception("%s: could not release the lease", job.name)
+            _failed("%s: could not release the lease", job.name)
         return True
 
     async def _renew(self, job: ScheduledJob) -> None:
@@ -168,7 +179,7 @@ class Scheduler:
                 ok = await asyncio.to_thread(self.registry.leases.renew, job.name, self.instance_id,
                                              self.clock(), job.ttl)
             except Exception:  # noqa: BLE001 - try again at the next renewal
-                log.exception("%s: could not renew the lease", job.name)
+                _failed("%s: could not renew the lease", job.name)
                 continue
             if not ok:
                 log.warning("%s: lost the lease while running", job.name)

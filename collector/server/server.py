@@ -34,6 +34,7 @@ from collector.issuers.factory import build_issuers, check_template_issuers
 from collector.issuers.solvers import CallbackHttp01Solver
 from collector.pki import CollectorCA
 from collector.registry import Registry
+from collector.server.listen import GRPC_OPTIONS, bind
 from collector.server.scheduler import Scheduler
 from collector.services.agent_session import AgentSessions
 from collector.services.audit_retention import AuditRetention
@@ -129,6 +130,7 @@ class CollectorServer:
         options = [
             ("grpc.max_receive_message_length", MAX_MESSAGE),
             ("grpc.max_send_message_length", MAX_MESSAGE),
+            *GRPC_OPTIONS,
         ]
         lifetime = dt.timedelta(seconds=cfg.agent_cert_lifetime)
         enrollment = Enrollment(state.registry, state.ca, lifetime, clock)
@@ -151,11 +153,11 @@ class CollectorServer:
         self.enroll = grpc.aio.server(options=options)
         add_enrollment_service(self.enroll, EnrollmentServicer(enrollment, cfg.agent_endpoint))
         pair = [(state.server_key_pem, state.server_cert_pem)]
-        self.main_port = self.main.add_secure_port(
-            cfg.listen,
-            grpc.ssl_server_credentials(pair, root_certificates=state.ca.cert_pem, require_client_auth=True),
-        )
-        self.enroll_port = self.enroll.add_secure_port(cfg.enroll_listen, grpc.ssl_server_credentials(pair))
+        main_creds = grpc.ssl_server_credentials(pair, root_certificates=state.ca.cert_pem, require_client_auth=True)
+        self.main_port = bind(lambda a: self.main.add_secure_port(a, main_creds), cfg.listen, "listen")
+        enroll_creds = grpc.ssl_server_credentials(pair)
+        self.enroll_port = bind(lambda a: self.enroll.add_secure_port(a, enroll_creds), cfg.enroll_listen,
+                                "enroll_listen")
 
     async def start(self) -> None:
         if self.state.renewal is not None:
@@ -211,7 +213,11 @@ class CollectorServer:
 
 async def serve(config: CollectorConfig, ready: Callable[[CollectorServer], None] | None = None) -> None:
     state = await asyncio.to_thread(prepare, config)
-    server = CollectorServer(state)
+    try:
+        server = CollectorServer(state)     # binds its addresses: ConfigError naming one in use
+    except BaseException:
+        state.registry.close()
+        raise
     await server.start()
     if ready:
         ready(server)

@@ -15,11 +15,18 @@ the hub or by its poll interval) and hands every message the agent sends to the 
 
 Every method but :meth:`AgentSession.take_answer` reads or writes the registry (blocking: run it
 off the event loop). One bad message is logged and never drops the stream.
+
+A job whose command went out on an earlier stream (the agent restarted or lost its connection
+mid-job) is sent again as soon as the agent reconnects, not after the resend interval. A job
+update that arrives while the database is unavailable is kept and applied again on the next
+look, so an install result is not lost to an outage; the outage itself is logged once, by the
+registry (collector/registry/db.py).
 """
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
 from typing import Callable
 
 from collector import errors
@@ -53,6 +60,9 @@ class AgentSession:
         self.clock = clock
         self.renewal = renewal
         self._fresh = True          # the stream just connected: unfinished network scans are sent again
+        self.connected_at = clock() # jobs in flight sent before this are sent again at once
+        self._lock = threading.Lock()
+        self._pending: dict[tuple[str, str], jobs.AgentJobUpdate] = {}   # updates the database missed
 
     # -- what the agent gets --------------------------------------------------------------
 
@@ -61,17 +71,29 @@ class AgentSession:
         the others are still sent, and the next look tries again."""
         out: list[Command] = []
         if self.renewal is not None:
+            self._apply_pending()
             try:
-                out += self.renewal.commands_for(self.agent_id)
+                out += self.renewal.commands_for(self.agent_id, connected_at=self.connected_at)
+            except errors.DatabaseUnavailable:
+                log.debug("no commands for %s: the database is unavailable", self.agent_id)
             except Exception:  # noqa: BLE001 - tried again on the next look
                 log.exception("could not prepare commands for %s", self.agent_id)
             out += self.renewal.broker.take(self.agent_id)
         try:
             out += self._scans(resend=self._fresh)
             self._fresh = False
+        except errors.DatabaseUnavailable:
+            log.debug("no network scans for %s: the database is unavailable", self.agent_id)
         except Exception:  # noqa: BLE001 - tried again on the next look
             log.exception("could not prepare network scans for %s", self.agent_id)
         return out
+
+    def _apply_pending(self) -> None:
+        """Job updates that arrived during a database outage, applied again (oldest first)."""
+        with self._lock:
+            pending, self._pending = list(self._pending.values()), {}
+        for update in pending:
+            self.on_job_update(update)
 
     def _scans(self, resend: bool) -> list[Command]:
         """Queued network scans (claimed, so one collector sends each) and, with ``resend``, the ones
@@ -103,6 +125,11 @@ class AgentSession:
             return
         try:
             self.renewal.on_update(self.agent_id, update)
+        except errors.DatabaseUnavailable:      # kept, applied again on the next look (commands)
+            with self._lock:
+                self._pending.setdefault((update.job_id, update.state), update)
+            log.debug("job update %s %s from %s kept: the database is unavailable", update.job_id, update.state,
+                      self.agent_id)
         except errors.CollectorError as e:
             log.warning("job update from %s refused: %s", self.agent_id, e)
         except Exception:  # noqa: BLE001 - one bad update must not drop the stream
@@ -112,6 +139,9 @@ class AgentSession:
         """A network scan's progress, into the registry (blocking)."""
         try:
             v = self.registry.discovery.record_progress(self.agent_id, scan_id, progress, self.clock())
+        except errors.DatabaseUnavailable:      # the next progress report carries the counts again
+            log.debug("network scan progress from %s dropped: the database is unavailable", self.agent_id)
+            return
         except errors.CollectorError as e:
             log.warning("network scan progress from %s refused: %s", self.agent_id, e)
             return

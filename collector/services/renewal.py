@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from typing import Callable, Mapping
 
 from cryptography import x509
@@ -37,13 +38,15 @@ from collector.domain.scope import renew_targets
 from collector.domain.templates import SubjectNames, Template, check_request
 from collector.issuers.base import Issuer, KnowsIssued, RevocationReason, SupportsRoot
 from collector.registry import Registry
-from collector.registry.types import JobView, LocationSelector
+from collector.registry.types import JobView, LocationKeyIn, LocationSelector
 from collector.services.challenges import ChallengeBroker
 
 log = logging.getLogger(__name__)
 
 JOB_TIMEOUT = dt.timedelta(minutes=30)
 MAX_ATTEMPTS = 4            # issuer outages: tried again after 30 s, 1 min, 2 min (collector.domain.jobstates.retry_delay)
+ISSUED_RECORD_TRIES = 60    # a certificate issued during a database outage: recorded when it is back
+ISSUED_RECORD_PAUSE = 2.0   # seconds between tries (2 minutes in all)
 
 
 #: why a job moved when its command was made (jobstates.state_after_command)
@@ -60,8 +63,10 @@ class RenewalService:
     def __init__(
         self, registry: Registry, issuers: Mapping[str, Issuer], templates: Mapping[str, Template],
         default_template: str, clock: Callable[[], dt.datetime], broker: ChallengeBroker | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.broker = broker or ChallengeBroker()
+        self.sleep = sleep
         self.registry = registry
         self.issuers = issuers
         self.templates = templates
@@ -136,17 +141,20 @@ class RenewalService:
 
     # -- commands for a connected agent ------------------------------------------------
 
-    def commands_for(self, agent_id: str) -> list[Command]:
+    def commands_for(self, agent_id: str, connected_at: dt.datetime | None = None) -> list[Command]:
         """Commands the agent must get now; each claimed so that only one collector sends it.
 
         What a job needs is the state machine's (collector/domain/jobstates.py ``command_for``); the
         job moves to the state after it (``state_after_command``: requested -> key_pending,
-        issued -> installing) once its command is made."""
+        issued -> installing) once its command is made. ``connected_at``: when the agent's
+        command stream connected; a job in flight whose command went out before then (on a stream
+        that is gone) is sent again at once."""
         now = self.clock()
         out: list[Command] = []
-        for job in self.registry.jobs.due_for_agent(agent_id, now):
+        for job in self.registry.jobs.due_for_agent(agent_id, now, connected_at=connected_at):
             command = jobs.command_for(job.state)
-            if command is None or not self.registry.jobs.claim_command(job.job_id, job.state, now):
+            if command is None or not self.registry.jobs.claim_command(job.job_id, job.state, now,
+                                                                       connected_at=connected_at):
                 continue
             if command == jobs.MAKE_CSR:
                 out.append(self._prepare(job))
@@ -200,6 +208,8 @@ class RenewalService:
             raise errors.PermissionDenied(f"job {update.job_id} belongs to another agent")
         path = jobs.update_path(job.state, update.state)
         if not path:
+            if job.state == update.state == jobs.VERIFIED and job.certificate_der:
+                self._show_installed(job, now)     # repeated (or re-applied after an outage): idempotent
             return
         *between, last = path
         for state in between:
@@ -220,8 +230,21 @@ class RenewalService:
                 served_fingerprint=update.served_fingerprint, result_detail=detail,
             )
             log.info("job %s %s on agent %s: %s", job.job_id, last, agent_id, update.reason)
+            if last == jobs.VERIFIED and job.certificate_der:
+                self._show_installed(job, now)
         else:
             self.registry.jobs.advance(job.job_id, last, now, reason=_ON_THE_WAY[last])
+
+    def _show_installed(self, job: JobView, now: dt.datetime) -> None:
+        """The registry shows the new certificate at the job's location at once; a report the
+        agent scanned before the install no longer puts the old one back (registry/ingest.py)."""
+        key = LocationKeyIn(store_type=job.store_type, path=job.path, alias=job.alias, chain_index=job.chain_index)
+        try:
+            self.registry.record_install(job.agent_id, key, job.certificate_der, now)
+        except errors.DatabaseUnavailable:
+            raise
+        except errors.CollectorError as e:     # the agent's next scan shows it anyway
+            log.warning("job %s: the installed certificate is not shown at its location yet: %s", job.job_id, e)
 
     def _issue(self, job_id: str, csr_der: bytes) -> None:
         job = self.registry.jobs.get(job_id)
@@ -235,6 +258,8 @@ class RenewalService:
         except errors.IssuerUnavailable as e:     # unreachable, timed out: try again later
             self._retry_or_fail(job, f"issuer {tpl.issuer}: {e}")
             return
+        except errors.DatabaseUnavailable:        # our own outage, not the issuer's refusal
+            raise
         except errors.CollectorError as e:        # refused: final, with the issuer's reason
             self.registry.jobs.advance(job_id, jobs.FAILED, self.clock(), reason=f"issuer {tpl.issuer}: {e}")
             return
@@ -243,11 +268,19 @@ class RenewalService:
             self._retry_or_fail(job, f"issuer {tpl.issuer} failed: {type(e).__name__}: {str(e)[:200]}")
             return
         leaf = x509.load_der_x509_certificate(issued.certificate_der)
-        self.registry.jobs.advance(
-            job_id, jobs.ISSUED, self.clock(), reason=f"issued by {tpl.issuer}, serial {issued.serial}",
-            new_fingerprint=leaf.fingerprint(hashes.SHA256()).hex(), certificate_der=issued.certificate_der,
-            chain_ders=list(issued.chain_ders),
-        )
+        # an issued certificate is not thrown away for a database outage: recorded once it is back
+        for attempt in range(ISSUED_RECORD_TRIES):
+            try:
+                self.registry.jobs.advance(
+                    job_id, jobs.ISSUED, self.clock(), reason=f"issued by {tpl.issuer}, serial {issued.serial}",
+                    new_fingerprint=leaf.fingerprint(hashes.SHA256()).hex(), certificate_der=issued.certificate_der,
+                    chain_ders=list(issued.chain_ders),
+                )
+                return
+            except errors.DatabaseUnavailable:
+                if attempt + 1 == ISSUED_RECORD_TRIES:
+                    raise
+                self.sleep(ISSUED_RECORD_PAUSE)
 
     def _retry_or_fail(self, job, what: str) -> None:  # noqa: ANN001
         """Back to requested (the job store counts the attempt and sets the backoff) or, at the limit, failed."""

@@ -243,8 +243,9 @@ class Pebble:
         )
 
 
-def start_pebble(directory: Path) -> Pebble:
-    """Start pebble-challtestsrv (DNS only) and pebble on free loopback ports; wait until ready."""
+def start_pebble(directory: Path, nonce_reject_percent: int = 0) -> Pebble:
+    """Start pebble-challtestsrv (DNS only) and pebble on free loopback ports; wait until ready.
+    ``nonce_reject_percent``: the share of good nonces pebble rejects as ``badNonce``."""
     directory.mkdir(parents=True, exist_ok=True)
     ca_bundle, cert, key = tls_files(directory)
     port, mgmt, http01, dns_mgmt = free_port(), free_port(), free_port(), free_port()
@@ -263,7 +264,7 @@ def start_pebble(directory: Path) -> Pebble:
     }
     (directory / "pebble-config.json").write_text(json.dumps(config, indent=2))
     env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
-    env.update(PEBBLE_VA_NOSLEEP="1", PEBBLE_WFE_NONCEREJECT="0", PEBBLE_AUTHZREUSE="0")
+    env.update(PEBBLE_VA_NOSLEEP="1", PEBBLE_WFE_NONCEREJECT=str(nonce_reject_percent), PEBBLE_AUTHZREUSE="0")
     procs: list[subprocess.Popen] = []
     pb = Pebble(directory, port, mgmt, http01, dns, dns_mgmt, ca_bundle, procs)
     try:

@@ -544,3 +544,26 @@ def test_job_store_on_a_plain_engine(registry: Registry, fleet: Fleet) -> None:
     assert js.claim_command(job.job_id, "key_pending", T0)
     assert js.due_for_agent("a1", T0 + 4 * S) == []
     assert [j.job_id for j in js.due_for_agent("a1", T0 + 5 * S)] == [job.job_id]
+
+
+def test_a_job_in_flight_is_sent_again_at_once_on_a_new_command_stream(registry: Registry, fleet: Fleet) -> None:
+    """The agent restarted mid-job: its new stream (connected after the command went out) gets the
+    command again at once, once, not after the resend interval; an old stream's look does not."""
+    job = one_job(registry, fleet)
+    js = registry.jobs
+    assert js.claim_command(job.job_id, "requested", T0)
+    js.advance(job.job_id, "key_pending", T0, "make_csr sent")
+    js.advance(job.job_id, "csr_received", T0 + S, csr_der=b"csr")
+    js.advance(job.job_id, "issued", T0 + 2 * S, certificate_der=new_cert(fleet).der)
+    assert js.claim_command(job.job_id, "issued", T0 + 3 * S)
+    js.advance(job.job_id, "installing", T0 + 3 * S, "certificate sent")
+    # the stream that carried the install is still the current one: nothing to send
+    assert js.due_for_agent(job.agent_id, T0 + 10 * S, connected_at=T0) == []
+    assert js.due_for_agent(job.agent_id, T0 + 10 * S) == []
+    # the agent reconnects at T0+9s: the install goes out again now, and only once
+    reconnected = T0 + 9 * S
+    due = js.due_for_agent(job.agent_id, T0 + 10 * S, connected_at=reconnected)
+    assert [j.job_id for j in due] == [job.job_id] and due[0].state == "installing"
+    assert js.claim_command(job.job_id, "installing", T0 + 10 * S, connected_at=reconnected)
+    assert not js.claim_command(job.job_id, "installing", T0 + 11 * S, connected_at=reconnected)
+    assert js.due_for_agent(job.agent_id, T0 + 11 * S, connected_at=reconnected) == []

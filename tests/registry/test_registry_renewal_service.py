@@ -2,6 +2,7 @@
 an issuer outage is retried with backoff and then fails visibly; a refused request names the rule."""
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import pathlib
 
@@ -15,7 +16,7 @@ from collector import errors
 from collector.issuers.acme import AcmeIssuer
 from collector.issuers.solvers import StandaloneHttp01Solver
 from collector.issuers.internal_ca import InternalCA
-from collector.registry.types import LocationSelector
+from collector.registry.types import CertFilter, LocationSelector
 from collector.services.renewal import MAX_ATTEMPTS, RenewalService
 from collector.config.templates import load_templates
 from tests.conftest import free_port
@@ -118,3 +119,44 @@ def test_revocation_goes_to_the_issuer_that_knows_it_issued_the_certificate(setu
     with pytest.raises(errors.InvalidInput, match="no configured issuer accepted") as e:
         svc.revoke(cert.fingerprint, "superseded", "admin:test")
     assert "internal: did not issue this certificate" in str(e.value) and "down: " in str(e.value)
+
+
+def _at_file(svc: RenewalService, path: str = "/etc/nginx/cert.pem") -> list[tuple[str, str]]:
+    """(fingerprint, status) of every certificate the registry shows at ``path``."""
+    return sorted((c.fingerprint, loc.status) for c in svc.registry.list_certificates(CertFilter(include_removed=True))
+                  for loc in c.locations if loc.path == path)
+
+
+def _verify(svc: RenewalService, job_id: str, clock: dict) -> str:
+    """Carry a job through CSR, issue and install to ``verified``; returns the new fingerprint."""
+    _to_csr_received(svc, job_id)
+    (command,) = svc.commands_for("agent-1")
+    assert isinstance(command, InstallCertificate)
+    svc.on_update("agent-1", AgentJobUpdate(job_id=job_id, state="verified", reason="served"))
+    job = svc.registry.jobs.get(job_id)
+    assert job.state == "verified" and job.new_fingerprint
+    return job.new_fingerprint
+
+
+def test_a_verified_install_is_at_the_file_at_once_and_an_older_scan_does_not_undo_it(setup) -> None:  # noqa: ANN001
+    """The agent's start-up scan read the file before a queued install replaced it; its report
+    arrives after the job ended. The registry keeps the new certificate at the file."""
+    svc, cert, clock = setup
+    (job,) = svc.request(cert.fingerprint, LocationSelector(), "", "admin:test", "test")
+    startup_scan = T0 + dt.timedelta(seconds=5)           # the agent's scan starts, reads the old file
+    clock["now"] = T0 + dt.timedelta(seconds=10)
+    new_fp = _verify(svc, job.job_id, clock)              # ... the install lands and is verified
+    assert (new_fp, "present") in _at_file(svc)           # shown at once, not at the next scan interval
+    assert (cert.fingerprint, "present") not in _at_file(svc)
+    # the start-up scan's report (full), with the old certificate at the file, arrives now
+    late = header("r2", full=True, sequence=2, hostname="web1.example.com")
+    late = dataclasses.replace(late, scanned_at=startup_scan)
+    store_report(svc.registry, "agent-1", late, [location(cert, "/etc/nginx/cert.pem")],
+                 now=T0 + dt.timedelta(seconds=12))
+    assert (new_fp, "present") in _at_file(svc) and (cert.fingerprint, "present") not in _at_file(svc)
+    # a scan made after the install says what is in the file, whatever it is
+    newer = dataclasses.replace(header("r3", full=True, sequence=3, hostname="web1.example.com"),
+                                scanned_at=T0 + dt.timedelta(seconds=20))
+    store_report(svc.registry, "agent-1", newer, [location(cert, "/etc/nginx/cert.pem")],
+                 now=T0 + dt.timedelta(seconds=21))
+    assert (cert.fingerprint, "present") in _at_file(svc)
