@@ -292,7 +292,7 @@ def job_update_in(msg: agent_pb2.JobUpdate) -> jobs.AgentJobUpdate:
         job_id=msg.job_id, state=state, reason=msg.reason, csr_der=bytes(msg.csr_der),
         served_fingerprint=msg.served_fingerprint,
         steps=tuple(jobs.InstallStep(s.step, s.ok, s.detail, s.seconds) for s in msg.steps),
-        reload_seconds=msg.reload_seconds, challenge_token=msg.challenge_token,
+        reload_seconds=msg.reload_seconds, challenge_token=msg.challenge_token, verified_by=msg.verified_by,
     )
 
 

@@ -22,7 +22,7 @@ import grpc
 from certfleet.v1 import admin_pb2, admin_pb2_grpc
 from collector.cli.command import TIMEOUT, add_format, add_group, handles, terminal_width, utcnow
 from collector.cli.format import ago, dumps, iso, render_table, ts
-from collector.domain.jobstates import STUCK, VERIFIED, is_final
+from collector.domain.jobstates import STUCK, VERIFIED, VERIFIED_BY_NONE, is_final
 
 POLL_SECONDS = 0.3
 
@@ -50,6 +50,7 @@ def job_dict(j: admin_pb2.JobInfo) -> dict[str, Any]:
         "deadline": iso(ts(j.deadline, j.HasField("deadline"))),
         "finished_at": iso(ts(j.finished_at, j.HasField("finished_at"))),
         "result": json.loads(j.result_detail) if j.result_detail else None,
+        "verified_by": (json.loads(j.result_detail).get("verified_by") if j.result_detail else None) or None,
         "events": [
             {"at": iso(ts(e.at)), "from": e.from_state, "to": e.to_state, "reason": e.reason, "actor": e.actor}
             for e in j.events
@@ -89,9 +90,18 @@ def job_detail(j: admin_pb2.JobInfo) -> str:
         lines.append("Install steps:")
         for st in d["result"].get("steps", []):
             lines.append(f"  {'ok ' if st['ok'] else 'FAIL'} {st['step']:<8} {st['seconds']:.2f}s  {st['detail']}")
+        if d["result"].get("verified_by") == VERIFIED_BY_NONE:
+            lines.append("  NOT verified: the store has no verify entry on the agent; no service was probed")
         if d["result"].get("reload_seconds"):
             lines.append(f"  service reload took {d['result']['reload_seconds']:.2f}s")
     return "\n".join(lines) + "\n"
+
+
+def _nothing_verified(j: admin_pb2.JobInfo) -> bool:
+    try:
+        return bool(j.result_detail) and json.loads(j.result_detail).get("verified_by") == VERIFIED_BY_NONE
+    except (ValueError, AttributeError):
+        return False
 
 
 def follow_jobs(stub: admin_pb2_grpc.AdminServiceStub, job_ids: list[str], timeout: float,
@@ -120,7 +130,9 @@ def follow_jobs(stub: admin_pb2_grpc.AdminServiceStub, job_ids: list[str], timeo
     ok = all(j.state == VERIFIED for j in final.values())
     for j in final.values():
         line = f"{j.job_id[:8]}: {j.state}"
-        if j.state == VERIFIED:
+        if j.state == VERIFIED and _nothing_verified(j):
+            line += ", installed but NOT verified (no verify entry for this store on the agent)"
+        elif j.state == VERIFIED:
             line += f", now serving {j.served_fingerprint[:16] or j.new_fingerprint[:16]}"
         elif j.reason:
             line += f": {j.reason}"

@@ -36,6 +36,9 @@ CSR_RECEIVED = "csr_received"  # the CSR is here; the issuer is next
 ISSUED = "issued"              # the certificate is issued, waiting to be installed
 INSTALLING = "installing"      # the agent was told to install, reload and verify
 VERIFIED = "verified"          # final: the service serves the new certificate
+#: AgentJobUpdate.verified_by of a verified job whose store has no verify entry: installed (and reloaded),
+#: but no service was probed, so "verified" means only that the files were written and read back
+VERIFIED_BY_NONE = "none"
 FAILED = "failed"              # final
 ROLLED_BACK = "rolled_back"    # final: the install failed and the old certificate is back
 STUCK = "stuck"                # not final: the deadline passed; an operator retries or cancels
@@ -161,6 +164,7 @@ class AgentJobUpdate:
     steps: tuple[InstallStep, ...] = ()
     reload_seconds: float = 0.0
     challenge_token: str = ""
+    verified_by: str = ""              # with verified: "endpoints", or "none" (no verify entry: nothing probed)
 
 
 # -- commands to the agent -------------------------------------------------------------

@@ -52,6 +52,8 @@ ISSUED_RECORD_PAUSE = 2.0   # seconds between tries (2 minutes in all)
 #: why a job moved when its command was made (jobstates.state_after_command)
 _SENT = {jobs.MAKE_CSR: "agent asked for a key and CSR", jobs.INSTALL: "certificate sent to the agent"}
 #: why a job passed a state on the way to what its agent reported (jobstates.update_path)
+NOTHING_VERIFIED = ("installed; NOT verified: the store has no verify entry on the agent, so no service was "
+                    "asked to serve the new certificate")
 _ON_THE_WAY = {jobs.KEY_PENDING: "CSR arrived for an earlier request", jobs.INSTALLING: "agent installing"}
 
 
@@ -225,8 +227,13 @@ class RenewalService:
                           for s in update.steps],
                 "reload_seconds": round(update.reload_seconds, 3),
             })
+            reason = update.reason or last
+            if update.verified_by:
+                detail["verified_by"] = update.verified_by
+            if last == jobs.VERIFIED and update.verified_by == jobs.VERIFIED_BY_NONE:
+                reason = NOTHING_VERIFIED          # installed and reloaded, but no service was asked
             self.registry.jobs.advance(
-                job.job_id, last, now, reason=update.reason or last, actor=f"agent:{agent_id}",
+                job.job_id, last, now, reason=reason, actor=f"agent:{agent_id}",
                 served_fingerprint=update.served_fingerprint, result_detail=detail,
             )
             log.info("job %s %s on agent %s: %s", job.job_id, last, agent_id, update.reason)

@@ -160,3 +160,44 @@ def test_a_verified_install_is_at_the_file_at_once_and_an_older_scan_does_not_un
     store_report(svc.registry, "agent-1", newer, [location(cert, "/etc/nginx/cert.pem")],
                  now=T0 + dt.timedelta(seconds=21))
     assert (cert.fingerprint, "present") in _at_file(svc)
+
+
+def test_an_install_with_nothing_to_verify_says_so_in_the_job_and_the_cli(setup) -> None:  # noqa: ANN001
+    """A store with no verify entry (a JKS for a JVM nobody probes): the agent installs and reports
+    verified_by "none"; the job says it was NOT verified, and `jobs show` / `renew --wait` say so."""
+    from certfleet.v1 import agent_pb2                          # the wire, as an agent sends it
+    from collector.cli.jobs import follow_jobs, job_detail      # the admin's view of the same job
+    svc, cert, _ = setup
+    (job,) = svc.request(cert.fingerprint, LocationSelector(), "", "admin:test", "test")
+    _to_csr_received(svc, job.job_id)
+    svc.commands_for("agent-1")
+    msg = agent_pb2.JobUpdate(job_id=job.job_id, state=agent_pb2.JOB_UPDATE_STATE_VERIFIED,
+                              reason="installed", verified_by="none")
+    svc.on_update("agent-1", convert.job_update_in(msg))
+    view = svc.registry.jobs.get(job.job_id)
+    assert view.state == "verified" and "NOT verified" in view.events[-1].reason
+    info = convert.job_out(view)
+    assert "NOT verified: the store has no verify entry" in job_detail(info)
+
+    class Stub:
+        def GetJob(self, req, timeout):  # noqa: ANN001, ANN201, N802
+            return info
+    import io
+    out = io.StringIO()
+    follow_jobs(Stub(), [job.job_id], timeout=5, out=out)       # type: ignore[arg-type]
+    assert "installed but NOT verified" in out.getvalue()
+
+
+def test_an_install_probed_by_endpoints_stays_plainly_verified(setup) -> None:  # noqa: ANN001
+    from certfleet.v1 import agent_pb2                          # the wire, as an agent sends it
+    from collector.cli.jobs import job_detail                   # the admin's view of the same job
+    svc, cert, _ = setup
+    (job,) = svc.request(cert.fingerprint, LocationSelector(), "", "admin:test", "test")
+    _to_csr_received(svc, job.job_id)
+    svc.commands_for("agent-1")
+    msg = agent_pb2.JobUpdate(job_id=job.job_id, state=agent_pb2.JOB_UPDATE_STATE_VERIFIED,
+                              reason="served", verified_by="endpoints")
+    svc.on_update("agent-1", convert.job_update_in(msg))
+    view = svc.registry.jobs.get(job.job_id)
+    assert view.state == "verified" and view.events[-1].reason == "served"
+    assert "NOT verified" not in job_detail(convert.job_out(view))
