@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import grpc
+from prometheus_client import CollectorRegistry, disable_created_metrics
 
 from collector.api.admin import AdminServicer
 from collector.api.agents import AgentServicer
@@ -32,6 +33,10 @@ from collector.api.routes import add_enrollment_service, add_main_services
 from collector.config.core import CollectorConfig, ConfigError
 from collector.issuers.factory import build_issuers, check_template_issuers
 from collector.issuers.solvers import CallbackHttp01Solver
+from collector.metrics.fleet import FleetCollector, OwnerBreakdown
+from collector.metrics.instruments import PromRecorder, watch_engine
+from collector.metrics.interceptor import CallMetrics
+from collector.metrics.recorder import NULL, Recorder
 from collector.pki import CollectorCA
 from collector.registry import Registry
 from collector.server.scheduler import Scheduler
@@ -44,6 +49,7 @@ from collector.services.inventory import Inventory
 from collector.services.notifier import Notifier
 from collector.services.policy_runner import PolicyEvaluator
 from collector.services.renewal import RenewalService
+from certfleet.metricshttp import MetricsServer
 
 log = logging.getLogger(__name__)
 MAX_MESSAGE = 32 * 1024 * 1024
@@ -130,14 +136,34 @@ class CollectorServer:
             ("grpc.max_receive_message_length", MAX_MESSAGE),
             ("grpc.max_send_message_length", MAX_MESSAGE),
         ]
+        # [metrics]: one prometheus_client registry per process; the recorder goes to the services
+        self.prom: CollectorRegistry | None = None
+        self.recorder: Recorder = NULL
+        self.owner_breakdown: OwnerBreakdown | None = None
+        interceptors: list[grpc.aio.ServerInterceptor] = []
+        if cfg.metrics.enabled:
+            disable_created_metrics()     # no *_created series: they double the counters' series for nothing
+            self.prom = CollectorRegistry()
+            self.recorder = PromRecorder(self.prom)
+            interceptors.append(CallMetrics(self.prom))
+            self.owner_breakdown = OwnerBreakdown(state.registry, clock)
+            self.prom.register(FleetCollector(
+                state.registry, silent_after=cfg.notify.agent_silent_after, connected=lambda: len(self.hub.connected()),
+                owners=self.owner_breakdown, recorder=self.recorder, clock=clock))
+            watch_engine(state.registry.engine, self.recorder)
+        self.notifier.recorder = self.recorder
+        if state.renewal is not None:
+            state.renewal.recorder = self.recorder
+        inventory = Inventory(state.registry, clock, on_new_violation)
+        inventory.recorder = self.recorder
         lifetime = dt.timedelta(seconds=cfg.agent_cert_lifetime)
         enrollment = Enrollment(state.registry, state.ca, lifetime, clock)
         self.policy = policy_evaluator(cfg, state.registry, clock, on_new_violation)
         self.retention = AuditRetention(state.registry, cfg.audit, clock)
-        self.main = grpc.aio.server(options=options)
+        self.main = grpc.aio.server(options=options, interceptors=interceptors)
         add_main_services(
             self.main,
-            agents=AgentServicer(auth, Inventory(state.registry, clock, on_new_violation),
+            agents=AgentServicer(auth, inventory,
                                  AgentSessions(state.registry, clock, state.renewal), enrollment, hub=self.hub),
             admin=AdminServicer(state.registry, state.ca, auth, cfg.enroll_endpoint, cfg.token_ttl, clock,
                                 renewal=state.renewal, hub=self.hub),
@@ -148,7 +174,7 @@ class CollectorServer:
             notify=NotifyServicer(self.notifier, auth, clock),
             netscan=DiscoveryServicer(state.registry, auth, clock, hub=self.hub),
         )
-        self.enroll = grpc.aio.server(options=options)
+        self.enroll = grpc.aio.server(options=options, interceptors=interceptors)
         add_enrollment_service(self.enroll, EnrollmentServicer(enrollment, cfg.agent_endpoint))
         pair = [(state.server_key_pem, state.server_cert_pem)]
         self.main_port = self.main.add_secure_port(
@@ -165,6 +191,16 @@ class CollectorServer:
         await self.enroll.start()
         self.scheduler = self.build_scheduler()
         self.scheduler.start()
+        self.metrics_server: MetricsServer | None = None
+        self.metrics_port: int | None = None
+        if self.prom is not None:
+            host, port = self.state.config.metrics.host_port()
+            self.metrics_server = MetricsServer(self.prom, host, port, self.state.config.metrics.token())
+            self.metrics_server.start()
+            self.metrics_port = self.metrics_server.port
+            self._owner_task = asyncio.create_task(self._refresh_owners(self.state.config.metrics.owner_refresh))
+            log.info("metrics on http://%s:%d/metrics%s", host, self.metrics_port,
+                     " (bearer token)" if self.state.config.metrics.bearer_token_file else "")
         log.info(
             "collector listening: agents/admin on %s (mutual TLS), enrollment on %s; CA fingerprint %s",
             self.state.config.listen, self.state.config.enroll_listen, self.state.ca.fingerprint_sha256,
@@ -180,6 +216,7 @@ class CollectorServer:
         jobs use. Silent agents are part of the notification run (Notifier.agent_notices).
         """
         sched = Scheduler(self.state.registry)
+        sched.recorder = self.recorder
         if self.state.renewal is not None:
             # jobs past their deadline become stuck, visibly, whichever collector notices first
             sched.add("renewal.sweep", self.state.renewal.sweep, self.SWEEP_INTERVAL)
@@ -203,9 +240,22 @@ class CollectorServer:
             log.warning("network scan %s on agent %s failed: %s", scan.scan_id, scan.agent_id, scan.reason)
         return len(failed)
 
+    async def _refresh_owners(self, every: float) -> None:
+        """certfleet_locations_by_owner: recounted in a thread every ``every`` seconds (collector/metrics/fleet.py)."""
+        assert self.owner_breakdown is not None
+        while True:
+            try:
+                await asyncio.to_thread(self.owner_breakdown.refresh)
+            except Exception:  # noqa: BLE001 - the next round tries again; the scrape serves the last counts
+                log.exception("metrics: counting locations per owner failed")
+            await asyncio.sleep(every)
+
     async def stop(self, grace: float = 5.0) -> None:
         if getattr(self, "scheduler", None) is not None:
             await self.scheduler.shutdown()
+        if getattr(self, "metrics_server", None) is not None:
+            self._owner_task.cancel()
+            self.metrics_server.stop()
         await asyncio.gather(self.main.stop(grace), self.enroll.stop(grace))
 
 
