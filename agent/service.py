@@ -23,6 +23,8 @@ from agent.errors import AgentError
 from agent.identity import AgentIdentity, identity_dir, load_identity, make_key_and_csr, save_identity
 from agent.jobs import FAILED, InstallCertificate, JobStep, JobUpdate
 from agent.keys import PrivateKey
+from agent.metrics.exporter import Exporter
+from agent.metrics.recorder import NULL, ScanObserver
 from agent.netscan.runner import ReportGate, network_scans_for
 from agent.scan.scanner import Scanner
 from agent.sources.base import LocationSource
@@ -35,6 +37,8 @@ from agent.transport.identity import renew_identity
 from agent.transport.report import GrpcReports
 from agent.transport.wire import job_update_from_legacy_bytes
 from agent.windows.api import default_api
+from certfleet.logformat import log_context, set_log_fields
+from certfleet.metricshttp import MetricsServer
 
 __all__ = ["AgentService", "build_sources", "next_delay"]
 
@@ -71,6 +75,9 @@ class AgentService:
         self.identity: AgentIdentity = load_identity(identity_dir(config.data_dir))
         self.channel: grpc.Channel | None = None
         self.syncer: Syncer | None = None
+        # exporter mode ([metrics] listen): the scans' certificates as Prometheus series (agent/metrics/)
+        self.exporter: Exporter | None = Exporter() if config.metrics.enabled else None
+        self.observer: ScanObserver = self.exporter if self.exporter is not None else NULL
 
     def _connect(self) -> Syncer:
         if self.syncer is None:
@@ -79,6 +86,7 @@ class AgentService:
                 self.scanner, GrpcReports(self.channel), self.config.data_dir / "state.json", self.identity.agent_id,
                 self.config.hostname, dict(self.config.labels), sources=build_sources(self.config),
             )
+            self.syncer.observer = self.observer
         return self.syncer
 
     def _reconnect(self) -> None:
@@ -125,10 +133,13 @@ class AgentService:
                 ca_bundle=anchor,
             )
         except AgentError as e:
+            self.observer.job_ran(FAILED)
             return JobUpdate(job_id=cmd.job_id, state=FAILED, reason=str(e))
-        log.info("job %s: installing into %s", cmd.job_id, loc.path)
-        result = install(req, data_dir=self.config.data_dir)
-        log.info("job %s: %s %s", cmd.job_id, result.state, result.reason)
+        with log_context(job_id=cmd.job_id):
+            log.info("job %s: installing into %s", cmd.job_id, loc.path)
+            result = install(req, data_dir=self.config.data_dir)
+            log.info("job %s: %s %s", cmd.job_id, result.state, result.reason)
+        self.observer.job_ran(result.state)
         return JobUpdate(
             job_id=cmd.job_id, state=result.state, reason=result.reason,
             served_fingerprint=result.served_fingerprint or "", reload_seconds=result.reload_seconds or 0.0,
@@ -138,6 +149,8 @@ class AgentService:
     def run_forever(self, stop: threading.Event, rng: random.Random) -> None:
         failures = 0
         interval = float(self.config.scan_interval)
+        set_log_fields(agent_id=self.identity.agent_id)
+        metrics = self.start_metrics()
         log.info("agent %s running: every %.0fs to %s", self.identity.agent_id, interval, self.identity.endpoint)
         wake = threading.Event()   # an install or a collector request makes the next report come at once
         handler = CommandHandler(self.config, self.install_for_job, on_installed=wake.set,
@@ -171,4 +184,16 @@ class AgentService:
         handler.network_scans.stop()
         if self.channel is not None:
             self.channel.close()
+        if metrics is not None:
+            metrics.stop()
         log.info("agent stopped")
+
+    def start_metrics(self) -> MetricsServer | None:
+        """The /metrics listener of exporter mode, when [metrics] listen is set."""
+        if self.exporter is None:
+            return None
+        host, port = self.config.metrics.host_port()
+        server = MetricsServer(self.exporter.registry, host, port, self.config.metrics.token())
+        server.start()
+        log.info("metrics on http://%s:%d/metrics", host, server.port)
+        return server
