@@ -1,4 +1,4 @@
-"""The fleet's gauges, read from the registry when Prometheus scrapes (a custom collector).
+"""The fleet's gauges, read from the registry (a custom collector).
 
 Every series here comes from a handful of aggregate queries (collector/registry/fleetstats.py):
 certificates and locations per expiry window, jobs per state, open violations per rule, stale
@@ -6,11 +6,13 @@ services, agents enrolled / revoked / silent, deliveries per channel and state, 
 leases. They describe the shared database, so **every collector process exposes the same
 values**: read them from one (``max without (instance)`` in PromQL), never sum them.
 
-Owner and environment are not stored; they are resolved by the rules
-(collector/domain/ownership.py) per location. Counting locations per owner walks every location
-expiring within the horizon (30 days), too slow for a scrape at fleet size, so
-:class:`OwnerBreakdown` does it in the background every ``owner_refresh`` and the scrape
-serves its last result with its age (``certfleet_owner_breakdown_age_seconds``).
+Most are read when Prometheus scrapes: short ``GROUP BY``s over small tables or indexes. Two
+are not, because their cost grows with the fleet: the expiry windows (one aggregate over every
+certificate and its present locations: ~2 s at 100,000 certificates / 300,000 locations) and
+the locations per owner and environment (owners are resolved by rules per location,
+collector/domain/ownership.py, not stored). :class:`Refreshed` computes each in the background
+(``[metrics] expiry_refresh``, default 30 s; ``owner_refresh``, default 5 min) and the scrape
+serves the last result, with its age in ``certfleet_metrics_refresh_age_seconds{part}``.
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ from collector.metrics.recorder import NULL, Recorder
 from collector.registry.fleetstats import FleetStats
 from collector.reports.assigned import placed
 
-__all__ = ["FleetCollector", "OwnerBreakdown", "WINDOWS", "window_edges"]
+__all__ = ["FleetCollector", "Refreshed", "WINDOWS", "expiry_counts", "owner_counts", "window_edges"]
 
 log = logging.getLogger(__name__)
 
@@ -55,50 +57,64 @@ def window_labels() -> list[str]:
     return [w for w, _ in WINDOWS] + [LATER]
 
 
-class OwnerBreakdown:
-    """Locations per (owner, environment, window), refreshed by :meth:`refresh` (in a thread)."""
+class Refreshed:
+    """A value computed by ``compute()`` in the background (:meth:`refresh`, from a thread) and
+    read by scrapes (:meth:`snapshot`): the last value, when it was made and how long it took."""
 
-    def __init__(self, registry: Any, clock: Callable[[], dt.datetime] = utcnow) -> None:
-        self.registry = registry
-        self.clock = clock
-        self.counts: dict[tuple[str, str, str], int] = {}
+    def __init__(self, part: str, compute: Callable[[], Any]) -> None:
+        self.part = part
+        self.compute = compute
+        self.value: Any = None
         self.at: float | None = None          # time.time() of the last refresh
         self.seconds = 0.0                    # how long it took
         self._lock = threading.Lock()
 
-    def refresh(self) -> int:
-        """Walk the locations expiring within 30 days and count them; returns the number of series."""
+    def refresh(self) -> Any:
         t0 = time.perf_counter()
-        now = self.clock()
-        edges = window_edges(now)[:OWNER_WINDOWS]
+        value = self.compute()
+        with self._lock:
+            self.value, self.at, self.seconds = value, time.time(), time.perf_counter() - t0
+        return value
+
+    def snapshot(self) -> tuple[Any, float | None, float]:
+        with self._lock:
+            return self.value, self.at, self.seconds
+
+
+def expiry_counts(registry: Any, clock: Callable[[], dt.datetime] = utcnow) -> Refreshed:
+    """(certificates, locations) per window of :data:`WINDOWS` and ``later``: one aggregate."""
+    stats = FleetStats(registry.engine)
+    return Refreshed("expiry", lambda: stats.expiry_windows(window_edges(clock())))
+
+
+def owner_counts(registry: Any, clock: Callable[[], dt.datetime] = utcnow) -> Refreshed:
+    """Locations per (owner, environment, window) for the windows up to 30 days: a walk of those locations."""
+    def walk() -> dict[tuple[str, str, str], int]:
+        edges = window_edges(clock())[:OWNER_WINDOWS]
         labels = window_labels()[:OWNER_WINDOWS]
         counts: dict[tuple[str, str, str], int] = {}
         fp, k = None, 0
-        for pl, a in placed(self.registry, edges[-1], services_only=True):
+        for pl, a in placed(registry, edges[-1], services_only=True):
             if pl.fingerprint != fp:
                 fp = pl.fingerprint
                 k = next((i for i, e in enumerate(edges) if pl.not_after < e), len(edges) - 1)
             key = (a.owner or NO_OWNER, a.environment or NO_ENVIRONMENT, labels[k])
             counts[key] = counts.get(key, 0) + 1
-        with self._lock:
-            self.counts, self.at, self.seconds = counts, time.time(), time.perf_counter() - t0
-        return len(counts)
-
-    def snapshot(self) -> tuple[dict[tuple[str, str, str], int], float | None, float]:
-        with self._lock:
-            return dict(self.counts), self.at, self.seconds
+        return counts
+    return Refreshed("owners", walk)
 
 
 class FleetCollector(Collector):
     """``collect()`` runs the aggregates; a database that does not answer gives ``certfleet_registry_up 0``."""
 
     def __init__(self, registry: Any, *, silent_after: dt.timedelta, connected: Callable[[], int] | None = None,
-                 owners: OwnerBreakdown | None = None, recorder: Recorder = NULL,
+                 expiry: Refreshed | None = None, owners: Refreshed | None = None, recorder: Recorder = NULL,
                  clock: Callable[[], dt.datetime] = utcnow) -> None:
         self.stats = FleetStats(registry.engine)
         self.silent_after = silent_after
         self.connected = connected
-        self.owners = owners
+        self.expiry = expiry or expiry_counts(registry, clock)
+        self.owners = owners or owner_counts(registry, clock)
         self.recorder = recorder
         self.clock = clock
 
@@ -124,25 +140,13 @@ class FleetCollector(Collector):
                                   "Agents holding a command stream to this collector process (sum over processes)")
             g.add_metric([], self.connected())
             yield g
-        if self.owners is not None:
-            yield from self._owner_families()
+        yield from self._refreshed_families()
         took = GaugeMetricFamily("certfleet_metrics_collect_seconds", "Time the registry aggregates took this scrape")
         took.add_metric([], time.perf_counter() - t0)
         yield took
 
     def _families(self, now: dt.datetime) -> Iterator[Any]:
         st = self.stats
-        certs = GaugeMetricFamily("certfleet_certificates",
-                                  "Certificates with a present location, per expiry window (disjoint; trust anchors "
-                                  "left out)", labels=["window"])
-        locs = GaugeMetricFamily("certfleet_locations", "Present locations per expiry window of their certificate",
-                                 labels=["window"])
-        for label, (n_certs, n_locs) in zip(window_labels(), st.expiry_windows(window_edges(now))):
-            certs.add_metric([label], n_certs)
-            locs.add_metric([label], n_locs)
-        yield certs
-        yield locs
-
         by_state = st.jobs_by_state()
         jobs = GaugeMetricFamily("certfleet_jobs", "Renewal jobs in the registry per state", labels=["state"])
         for state in STATES:
@@ -190,20 +194,35 @@ class FleetCollector(Collector):
         yield last
         yield ok
 
-    def _owner_families(self) -> Iterator[Any]:
-        assert self.owners is not None
-        counts, at, seconds = self.owners.snapshot()
-        fam = GaugeMetricFamily("certfleet_locations_by_owner",
-                                "Present locations expiring within 30 days per owner, environment and window "
-                                "(refreshed in the background)", labels=["owner", "environment", "window"])
-        for (owner, env, window), n in sorted(counts.items()):
-            fam.add_metric([owner, env, window], n)
-        yield fam
-        if at is not None:
-            age = GaugeMetricFamily("certfleet_owner_breakdown_age_seconds",
-                                    "Seconds since certfleet_locations_by_owner was computed")
-            age.add_metric([], max(time.time() - at, 0.0))
-            yield age
-            took = GaugeMetricFamily("certfleet_owner_breakdown_seconds", "How long the last owner breakdown took")
-            took.add_metric([], seconds)
-            yield took
+    def _refreshed_families(self) -> Iterator[Any]:
+        age = GaugeMetricFamily("certfleet_metrics_refresh_age_seconds",
+                                "Seconds since a background-computed part was computed (expiry, owners)", labels=["part"])
+        took = GaugeMetricFamily("certfleet_metrics_refresh_seconds", "How long its last computation took",
+                                 labels=["part"])
+        windows, at, seconds = self.expiry.snapshot()
+        if windows is not None:
+            certs = GaugeMetricFamily("certfleet_certificates",
+                                      "Certificates with a present location, per expiry window (disjoint; trust "
+                                      "anchors left out)", labels=["window"])
+            locs = GaugeMetricFamily("certfleet_locations", "Present locations per expiry window of their certificate",
+                                     labels=["window"])
+            for label, (n_certs, n_locs) in zip(window_labels(), windows):
+                certs.add_metric([label], n_certs)
+                locs.add_metric([label], n_locs)
+            yield certs
+            yield locs
+        counts, at2, seconds2 = self.owners.snapshot()
+        if counts is not None:
+            fam = GaugeMetricFamily("certfleet_locations_by_owner",
+                                    "Present locations expiring within 30 days per owner, environment and window",
+                                    labels=["owner", "environment", "window"])
+            for (owner, env, window), n in sorted(counts.items()):
+                fam.add_metric([owner, env, window], n)
+            yield fam
+        now = time.time()
+        for part, when, secs in (("expiry", at, seconds), ("owners", at2, seconds2)):
+            if when is not None:
+                age.add_metric([part], max(now - when, 0.0))
+                took.add_metric([part], secs)
+        yield age
+        yield took

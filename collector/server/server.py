@@ -33,7 +33,7 @@ from collector.api.routes import add_enrollment_service, add_main_services
 from collector.config.core import CollectorConfig, ConfigError
 from collector.issuers.factory import build_issuers, check_template_issuers
 from collector.issuers.solvers import CallbackHttp01Solver
-from collector.metrics.fleet import FleetCollector, OwnerBreakdown
+from collector.metrics.fleet import FleetCollector, Refreshed, expiry_counts, owner_counts
 from collector.metrics.instruments import PromRecorder, watch_engine
 from collector.metrics.interceptor import CallMetrics
 from collector.metrics.recorder import NULL, Recorder
@@ -139,17 +139,18 @@ class CollectorServer:
         # [metrics]: one prometheus_client registry per process; the recorder goes to the services
         self.prom: CollectorRegistry | None = None
         self.recorder: Recorder = NULL
-        self.owner_breakdown: OwnerBreakdown | None = None
+        self.refreshed: list[tuple[Refreshed, float]] = []     # computed in the background, served by scrapes
         interceptors: list[grpc.aio.ServerInterceptor] = []
         if cfg.metrics.enabled:
             disable_created_metrics()     # no *_created series: they double the counters' series for nothing
             self.prom = CollectorRegistry()
             self.recorder = PromRecorder(self.prom)
             interceptors.append(CallMetrics(self.prom))
-            self.owner_breakdown = OwnerBreakdown(state.registry, clock)
+            expiry, owners = expiry_counts(state.registry, clock), owner_counts(state.registry, clock)
+            self.refreshed = [(expiry, cfg.metrics.expiry_refresh), (owners, cfg.metrics.owner_refresh)]
             self.prom.register(FleetCollector(
                 state.registry, silent_after=cfg.notify.agent_silent_after, connected=lambda: len(self.hub.connected()),
-                owners=self.owner_breakdown, recorder=self.recorder, clock=clock))
+                expiry=expiry, owners=owners, recorder=self.recorder, clock=clock))
             watch_engine(state.registry.engine, self.recorder)
         self.notifier.recorder = self.recorder
         if state.renewal is not None:
@@ -198,7 +199,7 @@ class CollectorServer:
             self.metrics_server = MetricsServer(self.prom, host, port, self.state.config.metrics.token())
             self.metrics_server.start()
             self.metrics_port = self.metrics_server.port
-            self._owner_task = asyncio.create_task(self._refresh_owners(self.state.config.metrics.owner_refresh))
+            self._refresh_tasks = [asyncio.create_task(self._refresh(part, every)) for part, every in self.refreshed]
             log.info("metrics on http://%s:%d/metrics%s", host, self.metrics_port,
                      " (bearer token)" if self.state.config.metrics.bearer_token_file else "")
         log.info(
@@ -240,21 +241,23 @@ class CollectorServer:
             log.warning("network scan %s on agent %s failed: %s", scan.scan_id, scan.agent_id, scan.reason)
         return len(failed)
 
-    async def _refresh_owners(self, every: float) -> None:
-        """certfleet_locations_by_owner: recounted in a thread every ``every`` seconds (collector/metrics/fleet.py)."""
-        assert self.owner_breakdown is not None
+    async def _refresh(self, part: Refreshed, every: float) -> None:
+        """The expiry windows and the owner breakdown: recounted in a thread every ``every`` seconds
+        (collector/metrics/fleet.py); the scrapes serve the last counts."""
         while True:
             try:
-                await asyncio.to_thread(self.owner_breakdown.refresh)
-            except Exception:  # noqa: BLE001 - the next round tries again; the scrape serves the last counts
-                log.exception("metrics: counting locations per owner failed")
+                await asyncio.to_thread(part.refresh)
+            except Exception as e:  # noqa: BLE001 - the next round tries again
+                log.warning("metrics: computing %s failed: %s", part.part, e)
+                self.recorder.db_error(type(e).__name__)
             await asyncio.sleep(every)
 
     async def stop(self, grace: float = 5.0) -> None:
         if getattr(self, "scheduler", None) is not None:
             await self.scheduler.shutdown()
         if getattr(self, "metrics_server", None) is not None:
-            self._owner_task.cancel()
+            for task in self._refresh_tasks:
+                task.cancel()
             self.metrics_server.stop()
         await asyncio.gather(self.main.stop(grace), self.enroll.stop(grace))
 
