@@ -153,7 +153,7 @@ class FleetCollector(Collector):
             jobs.add_metric([state], by_state.get(state, 0))
         yield jobs
 
-        viol = GaugeMetricFamily("certfleet_violations", "Open policy violations per rule (excepted: covered by an "
+        viol = GaugeMetricFamily("certfleet_violations", "Open policy violations (one per location) per rule (excepted: covered by an "
                                  "exception)", labels=["rule", "excepted"])
         for (rule, excepted), n in sorted(st.violations_by_rule().items()):
             viol.add_metric([rule, "true" if excepted else "false"], n)
