@@ -23,7 +23,6 @@ from agent.errors import AgentError
 from agent.identity import AgentIdentity, identity_dir, load_identity, make_key_and_csr, save_identity
 from agent.jobs import FAILED, InstallCertificate, JobStep, JobUpdate
 from agent.keys import PrivateKey
-from agent.metrics.exporter import Exporter
 from agent.metrics.recorder import NULL, ScanObserver
 from agent.netscan.runner import ReportGate, network_scans_for
 from agent.scan.scanner import Scanner
@@ -38,7 +37,6 @@ from agent.transport.report import GrpcReports
 from agent.transport.wire import job_update_from_legacy_bytes
 from agent.windows.api import default_api
 from certfleet.logformat import log_context, set_log_fields
-from certfleet.metricshttp import MetricsServer
 
 __all__ = ["AgentService", "build_sources", "next_delay"]
 
@@ -76,8 +74,14 @@ class AgentService:
         self.channel: grpc.Channel | None = None
         self.syncer: Syncer | None = None
         # exporter mode ([metrics] listen): the scans' certificates as Prometheus series (agent/metrics/)
-        self.exporter: Exporter | None = Exporter() if config.metrics.enabled else None
-        self.observer: ScanObserver = self.exporter if self.exporter is not None else NULL
+        self.exporter = None
+        self.observer: ScanObserver = NULL
+        if config.metrics.enabled:
+            # memory and start-up time: prometheus_client loads only in exporter mode (off by default)
+            from agent.metrics.exporter import Exporter
+
+            self.exporter = Exporter()
+            self.observer = self.exporter
 
     def _connect(self) -> Syncer:
         if self.syncer is None:
@@ -188,10 +192,13 @@ class AgentService:
             metrics.stop()
         log.info("agent stopped")
 
-    def start_metrics(self) -> MetricsServer | None:
+    def start_metrics(self):  # noqa: ANN201 - a certfleet.metricshttp.MetricsServer or None
         """The /metrics listener of exporter mode, when [metrics] listen is set."""
         if self.exporter is None:
             return None
+        # memory and start-up time: prometheus_client loads only in exporter mode (off by default)
+        from certfleet.metricshttp import MetricsServer
+
         host, port = self.config.metrics.host_port()
         server = MetricsServer(self.exporter.registry, host, port, self.config.metrics.token())
         server.start()
