@@ -34,7 +34,7 @@ from prometheus_client import CollectorRegistry, disable_created_metrics  # noqa
 
 from bench.bench_governance import NOW, certificates, fill, pg_database  # noqa: E402
 from certfleet.metricshttp import MetricsServer  # noqa: E402
-from collector.metrics.fleet import FleetCollector, expiry_counts, owner_counts  # noqa: E402
+from collector.metrics.fleet import FleetCollector, expiry_counts, owner_counts, violation_counts  # noqa: E402
 from collector.metrics.instruments import PromRecorder  # noqa: E402
 from collector.metrics.interceptor import CallMetrics  # noqa: E402
 from collector.registry import Registry  # noqa: E402
@@ -70,15 +70,15 @@ def measure(label: str, url: str, ders: list[bytes], fps: list[str], agents: int
         prom = CollectorRegistry()
         recorder = PromRecorder(prom)
         CallMetrics(prom)
-        expiry, owners = expiry_counts(reg, clock), owner_counts(reg, clock)
-        for part, every in ((expiry, "expiry_refresh"), (owners, "owner_refresh")):
+        expiry, owners, violations = expiry_counts(reg, clock), owner_counts(reg, clock), violation_counts(reg)
+        for part, every in ((expiry, "refresh"), (violations, "refresh"), (owners, "owner_refresh")):
             t = time.perf_counter()
             part.refresh()
             part.refresh()
             print(f"  background refresh of {part.part} (every [metrics] {every}): {part.seconds:.3f} s "
                   f"(first {time.perf_counter() - t - part.seconds:.3f} s)")
         prom.register(FleetCollector(reg, silent_after=dt.timedelta(days=1), connected=lambda: 0, expiry=expiry,
-                                     owners=owners, recorder=recorder, clock=clock))
+                                     owners=owners, violations=violations, recorder=recorder, clock=clock))
         server = MetricsServer(prom, "127.0.0.1", 0)
         server.start()
         try:

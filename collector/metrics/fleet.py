@@ -6,13 +6,15 @@ services, agents enrolled / revoked / silent, deliveries per channel and state, 
 leases. They describe the shared database, so **every collector process exposes the same
 values**: read them from one (``max without (instance)`` in PromQL), never sum them.
 
-Most are read when Prometheus scrapes: short ``GROUP BY``s over small tables or indexes. Two
-are not, because their cost grows with the fleet: the expiry windows (one aggregate over every
-certificate and its present locations: ~2 s at 100,000 certificates / 300,000 locations) and
-the locations per owner and environment (owners are resolved by rules per location,
-collector/domain/ownership.py, not stored). :class:`Refreshed` computes each in the background
-(``[metrics] expiry_refresh``, default 30 s; ``owner_refresh``, default 5 min) and the scrape
-serves the last result, with its age in ``certfleet_metrics_refresh_age_seconds{part}``.
+Most are read when Prometheus scrapes: short ``GROUP BY``s over small tables or index lookups
+(jobs, agents, stale services, deliveries, leases). Three are not, because their cost grows with
+the fleet: the expiry windows (one aggregate over the certificates expiring within 90 days and
+their present locations: seconds at 100,000 certificates / 300,000 locations), the open
+violations per rule (an index of one entry per violating location) and the locations per owner
+and environment (owners are resolved by rules per location, collector/domain/ownership.py, not
+stored). :class:`Refreshed` computes each in the background (``[metrics] refresh``, default 30 s,
+for the first two; ``owner_refresh``, default 5 min) and the scrape serves the last result, with
+its age in ``certfleet_metrics_refresh_age_seconds{part}``.
 """
 from __future__ import annotations
 
@@ -30,15 +32,14 @@ from collector.metrics.recorder import NULL, Recorder
 from collector.registry.fleetstats import FleetStats
 from collector.reports.assigned import placed
 
-__all__ = ["FleetCollector", "Refreshed", "WINDOWS", "expiry_counts", "owner_counts", "window_edges"]
+__all__ = ["FleetCollector", "Refreshed", "WINDOWS", "expiry_counts", "owner_counts", "violation_counts", "window_edges"]
 
 log = logging.getLogger(__name__)
 
-#: the expiry windows (disjoint): label and upper edge in days from now; "expired" is before now,
-#: "later" everything after the last edge
+#: the expiry windows (disjoint): label and upper edge in days from now; "expired" is before now.
+#: Nothing beyond 90 days is counted: the aggregate then reads only the certificates that expire
+#: within 90 days (its cost follows them, not the fleet)
 WINDOWS: tuple[tuple[str, float], ...] = (("expired", 0), ("7d", 7), ("14d", 14), ("30d", 30), ("90d", 90))
-LATER = "later"
-FAR = dt.datetime(9999, 1, 1, tzinfo=dt.timezone.utc)
 OWNER_WINDOWS = 4          # the breakdown by owner covers expired, 7d, 14d and 30d
 NO_OWNER = "(none)"
 NO_ENVIRONMENT = "(none)"
@@ -49,12 +50,12 @@ def utcnow() -> dt.datetime:
 
 
 def window_edges(now: dt.datetime) -> list[dt.datetime]:
-    """Upper edges of the windows of :data:`WINDOWS`, then of ``later``."""
-    return [now + dt.timedelta(days=d) for _, d in WINDOWS] + [FAR]
+    """Upper edges of the windows of :data:`WINDOWS`."""
+    return [now + dt.timedelta(days=d) for _, d in WINDOWS]
 
 
 def window_labels() -> list[str]:
-    return [w for w, _ in WINDOWS] + [LATER]
+    return [w for w, _ in WINDOWS]
 
 
 class Refreshed:
@@ -82,9 +83,15 @@ class Refreshed:
 
 
 def expiry_counts(registry: Any, clock: Callable[[], dt.datetime] = utcnow) -> Refreshed:
-    """(certificates, locations) per window of :data:`WINDOWS` and ``later``: one aggregate."""
+    """(certificates, locations) per window of :data:`WINDOWS`: one aggregate."""
     stats = FleetStats(registry.engine)
     return Refreshed("expiry", lambda: stats.expiry_windows(window_edges(clock())))
+
+
+def violation_counts(registry: Any) -> Refreshed:
+    """Open violations per rule."""
+    stats = FleetStats(registry.engine)
+    return Refreshed("violations", stats.violations_by_rule)
 
 
 def owner_counts(registry: Any, clock: Callable[[], dt.datetime] = utcnow) -> Refreshed:
@@ -108,13 +115,15 @@ class FleetCollector(Collector):
     """``collect()`` runs the aggregates; a database that does not answer gives ``certfleet_registry_up 0``."""
 
     def __init__(self, registry: Any, *, silent_after: dt.timedelta, connected: Callable[[], int] | None = None,
-                 expiry: Refreshed | None = None, owners: Refreshed | None = None, recorder: Recorder = NULL,
+                 expiry: Refreshed | None = None, owners: Refreshed | None = None,
+                 violations: Refreshed | None = None, recorder: Recorder = NULL,
                  clock: Callable[[], dt.datetime] = utcnow) -> None:
         self.stats = FleetStats(registry.engine)
         self.silent_after = silent_after
         self.connected = connected
         self.expiry = expiry or expiry_counts(registry, clock)
         self.owners = owners or owner_counts(registry, clock)
+        self.violations = violations or violation_counts(registry)
         self.recorder = recorder
         self.clock = clock
 
@@ -152,12 +161,6 @@ class FleetCollector(Collector):
         for state in STATES:
             jobs.add_metric([state], by_state.get(state, 0))
         yield jobs
-
-        viol = GaugeMetricFamily("certfleet_violations", "Open policy violations (one per location) per rule (excepted: covered by an "
-                                 "exception)", labels=["rule", "excepted"])
-        for (rule, excepted), n in sorted(st.violations_by_rule().items()):
-            viol.add_metric([rule, "true" if excepted else "false"], n)
-        yield viol
 
         stale = GaugeMetricFamily("certfleet_stale_services",
                                   "Locations whose process still serves another certificate than the file holds")
@@ -219,8 +222,15 @@ class FleetCollector(Collector):
             for (owner, env, window), n in sorted(counts.items()):
                 fam.add_metric([owner, env, window], n)
             yield fam
+        by_rule, at3, seconds3 = self.violations.snapshot()
+        if by_rule is not None:
+            viol = GaugeMetricFamily("certfleet_violations", "Open policy violations (one per location, excepted ones "
+                                     "included) per rule", labels=["rule"])
+            for rule, n in sorted(by_rule.items()):
+                viol.add_metric([rule], n)
+            yield viol
         now = time.time()
-        for part, when, secs in (("expiry", at, seconds), ("owners", at2, seconds2)):
+        for part, when, secs in (("expiry", at, seconds), ("owners", at2, seconds2), ("violations", at3, seconds3)):
             if when is not None:
                 age.add_metric([part], max(now - when, 0.0))
                 took.add_metric([part], secs)

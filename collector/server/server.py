@@ -33,7 +33,7 @@ from collector.api.routes import add_enrollment_service, add_main_services
 from collector.config.core import CollectorConfig, ConfigError
 from collector.issuers.factory import build_issuers, check_template_issuers
 from collector.issuers.solvers import CallbackHttp01Solver
-from collector.metrics.fleet import FleetCollector, Refreshed, expiry_counts, owner_counts
+from collector.metrics.fleet import FleetCollector, Refreshed, expiry_counts, owner_counts, violation_counts
 from collector.metrics.instruments import PromRecorder, watch_engine
 from collector.metrics.interceptor import CallMetrics
 from collector.metrics.recorder import NULL, Recorder
@@ -147,10 +147,12 @@ class CollectorServer:
             self.recorder = PromRecorder(self.prom)
             interceptors.append(CallMetrics(self.prom))
             expiry, owners = expiry_counts(state.registry, clock), owner_counts(state.registry, clock)
-            self.refreshed = [(expiry, cfg.metrics.expiry_refresh), (owners, cfg.metrics.owner_refresh)]
+            violations = violation_counts(state.registry)
+            self.refreshed = [(expiry, cfg.metrics.refresh), (violations, cfg.metrics.refresh),
+                              (owners, cfg.metrics.owner_refresh)]
             self.prom.register(FleetCollector(
                 state.registry, silent_after=cfg.notify.agent_silent_after, connected=lambda: len(self.hub.connected()),
-                expiry=expiry, owners=owners, recorder=self.recorder, clock=clock))
+                expiry=expiry, owners=owners, violations=violations, recorder=self.recorder, clock=clock))
             watch_engine(state.registry.engine, self.recorder)
         self.notifier.recorder = self.recorder
         if state.renewal is not None:

@@ -36,7 +36,7 @@ def monitored(tmp_path: pathlib.Path):
     token.write_text("scrape-secret-0123456789\n")
     c_metrics, a_metrics = free_port(), free_port()
     c = Collector(tmp_path / "collector", extra_tables=COLLECTOR_EXTRA + (
-        f'\n[metrics]\nlisten = "127.0.0.1:{c_metrics}"\nbearer_token_file = "{token}"\nexpiry_refresh = "1s"\nowner_refresh = "1s"\n'))
+        f'\n[metrics]\nlisten = "127.0.0.1:{c_metrics}"\nbearer_token_file = "{token}"\nrefresh = "1s"\nowner_refresh = "1s"\n'))
     c.start()
     assert c.init_admin().code == 0
     agent = Agent(tmp_path / "agent", agent_config(tmp_path / "site", nginx, nginx.reload_command)

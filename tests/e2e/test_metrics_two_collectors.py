@@ -34,7 +34,7 @@ def test_two_collectors_one_database(tmp_path: pathlib.Path, pg_url: str) -> Non
     need_tools("openssl")
     ports = [free_port(), free_port()]
     collectors = [Collector(tmp_path / f"c{i}", database_url=pg_url,
-                            extra_tables=f'[metrics]\nlisten = "127.0.0.1:{ports[i]}"\nexpiry_refresh = "1s"\n')
+                            extra_tables=f'[metrics]\nlisten = "127.0.0.1:{ports[i]}"\nrefresh = "1s"\n')
                   for i in range(2)]
     for c in collectors:
         c.start()

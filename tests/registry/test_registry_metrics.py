@@ -8,7 +8,7 @@ import datetime as dt
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from collector.metrics.fleet import FleetCollector, expiry_counts, owner_counts
+from collector.metrics.fleet import FleetCollector, expiry_counts, owner_counts, violation_counts
 from collector.metrics.instruments import PromRecorder, watch_engine
 from collector.registry.types import LocationSelector
 from tests.helpers.registry_certs import T0, header, leaf, location, root_ca, store_report
@@ -28,11 +28,12 @@ def scrape(prom: CollectorRegistry) -> dict[tuple[str, tuple], float]:
 def fleet(registry, connected: int = 0) -> tuple[CollectorRegistry, PromRecorder]:  # noqa: ANN001
     prom = CollectorRegistry()
     rec = PromRecorder(prom)
-    expiry, owners = expiry_counts(registry, lambda: NOW), owner_counts(registry, lambda: NOW)
+    parts = expiry_counts(registry, lambda: NOW), owner_counts(registry, lambda: NOW), violation_counts(registry)
     prom.register(FleetCollector(registry, silent_after=dt.timedelta(days=1), connected=lambda: connected,
-                                 expiry=expiry, owners=owners, recorder=rec, clock=lambda: NOW))
-    expiry.refresh()
-    owners.refresh()
+                                 expiry=parts[0], owners=parts[1], violations=parts[2], recorder=rec,
+                                 clock=lambda: NOW))
+    for part in parts:                     # what the collector's background loop does every [metrics] refresh
+        part.refresh()
     return prom, rec
 
 
@@ -71,10 +72,9 @@ def test_scrape_shows_the_fleet(registry, make_agent) -> None:  # noqa: ANN001
 
     assert v("certfleet_registry_up") == 1
     # disjoint windows; a certificate at two hosts counts once, its locations twice
-    assert [v("certfleet_certificates", window=w) for w in ("expired", "7d", "14d", "30d", "90d", "later")] == \
-        [1, 1, 1, 1, 1, 2]
-    assert [v("certfleet_locations", window=w) for w in ("expired", "7d", "14d", "30d", "90d", "later")] == \
-        [1, 2, 1, 1, 1, 3]
+    assert [v("certfleet_certificates", window=w) for w in ("expired", "7d", "14d", "30d", "90d")] == [1, 1, 1, 1, 1]
+    assert [v("certfleet_locations", window=w) for w in ("expired", "7d", "14d", "30d", "90d")] == [1, 2, 1, 1, 1]
+    assert v("certfleet_certificates", window="later") is None          # beyond 90 days: not counted
     assert v("certfleet_agents", status="enrolled") == 2
     assert v("certfleet_agents", status="silent") == 1             # web2: last seen 2 days ago
     assert v("certfleet_agents", status="revoked") == 0
@@ -100,9 +100,9 @@ def test_violations_and_a_renewal_appear(registry, make_agent) -> None:  # noqa:
     rec.renewal_finished("rolled_back", 40.0)
     rec.report_ingested("stored", 0.02)
     got = scrape(prom)
-    viol = {(dict(k[1])["rule"], dict(k[1])["excepted"]): v for k, v in got.items() if k[0] == "certfleet_violations"}
+    viol = {dict(k[1])["rule"]: v for k, v in got.items() if k[0] == "certfleet_violations"}
     # per location: the 201-day certificate once, the 101-day one in its two files; the expired one installed
-    assert viol == {("max_validity_days", "false"): 3, ("expired_installed", "false"): 1}
+    assert viol == {"max_validity_days": 3, "expired_installed": 1}
     assert got[("certfleet_renewals_total", (("outcome", "verified"),))] == 1
     assert got[("certfleet_renewals_total", (("outcome", "rolled_back"),))] == 1
     assert got[("certfleet_renewals_total", (("outcome", "failed"),))] == 0
