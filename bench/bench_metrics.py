@@ -19,6 +19,7 @@ import argparse
 import datetime as dt
 import hashlib
 import os
+import signal
 import statistics
 import sys
 import tempfile
@@ -105,6 +106,7 @@ def measure(label: str, url: str, ders: list[bytes], fps: list[str], agents: int
 
 
 def main() -> None:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))   # stopped: still drop the PostgreSQL database
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--certs", type=int, default=100_000)
     ap.add_argument("--agents", type=int, default=100)

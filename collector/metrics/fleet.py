@@ -117,7 +117,7 @@ class FleetCollector(Collector):
     def __init__(self, registry: Any, *, silent_after: dt.timedelta, connected: Callable[[], int] | None = None,
                  expiry: Refreshed | None = None, owners: Refreshed | None = None,
                  violations: Refreshed | None = None, recorder: Recorder = NULL,
-                 clock: Callable[[], dt.datetime] = utcnow) -> None:
+                 clock: Callable[[], dt.datetime] = utcnow, instance: Callable[[], str | None] | None = None) -> None:
         self.stats = FleetStats(registry.engine)
         self.silent_after = silent_after
         self.connected = connected
@@ -126,6 +126,7 @@ class FleetCollector(Collector):
         self.violations = violations or violation_counts(registry)
         self.recorder = recorder
         self.clock = clock
+        self.instance = instance          # this process's scheduler instance id (host:pid:uuid), when it has one
 
     def describe(self) -> list[Any]:
         return []        # no describe at registration: collect() would query the database then
@@ -187,13 +188,18 @@ class FleetCollector(Collector):
                                  "When the job's last run ended, on any collector", labels=["job"])
         ok = GaugeMetricFamily("certfleet_scheduler_last_run_ok", "1 when the job's last run succeeded",
                                labels=["job"])
+        me = self.instance() if self.instance is not None else None
+        mine = GaugeMetricFamily("certfleet_scheduler_lease_mine", "1 when this collector process holds the job's "
+                                 "lease (runs it now)", labels=["job"])
         for lease in st.leases(now):
             held.add_metric([lease.name], 1 if lease.held else 0)
+            mine.add_metric([lease.name], 1 if lease.held and me is not None and lease.holder == me else 0)
             if lease.last_run_at is not None:
                 last.add_metric([lease.name], lease.last_run_at.timestamp())
             if lease.last_ok is not None:
                 ok.add_metric([lease.name], 1 if lease.last_ok else 0)
         yield held
+        yield mine
         yield last
         yield ok
 

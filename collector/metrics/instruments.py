@@ -48,6 +48,9 @@ class PromRecorder:
                                            ["job"], buckets=SCHEDULER_BUCKETS, registry=registry)
         self.db_errors = Counter("certfleet_db_errors", "Errors raised by the database driver, by exception class",
                                  ["kind"], registry=registry)
+        self.db_connects = Counter("certfleet_db_connections_opened",
+                                   "Database connections this process opened (a rise after the start: reconnects)",
+                                   registry=registry)
         for outcome in ("verified", "rolled_back", "failed"):   # present at 0 before the first renewal
             self.renewals.labels(outcome)
         for outcome in ("stored", "resync", "error"):
@@ -71,11 +74,16 @@ class PromRecorder:
     def db_error(self, kind: str) -> None:
         self.db_errors.labels(_cut(kind)).inc()
 
+    def db_connected(self) -> None:
+        self.db_connects.inc()
+
 
 def watch_engine(engine: Any, recorder: Any) -> None:
     """Count every error the database driver raises on ``engine`` (SQLAlchemy's ``handle_error``
-    event: lost connections, timeouts, lock waits, constraint violations) by exception class."""
+    event: lost connections, timeouts, lock waits, constraint violations) by exception class, and
+    every connection the pool opens (``connect``: a rise after the start means reconnects)."""
     def on_error(ctx: Any) -> None:
         recorder.db_error(type(ctx.original_exception).__name__)
 
     event.listen(engine, "handle_error", on_error)
+    event.listen(engine, "connect", lambda *_: recorder.db_connected())   # new DBAPI connections: reconnects

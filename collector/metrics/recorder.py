@@ -28,6 +28,9 @@ class Recorder(Protocol):
     def db_error(self, kind: str) -> None:
         """The database driver raised (``kind``: the exception class name)."""
 
+    def db_connected(self) -> None:
+        """The pool opened a new database connection (at start, after a lost one, when the pool grows)."""
+
 
 class NullRecorder:
     """Records nothing."""
@@ -45,6 +48,9 @@ class NullRecorder:
         pass
 
     def db_error(self, kind: str) -> None:
+        pass
+
+    def db_connected(self) -> None:
         pass
 
 

@@ -152,7 +152,8 @@ class CollectorServer:
                               (owners, cfg.metrics.owner_refresh)]
             self.prom.register(FleetCollector(
                 state.registry, silent_after=cfg.notify.agent_silent_after, connected=lambda: len(self.hub.connected()),
-                expiry=expiry, owners=owners, violations=violations, recorder=self.recorder, clock=clock))
+                expiry=expiry, owners=owners, violations=violations, recorder=self.recorder, clock=clock,
+                instance=lambda: self.scheduler.instance_id if getattr(self, "scheduler", None) else None))
             watch_engine(state.registry.engine, self.recorder)
         self.notifier.recorder = self.recorder
         if state.renewal is not None:

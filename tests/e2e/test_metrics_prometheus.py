@@ -83,6 +83,10 @@ def test_prometheus_sees_expiry_and_the_renewal(monitored) -> None:
     assert (labels["store_type"], labels["subject_CN"], labels["filename"]) == ("pem", "www.example.test", "cert.pem")
     assert float(series[0]["value"][1]) == old_not_after
     assert prom.value('certfleet_renewals_total{outcome="verified"}') == 0
+    assert prom.value("certfleet_db_connections_opened_total") is not None
+    assert prom.value('sum(certfleet_scheduler_lease_held{job="policy.evaluate"})') is not None
+    assert prom.value('certfleet_scheduler_runs_total{job="policy.evaluate",outcome="ok"}') >= 1
+    assert prom.value("certfleet_registry_up") == 1
     assert prom.value('sum(certfleet_grpc_server_handled_total{method="/certfleet.v1.AgentService/Report",code="OK"})') >= 1
 
     # the renewal, as a user runs it
