@@ -5,6 +5,8 @@ sources (:func:`build_sources`), the scanner, the install pipelines (through
 :mod:`agent.install`'s dispatch), and the transport to the collector
 (:mod:`agent.transport`: the Report RPC, the Connect stream, identity renewal).
 Reports run on a schedule with backoff; commands arrive on their own thread.
+Exporter mode (``[metrics] listen``; :func:`serve_exporter` without a collector) serves the scans'
+certificates on /metrics (:mod:`agent.metrics`).
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import datetime as dt
 import logging
 import random
 import threading
+from typing import Callable
 
 import grpc
 from cryptography import x509
@@ -38,7 +41,7 @@ from agent.transport.wire import job_update_from_legacy_bytes
 from agent.windows.api import default_api
 from certfleet.logformat import log_context, set_log_fields
 
-__all__ = ["AgentService", "build_sources", "next_delay"]
+__all__ = ["AgentService", "build_sources", "next_delay", "serve_exporter"]
 
 log = logging.getLogger(__name__)
 
@@ -204,3 +207,23 @@ class AgentService:
         server.start()
         log.info("metrics on http://%s:%d/metrics", host, server.port)
         return server
+
+
+def serve_exporter(config: AgentConfig, listen: str, stop: threading.Event,
+                   ready: Callable[[str], None] | None = None) -> None:
+    """``certfleet-agent exporter``: scan on ``scan_interval`` and serve the certificates on ``listen``
+    (HOST:PORT) until ``stop``; no collector, no identity (agent/metrics/exporter.py)."""
+    # memory and start-up time: prometheus_client loads only in exporter mode (off by default)
+    from agent.metrics.exporter import Exporter, watch
+    from certfleet.metricshttp import MetricsServer
+
+    host, _, port = listen.rpartition(":")
+    exporter = Exporter()
+    server = MetricsServer(exporter.registry, host.strip("[]"), int(port), config.metrics.token())
+    server.start()
+    if ready is not None:
+        ready(f"http://{listen}/metrics")
+    try:
+        watch(Scanner(config), exporter, float(config.scan_interval), stop)
+    finally:
+        server.stop()

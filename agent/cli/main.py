@@ -81,24 +81,17 @@ def cmd_run(ns: argparse.Namespace) -> int:
 
 
 def cmd_exporter(ns: argparse.Namespace) -> int:
-    from agent.config import load_config                      # start-up time
-    from agent.metrics.exporter import Exporter, watch        # start-up time
-    from agent.scan.scanner import Scanner                    # start-up time
-    from certfleet.metricshttp import MetricsServer           # start-up time
+    from agent.config import load_config            # start-up time
+    from agent.service import serve_exporter        # start-up time
 
     config = load_config(ns.config)
     _log_format(ns, config)
     listen = ns.listen or config.metrics.listen or "127.0.0.1:9793"
-    host, _, port = listen.rpartition(":")
-    exporter = Exporter()
-    server = MetricsServer(exporter.registry, host.strip("[]"), int(port), config.metrics.token())
-    server.start()
-    print(f"certfleet-agent exporter on http://{listen}/metrics, scanning every {config.scan_interval:.0f}s", flush=True)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    watch(Scanner(config), exporter, float(config.scan_interval), stop)
-    server.stop()
+    serve_exporter(config, listen, stop, ready=lambda url: print(
+        f"certfleet-agent exporter on {url}, scanning every {config.scan_interval:.0f}s", flush=True))
     return 0
 
 
