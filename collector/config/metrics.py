@@ -4,7 +4,7 @@
 [metrics]
 listen = "127.0.0.1:9792"                         # off when absent: GET /metrics on its own listener
 bearer_token_file = "/etc/certfleet/metrics.token"  # optional: scrapers send Authorization: Bearer <token>
-refresh = "30s"                                   # how often the expiry windows and violations are recounted
+refresh = "2m"                                    # how often the expiry windows and violations are recounted
 owner_refresh = "5m"                              # how often locations per owner/environment are recounted
 
 [log]
@@ -31,7 +31,7 @@ LOG_FORMATS = ("plain", "json")
 class MetricsSettings:
     listen: str = ""                            # "" = no /metrics
     bearer_token_file: pathlib.Path | None = None
-    refresh: float = 30.0                # seconds
+    refresh: float = 120.0               # seconds
     owner_refresh: float = 300.0                # seconds
 
     @property
@@ -66,7 +66,7 @@ class MetricsSettings:
             if not path.is_file():
                 raise t.error(f"[metrics] bearer_token_file: {path} is not a readable file", "bearer_token_file")
         refresh = {}
-        for key, default in (("refresh", "30s"), ("owner_refresh", "5m")):
+        for key, default in (("refresh", "2m"), ("owner_refresh", "5m")):
             refresh[key] = t.duration(key, default)
             if refresh[key] < 1:
                 raise t.error(f"[metrics] {key} must be at least 1s", key)

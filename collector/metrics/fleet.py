@@ -12,7 +12,7 @@ the fleet: the expiry windows (one aggregate over the certificates expiring with
 their present locations: seconds at 100,000 certificates / 300,000 locations), the open
 violations per rule (an index of one entry per violating location) and the locations per owner
 and environment (owners are resolved by rules per location, collector/domain/ownership.py, not
-stored). :class:`Refreshed` computes each in the background (``[metrics] refresh``, default 30 s,
+stored). :class:`Refreshed` computes each in the background (``[metrics] refresh``, default 2 min,
 for the first two; ``owner_refresh``, default 5 min) and the scrape serves the last result, with
 its age in ``certfleet_metrics_refresh_age_seconds{part}``.
 """
