@@ -71,3 +71,20 @@ def test_only_the_message_is_written_not_the_arguments_behind_it() -> None:
 def test_unknown_format_refused() -> None:
     with pytest.raises(ValueError, match="plain or json"):
         configure("xml")
+
+
+def test_configure_replaces_only_its_own_handler() -> None:
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        root.handlers[:] = []
+        configure("plain")
+        configure("json")                                   # the daemon switching after reading its config
+        assert len(root.handlers) == 1 and isinstance(root.handlers[0].formatter, JsonFormatter)
+        foreign = logging.NullHandler()
+        root.handlers[:] = [foreign]
+        configure("json", logging.DEBUG)                    # someone else's set-up is left alone
+        assert root.handlers == [foreign]
+    finally:
+        root.handlers[:], _ = saved
+        root.setLevel(saved[1])

@@ -62,13 +62,20 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure(fmt: str = "plain", level: int = logging.INFO) -> None:
-    """The root logger writes to stderr in ``fmt`` (replacing handlers set up before)."""
+    """The root logger writes to stderr in ``fmt``; called again, it replaces its own handler.
+
+    Like ``logging.basicConfig``, it leaves a root logger that someone else set up alone (an
+    embedding program, pytest's log capture)."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown log format {fmt!r} (expected {' or '.join(FORMATS)})")
-    handler = logging.StreamHandler()
-    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(PLAIN_FORMAT))
     root = logging.getLogger()
-    for h in list(root.handlers):
+    ours = [h for h in root.handlers if getattr(h, "certfleet_logformat", False)]
+    if len(ours) != len(root.handlers):
+        return
+    for h in ours:
         root.removeHandler(h)
+    handler = logging.StreamHandler()
+    handler.certfleet_logformat = True   # type: ignore[attr-defined]
+    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(PLAIN_FORMAT))
     root.addHandler(handler)
     root.setLevel(level)
