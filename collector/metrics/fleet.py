@@ -156,29 +156,26 @@ class FleetCollector(Collector):
         yield took
 
     def _families(self, now: dt.datetime) -> Iterator[Any]:
-        st = self.stats
-        by_state = st.jobs_by_state()
+        counts, leases = self.stats.at_scrape(now, now - self.silent_after)
         jobs = GaugeMetricFamily("certfleet_jobs", "Renewal jobs in the registry per state", labels=["state"])
         for state in STATES:
-            jobs.add_metric([state], by_state.get(state, 0))
+            jobs.add_metric([state], counts.jobs.get(state, 0))
         yield jobs
 
         stale = GaugeMetricFamily("certfleet_stale_services",
                                   "Locations whose process still serves another certificate than the file holds")
-        stale.add_metric([], st.stale_services())
+        stale.add_metric([], counts.stale)
         yield stale
 
-        a = st.agents(now - self.silent_after)
         agents = GaugeMetricFamily("certfleet_agents", "Agents per status (silent: active, not seen for "
                                    "[notify] agent_silent_after)", labels=["status"])
-        agents.add_metric(["enrolled"], a.enrolled)
-        agents.add_metric(["revoked"], a.revoked)
-        agents.add_metric(["silent"], a.silent)
+        for status in ("enrolled", "revoked", "silent"):
+            agents.add_metric([status], counts.agents.get(status, 0))
         yield agents
 
         dl = GaugeMetricFamily("certfleet_deliveries", "Notification deliveries in the registry per channel and state",
                                labels=["channel", "state"])
-        for (channel, state), n in sorted(st.deliveries_by_channel().items()):
+        for (channel, state), n in sorted(counts.deliveries.items()):
             dl.add_metric([channel, state], n)
         yield dl
 
@@ -191,7 +188,7 @@ class FleetCollector(Collector):
         me = self.instance() if self.instance is not None else None
         mine = GaugeMetricFamily("certfleet_scheduler_lease_mine", "1 when this collector process holds the job's "
                                  "lease (runs it now)", labels=["job"])
-        for lease in st.leases(now):
+        for lease in leases:
             held.add_metric([lease.name], 1 if lease.held else 0)
             mine.add_metric([lease.name], 1 if lease.held and me is not None and lease.holder == me else 0)
             if lease.last_run_at is not None:
