@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # pragma: no cover - the reader is handed in by agent.config
 __all__ = ["MetricsSettings", "LogSettings", "parse_metrics", "parse_log"]
 
 _KEYS = {"listen", "bearer_token_file"}
+_LOG_KEYS = {"format"}
 LOG_FORMATS = ("plain", "json")
 
 
@@ -71,7 +72,7 @@ class LogSettings:
 
 def parse_log(table: Table) -> LogSettings:
     """Validate a ``[log]`` table."""
-    table.reject_unknown({"format"})
+    table.reject_unknown(_LOG_KEYS)
     fmt = table.get("format", "plain")
     if fmt not in LOG_FORMATS:
         raise table.error("format", f"must be one of {', '.join(LOG_FORMATS)}")
