@@ -180,14 +180,14 @@ class FleetCollector(Collector):
         yield dl
 
         held = GaugeMetricFamily("certfleet_scheduler_lease_held", "1 while a collector holds the job's lease "
-                                 "(a run in progress)", labels=["job"])
+                                 "(a run in progress)", labels=["task"])
         last = GaugeMetricFamily("certfleet_scheduler_last_run_timestamp_seconds",
-                                 "When the job's last run ended, on any collector", labels=["job"])
+                                 "When the job's last run ended, on any collector", labels=["task"])
         ok = GaugeMetricFamily("certfleet_scheduler_last_run_ok", "1 when the job's last run succeeded",
-                               labels=["job"])
+                               labels=["task"])
         me = self.instance() if self.instance is not None else None
         mine = GaugeMetricFamily("certfleet_scheduler_lease_mine", "1 when this collector process holds the job's "
-                                 "lease (runs it now)", labels=["job"])
+                                 "lease (runs it now)", labels=["task"])
         for lease in leases:
             held.add_metric([lease.name], 1 if lease.held else 0)
             mine.add_metric([lease.name], 1 if lease.held and me is not None and lease.holder == me else 0)

@@ -43,9 +43,9 @@ class PromRecorder:
                                   "Notification delivery attempts by channel and outcome (sent, retrying, failed)",
                                   ["channel", "outcome"], registry=registry)
         self.scheduler_runs = Counter("certfleet_scheduler_runs", "Scheduled job runs this process won, by outcome",
-                                      ["job", "outcome"], registry=registry)
+                                      ["task", "outcome"], registry=registry)
         self.scheduler_seconds = Histogram("certfleet_scheduler_run_seconds", "Duration of scheduled job runs",
-                                           ["job"], buckets=SCHEDULER_BUCKETS, registry=registry)
+                                           ["task"], buckets=SCHEDULER_BUCKETS, registry=registry)
         self.db_errors = Counter("certfleet_db_errors", "Errors raised by the database driver, by exception class",
                                  ["kind"], registry=registry)
         self.db_connects = Counter("certfleet_db_connections_opened",

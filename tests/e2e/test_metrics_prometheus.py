@@ -57,6 +57,13 @@ def monitored(tmp_path: pathlib.Path):
         nginx.stop()
 
 
+def settled(prom: Prometheus, expr: str, pred, what: str = "", timeout: float = 30):  # noqa: ANN001, ANN201
+    """The value of ``expr`` once ``pred`` holds for it. (On a loaded machine a scrape may time out; Prometheus
+    then marks the target's series stale and an instant query finds none until the next scrape.)"""
+    return wait_for(lambda: (lambda v: (v,) if v is not None and pred(v) else None)(prom.value(expr)),
+                    timeout=timeout, what=what or expr)[0]
+
+
 def test_prometheus_sees_expiry_and_the_renewal(monitored) -> None:
     c, nginx, prom, cert, c_metrics = monitored
     old = wait_for(lambda: registry_fingerprint(c), what="the first report")
@@ -71,23 +78,23 @@ def test_prometheus_sees_expiry_and_the_renewal(monitored) -> None:
     # before: one certificate of 20 days in the 30-day window, seen by the collector and by the host
     wait_for(lambda: prom.value('certfleet_certificates{window="30d"}') == 1, timeout=30,
              what="the collector's expiry gauge")
-    assert prom.value('certfleet_locations{window="30d"}') == 1
-    assert prom.value('certfleet_certificates{window="90d"}') == 0
-    assert prom.value('certfleet_agents{status="enrolled"}') == 1
-    assert prom.value("certfleet_agents_connected") == 1
-    assert prom.value('certfleet_locations_by_owner{owner="(none)",environment="test",window="30d"}') == 1
+    settled(prom, 'certfleet_locations{window="30d"}', lambda v: v == 1)
+    settled(prom, 'certfleet_certificates{window="90d"}', lambda v: v == 0)
+    settled(prom, 'certfleet_agents{status="enrolled"}', lambda v: v == 1)
+    settled(prom, "certfleet_agents_connected", lambda v: v == 1)
+    settled(prom, 'certfleet_locations_by_owner{owner="(none)",environment="test",window="30d"}', lambda v: v == 1)
     series = wait_for(lambda: prom.query(f'x509_cert_not_after{{filepath="{cert}"}}'), timeout=30,
                       what="the agent's per-certificate series")
     assert len(series) == 1
     labels = series[0]["metric"]
     assert (labels["store_type"], labels["subject_CN"], labels["filename"]) == ("pem", "www.example.test", "cert.pem")
     assert float(series[0]["value"][1]) == old_not_after
-    assert prom.value('certfleet_renewals_total{outcome="verified"}') == 0
-    assert prom.value("certfleet_db_connections_opened_total") is not None
-    assert prom.value('sum(certfleet_scheduler_lease_held{job="policy.evaluate"})') is not None
-    assert prom.value('certfleet_scheduler_runs_total{job="policy.evaluate",outcome="ok"}') >= 1
-    assert prom.value("certfleet_registry_up") == 1
-    assert prom.value('sum(certfleet_grpc_server_handled_total{method="/certfleet.v1.AgentService/Report",code="OK"})') >= 1
+    settled(prom, 'certfleet_renewals_total{outcome="verified"}', lambda v: v == 0)
+    settled(prom, "certfleet_db_connections_opened_total", lambda v: True)
+    settled(prom, 'sum(certfleet_scheduler_lease_held{task="policy.evaluate"})', lambda v: True)
+    settled(prom, 'certfleet_scheduler_runs_total{task="policy.evaluate",outcome="ok"}', lambda v: v >= 1)
+    settled(prom, "certfleet_registry_up", lambda v: v == 1)
+    settled(prom, 'sum(certfleet_grpc_server_handled_total{method="/certfleet.v1.AgentService/Report",code="OK"})', lambda v: v >= 1)
 
     # the renewal, as a user runs it
     r = c.cli("renew", old[:12], "--wait", "--timeout", "60")
@@ -100,20 +107,20 @@ def test_prometheus_sees_expiry_and_the_renewal(monitored) -> None:
     # after: the counters and gauges say what happened, through Prometheus
     wait_for(lambda: prom.value('certfleet_renewals_total{outcome="verified"}') == 1, timeout=30,
              what="the collector's renewal counter")
-    assert prom.value('certfleet_renewals_total{outcome="rolled_back"}') == 0
-    assert prom.value('certfleet_renewals_total{outcome="failed"}') == 0
-    assert prom.value('certfleet_renewal_duration_seconds_count{outcome="verified"}') == 1
-    assert prom.value('certfleet_jobs{state="verified"}') == 1
-    assert prom.value('certfleet_jobs{state="stuck"}') == 0
-    assert prom.value('certfleet_agent_jobs_total{state="verified"}') == 1
+    settled(prom, 'certfleet_renewals_total{outcome="rolled_back"}', lambda v: v == 0)
+    settled(prom, 'certfleet_renewals_total{outcome="failed"}', lambda v: v == 0)
+    settled(prom, 'certfleet_renewal_duration_seconds_count{outcome="verified"}', lambda v: v == 1)
+    settled(prom, 'certfleet_jobs{state="verified"}', lambda v: v == 1)
+    settled(prom, 'certfleet_jobs{state="stuck"}', lambda v: v == 0)
+    settled(prom, 'certfleet_agent_jobs_total{state="verified"}', lambda v: v == 1)
     # the agent reports the new certificate: it moves from the 30-day window to the 90-day one
     wait_for(lambda: prom.value('certfleet_certificates{window="90d"}') == 1, timeout=60,
              what="the new certificate in the 90-day window")
-    assert prom.value('certfleet_certificates{window="30d"}') == 0
+    settled(prom, 'certfleet_certificates{window="30d"}', lambda v: v == 0)
     wait_for(lambda: prom.value(f'x509_cert_not_after{{filepath="{cert}"}}') == new_not_after, timeout=30,
              what="the host's series to show the new not_after")
-    assert prom.value(f'x509_cert_not_before{{filepath="{cert}"}}') < new_not_after
-    assert prom.value("certfleet_agent_last_report_timestamp_seconds") > 0
-    assert prom.value('sum(certfleet_reports_ingested_total{outcome="stored"})') >= 2
+    settled(prom, f'x509_cert_not_before{{filepath="{cert}"}}', lambda v: v < new_not_after)
+    settled(prom, "certfleet_agent_last_report_timestamp_seconds", lambda v: v > 0)
+    settled(prom, 'sum(certfleet_reports_ingested_total{outcome="stored"})', lambda v: v >= 2)
     # what the shipped expiry alerts look at is 0 for this fleet: nothing expired or expiring within 14 days
-    assert prom.value('max(certfleet_certificates{window=~"expired|7d|14d"})') == 0
+    settled(prom, 'max(certfleet_certificates{window=~"expired|7d|14d"})', lambda v: v == 0)

@@ -37,7 +37,7 @@ class Prometheus:
         self.workdir.mkdir(parents=True, exist_ok=True)
         jobs = []
         for t in self.targets:
-            job: dict[str, Any] = {"job_name": t.job, "scrape_interval": "1s", "scrape_timeout": "900ms",
+            job: dict[str, Any] = {"job_name": t.job, "scrape_interval": "2s", "scrape_timeout": "2s",
                                    "static_configs": [{"targets": [t.address]}]}
             if t.token_file is not None:
                 job["authorization"] = {"type": "Bearer", "credentials_file": str(t.token_file)}
