@@ -5,6 +5,8 @@ sources (:func:`build_sources`), the scanner, the install pipelines (through
 :mod:`agent.install`'s dispatch), and the transport to the collector
 (:mod:`agent.transport`: the Report RPC, the Connect stream, identity renewal).
 Reports run on a schedule with backoff; commands arrive on their own thread.
+Exporter mode (``[metrics] listen``; :func:`serve_exporter` without a collector) serves the scans'
+certificates on /metrics (:mod:`agent.metrics`).
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import datetime as dt
 import logging
 import random
 import threading
+from typing import Callable
 
 import grpc
 from cryptography import x509
@@ -23,6 +26,7 @@ from agent.errors import AgentError
 from agent.identity import AgentIdentity, identity_dir, load_identity, make_key_and_csr, save_identity
 from agent.jobs import FAILED, InstallCertificate, JobStep, JobUpdate
 from agent.keys import PrivateKey
+from agent.metrics.recorder import NULL, ScanObserver
 from agent.netscan.runner import ReportGate, network_scans_for
 from agent.scan.scanner import Scanner
 from agent.sources.base import LocationSource
@@ -35,8 +39,9 @@ from agent.transport.identity import renew_identity
 from agent.transport.report import GrpcReports
 from agent.transport.wire import job_update_from_legacy_bytes
 from agent.windows.api import default_api
+from certfleet.logformat import log_context, set_log_fields
 
-__all__ = ["AgentService", "build_sources", "next_delay"]
+__all__ = ["AgentService", "build_sources", "next_delay", "serve_exporter"]
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +82,15 @@ class AgentService:
         self.identity: AgentIdentity = load_identity(identity_dir(config.data_dir))
         self.channel: grpc.Channel | None = None
         self.syncer: Syncer | None = None
+        # exporter mode ([metrics] listen): the scans' certificates as Prometheus series (agent/metrics/)
+        self.exporter = None
+        self.observer: ScanObserver = NULL
+        if config.metrics.enabled:
+            # memory and start-up time: prometheus_client loads only in exporter mode (off by default)
+            from agent.metrics.exporter import Exporter
+
+            self.exporter = Exporter()
+            self.observer = self.exporter
 
     def _connect(self) -> Syncer:
         if self.syncer is None:
@@ -85,6 +99,7 @@ class AgentService:
                 self.scanner, GrpcReports(self.channel), self.config.data_dir / "state.json", self.identity.agent_id,
                 self.config.hostname, dict(self.config.labels), sources=build_sources(self.config),
             )
+            self.syncer.observer = self.observer
         return self.syncer
 
     def _reconnect(self) -> None:
@@ -131,10 +146,13 @@ class AgentService:
                 ca_bundle=anchor,
             )
         except AgentError as e:
+            self.observer.job_ran(FAILED)
             return JobUpdate(job_id=cmd.job_id, state=FAILED, reason=str(e))
-        log.info("job %s: installing into %s", cmd.job_id, loc.path)
-        result = install(req, data_dir=self.config.data_dir)
-        log.info("job %s: %s %s", cmd.job_id, result.state, result.reason)
+        with log_context(job_id=cmd.job_id):
+            log.info("job %s: installing into %s", cmd.job_id, loc.path)
+            result = install(req, data_dir=self.config.data_dir)
+            log.info("job %s: %s %s", cmd.job_id, result.state, result.reason)
+        self.observer.job_ran(result.state)
         return JobUpdate(
             job_id=cmd.job_id, state=result.state, reason=result.reason,
             served_fingerprint=result.served_fingerprint or "", reload_seconds=result.reload_seconds or 0.0,
@@ -145,6 +163,8 @@ class AgentService:
     def run_forever(self, stop: threading.Event, rng: random.Random) -> None:
         failures = 0
         interval = float(self.config.scan_interval)
+        set_log_fields(agent_id=self.identity.agent_id)
+        metrics = self.start_metrics()
         log.info("agent %s running: every %.0fs to %s", self.identity.agent_id, interval, self.identity.endpoint)
         wake = threading.Event()   # an install or a collector request makes the next report come at once
         handler = CommandHandler(self.config, self.install_for_job, on_installed=wake.set,
@@ -180,4 +200,39 @@ class AgentService:
         handler.network_scans.stop()
         if self.channel is not None:
             self.channel.close()
+        if metrics is not None:
+            metrics.stop()
         log.info("agent stopped")
+
+    def start_metrics(self):  # noqa: ANN201 - a certfleet.metricshttp.MetricsServer or None
+        """The /metrics listener of exporter mode, when [metrics] listen is set."""
+        if self.exporter is None:
+            return None
+        # memory and start-up time: prometheus_client loads only in exporter mode (off by default)
+        from certfleet.metricshttp import MetricsServer
+
+        host, port = self.config.metrics.host_port()
+        server = MetricsServer(self.exporter.registry, host, port, self.config.metrics.token())
+        server.start()
+        log.info("metrics on http://%s:%d/metrics", host, server.port)
+        return server
+
+
+def serve_exporter(config: AgentConfig, listen: str, stop: threading.Event,
+                   ready: Callable[[str], None] | None = None) -> None:
+    """``certfleet-agent exporter``: scan on ``scan_interval`` and serve the certificates on ``listen``
+    (HOST:PORT) until ``stop``; no collector, no identity (agent/metrics/exporter.py)."""
+    # memory and start-up time: prometheus_client loads only in exporter mode (off by default)
+    from agent.metrics.exporter import Exporter, watch
+    from certfleet.metricshttp import MetricsServer
+
+    host, _, port = listen.rpartition(":")
+    exporter = Exporter()
+    server = MetricsServer(exporter.registry, host.strip("[]"), int(port), config.metrics.token())
+    server.start()
+    if ready is not None:
+        ready(f"http://{listen}/metrics")
+    try:
+        watch(Scanner(config), exporter, float(config.scan_interval), stop)
+    finally:
+        server.stop()

@@ -25,6 +25,7 @@ from agent.discovery.annotate import FileAnnotator
 from agent.errors import AgentError
 from agent.host import HostFacts, host_facts
 from agent.inventory import FoundCert, LocationKey, ScanProblem
+from agent.metrics.recorder import NULL, ScanObserver
 from agent.scan.scanner import Scanner
 from agent.sources.base import LocationSource, SourceError
 from agent.state import SyncState, key_str, load_state, save_state
@@ -118,6 +119,7 @@ class Syncer:
         self.state: SyncState = load_state(state_path, agent_id)
         self.hostname = hostname
         self.labels = dict(labels)
+        self.observer: ScanObserver = NULL     # exporter mode (agent/metrics/); set by the composition root
 
     def report(self, plan: ReportPlan, now: dt.datetime) -> OutgoingReport:
         """The report ``plan`` describes; its upserts are generated as they are read (see :class:`OutgoingReport`)."""
@@ -136,6 +138,7 @@ class Syncer:
         st = self.state
         problems = report.problems
         annot = self.annotator.begin() if isinstance(self.annotator, FileAnnotator) else None
+        self.observer.scan_started()
         for fs in self.scanner.scan(force=plan.full):
             entries = fs.entries
             if annot is not None and entries:
@@ -149,6 +152,7 @@ class Syncer:
                 fs = self.scanner.read_file(fs.path, fs.store_name)
                 entries = annot.annotate(fs.entries) if annot is not None else fs.entries
             problems.extend(fs.problems)
+            self.observer.file_scanned(fs.path, fs.store_type, entries, fs.problems)
             for c in entries:
                 if delta.offer(c):
                     plan.upserts += 1
@@ -164,10 +168,12 @@ class Syncer:
                 delta.keep(source.store_types)
                 continue
             problems.extend(result.problems)
+            self.observer.source_collected(result.entries, result.problems)
             for c in result.entries:
                 if delta.offer(c):
                     plan.upserts += 1
                     yield c
+        self.observer.scan_finished()
         plan.problems = len(problems)
         report.removals = delta.removals()
         plan.removals = len(report.removals) if not plan.full else 0
@@ -182,6 +188,7 @@ class Syncer:
                 self.state.sequence = ack.sequence
                 self.state.acked = plan.current
                 save_state(self.state_path, self.state)
+                self.observer.report_stored()
                 log.info(
                     "%s report %d stored: %d upserted, %d removed, %d new certificates, %d scan errors",
                     "full" if plan.full else "delta", ack.sequence, ack.locations_upserted,

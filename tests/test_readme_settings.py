@@ -14,6 +14,8 @@ from agent.discovery import settings as discovery_settings
 from agent.endpoints import settings as endpoint_settings
 from agent.windows import settings as windows_settings
 from collector.config import audit, core, notify, policy, renewal, templates
+from collector.config import metrics as metrics_settings
+from agent.metrics import settings as agent_metrics
 from collector.domain.policy_rules import RULES
 from collector.issuers import acme, internal_ca
 from collector.notify.channels import TYPES as CHANNEL_TYPES
@@ -34,6 +36,8 @@ READERS: dict[str, frozenset[str]] = {
     **{f'`[[notify.channel]]` with `type = "{t}"` (collector.toml)': frozenset(cls.KEYS)
        for t, cls in CHANNEL_TYPES.items()},
     "`[audit]` (collector.toml)": audit.KEYS,
+    "`[metrics]` (collector.toml)": metrics_settings.KEYS,
+    "`[log]` (collector.toml)": metrics_settings.LOG_KEYS,
     "`[agent]` (agent.toml)": frozenset(agent_core._AGENT_KEYS),
     "`[[store]]` (agent.toml)": frozenset(agent_core._STORE_KEYS),
     "`verify` entries of a `[[store]]` (agent.toml)": frozenset(agent_core._VERIFY_KEYS),
@@ -42,6 +46,8 @@ READERS: dict[str, frozenset[str]] = {
     "`targets` tables of `[endpoints]` (agent.toml)": frozenset(endpoint_settings._TARGET_KEYS),
     "`[discovery]` (agent.toml)": frozenset(discovery_settings._DISCOVERY_KEYS),
     "`[windows]` (agent.toml)": frozenset(windows_settings._KEYS),
+    "`[metrics]` (agent.toml)": frozenset(agent_metrics._KEYS),
+    "`[log]` (agent.toml)": frozenset(agent_metrics._LOG_KEYS),
 }
 
 

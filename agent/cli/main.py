@@ -11,6 +11,7 @@ import threading
 
 from agent import __version__
 from agent.errors import AgentError
+from certfleet.logformat import configure
 
 log = logging.getLogger("certfleet.agent")
 
@@ -19,11 +20,16 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
-def _setup_logging(verbose: bool, quiet: bool = False) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+def _setup_logging(verbose: bool, quiet: bool = False, fmt: str = "plain") -> None:
+    # certfleet/logformat.py: plain text (the default) or one JSON object per line
+    configure(fmt, logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
+
+
+def _log_format(ns: argparse.Namespace, config) -> None:  # noqa: ANN001 - an AgentConfig
+    """--log-format, else [log] format: switch the service's log lines to JSON when asked."""
+    fmt = getattr(ns, "log_format", None) or config.log.format
+    if fmt != "plain":
+        _setup_logging(ns.verbose, quiet=getattr(ns, "once", False), fmt=fmt)
 
 
 # Each command imports what it runs when it runs: start-up time (``--version``, ``--help`` and ``enroll``
@@ -57,6 +63,7 @@ def cmd_run(ns: argparse.Namespace) -> int:
     from agent.service import AgentService    # start-up time
 
     config = load_config(ns.config)
+    _log_format(ns, config)
     service = AgentService(config)
     if ns.once:
         outcome = service.run_once(full=ns.full)
@@ -70,6 +77,21 @@ def cmd_run(ns: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     service.run_forever(stop, rng=random.Random())
+    return 0
+
+
+def cmd_exporter(ns: argparse.Namespace) -> int:
+    from agent.config import load_config            # start-up time
+    from agent.service import serve_exporter        # start-up time
+
+    config = load_config(ns.config)
+    _log_format(ns, config)
+    listen = ns.listen or config.metrics.listen or "127.0.0.1:9793"
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    serve_exporter(config, listen, stop, ready=lambda url: print(
+        f"certfleet-agent exporter on {url}, scanning every {config.scan_interval:.0f}s", flush=True))
     return 0
 
 
@@ -108,7 +130,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--config", required=True, help="agent TOML config")
     s.add_argument("--once", action="store_true", help="one scan and report; exit 0 only once the collector stored it")
     s.add_argument("--full", action="store_true", help="send a full report rather than a delta")
+    s.add_argument("--log-format", choices=("plain", "json"), default=None,
+                   help="log lines as text (default) or one JSON object per line; overrides [log] format")
     s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("exporter", help="serve this host's certificates on /metrics with no collector "
+                                        "(like x509-certificate-exporter)")
+    s.add_argument("--config", required=True, help="agent TOML config (its stores; [metrics] listen)")
+    s.add_argument("--listen", metavar="HOST:PORT", help="default: [metrics] listen, else 127.0.0.1:9793")
+    s.add_argument("--log-format", choices=("plain", "json"), default=None, help="plain (default) or json")
+    s.set_defaults(func=cmd_exporter)
 
     s = sub.add_parser("doctor", help="check config, stores, data dir, identity, collector and clock; exit 1 on a failure")
     s.add_argument("--config", required=True, help="agent TOML config")
@@ -121,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     ns = build_parser().parse_args(argv)
     # one-shot commands print their result; the service logs as it goes
-    _setup_logging(ns.verbose, quiet=ns.command != "run" or getattr(ns, "once", False))
+    _setup_logging(ns.verbose, quiet=ns.command not in ("run", "exporter") or getattr(ns, "once", False))
     try:
         return ns.func(ns)
     except AgentError as e:

@@ -36,6 +36,7 @@ from agent.config.values import Secret, Table, Where, parse_duration, parse_size
 from agent.discovery.settings import parse_discovery
 from agent.endpoints.settings import parse_endpoints
 from agent.errors import ConfigError, ReloadNotAllowed
+from agent.metrics.settings import parse_log, parse_metrics
 from agent.windows.settings import parse_windows
 
 __all__ = [
@@ -47,7 +48,7 @@ __all__ = [
 
 #: The feature sections, each parsed by its feature into the AgentConfig field of the same name (an absent
 #: section is parsed from {}, so features get their defaults).
-SECTIONS = ("endpoints", "discovery", "windows")
+SECTIONS = ("endpoints", "discovery", "windows", "metrics", "log")
 
 
 def load_config(path: str | os.PathLike[str]) -> AgentConfig:
@@ -124,6 +125,8 @@ def parse_config(text: str, path: Path | None = None, world_readable: bool = Fal
         endpoints=parse_endpoints(_section(doc, "endpoints", where, base)),             # "[endpoints]: msg"
         discovery=parse_discovery(_section(doc, "discovery", where, base, keyed=True)),  # "[discovery] key: msg"
         windows=parse_windows(_section(doc, "windows", where, base, keyed=True)),        # "[windows] key: msg"
+        metrics=parse_metrics(_section(doc, "metrics", where, base, keyed=True)),        # "[metrics] key: msg"
+        log=parse_log(_section(doc, "log", where, base, keyed=True)),                    # "[log] key: msg"
     )
 
 

@@ -53,6 +53,7 @@ from typing import Any, Mapping
 
 from agent.config.values import Secret, Table, Where, parse_size
 from agent.discovery.settings import DiscoverySettings
+from agent.metrics.settings import LogSettings, MetricsSettings
 from agent.endpoints.settings import EndpointSettings
 from agent.errors import ConfigError, PasswordUnavailable, ReloadNotAllowed
 from agent.scan.globs import store_for
@@ -205,6 +206,8 @@ class AgentConfig:
     endpoints: EndpointSettings = field(default_factory=EndpointSettings)      # [endpoints]
     discovery: DiscoverySettings = field(default_factory=DiscoverySettings)    # [discovery]
     windows: WindowsSettings = field(default_factory=WindowsSettings)          # [windows]
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)          # [metrics]: exporter mode
+    log: LogSettings = field(default_factory=LogSettings)                      # [log]
 
     def reload_action(self, name: str) -> ReloadAction:
         """The reload action called ``name``.

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import logging
 from typing import Any, AsyncIterator, Callable
 
@@ -59,15 +60,16 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         agent_id = await self.auth.agent(context)
         report = self.inventory.receive(agent_id)
         loop = asyncio.get_running_loop()
+        run = contextvars.copy_context().run     # the call's log fields (request id, agent id) go along
         # One thread per report: the report is one database transaction, used step by step as
         # chunks arrive, never concurrently; chunks are converted there too (the loop stays free).
         with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="report") as pool:
             try:
                 async for chunk in request_iterator:
-                    await loop.run_in_executor(pool, lambda c=chunk: report.add(convert.report_chunk_in(c)))
-                result = await loop.run_in_executor(pool, report.finish)
+                    await loop.run_in_executor(pool, run, lambda c=chunk: report.add(convert.report_chunk_in(c)))
+                result = await loop.run_in_executor(pool, run, report.finish)
             finally:
-                await loop.run_in_executor(pool, report.abort)   # a report that did not finish
+                await loop.run_in_executor(pool, run, report.abort)   # a report that did not finish
         self._in_background(report.evaluate)
         return convert.report_ack_out(result)
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import grpc
 
+from certfleet.logformat import set_log_fields
 from collector import errors
 from collector.api.errors import current_method
 from collector.pki import Identity, identity_from_pem
@@ -102,6 +103,7 @@ class Authenticator:
             raise errors.Unauthenticated(
                 f"agent {ident.name} is unknown, revoked, or presents a replaced certificate; enroll it again"
             )
+        set_log_fields(agent_id=ident.name)     # the rest of this call logs for this (verified) agent
         return ident.name
 
     async def admin(self, context: grpc.aio.ServicerContext, permission: str) -> AdminCaller:

@@ -8,6 +8,7 @@ import pathlib
 import sys
 
 from collector import __version__
+from certfleet.logformat import configure
 from collector.errors import CollectorError
 
 log = logging.getLogger("certfleet.collector")
@@ -15,11 +16,8 @@ log = logging.getLogger("certfleet.collector")
 ROLES = ("admin", "operator", "owner", "auditor")
 
 
-def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+def _setup_logging(verbose: bool, fmt: str = "plain") -> None:
+    configure(fmt, logging.DEBUG if verbose else logging.INFO)   # certfleet/logformat.py: plain or json lines
     if not verbose:
         logging.getLogger("alembic").setLevel(logging.WARNING)
 
@@ -34,6 +32,8 @@ def cmd_serve(ns: argparse.Namespace) -> int:
     from collector.server.server import serve
 
     config = load_config(ns.config)
+    if (ns.log_format or config.log.format) != "plain":   # --log-format, else [log] format
+        _setup_logging(ns.verbose, ns.log_format or config.log.format)
 
     def ready(server) -> None:  # noqa: ANN001
         print(
@@ -127,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("serve", help="run the collector")
     s.add_argument("--config", required=True, help="collector TOML config")
+    s.add_argument("--log-format", choices=("plain", "json"), default=None,
+                   help="log lines as text (default) or one JSON object per line; overrides [log] format")
     s.set_defaults(func=cmd_serve)
     s = sub.add_parser("init-admin", help="write an admin identity and a client config for the certfleet CLI")
     s.add_argument("--config", required=True, help="collector TOML config")

@@ -26,6 +26,7 @@ import logging
 import os
 import socket
 import sys
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -34,6 +35,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from collector.errors import DatabaseUnavailable
+from collector.metrics.recorder import NULL, Recorder
 from collector.registry.leases import slot_of
 
 log = logging.getLogger(__name__)
@@ -81,6 +83,7 @@ class Scheduler:
         self.runs: dict[str, int] = {}          # runs this instance won, by job name
         self._aps: AsyncIOScheduler | None = None
         self._running: set[asyncio.Task[Any]] = set()
+        self.recorder: Recorder = NULL     # the metrics (collector/metrics/recorder.py); set by the composition root
 
     def add(self, name: str, func: Callable[[], Any], interval_seconds: float, ttl: float | None = None,
             *, jitter: float | None = None) -> None:
@@ -155,6 +158,7 @@ class Scheduler:
             return False
         self.runs[job.name] = self.runs.get(job.name, 0) + 1
         renewer = asyncio.create_task(self._renew(job))
+        t0 = time.perf_counter()
         try:
             try:
                 value = await asyncio.to_thread(job.func)
@@ -164,6 +168,7 @@ class Scheduler:
                 result = f"error: {type(e).__name__}: {e}"
         finally:
             renewer.cancel()     # cancelled (shutdown, death): the lease is left to expire
+        self.recorder.scheduler_run(job.name, result.split(":", 1)[0], time.perf_counter() - t0)
         try:
             if not await asyncio.to_thread(leases.release, job.name, self.instance_id, self.clock(), result):
                 log.warning("%s: the lease had expired before the run ended (ttl %.0fs)", job.name, job.ttl)

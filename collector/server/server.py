@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import grpc
+from prometheus_client import CollectorRegistry, disable_created_metrics
 
 from collector.api.admin import AdminServicer
 from collector.api.agents import AgentServicer
@@ -32,6 +33,10 @@ from collector.api.routes import add_enrollment_service, add_main_services
 from collector.config.core import CollectorConfig, ConfigError
 from collector.issuers.factory import build_issuers, check_template_issuers
 from collector.issuers.solvers import CallbackHttp01Solver
+from collector.metrics.fleet import FleetCollector, Refreshed, expiry_counts, owner_counts, violation_counts
+from collector.metrics.instruments import PromRecorder, watch_engine
+from collector.metrics.interceptor import CallMetrics
+from collector.metrics.recorder import NULL, Recorder
 from collector.pki import CollectorCA
 from collector.registry import Registry
 from collector.server.listen import GRPC_OPTIONS, bind
@@ -45,6 +50,7 @@ from collector.services.inventory import Inventory
 from collector.services.notifier import Notifier
 from collector.services.policy_runner import PolicyEvaluator
 from collector.services.renewal import RenewalService
+from certfleet.metricshttp import MetricsServer
 
 log = logging.getLogger(__name__)
 MAX_MESSAGE = 32 * 1024 * 1024
@@ -132,14 +138,38 @@ class CollectorServer:
             ("grpc.max_send_message_length", MAX_MESSAGE),
             *GRPC_OPTIONS,
         ]
+        # [metrics]: one prometheus_client registry per process; the recorder goes to the services
+        self.prom: CollectorRegistry | None = None
+        self.recorder: Recorder = NULL
+        self.refreshed: list[tuple[Refreshed, float]] = []     # computed in the background, served by scrapes
+        interceptors: list[grpc.aio.ServerInterceptor] = []
+        if cfg.metrics.enabled:
+            disable_created_metrics()     # no *_created series: they double the counters' series for nothing
+            self.prom = CollectorRegistry()
+            self.recorder = PromRecorder(self.prom)
+            interceptors.append(CallMetrics(self.prom))
+            expiry, owners = expiry_counts(state.registry, clock), owner_counts(state.registry, clock)
+            violations = violation_counts(state.registry)
+            self.refreshed = [(expiry, cfg.metrics.refresh), (violations, cfg.metrics.refresh),
+                              (owners, cfg.metrics.owner_refresh)]
+            self.prom.register(FleetCollector(
+                state.registry, silent_after=cfg.notify.agent_silent_after, connected=lambda: len(self.hub.connected()),
+                expiry=expiry, owners=owners, violations=violations, recorder=self.recorder, clock=clock,
+                instance=lambda: self.scheduler.instance_id if getattr(self, "scheduler", None) else None))
+            watch_engine(state.registry.engine, self.recorder)
+        self.notifier.recorder = self.recorder
+        if state.renewal is not None:
+            state.renewal.recorder = self.recorder
+        inventory = Inventory(state.registry, clock, on_new_violation)
+        inventory.recorder = self.recorder
         lifetime = dt.timedelta(seconds=cfg.agent_cert_lifetime)
         enrollment = Enrollment(state.registry, state.ca, lifetime, clock)
         self.policy = policy_evaluator(cfg, state.registry, clock, on_new_violation)
         self.retention = AuditRetention(state.registry, cfg.audit, clock)
-        self.main = grpc.aio.server(options=options)
+        self.main = grpc.aio.server(options=options, interceptors=interceptors)
         add_main_services(
             self.main,
-            agents=AgentServicer(auth, Inventory(state.registry, clock, on_new_violation),
+            agents=AgentServicer(auth, inventory,
                                  AgentSessions(state.registry, clock, state.renewal), enrollment, hub=self.hub),
             admin=AdminServicer(state.registry, state.ca, auth, cfg.enroll_endpoint, cfg.token_ttl, clock,
                                 renewal=state.renewal, hub=self.hub),
@@ -150,7 +180,7 @@ class CollectorServer:
             notify=NotifyServicer(self.notifier, auth, clock),
             netscan=DiscoveryServicer(state.registry, auth, clock, hub=self.hub),
         )
-        self.enroll = grpc.aio.server(options=options)
+        self.enroll = grpc.aio.server(options=options, interceptors=interceptors)
         add_enrollment_service(self.enroll, EnrollmentServicer(enrollment, cfg.agent_endpoint))
         pair = [(state.server_key_pem, state.server_cert_pem)]
         main_creds = grpc.ssl_server_credentials(pair, root_certificates=state.ca.cert_pem, require_client_auth=True)
@@ -167,6 +197,16 @@ class CollectorServer:
         await self.enroll.start()
         self.scheduler = self.build_scheduler()
         self.scheduler.start()
+        self.metrics_server: MetricsServer | None = None
+        self.metrics_port: int | None = None
+        if self.prom is not None:
+            host, port = self.state.config.metrics.host_port()
+            self.metrics_server = MetricsServer(self.prom, host, port, self.state.config.metrics.token())
+            self.metrics_server.start()
+            self.metrics_port = self.metrics_server.port
+            self._refresh_tasks = [asyncio.create_task(self._refresh(part, every)) for part, every in self.refreshed]
+            log.info("metrics on http://%s:%d/metrics%s", host, self.metrics_port,
+                     " (bearer token)" if self.state.config.metrics.bearer_token_file else "")
         log.info(
             "collector listening: agents/admin on %s (mutual TLS), enrollment on %s; CA fingerprint %s",
             self.state.config.listen, self.state.config.enroll_listen, self.state.ca.fingerprint_sha256,
@@ -182,6 +222,7 @@ class CollectorServer:
         jobs use. Silent agents are part of the notification run (Notifier.agent_notices).
         """
         sched = Scheduler(self.state.registry)
+        sched.recorder = self.recorder
         if self.state.renewal is not None:
             # jobs past their deadline become stuck, visibly, whichever collector notices first
             sched.add("renewal.sweep", self.state.renewal.sweep, self.SWEEP_INTERVAL)
@@ -205,9 +246,24 @@ class CollectorServer:
             log.warning("network scan %s on agent %s failed: %s", scan.scan_id, scan.agent_id, scan.reason)
         return len(failed)
 
+    async def _refresh(self, part: Refreshed, every: float) -> None:
+        """The expiry windows and the owner breakdown: recounted in a thread every ``every`` seconds
+        (collector/metrics/fleet.py); the scrapes serve the last counts."""
+        while True:
+            try:
+                await asyncio.to_thread(part.refresh)
+            except Exception as e:  # noqa: BLE001 - the next round tries again
+                log.warning("metrics: computing %s failed: %s", part.part, e)
+                self.recorder.db_error(type(e).__name__)
+            await asyncio.sleep(every)
+
     async def stop(self, grace: float = 5.0) -> None:
         if getattr(self, "scheduler", None) is not None:
             await self.scheduler.shutdown()
+        if getattr(self, "metrics_server", None) is not None:
+            for task in self._refresh_tasks:
+                task.cancel()
+            self.metrics_server.stop()
         await asyncio.gather(self.main.stop(grace), self.enroll.stop(grace))
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from collector import errors
+from collector.metrics.recorder import NULL, Recorder
 from collector.registry import Registry, ReportTxn
 from collector.registry.types import LocationIn, LocationKeyIn, ReportHeaderIn, ReportResult, ScanErrorIn
 
@@ -44,6 +45,7 @@ class Inventory:
         self.clock = clock
         #: told of each new policy violation a report brings (the notifier's, when configured)
         self.on_new_violation = on_new_violation
+        self.recorder: Recorder = NULL     # the metrics (collector/metrics/recorder.py); set by the composition root
 
     def receive(self, agent_id: str) -> IncomingReport:
         return IncomingReport(self, agent_id)
@@ -88,6 +90,7 @@ class IncomingReport:
             self._registry_seconds += time.perf_counter() - t0
         self._txn = None
         self.result = result
+        self.inventory.recorder.report_ingested("stored" if result.stored else "resync", time.perf_counter() - self._started)
         log.info(
             "report from %s: stored=%s seq=%d upserted=%d removed=%d new_certs=%d resync=%s in %.2fs (registry %.2fs)",
             self.agent_id, result.stored, result.sequence, result.locations_upserted, result.locations_removed,
@@ -101,6 +104,7 @@ class IncomingReport:
         if self._txn is not None:
             txn, self._txn = self._txn, None
             txn.abort()
+            self.inventory.recorder.report_ingested("error", time.perf_counter() - self._started)
 
     def evaluate(self) -> None:
         """Evaluate the agent's certificates against the policy once the report is stored

@@ -30,6 +30,7 @@ from collector.domain import notices as dec
 from collector.notify.channels import ChannelError, Message
 from collector.notify.channels.webhook import ticket_fields
 from collector.config.notify import NotifySettings
+from collector.metrics.recorder import NULL, Recorder
 from collector.registry.expiry import ExpiryStore
 from collector.registry.notify import DeliveryIn, NotifyStore
 
@@ -58,6 +59,7 @@ class Notifier:
         self.store = NotifyStore(registry.engine)
         #: the channels, made now: a missing secret file or variable fails the start, not a delivery
         self.channels = settings.channels
+        self.recorder: Recorder = NULL     # the metrics (collector/metrics/recorder.py); set by the composition root
 
     @property
     def enabled(self) -> bool:
@@ -334,6 +336,7 @@ class Notifier:
             for d in items:
                 if self.store.claim_delivery(d.id, now, SEND_LEASE):
                     out.append(self._attempt(d, now))
+                    self.recorder.delivery_attempted(d.channel, out[-1])
             return out
 
         with concurrent.futures.ThreadPoolExecutor(max_workers=min(8, len(by_channel)),

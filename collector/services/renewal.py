@@ -37,6 +37,7 @@ from collector.domain.policy import RequestFacts
 from collector.domain.scope import renew_targets
 from collector.domain.templates import SubjectNames, Template, check_request
 from collector.issuers.base import Issuer, KnowsIssued, RevocationReason, SupportsRoot
+from collector.metrics.recorder import NULL, Recorder
 from collector.registry import Registry
 from collector.registry.types import JobView, LocationKeyIn, LocationSelector
 from collector.services.challenges import ChallengeBroker
@@ -74,6 +75,7 @@ class RenewalService:
         self.templates = templates
         self.default_template = default_template
         self.clock = clock
+        self.recorder: Recorder = NULL     # the metrics (collector/metrics/recorder.py); set by the composition root
 
     def template(self, name: str) -> Template:
         name = name or self.default_template
@@ -237,6 +239,7 @@ class RenewalService:
                 served_fingerprint=update.served_fingerprint, result_detail=detail,
             )
             log.info("job %s %s on agent %s: %s", job.job_id, last, agent_id, update.reason)
+            self.recorder.renewal_finished(last, (now - job.created_at).total_seconds())
             if last == jobs.VERIFIED and job.certificate_der:
                 self._show_installed(job, now)
         else:
@@ -269,6 +272,7 @@ class RenewalService:
             raise
         except errors.CollectorError as e:        # refused: final, with the issuer's reason
             self.registry.jobs.advance(job_id, jobs.FAILED, self.clock(), reason=f"issuer {tpl.issuer}: {e}")
+            self.recorder.renewal_finished(jobs.FAILED, (self.clock() - job.created_at).total_seconds())
             return
         except Exception as e:  # noqa: BLE001 - an unexpected failure: retry, then fail visibly
             log.exception("issuer %s failed for job %s", tpl.issuer, job_id)
@@ -297,6 +301,7 @@ class RenewalService:
         else:
             self.registry.jobs.advance(job.job_id, jobs.FAILED, self.clock(),
                                        reason=f"{what}; gave up after {MAX_ATTEMPTS} attempts")
+            self.recorder.renewal_finished(jobs.FAILED, (self.clock() - job.created_at).total_seconds())
 
     def sweep(self) -> int:
         """Mark jobs past their deadline as stuck; return how many."""

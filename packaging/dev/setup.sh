@@ -46,6 +46,7 @@ command -v pebble >/dev/null 2>&1 || need+=(pebble)                   # real ACM
 { [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import ensurepip' 2>/dev/null; } || need+=(python3-venv)
 { [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import sysconfig, os, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' 2>/dev/null; } || need+=(python3-dev)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)              # metrics tests: real Prometheus server + promtool rule tests
 PY=$(pick_python || true)
 if [ -z "$PY" ]; then
   need+=(python3 python3-venv python3-dev)
