@@ -65,3 +65,11 @@ class IssuerError(CollectorError):
 
 class IssuerUnavailable(IssuerError):
     """The issuer could not be reached or did not answer in time: worth trying again later."""
+
+
+class ResourceExhausted(CollectorError):
+    """A caller asked for more than its share: too large, too many, or one already in flight."""
+
+
+class TooSlow(CollectorError):
+    """A stream did not send its next message, or did not end, within the collector's deadline."""

@@ -3,8 +3,9 @@
 Thin: who is calling (collector/api/auth.py), then the service, with messages converted at the
 door (collector/api/convert.py):
 
-- ``Report``: chunks into the agent's report (collector/services/inventory.py), all on one
-  thread of its own; the policy evaluation of a stored report runs in the background;
+- ``Report``: the chunks are received whole within the ``[limits]`` (deadlines, caps; one report
+  in flight per agent) into a spool, then stored in one short transaction
+  (collector/services/inventory.py); the policy evaluation of a stored report runs in the background;
 - ``Connect``: the agent's session (collector/services/agent_session.py) says what to send; this
   servicer writes it, reads what the agent sends back and hands it over, and waits (woken by the
   hub when a job is made for the agent, else polling);
@@ -13,7 +14,6 @@ door (collector/api/convert.py):
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import logging
 from typing import Any, AsyncIterator, Callable
 
@@ -25,6 +25,8 @@ from collector.api import convert
 from collector.api.auth import Authenticator
 from collector.api.errors import status_for, unary
 from collector.api.hub import AgentHub
+from collector.api.streams import Spool, bounded
+from collector.config.limits import StreamLimits
 from collector.services.agent_session import AgentSession, AgentSessions
 from collector.services.enrollment import Enrollment
 from collector.services.inventory import Inventory
@@ -35,7 +37,7 @@ log = logging.getLogger(__name__)
 class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     def __init__(
         self, auth: Authenticator, inventory: Inventory, sessions: AgentSessions, enrollment: Enrollment,
-        hub: AgentHub | None = None, poll_seconds: float = 2.0,
+        hub: AgentHub | None = None, poll_seconds: float = 2.0, limits: StreamLimits | None = None,
     ) -> None:
         self.auth = auth
         self.inventory = inventory
@@ -44,6 +46,8 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         self.hub = hub or AgentHub()
         self.poll_seconds = poll_seconds
         self._background: set[asyncio.Task] = set()
+        self.limits = limits or StreamLimits()
+        self._reporting: set[str] = set()   # agents with a report in flight (one each)
 
     def _in_background(self, fn: Callable[..., Any], *args: Any) -> asyncio.Task:
         """Run a blocking call off the event loop without waiting for it (the task is kept until done)."""
@@ -57,17 +61,18 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         self, request_iterator: AsyncIterator[agent_pb2.ReportChunk], context: grpc.aio.ServicerContext
     ) -> agent_pb2.ReportAck:
         agent_id = await self.auth.agent(context)
-        report = self.inventory.receive(agent_id)
-        loop = asyncio.get_running_loop()
-        # One thread per report: the report is one database transaction, used step by step as
-        # chunks arrive, never concurrently; chunks are converted there too (the loop stays free).
-        with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="report") as pool:
-            try:
-                async for chunk in request_iterator:
-                    await loop.run_in_executor(pool, lambda c=chunk: report.add(convert.report_chunk_in(c)))
-                result = await loop.run_in_executor(pool, report.finish)
-            finally:
-                await loop.run_in_executor(pool, report.abort)   # a report that did not finish
+        if agent_id in self._reporting:
+            raise errors.ResourceExhausted(f"a report from agent {agent_id} is already in flight; send one at a time")
+        self._reporting.add(agent_id)
+        try:
+            # Received whole first (deadlines and caps: collector/api/streams.py), into a spool: a slow
+            # or silent agent holds a spool, never the database. Then stored in one short transaction.
+            with await Spool.fill(bounded(request_iterator, self.limits, "report")) as spool:
+                report = self.inventory.receive(agent_id)
+                chunks = (convert.report_chunk_in(c) for c in spool.read(agent_pb2.ReportChunk))
+                result = await asyncio.to_thread(report.store, chunks)
+        finally:
+            self._reporting.discard(agent_id)
         self._in_background(report.evaluate)
         return convert.report_ack_out(result)
 

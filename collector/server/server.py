@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import pathlib
 import signal
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -33,9 +34,11 @@ from collector.config.core import CollectorConfig, ConfigError
 from collector.issuers.factory import build_issuers, check_template_issuers
 from collector.issuers.solvers import CallbackHttp01Solver
 from collector.pki import CollectorCA
+from collector.pki.auditkey import load_or_create_audit_key
 from collector.registry import Registry
 from collector.server.scheduler import Scheduler
 from collector.services.agent_session import AgentSessions
+from collector.services.audit_checkpoint import AuditCheckpointer
 from collector.services.audit_retention import AuditRetention
 from collector.services.autorenew import AutoRenewer, build_autorenewer
 from collector.services.challenges import ChallengeBroker
@@ -94,6 +97,27 @@ def policy_evaluator(config: CollectorConfig, registry: Registry, clock: Callabl
     return PolicyEvaluator(registry, config.policy, clock, on_new_violation)
 
 
+def audit_key_path(config: CollectorConfig) -> pathlib.Path:
+    """``[audit] key_file``, against the config file's folder; default ``<data_dir>/audit.key``."""
+    if not config.audit.key_file:
+        return config.data_dir / "audit.key"
+    p = pathlib.Path(config.audit.key_file)
+    return p if p.is_absolute() else config.base_dir / p
+
+
+def key_audit(config: CollectorConfig, registry: Registry, now: dt.datetime) -> None:
+    """Key the audit chain from here on. The first time this collector has the key (no marker file
+    beside it, which the database cannot fake) a cut-over event is recorded unless the chain has one;
+    later starts never record one, so a chain made unkeyed with database access stays broken."""
+    path = audit_key_path(config)
+    marker = path.with_name(path.name + ".cutover")
+    seq = registry.use_audit_key(load_or_create_audit_key(path), now, cut_over=not marker.exists())
+    if not marker.exists():
+        marker.write_text(f"audit chain keyed; cut-over event: {seq or 'already in the chain'}\n")
+        if seq:
+            log.info("audit chain keyed from event %d on (the cut-over)", seq)
+
+
 def prepare(config: CollectorConfig, clock: Callable[[], dt.datetime] = utcnow) -> CollectorState:
     """Create the data directory, the CA and server identity on first start, open the registry."""
     config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -103,6 +127,7 @@ def prepare(config: CollectorConfig, clock: Callable[[], dt.datetime] = utcnow) 
     cert_path, key_path = ca.server_identity(config.pki_dir, list(config.server_names), now)
     registry = Registry.open(config.database_url)
     try:
+        key_audit(config, registry, now)
         renewal = build_renewal(config, registry, clock)
         autorenew = build_autorenewer(config, registry, renewal, clock)
         policy_evaluator(config, registry, clock).load_file()   # [policy] file, when it changed
@@ -134,11 +159,13 @@ class CollectorServer:
         enrollment = Enrollment(state.registry, state.ca, lifetime, clock)
         self.policy = policy_evaluator(cfg, state.registry, clock, on_new_violation)
         self.retention = AuditRetention(state.registry, cfg.audit, clock)
+        self.checkpoints = AuditCheckpointer(state.registry, state.ca.sign, state.ca.fingerprint_sha256, clock)
         self.main = grpc.aio.server(options=options)
         add_main_services(
             self.main,
             agents=AgentServicer(auth, Inventory(state.registry, clock, on_new_violation),
-                                 AgentSessions(state.registry, clock, state.renewal), enrollment, hub=self.hub),
+                                 AgentSessions(state.registry, clock, state.renewal), enrollment, hub=self.hub,
+                                 limits=cfg.limits),
             admin=AdminServicer(state.registry, state.ca, auth, cfg.enroll_endpoint, cfg.token_ttl, clock,
                                 renewal=state.renewal, hub=self.hub),
             audit=AuditServicer(state.registry, auth, clock),
@@ -195,6 +222,7 @@ class CollectorServer:
         if self.notifier.enabled:
             sched.add("notify.run", self.notifier.run_once, self.notifier.settings.interval.total_seconds())
         sched.add("audit.retention", self.retention.run_once, self.retention.settings.purge_interval.total_seconds())
+        sched.add("audit.checkpoint", self.checkpoints.run_once, self.state.config.audit.checkpoint_interval.total_seconds())
         return sched
 
     def sweep_scans(self) -> int:
