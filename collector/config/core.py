@@ -18,7 +18,7 @@ admin_cert_lifetime = "365d"
 The other tables, each read by its own module of this package: ``[issuers.<name>]`` (each issuer
 type reads its settings: collector/issuers/settings.py), ``[templates.<name>]`` (templates.py),
 ``[renewal]`` and ``[[renewal.auto]]`` (renewal.py), ``[policy]`` (policy.py), ``[notify]`` and
-``[[notify.channel]]`` (notify.py), ``[audit]`` (audit.py), ``[limits]`` (limits.py). Errors name the file and line.
+``[[notify.channel]]`` (notify.py), ``[audit]`` (audit.py), ``[limits]`` (limits.py), ``[netscan]`` (netscan.py). Errors name the file and line.
 """
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ from typing import Any, Mapping
 
 from collector.config.audit import AuditSettings
 from collector.config.limits import StreamLimits
+from collector.config.netscan import NetscanSettings
 from collector.config.notify import NotifySettings
 from collector.config.policy import PolicySettings
 from collector.config.reader import ConfigError, Table, Where, parse_duration
@@ -49,7 +50,7 @@ def split_hostport(value: str, what: str) -> tuple[str, int]:
 
 
 #: the tables a collector config may have
-TABLES = ("collector", "issuers", "templates", "renewal", "policy", "notify", "audit", "limits")
+TABLES = ("collector", "issuers", "templates", "renewal", "policy", "notify", "audit", "limits", "netscan")
 _KEYS = {
     "data_dir", "database_url", "listen", "enroll_listen", "advertise", "enroll_advertise",
     "server_names", "token_ttl", "agent_cert_lifetime", "admin_cert_lifetime",
@@ -77,6 +78,7 @@ class CollectorConfig:
     notify: NotifySettings = field(default_factory=NotifySettings)
     audit: AuditSettings = field(default_factory=AuditSettings)
     limits: StreamLimits = field(default_factory=StreamLimits)
+    netscan: NetscanSettings = field(default_factory=NetscanSettings)
     #: the tables after [collector] as written, for tools that compare what the file says; every
     #: feature reads its typed value above
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -164,6 +166,7 @@ def config_from_dict(raw: Mapping[str, Any], base: pathlib.Path, path: pathlib.P
         notify=NotifySettings.from_table(root.table("notify", "[notify]", error=NotifyConfigError)),
         audit=AuditSettings.from_table(root.table("audit", "[audit]")),
         limits=StreamLimits.from_table(root.table("limits", "[limits]")),
+        netscan=NetscanSettings.from_table(root.table("netscan", "[netscan]")),
         extra={k: v for k, v in raw.items() if k != "collector"},
     )
 

@@ -173,7 +173,8 @@ class CollectorServer:
             policy=PolicyServicer(state.registry, auth, clock, on_new_violation),
             reports=ReportServicer(state.registry, auth, clock),
             notify=NotifyServicer(self.notifier, auth, clock),
-            netscan=DiscoveryServicer(state.registry, auth, clock, hub=self.hub),
+            netscan=DiscoveryServicer(state.registry, auth, clock, hub=self.hub,
+                                      allowed_ranges=cfg.netscan.allowed_ranges),
         )
         self.enroll = grpc.aio.server(options=options)
         add_enrollment_service(self.enroll, EnrollmentServicer(enrollment, cfg.agent_endpoint))
