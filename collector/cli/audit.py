@@ -30,10 +30,9 @@ from collector.cli.args import parse_time
 from collector.cli.command import TIMEOUT, add_format, add_group, handles, terminal_width
 from collector.cli.format import dumps, fit
 from collector.config.client import load_client_config
-from collector.domain.auditchain import CHECKPOINT, CHECKPOINT_FIELDS, at_text, checkpoint_payload, parse_at, verify_events
-from collector.pki import read_certificates
-from collector.pki.auditkey import read_audit_key
-from collector.pki.ca import verify_signature
+from collector.domain.auditchain import (
+    CHECKPOINT, CHECKPOINT_FIELDS, at_text, checkpoint_signed, parse_at, parse_audit_key, verify_events,
+)
 from collector.errors import CollectorError, InvalidInput
 
 EXPORT_TIMEOUT = 3600.0
@@ -82,7 +81,7 @@ def events_table(events: Iterable[dict[str, Any]], width: int) -> str:
 
 def cmd_verify(channel: grpc.Channel, ns: argparse.Namespace) -> int:
     if ns.file:
-        key = read_audit_key(pathlib.Path(ns.key_file)) if ns.key_file else None
+        key = _read_key(pathlib.Path(ns.key_file)) if ns.key_file else None
         result = verify_events(_read_jsonl(pathlib.Path(ns.file)), key=key)
         if result.ok:
             print(f"export {ns.file} is intact: {result.checked} event(s) follow each other")
@@ -109,17 +108,27 @@ def cmd_verify(channel: grpc.Channel, ns: argparse.Namespace) -> int:
     return 1
 
 
-def _ca_cert(ns: argparse.Namespace) -> Any:
-    certs = read_certificates(load_client_config(ns.config).ca)
-    return certs[0]
-
-
 def _signed(cp: dict[str, Any], ns: argparse.Namespace) -> bool:
+    """Signed by the CA this admin trusts (the client config's ``ca``)."""
+    ca = load_client_config(ns.config).ca
+    try:
+        ca_pem = ca.read_bytes()
+    except OSError as e:
+        raise CollectorError(f"cannot read the CA certificate {ca}: {e.strerror}") from None
     try:
         signature = base64.b64decode(cp["signature"], validate=True)
-        return verify_signature(_ca_cert(ns), checkpoint_payload(cp), signature)
     except (KeyError, TypeError, ValueError):
         return False
+    return checkpoint_signed(cp, signature, ca_pem)
+
+
+def _read_key(path: pathlib.Path) -> bytes:
+    try:
+        return parse_audit_key(path.read_text(encoding="ascii"))
+    except OSError as e:
+        raise CollectorError(f"cannot read the audit key {path}: {e.strerror}") from None
+    except (ValueError, UnicodeError) as e:
+        raise InvalidInput(f"{path}: not an audit key: {e}") from None
 
 
 def checkpoint_check(stub: Any, ns: argparse.Namespace, r: Any) -> int:
@@ -247,12 +256,6 @@ def register(subparsers: Any) -> None:
     add_format(s, "text", "json")
     handles(s, cmd_verify)
 
-    cp = audit.add_parser("checkpoint", help="signed checkpoints of the chain's head")
-    cps = cp.add_subparsers(dest="checkpoint_command", required=True)
-    s = cps.add_parser("export", help="write the newest signed checkpoint (for an external system to keep)")
-    s.add_argument("--out", metavar="FILE", help="write to FILE (default: standard output)")
-    handles(s, cmd_checkpoint_export)
-
     s = audit.add_parser("export", help="events as JSON lines, oldest first")
     s.add_argument("--since", metavar="ISO", help="from this time (e.g. 2026-01-01 or 2026-01-01T00:00:00Z)")
     s.add_argument("--until", metavar="ISO", help="up to this time (exclusive)")
@@ -268,3 +271,9 @@ def register(subparsers: Any) -> None:
     s.add_argument("--limit", type=int, default=50)
     add_format(s, "table", "json")
     handles(s, cmd_list)
+
+    cp = audit.add_parser("checkpoint", help="signed checkpoints of the chain's head")
+    cps = cp.add_subparsers(dest="checkpoint_command", required=True)
+    s = cps.add_parser("export", help="write the newest signed checkpoint (for an external system to keep)")
+    s.add_argument("--out", metavar="FILE", help="write to FILE (default: standard output)")
+    handles(s, cmd_checkpoint_export)

@@ -238,3 +238,33 @@ def verify_events(events: Iterable[Mapping[str, Any]], anchor_seq: int | None = 
         if not check.feed(e):
             break
     return check.finish()
+
+
+def checkpoint_signed(cp: Mapping[str, Any], signature: bytes, ca_pem: bytes) -> bool:
+    """Whether ``signature`` is the CA's (the first certificate in ``ca_pem``) over ``cp``'s payload:
+    what ``audit verify --checkpoint`` and ``audit checkpoint export`` check, with no secret."""
+    from cryptography import x509  # only the checkpoint check needs it; the chain functions stay light
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+
+    try:
+        public = x509.load_pem_x509_certificates(ca_pem)[0].public_key()
+        data = checkpoint_payload(cp)
+        if isinstance(public, ec.EllipticCurvePublicKey):
+            public.verify(signature, data, ec.ECDSA(hashes.SHA256()))
+        elif isinstance(public, rsa.RSAPublicKey):
+            public.verify(signature, data, padding.PKCS1v15(), hashes.SHA256())
+        else:
+            return False
+    except (InvalidSignature, ValueError, KeyError, TypeError, IndexError):
+        return False
+    return True
+
+
+def parse_audit_key(text: str) -> bytes:
+    """The audit key from its file's text (hex); ValueError when it is not one."""
+    key = bytes.fromhex(text.strip())
+    if len(key) < 16:
+        raise ValueError(f"the audit key is too short ({len(key)} bytes; at least 16)")
+    return key

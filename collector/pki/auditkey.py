@@ -11,6 +11,7 @@ import os
 import secrets
 from pathlib import Path
 
+from collector.domain.auditchain import parse_audit_key
 from collector.errors import PKIError
 from collector.pki.files import check_private_mode
 
@@ -40,9 +41,6 @@ def read_audit_key(path: Path) -> bytes:
     except UnicodeError:
         raise PKIError(f"{path}: the audit key must be hex text") from None
     try:
-        key = bytes.fromhex(text)
-    except ValueError:
-        raise PKIError(f"{path}: the audit key must be hex text") from None
-    if len(key) < 16:
-        raise PKIError(f"{path}: the audit key is too short ({len(key)} bytes; at least 16)")
-    return key
+        return parse_audit_key(text)
+    except ValueError as e:
+        raise PKIError(f"{path}: not an audit key (hex text of at least 16 bytes): {e}") from None

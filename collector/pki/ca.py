@@ -68,7 +68,7 @@ class CollectorCA:
 
     def sign(self, data: bytes) -> bytes:
         """A signature of ``data`` by the CA key (audit checkpoints): whoever trusts the CA certificate
-        can check it with :func:`verify_signature`, without any secret."""
+        can check it (collector/domain/auditchain.py ``checkpoint_signed``), without any secret."""
         if isinstance(self._key, ec.EllipticCurvePrivateKey):
             return self._key.sign(data, ec.ECDSA(hashes.SHA256()))
         return self._key.sign(data, padding.PKCS1v15(), hashes.SHA256())
@@ -419,17 +419,3 @@ def _name_key(name: x509.GeneralName) -> tuple[str, str]:
 def _name_set(names: list[x509.GeneralName]) -> frozenset[tuple[str, str]]:
     return frozenset(_name_key(n) for n in names)
 
-
-def verify_signature(ca_cert: x509.Certificate, data: bytes, signature: bytes) -> bool:
-    """Whether ``signature`` is the CA's over ``data`` (:meth:`CollectorCA.sign`)."""
-    public = ca_cert.public_key()
-    try:
-        if isinstance(public, ec.EllipticCurvePublicKey):
-            public.verify(signature, data, ec.ECDSA(hashes.SHA256()))
-        elif isinstance(public, rsa.RSAPublicKey):
-            public.verify(signature, data, padding.PKCS1v15(), hashes.SHA256())
-        else:
-            return False
-    except InvalidSignature:
-        return False
-    return True
