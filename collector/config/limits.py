@@ -7,6 +7,7 @@ message_timeout = "30s"       # ... and send its next chunk within this (per mes
 report_max_bytes = "256MiB"   # a report's chunks together (serialised) may not exceed this
 report_max_chunks = 20000     # nor this many chunks
 connect_queue = 256           # agent messages of one command stream waiting to be applied
+enroll_per_minute = 10        # enrollment attempts per peer address (a burst of as many, then this rate)
 ```
 
 A report is received whole (spooled), then stored in one short transaction: a slow or silent
@@ -21,7 +22,8 @@ from collector.config.reader import Table
 
 __all__ = ["StreamLimits"]
 
-KEYS = frozenset({"stream_deadline", "message_timeout", "report_max_bytes", "report_max_chunks", "connect_queue"})
+KEYS = frozenset({"stream_deadline", "message_timeout", "report_max_bytes", "report_max_chunks", "connect_queue",
+                  "enroll_per_minute"})
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,7 @@ class StreamLimits:
     report_max_bytes: int = 256 * 1024 * 1024
     report_max_chunks: int = 20000
     connect_queue: int = 256
+    enroll_per_minute: int = 10
 
     @classmethod
     def from_table(cls, t: Table) -> StreamLimits:
@@ -44,10 +47,11 @@ class StreamLimits:
         except ValueError as e:
             raise t.error(f"[limits] report_max_bytes: {e}", "report_max_bytes") from None
         ints = {}
-        for key, default in (("report_max_chunks", 20000), ("connect_queue", 256)):
+        for key, default in (("report_max_chunks", 20000), ("connect_queue", 256), ("enroll_per_minute", 10)):
             v = t.get(key, default)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise t.error(f"[limits] {key} must be a positive whole number", key)
             ints[key] = v
         return cls(stream_deadline=deadline, message_timeout=timeout, report_max_bytes=max_bytes,
-                   report_max_chunks=ints["report_max_chunks"], connect_queue=ints["connect_queue"])
+                   report_max_chunks=ints["report_max_chunks"], connect_queue=ints["connect_queue"],
+                   enroll_per_minute=ints["enroll_per_minute"])

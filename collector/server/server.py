@@ -50,6 +50,8 @@ from collector.services.renewal import RenewalService
 
 log = logging.getLogger(__name__)
 MAX_MESSAGE = 32 * 1024 * 1024
+#: the enrollment listener takes a token, a CSR and host facts: a few KiB (anyone can reach it)
+ENROLL_MAX_MESSAGE = 64 * 1024
 
 
 def utcnow() -> dt.datetime:
@@ -176,8 +178,10 @@ class CollectorServer:
             netscan=DiscoveryServicer(state.registry, auth, clock, hub=self.hub,
                                       allowed_ranges=cfg.netscan.allowed_ranges),
         )
-        self.enroll = grpc.aio.server(options=options)
-        add_enrollment_service(self.enroll, EnrollmentServicer(enrollment, cfg.agent_endpoint))
+        self.enroll = grpc.aio.server(options=[("grpc.max_receive_message_length", ENROLL_MAX_MESSAGE),
+                                               ("grpc.max_send_message_length", MAX_MESSAGE)])
+        add_enrollment_service(self.enroll, EnrollmentServicer(
+            enrollment, cfg.agent_endpoint, per_minute=cfg.limits.enroll_per_minute, burst=cfg.limits.enroll_per_minute))
         pair = [(state.server_key_pem, state.server_cert_pem)]
         self.main_port = self.main.add_secure_port(
             cfg.listen,
