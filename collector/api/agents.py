@@ -114,16 +114,27 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
 
     async def _read(self, context: grpc.aio.ServicerContext, session: AgentSession, wake: asyncio.Event) -> None:
         """Hand every message the agent sends to its session. Job updates and scan progress are applied
-        in the background: issuing may wait for this same stream (an ACME challenge to place)."""
+        in the background: issuing may wait for this same stream (an ACME challenge to place). At most
+        ``[limits] connect_queue`` of them are in hand at once: beyond that this stops reading, and the
+        transport's flow control holds the agent back (backpressure), instead of a task per message."""
+        room = asyncio.Semaphore(self.limits.connect_queue)
+
+        def apply(fn: Callable[..., Any], *args: Any) -> asyncio.Task:
+            task = self._in_background(fn, *args)
+            task.add_done_callback(lambda _: room.release())
+            return task
+
         while True:
             msg = await context.read()
             if msg is grpc.aio.EOF:
                 return
             if msg.HasField("scan_progress"):
                 p = msg.scan_progress
-                self._in_background(session.on_scan_progress, p.scan_id, convert.scan_progress_in(p))
+                await room.acquire()
+                apply(session.on_scan_progress, p.scan_id, convert.scan_progress_in(p))
             elif msg.HasField("job_update"):
                 update = convert.job_update_in(msg.job_update)
                 if not session.take_answer(update):   # an ACME challenge answer is taken at once
-                    task = self._in_background(session.on_job_update, update)
+                    await room.acquire()
+                    task = apply(session.on_job_update, update)
                     task.add_done_callback(lambda _: wake.set())   # its next command goes out now
