@@ -26,7 +26,7 @@ DEFAULT_MAX_TARGETS = 4096      # address x port pairs
 MAX_SNI_NAMES = 16
 DEFAULT_TIMEOUT = 3.0
 DEFAULT_CONCURRENCY = 64
-SCAN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+SCAN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")   # fullmatch
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -116,7 +116,7 @@ def plan_scan(scan_id: str, targets: Sequence[str], ports: Sequence[int], *, rat
     ``[endpoints] network_scan_allowed``; None: not checked) refuses every range outside it
     (certfleet/ranges.py: loopback and link-local only when listed themselves).
     """
-    if not SCAN_ID.match(scan_id or ""):
+    if not SCAN_ID.fullmatch(scan_id or ""):
         raise ScanRefused(f"refusing a scan id that is not an id: {scan_id!r}")
     limit = min(max_targets, agent_max_targets) if max_targets else agent_max_targets
     if not targets:
