@@ -102,7 +102,7 @@ class AgentSession:
         if not jobs.is_challenge_answer(update.state):
             return False
         if self.renewal is not None:
-            self.renewal.broker.ack(update)
+            self.renewal.broker.ack(update, self.agent_id)
         return True
 
     def _log_allowed(self) -> bool:
