@@ -2,9 +2,10 @@
 
 ```toml
 [limits]
-stream_deadline = "5m"        # a Report stream must end within this (server deadline per stream)
-message_timeout = "30s"       # ... and send its next chunk within this (per message)
-report_max_bytes = "256MiB"   # a report's chunks together (serialised) may not exceed this
+stream_deadline = "10m"       # a Report stream must end within this (server deadline per stream; the
+                              # agent gives a whole report 10 minutes too)
+message_timeout = "2m"        # ... and send its next chunk within this (the agent scans while it streams)
+report_max_bytes = "1GiB"     # a report's chunks together (serialised) may not exceed this
 report_max_chunks = 20000     # nor this many chunks
 connect_queue = 256           # agent messages of one command stream waiting to be applied
 enroll_per_minute = 10        # enrollment attempts per peer address (a burst of as many, then this rate)
@@ -28,9 +29,9 @@ KEYS = frozenset({"stream_deadline", "message_timeout", "report_max_bytes", "rep
 
 @dataclass(frozen=True)
 class StreamLimits:
-    stream_deadline: float = 300.0
-    message_timeout: float = 30.0
-    report_max_bytes: int = 256 * 1024 * 1024
+    stream_deadline: float = 600.0
+    message_timeout: float = 120.0
+    report_max_bytes: int = 1024 * 1024 * 1024
     report_max_chunks: int = 20000
     connect_queue: int = 256
     enroll_per_minute: int = 10
@@ -38,12 +39,12 @@ class StreamLimits:
     @classmethod
     def from_table(cls, t: Table) -> StreamLimits:
         t.check_keys(KEYS)
-        deadline = t.duration("stream_deadline", "5m")
-        timeout = t.duration("message_timeout", "30s")
+        deadline = t.duration("stream_deadline", "10m")
+        timeout = t.duration("message_timeout", "2m")
         if deadline <= 0 or timeout <= 0:
             raise t.error("[limits] stream_deadline and message_timeout must be positive")
         try:
-            max_bytes = parse_size(t.get("report_max_bytes", "256MiB"))
+            max_bytes = parse_size(t.get("report_max_bytes", "1GiB"))
         except ValueError as e:
             raise t.error(f"[limits] report_max_bytes: {e}", "report_max_bytes") from None
         ints = {}
