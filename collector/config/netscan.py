@@ -19,6 +19,8 @@ from collector.config.reader import Table
 
 __all__ = ["NetscanSettings"]
 
+KEYS = frozenset({"allowed_ranges"})
+
 
 @dataclass(frozen=True)
 class NetscanSettings:
@@ -26,7 +28,7 @@ class NetscanSettings:
 
     @classmethod
     def from_table(cls, t: Table) -> NetscanSettings:
-        t.check_keys({"allowed_ranges"})
+        t.check_keys(KEYS)
         raw = t.get("allowed_ranges", [])
         if not isinstance(raw, list):
             raise t.error("[netscan] allowed_ranges must be a list of networks such as [\"10.0.0.0/8\"]",
