@@ -23,7 +23,7 @@ from agent.config import AgentConfig
 from agent.errors import AgentError
 from agent.fsutil import atomic_write
 from agent.inventory import LocationKey
-from agent.jobs import (CHALLENGE_FAILED, CHALLENGE_READY, CSR_READY, FAILED, ROLLED_BACK, VERIFIED, Command,
+from agent.jobs import (CHALLENGE_FAILED, CHALLENGE_READY, CSR_READY, FAILED, VERIFIED, Command,
                         InstallCertificate, JobUpdate, PlaceChallenge, PrepareRenewal, RemoveChallenge,
                         RequestFullReport, ScanRequest, UnknownCommand)
 from agent.keys import PrivateKey, load_pem_private_key, make_csr, new_key, private_key_pem
@@ -83,6 +83,43 @@ class JobDir:
                 self.key_path.unlink()
             except FileNotFoundError:
                 pass
+
+    @property
+    def install_path(self) -> pathlib.Path:
+        return self.path / "install.json"
+
+    def save_install(self, c: InstallCertificate) -> None:
+        """Keep the install command (certificates only, no secret) so an interrupted install can be resumed."""
+        loc = c.location
+        doc = {"version": 1, "job_id": c.job_id,
+               "location": {"store_type": loc.store_type, "path": loc.path, "alias": loc.alias,
+                            "chain_index": loc.chain_index},
+               "certificate_der": c.certificate_der.hex(), "chain_der": [d.hex() for d in c.chain_der],
+               "expected_old_fingerprint": c.expected_old_fingerprint, "trust_anchor_der": c.trust_anchor_der.hex()}
+        self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        atomic_write(self.install_path, (json.dumps(doc, indent=1) + "\n").encode("utf-8"), 0o600)
+
+    def pending_install(self) -> InstallCertificate | None:
+        """The install this job was doing when the agent stopped: its command, when it has no result yet."""
+        if self.result_path.exists():
+            return None
+        try:
+            doc = json.loads(self.install_path.read_bytes())
+            loc = doc["location"]
+            return InstallCertificate(
+                job_id=str(doc["job_id"]),
+                location=LocationKey(str(loc["store_type"]), str(loc["path"]), str(loc["alias"]),
+                                     int(loc["chain_index"])),
+                certificate_der=bytes.fromhex(doc["certificate_der"]),
+                chain_der=tuple(bytes.fromhex(d) for d in doc["chain_der"]),
+                expected_old_fingerprint=str(doc["expected_old_fingerprint"]),
+                trust_anchor_der=bytes.fromhex(doc["trust_anchor_der"]))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            log.warning("job %s: %s is unreadable (%s); the job waits for the collector", self.job_id,
+                        self.install_path, e)
+            return None
 
     def result(self) -> JobUpdate | None:
         """The job's recorded final update, or None when it has none (or none this agent can read)."""
@@ -196,8 +233,31 @@ class CommandHandler:
         except AgentError as e:
             update = JobUpdate(job_id=c.job_id, state=FAILED, reason=str(e))
         else:
+            job.save_install(c)
             update = self.installer(job, c, key)
         job.save_result(update)
-        if update.state in (VERIFIED, ROLLED_BACK):
-            self.on_installed()
+        # whatever the outcome (verified, rolled back, or failed after a write), the touched files go
+        # to the collector in the next report, at once
+        self.on_installed()
         return update
+
+    def resume_pending(self) -> list[JobUpdate]:
+        """Finish the installs the agent was doing when it stopped (or lost the collector): at once, from the
+        job directories, without waiting for the collector to send them again. Their updates, to send."""
+        jobs_dir = self.config.data_dir / "jobs"
+        try:
+            names = sorted(p.name for p in jobs_dir.iterdir() if p.is_dir())
+        except OSError:
+            return []
+        out = []
+        for name in names:
+            try:
+                job = self.job(name)
+            except AgentError:
+                continue
+            cmd = job.pending_install()
+            if cmd is None or cmd.job_id != name:
+                continue
+            log.info("job %s: resuming the install into %s that was interrupted", name, cmd.location.path)
+            out.append(self.install(cmd))
+        return out

@@ -72,10 +72,11 @@ class EndpointFacts:
     source: str = "local_listener"          # local_listener, configured, network_scan
     scan_id: str = ""
     handshake_seconds: float = 0.0          # not part of the digest: it differs every time
+    scan_ids: tuple[str, ...] = ()          # every kept network scan that found it (whatever the source)
 
     def digest_part(self) -> str:
         return repr((self.host, self.port, self.sni, self.protocol, self.cipher, self.starttls, self.chain_valid,
-                     self.validation_error, self.chain_fingerprints, self.source, self.scan_id))
+                     self.validation_error, self.chain_fingerprints, self.source, self.scan_id, self.scan_ids))
 
 
 @dataclass(frozen=True, slots=True)

@@ -58,13 +58,14 @@ class JobUpdate:
     steps: tuple[JobStep, ...] = ()
     reload_seconds: float = 0.0
     challenge_token: str = ""                   # with challenge_ready / challenge_failed
+    verified_by: str = ""                       # with verified: "endpoints", or "none" (nothing probed)
 
     def to_json(self) -> dict[str, Any]:
         """The JSON form kept in a job's result.json (a CSR, were there one, as hex)."""
         return {
             "job_id": self.job_id, "state": self.state, "reason": self.reason, "csr_der": self.csr_der.hex(),
             "served_fingerprint": self.served_fingerprint, "reload_seconds": self.reload_seconds,
-            "challenge_token": self.challenge_token,
+            "challenge_token": self.challenge_token, "verified_by": self.verified_by,
             "steps": [{"step": s.step, "ok": s.ok, "detail": s.detail, "seconds": s.seconds} for s in self.steps],
         }
 
@@ -78,6 +79,7 @@ class JobUpdate:
             job_id=str(doc["job_id"]), state=state, reason=str(doc.get("reason", "")),
             csr_der=bytes.fromhex(str(doc.get("csr_der", ""))), served_fingerprint=str(doc.get("served_fingerprint", "")),
             reload_seconds=float(doc.get("reload_seconds", 0.0)), challenge_token=str(doc.get("challenge_token", "")),
+            verified_by=str(doc.get("verified_by", "")),
             steps=tuple(JobStep(str(s["step"]), bool(s["ok"]), str(s.get("detail", "")), float(s.get("seconds", 0.0)))
                         for s in doc.get("steps", [])),
         )

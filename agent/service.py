@@ -41,7 +41,7 @@ __all__ = ["AgentService", "build_sources", "next_delay"]
 log = logging.getLogger(__name__)
 
 BACKOFF_START = 5.0
-BACKOFF_MAX = 300.0
+BACKOFF_MAX = 600.0
 
 
 def utcnow() -> dt.datetime:
@@ -49,10 +49,16 @@ def utcnow() -> dt.datetime:
 
 
 def next_delay(failures: int, interval: float, rng: random.Random) -> float:
-    """Seconds to wait: the scan interval (±10% jitter) after success; exponential backoff with full jitter after failures."""
+    """Seconds to wait: the scan interval (±10% jitter) after success; after failures, exponential backoff.
+
+    The backoff starts at :data:`BACKOFF_START` seconds, doubles with each failure in a row up to
+    :data:`BACKOFF_MAX` whatever the scan interval is (a 60 s interval does not hammer a collector
+    that is down; a 4-hour one does not leave a failed report for hours), with jitter: a delay
+    between half the step and the step, so a fleet that failed together does not retry together.
+    """
     if failures == 0:
         return interval * rng.uniform(0.9, 1.1)
-    cap = min(BACKOFF_MAX, BACKOFF_START * 2 ** (failures - 1), interval)
+    cap = min(BACKOFF_MAX, BACKOFF_START * 2 ** min(failures - 1, 30))
     return rng.uniform(cap / 2, cap)
 
 
@@ -133,6 +139,7 @@ class AgentService:
             job_id=cmd.job_id, state=result.state, reason=result.reason,
             served_fingerprint=result.served_fingerprint or "", reload_seconds=result.reload_seconds or 0.0,
             steps=tuple(JobStep(st.step, st.ok, st.detail, st.seconds) for st in result.steps),
+            verified_by=result.verified_by,
         )
 
     def run_forever(self, stop: threading.Event, rng: random.Random) -> None:
@@ -147,6 +154,9 @@ class AgentService:
         handler.network_scans = network_scans_for(self.config, stream.send, reports, wake.set)
         threading.Thread(target=stream.run_forever, args=(stop,), name="commands", daemon=True).start()
         while not stop.is_set():
+            # an install that ends while this report runs (it read the files before the install wrote
+            # them) sets wake again: the next report follows at once with the touched locations
+            wake.clear()
             try:
                 ticket = reports.begin()
                 self.run_once(full=handler.full_report_requested.is_set())
@@ -162,7 +172,6 @@ class AgentService:
                 log.exception("unexpected error during sync (%d in a row)", failures)
                 self._reconnect()
             deadline = next_delay(failures, interval, rng)
-            wake.clear()
             waited = 0.0
             while waited < deadline and not stop.is_set() and not wake.is_set() \
                     and not handler.full_report_requested.is_set():

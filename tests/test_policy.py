@@ -33,6 +33,10 @@ class Cert:
 class Loc:
     hostname: str = "web1.example.com"
     status: str = "present"
+    store_type: str = "pem"
+    chain_index: int = 0
+    has_private_key: bool = False
+    role: str = "service"
 
 
 POLICY = """
@@ -92,6 +96,34 @@ def test_validity_self_signed_wildcards_patterns_and_expiry() -> None:
     assert rules(Cert(sans=("www.other.org",)), owner="web-team") == ["allowed_san_patterns"]
     expired = Cert(not_before=NOW - dt.timedelta(days=100), not_after=NOW - dt.timedelta(days=1))
     assert rules(expired) == ["expired_installed"]
+
+
+def test_a_ca_flagged_certificate_used_as_a_service_certificate_is_judged_as_a_leaf() -> None:
+    # openssl req -x509 sets CA:TRUE: a ten-year self-signed wildcard deployed with its key in prod
+    doc = pol.parse_policy(POLICY)
+    prod = Assignment(owner="web-team", environment="prod")
+    ten_years = Cert(is_ca=True, self_signed=True, sans=("*.shop.other.org",),
+                     not_before=NOW - dt.timedelta(days=1), not_after=NOW + dt.timedelta(days=3650))
+    leaf_rules = {"forbid_self_signed", "max_validity_days", "allow_wildcards", "allowed_san_patterns"}
+
+    def found(cert: Cert, loc: Loc) -> set[str]:
+        return {f.rule for f in pol.evaluate(cert, loc, prod, doc, NOW)}
+
+    assert found(ten_years, Loc(has_private_key=True)) == leaf_rules                 # its key beside it
+    assert found(ten_years, Loc(store_type="endpoint")) == leaf_rules                # an endpoint serves it
+    # a file without the key, when the same certificate is served or deployed with its key elsewhere
+    served = Cert(**{**ten_years.__dict__, "locations": (Loc(store_type="endpoint"),)})
+    assert found(served, Loc()) == leaf_rules
+    # not a leaf: a CA file without a key, an intermediate further down a chain, a trust anchor
+    assert found(ten_years, Loc()) == set()
+    assert found(ten_years, Loc(chain_index=1, has_private_key=True)) == set()
+    assert found(ten_years, Loc(store_type="endpoint", chain_index=1)) == set()
+    anchored = Cert(**{**ten_years.__dict__, "locations": (Loc(has_private_key=True),)})
+    assert found(anchored, Loc(role="trust_anchor")) == set()
+    assert found(ten_years, Loc(has_private_key=True, status="removed")) == set()
+    # a certificate without the CA flag is a leaf wherever it is (as before)
+    plain = Cert(**{**ten_years.__dict__, "is_ca": False})
+    assert found(plain, Loc()) == leaf_rules
 
 
 def test_narrower_scopes_cannot_loosen_locked_values() -> None:
@@ -173,3 +205,23 @@ def test_locked_breaches_of_a_renewal_request() -> None:
     # allow_wildcards is not locked: a wildcard request is not refused
     wild = pol.RequestFacts("ec", None, "P-256", dt.timedelta(days=90), ("*.example.com",))
     assert pol.locked_breaches(wild, Assignment(environment="prod"), doc) == []
+
+
+def test_not_yet_valid_is_flagged_until_its_not_before() -> None:
+    doc = pol.parse_policy(POLICY)
+    future = Cert(not_before=NOW + dt.timedelta(days=3), not_after=NOW + dt.timedelta(days=93))
+    (f,) = pol.evaluate(future, Loc(), None, doc, NOW)
+    assert f.rule == "not_yet_valid" and "not valid before 2026-06-04 00:00 UTC (in 3 day(s))" in f.reason
+    soon = Cert(not_before=NOW + dt.timedelta(hours=5), not_after=NOW + dt.timedelta(days=90))
+    assert "(in 5 hour(s))" in pol.evaluate(soon, Loc(), None, doc, NOW)[0].reason
+    # the clock decides: valid from its not-before on
+    assert pol.evaluate(future, Loc(), None, doc, NOW + dt.timedelta(days=3)) == []
+    # not at a removed location, not at a trust anchor; a scope may switch it off (a lock keeps it on)
+    assert pol.evaluate(future, Loc(status="removed"), None, doc, NOW) == []
+    assert pol.evaluate(future, Loc(role="trust_anchor"), None, doc, NOW) == []
+    off = POLICY + '\n[[scope]]\nenvironment = "lab"\nnot_yet_valid = false\n'
+    assert rules(future, env="lab", text=off) == [] and rules(future, env="prod", text=off) == ["not_yet_valid"]
+    locked = '[global]\nnot_yet_valid = true\nlocked = ["not_yet_valid"]\n[[scope]]\nenvironment = "lab"\nnot_yet_valid = false\n'
+    with pytest.raises(pol.PolicyError, match="loosens locked not_yet_valid"):
+        pol.parse_policy(locked)
+    assert "not_yet_valid = true" in pol.default_policy().text

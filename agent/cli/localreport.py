@@ -7,12 +7,13 @@ The formatting functions are pure: they take the facts and an injected
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 import math
 import textwrap
 import warnings
 from dataclasses import dataclass
-from typing import Any, Iterable, TextIO
+from typing import Any, Iterable, Iterator, TextIO
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
@@ -20,7 +21,9 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, r
 from agent.config import AgentConfig
 from agent.discovery.annotate import FileAnnotator
 from agent.errors import AgentError
-from agent.inventory import TRUST_ANCHOR, FoundCert, ScanProblem
+from agent.cli.rawnames import raw_names
+from agent.cli.rowspool import RowSpool
+from agent.inventory import FoundCert, ScanProblem
 from agent.scan.scanner import ScanCounters, Scanner
 
 __all__ = [
@@ -50,6 +53,7 @@ class CertFacts:
     key_curve: str | None          # "P-256" ...
     serial: str
     error: str = ""                # set when the certificate could not be parsed
+    warning: str = ""              # set when a part of it (its extensions...) could not be parsed
 
 
 def cert_facts(der: bytes) -> CertFacts:
@@ -60,15 +64,23 @@ def cert_facts(der: bytes) -> CertFacts:
 
 
 def _cert_facts(der: bytes) -> CertFacts:
+    warning = ""
     try:
         cert = x509.load_der_x509_certificate(der)
-        subject = cert.subject.rfc4514_string()
-        issuer = cert.issuer.rfc4514_string()
+        try:
+            subject, issuer, cn = cert.subject.rfc4514_string(), cert.issuer.rfc4514_string(), _cn(cert.subject)
+        except ValueError:
+            # a name cryptography refuses (a UTF8String that is not UTF-8): decoded here, with U+FFFD, and marked
+            raw = raw_names(cert.tbs_certificate_bytes)
+            if raw is None:
+                raise
+            subject, issuer, cn = raw.subject, raw.issuer, raw.common_name
+            warning = ("has a subject or issuer with bytes that are not valid in their string type; "
+                       "shown with \ufffd in their place")
         not_before, not_after = cert.not_valid_before_utc, cert.not_valid_after_utc
         serial = format(cert.serial_number, "x")
     except Exception as e:  # noqa: BLE001 - any parse failure is reported, not raised
         return CertFacts("?", "?", (), "?", None, None, "?", None, None, "", f"cannot be parsed: {e}")
-    cn = _cn(cert.subject)
     sans: list[str] = []
     try:
         ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
@@ -81,8 +93,13 @@ def _cert_facts(der: bytes) -> CertFacts:
                 sans.append(f"email:{name.value}")
             elif isinstance(name, x509.UniformResourceIdentifier):
                 sans.append(f"URI:{name.value}")
-    except (x509.ExtensionNotFound, ValueError):
+    except x509.ExtensionNotFound:
         pass
+    except x509.DuplicateExtension as e:
+        warning = _also(warning, f"has the extension {e.oid.dotted_string} twice; its extensions (names) are not read")
+    except Exception as e:  # noqa: BLE001 - untrusted input: a bad extension is reported, never raised
+        warning = _also(warning, f"has extensions that cannot be parsed ({type(e).__name__}: {e}); "
+                                 "its names are not read")
     key_type, size, curve = "?", None, None
     try:
         key = cert.public_key()
@@ -98,7 +115,12 @@ def _cert_facts(der: bytes) -> CertFacts:
             key_type, size = "DSA", key.key_size
     except Exception:  # noqa: BLE001 - unsupported key algorithms still get a row
         pass
-    return CertFacts(subject, cn, tuple(sans), issuer, not_before, not_after, key_type, size, curve, serial)
+    return CertFacts(subject, cn, tuple(sans), issuer, not_before, not_after, key_type, size, curve, serial,
+                     warning=warning)
+
+
+def _also(warning: str, more: str) -> str:
+    return f"{warning}; and {more}" if warning else more
 
 
 def _cn(name: x509.Name) -> str:
@@ -128,6 +150,8 @@ def cert_row(found: FoundCert, facts: CertFacts, now: dt.datetime, store: str = 
         "not_before": _iso(facts.not_before),
         "not_after": _iso(facts.not_after),
         "days_left": days_left(facts.not_after, now),
+        "not_yet_valid": facts.not_before is not None and facts.not_before > _aware(now),
+        "names_repaired": "\ufffd" in facts.subject or "\ufffd" in facts.issuer,
         "key_type": facts.key_type,
         "key_size": facts.key_size,
         "key_curve": facts.key_curve,
@@ -164,50 +188,61 @@ def _iso(t: dt.datetime | None) -> str | None:
     return t.astimezone(_UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if t is not None else None
 
 
-def _sort_key(row: dict[str, Any]) -> tuple:
-    return (row["not_after"] is None, row["not_after"] or "", row["path"], row["alias"], row["chain_index"])
-
-
 def problem_row(p: ScanProblem, store: str = "") -> dict[str, Any]:
     """A ScanProblem as a JSON-ready dict."""
     return {"store_type": p.store_type, "path": p.path, "alias": p.alias, "reason": p.reason,
             "message": p.message, "store": store}
 
 
-def format_json(rows: list[dict[str, Any]], problems: list[dict[str, Any]], counters: ScanCounters,
+def format_json(rows: list[dict[str, Any]] | RowSpool, problems: list[dict[str, Any]], counters: ScanCounters,
                 hostname: str, now: dt.datetime) -> str:
     """The JSON report: ``certificates`` sorted by not_after, ``trust_anchors`` (entries of trust
     stores) apart, ``errors`` and a ``summary``."""
-    rows, anchors = _split_anchors(sorted(rows, key=_sort_key))
-    doc = {
-        "hostname": hostname,
-        "scanned_at": _iso(_aware(now)),
-        "summary": _summary(rows, problems, counters, anchors),
-        "certificates": rows,
-        "trust_anchors": anchors,
-        "errors": problems,
-    }
-    return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+    out = io.StringIO()
+    write_json(out, _spool(rows), problems, counters, hostname, now)
+    return out.getvalue()
 
 
-def _split_anchors(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(service certificate rows, trust anchor rows)."""
-    return ([r for r in rows if r.get("role") != TRUST_ANCHOR], [r for r in rows if r.get("role") == TRUST_ANCHOR])
+def write_json(out: TextIO, spool: RowSpool, problems: list[dict[str, Any]], counters: ScanCounters,
+               hostname: str, now: dt.datetime) -> None:
+    """:func:`format_json`, written to ``out`` row by row (the rows come from the spool, in order)."""
+    head = {"hostname": hostname, "scanned_at": _iso(_aware(now)), "summary": _summary(spool, problems, counters)}
+    text = json.dumps(head, indent=2, ensure_ascii=False)
+    out.write(text[:-2] + ",\n")                      # without the closing "\n}"
+    _json_list(out, "certificates", spool.certificates_json())
+    out.write(",\n")
+    _json_list(out, "trust_anchors", spool.trust_anchors_json())
+    out.write(",\n")
+    _json_list(out, "errors", (json.dumps(p, ensure_ascii=False) for p in problems))
+    out.write("\n}\n")
 
 
-def _summary(rows: list[dict[str, Any]], problems: list[dict[str, Any]], counters: ScanCounters,
-             anchors: list[dict[str, Any]] | None = None) -> dict[str, int]:
-    days = [r["days_left"] for r in rows if r["days_left"] is not None]
+def _json_list(out: TextIO, name: str, rows: Iterator[str]) -> None:
+    """A list member of the report, one row (compact JSON) per line."""
+    out.write(f'  "{name}": [')
+    first = True
+    for row in rows:
+        out.write(("\n    " if first else ",\n    ") + row)
+        first = False
+    out.write("]" if first else "\n  ]")
+
+
+def _spool(rows: list[dict[str, Any]] | RowSpool) -> RowSpool:
+    return rows if isinstance(rows, RowSpool) else RowSpool.of(rows, SOON_DAYS)
+
+
+def _summary(spool: RowSpool, problems: list[dict[str, Any]], counters: ScanCounters) -> dict[str, int]:
     return {
         "stores": counters.stores_scanned,
         "files": counters.files_seen,
-        "certificates": len(rows),
-        "expired": sum(1 for d in days if d < 0),
-        "expiring_soon": sum(1 for d in days if 0 <= d < SOON_DAYS),
+        "certificates": spool.certificate_count,
+        "expired": spool.expired,
+        "expiring_soon": spool.expiring_soon,
+        "not_yet_valid": spool.not_yet_valid,
         "problems": len(problems),
-        "trust_anchors": len(anchors or ()),
-        "stale": sum(1 for r in rows if r.get("stale")),
-        "linked_to_processes": sum(1 for r in rows if r.get("processes")),
+        "trust_anchors": spool.anchor_count,
+        "stale": spool.stale,
+        "linked_to_processes": spool.linked,
     }
 
 
@@ -244,30 +279,40 @@ def _location(row: dict[str, Any]) -> str:
     return loc
 
 
-def format_table(rows: list[dict[str, Any]], problems: list[dict[str, Any]], counters: ScanCounters,
+def format_table(rows: list[dict[str, Any]] | RowSpool, problems: list[dict[str, Any]], counters: ScanCounters,
                  hostname: str, now: dt.datetime, width: int = TABLE_WIDTH, ellipsis: str = "…") -> str:
     """The human report: one line per certificate (soonest expiry first), then the problems.
 
     Every line fits in ``width`` columns. Long subjects are cut on the right,
     long locations on the left (the file name stays visible).
     """
-    rows, anchors = _split_anchors(sorted(rows, key=_sort_key))
-    s = _summary(rows, problems, counters, anchors)
+    out = io.StringIO()
+    write_table(out, _spool(rows), problems, counters, hostname, now, width, ellipsis)
+    return out.getvalue()
+
+
+def write_table(out: TextIO, spool: RowSpool, problems: list[dict[str, Any]], counters: ScanCounters,
+                hostname: str, now: dt.datetime, width: int = TABLE_WIDTH, ellipsis: str = "…") -> None:
+    """:func:`format_table`, written to ``out`` line by line."""
+    s = _summary(spool, problems, counters)
+    anchors = spool.anchor_count
     lines = [
         _cut(f"{hostname}: {s['certificates']} certificates in {s['files']} files from {s['stores']} stores"
              + (f", and {s['trust_anchors']} trust anchors" if anchors else ""), width, ellipsis),
         _cut(f"{s['expired']} expired, {s['expiring_soon']} expiring within {SOON_DAYS} days, "
-             f"{s['problems']} problems" + (f", {s['stale']} STALE (renewed on disk, not served)" if s["stale"] else ""),
+             f"{s['problems']} problems" + (f", {s['stale']} STALE (renewed on disk, not served)" if s["stale"] else "")
+             + (f", {s['not_yet_valid']} not yet valid" if s["not_yet_valid"] else ""),
              width, ellipsis),
         "",
     ]
+    out.write("\n".join(lines) + "\n")
     cols = [("NOT AFTER", 10), ("DAYS", 5), ("SUBJECT", 24), ("KEY", 8), ("PRIVATE", 9)]
     fixed = sum(w for _, w in cols) + len(cols)
     loc_w = max(12, width - fixed)
-    if rows:
+    if spool.certificate_count:
         header = " ".join(f"{n:>{w}}" if n == "DAYS" else f"{n:<{w}}" for n, w in cols) + " LOCATION"
-        lines.append(header)
-        for r in rows:
+        out.write(header + "\n")
+        for r in spool.certificates():
             days = r["days_left"]
             cells = [
                 (r["not_after"] or "?")[:10],
@@ -278,20 +323,17 @@ def format_table(rows: list[dict[str, Any]], problems: list[dict[str, Any]], cou
             ]
             line = " ".join(f"{c:<{w}}" for c, (_, w) in zip(cells, cols, strict=True))
             line += " " + _cut_left(_location(r), loc_w, ellipsis)
-            lines.append(line.rstrip())
-            lines.extend(_process_lines(r, width, ellipsis))
+            out.write("\n".join([line.rstrip(), *_process_lines(r, width, ellipsis)]) + "\n")
     else:
-        lines.append("No certificates found.")
+        out.write("No certificates found.\n")
+    lines = []
     if anchors:
-        lines += ["", _cut(f"Trust anchors ({len(anchors)}; inventoried apart, never renewed):", width, ellipsis)]
-        per_file: dict[tuple[str, str], int] = {}
-        for r in anchors:
-            per_file[(r["store"], r["path"])] = per_file.get((r["store"], r["path"]), 0) + 1
+        lines += ["", _cut(f"Trust anchors ({anchors}; inventoried apart, never renewed):", width, ellipsis)]
         by_store: dict[str, list[int]] = {}
-        for (store, _path), n in per_file.items():
+        for (store, _path), n in spool.anchor_files.items():
             by_store.setdefault(store, []).append(n)
         for store, counts in sorted(by_store.items()):
-            expired = sum(1 for r in anchors if r["store"] == store and (r["days_left"] or 0) < 0)
+            expired = spool.anchor_expired.get(store, 0)
             lines.append(_cut(f"  {store or '-'}: {sum(counts)} certificates in {len(counts)} files"
                               + (f", {expired} expired" if expired else ""), width, ellipsis))
     if problems:
@@ -301,7 +343,8 @@ def format_table(rows: list[dict[str, Any]], problems: list[dict[str, Any]], cou
             lines.append(f"  {p['reason']:<15} " + _cut_left(where, width - 18, ellipsis))
             for part in textwrap.wrap(p["message"], width - 18) or [""]:
                 lines.append(" " * 18 + part)
-    return "\n".join(lines) + "\n"
+    if lines:
+        out.write("\n".join(lines) + "\n")
 
 
 def _process_lines(row: dict[str, Any], width: int, ellipsis: str) -> list[str]:
@@ -334,24 +377,36 @@ def _key_cell(row: dict[str, Any]) -> str:
     return row["key_type"]
 
 
-def collect(scans: Iterable[Any], now: dt.datetime) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Rows and problem rows from FileScans (parsing each distinct certificate once)."""
+#: distinct certificates whose facts are kept while scanning (most files repeat a few chains)
+FACTS_CACHE = 4096
+
+
+def collect(scans: Iterable[Any], now: dt.datetime, spool: RowSpool | None = None) -> tuple[RowSpool, list[dict[str, Any]]]:
+    """Rows (into ``spool``, a new one by default) and problem rows from FileScans.
+
+    A certificate that cannot be parsed is reported once per fingerprint. Only the facts of the
+    last :data:`FACTS_CACHE` distinct certificates are kept: memory does not grow with the scan.
+    """
+    spool = spool if spool is not None else RowSpool(SOON_DAYS)
     facts: dict[str, CertFacts] = {}
-    rows: list[dict[str, Any]] = []
+    reported: set[str] = set()
     problems: list[dict[str, Any]] = []
     for fs in scans:
         for e in fs.entries:
             f = facts.get(e.fingerprint)
             if f is None:
+                if len(facts) >= FACTS_CACHE:
+                    facts.clear()
                 f = facts[e.fingerprint] = cert_facts(e.der)
-                if f.error:
+                if (f.error or f.warning) and e.fingerprint not in reported:
+                    reported.add(e.fingerprint)
                     problems.append(problem_row(ScanProblem(
                         e.key.store_type, e.key.path, e.key.alias, "corrupt",
-                        f"certificate {e.key.chain_index} {f.error}"), fs.store_name))
-            rows.append(cert_row(e, f, now, fs.store_name))
+                        f"certificate {e.key.chain_index} {f.error or f.warning}"), fs.store_name))
+            spool.add(cert_row(e, f, now, fs.store_name))
         for p in fs.problems:
             problems.append(problem_row(p, fs.store_name))
-    return rows, problems
+    return spool, problems
 
 
 def render_scan(config: AgentConfig, fmt: str, out: TextIO, now: dt.datetime) -> int:
@@ -360,6 +415,10 @@ def render_scan(config: AgentConfig, fmt: str, out: TextIO, now: dt.datetime) ->
     ``fmt`` is "table" or "json". Returns the exit code: 0, also when some
     items had problems (they are part of the output: a "Problems" section, or
     the JSON "errors" list). Raises AgentError for an unknown format.
+
+    Rows wait in a spool on disk (agent/cli/rowspool.py) until the scan is complete, then the
+    report is written in one go: nothing reaches ``out`` when the scan fails, and memory stays
+    bounded however many certificates the host holds.
     """
     if fmt not in FORMATS:
         raise AgentError(f"unknown output format {fmt!r}; use one of: {', '.join(FORMATS)}")
@@ -369,13 +428,15 @@ def render_scan(config: AgentConfig, fmt: str, out: TextIO, now: dt.datetime) ->
     scans = scanner.scan(force=True)
     if annotation is not None:
         scans = (_Annotated(fs, annotation.annotate(fs.entries)) for fs in scans)
-    rows, problems = collect(scans, now)
-    if fmt == "json":
-        out.write(format_json(rows, problems, scanner.counters, config.hostname, now))
-    else:
-        out.write(format_table(rows, problems, scanner.counters, config.hostname, now,
-                               ellipsis=_ellipsis_for(out)))
-    out.flush()
+    spool, problems = collect(scans, now)
+    try:
+        if fmt == "json":
+            write_json(out, spool, problems, scanner.counters, config.hostname, now)
+        else:
+            write_table(out, spool, problems, scanner.counters, config.hostname, now, ellipsis=_ellipsis_for(out))
+        out.flush()
+    finally:
+        spool.close()
     return 0
 
 

@@ -78,7 +78,7 @@ def cert_names(der: bytes) -> tuple[str, ...]:
 def _cert_names(der: bytes) -> tuple[str, ...]:
     try:
         cert = x509.load_der_x509_certificate(der)
-    except ValueError:
+    except Exception:  # noqa: BLE001 - untrusted input (InvalidVersion...): no names
         return ()
     out: list[str] = []
     try:
@@ -88,12 +88,12 @@ def _cert_names(der: bytes) -> tuple[str, ...]:
                 out.append(n.value.lower().rstrip("."))
             elif isinstance(n, x509.IPAddress):
                 out.append(f"ip:{n.value}")
-    except (x509.ExtensionNotFound, ValueError):
+    except Exception:  # noqa: BLE001 - no SAN, a duplicate or unparseable extension: use the CN
         pass
     if not out:
         try:
             cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-        except ValueError:
+        except Exception:  # noqa: BLE001 - untrusted input
             cns = []
         if cns and isinstance(cns[0].value, str) and cns[0].value.strip():
             out.append(cns[0].value.strip().lower())

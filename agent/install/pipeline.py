@@ -39,12 +39,14 @@ from agent.stores.base import split_chain
 
 __all__ = [
     "Installer", "InstallResult", "Step", "StepFailed", "StepBook", "VerifyTarget", "Judgement", "Served",
-    "await_served", "backup_dir", "chain_roots_pem", "OnStep", "VERIFIED", "ROLLED_BACK", "FAILED", "STEPS",
+    "await_served", "backup_dir", "chain_roots_pem", "OnStep", "VERIFIED", "VERIFIED_BY_ENDPOINTS", "VERIFIED_BY_NONE", "ROLLED_BACK", "FAILED", "STEPS",
 ]
 
 log = logging.getLogger(__name__)
 
 VERIFIED = "verified"
+VERIFIED_BY_ENDPOINTS = "endpoints"      # InstallResult.verified_by: every verify target serves it
+VERIFIED_BY_NONE = "none"                # no verify entry: installed and reloaded, nothing probed
 ROLLED_BACK = "rolled_back"
 FAILED = "failed"
 
@@ -83,6 +85,9 @@ class InstallResult:
     written: bool = False                    # the new content was written (and, when verified, stays)
     backup_dir: str | None = None
     warnings: list[str] = field(default_factory=list)   # verified, but worth telling (incomplete served chain)
+    #: how a VERIFIED install was verified: "endpoints" (every verify target serves the new
+    #: certificate) or "none" (the store has no verify entry: written and reloaded, nothing probed)
+    verified_by: str = ""
 
     @property
     def ok(self) -> bool:
@@ -95,7 +100,7 @@ class InstallResult:
             "old_fingerprint": self.old_fingerprint, "served_fingerprint": self.served_fingerprint,
             "reload_seconds": self.reload_seconds, "verify_seconds": self.verify_seconds,
             "seconds": round(self.seconds, 3), "written": self.written, "backup_dir": self.backup_dir,
-            "warnings": list(self.warnings),
+            "warnings": list(self.warnings), "verified_by": self.verified_by,
             "steps": [{"step": s.step, "ok": s.ok, "detail": s.detail, "seconds": round(s.seconds, 3)}
                       for s in self.steps],
         }
@@ -322,9 +327,14 @@ class StepBook(ABC):
         self.record(step, True, "; ".join(details), started)
 
     def _result(self, state: str, reason: str, written: bool) -> InstallResult:
+        verified_by = ""
+        if state == VERIFIED:
+            probed = any(s.step == "verify" and s.ok for s in self.steps)
+            verified_by = VERIFIED_BY_ENDPOINTS if probed else VERIFIED_BY_NONE
         return InstallResult(
             state=state, reason=reason, steps=self.steps, new_fingerprint=self.new_fp, old_fingerprint=self.old_fp,
             served_fingerprint=self.served, reload_seconds=self.reload_seconds, verify_seconds=self.verify_seconds,
             seconds=time.perf_counter() - self.t0, written=written and state == VERIFIED,
             backup_dir=str(self.backup) if self.backup else None, warnings=list(self.warnings),
+            verified_by=verified_by,
         )

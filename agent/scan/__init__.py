@@ -6,6 +6,7 @@
 - :mod:`agent.scan.trust`: trust stores (/etc/ssl/certs, a JVM's cacerts) and the role of their entries.
 - :mod:`agent.scan.scanner`: :class:`~agent.scan.scanner.Scanner`, one ``FileScan`` per file, with the
   unchanged-file cache.
+- :mod:`agent.scan.filescan`: ``FileScan``, and a large PEM file read in parts (bounded memory).
 
 May import: :mod:`agent.config`, :mod:`agent.inventory`, :mod:`agent.errors` and the store
 formats' chooser (:mod:`agent.stores`). Nothing here talks to the collector.

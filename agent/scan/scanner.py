@@ -49,6 +49,7 @@ from agent.inventory import TRUST_ANCHOR, FoundCert, ScanProblem
 from agent.scan.globs import Excludes, GlobPattern, compile_glob, covers
 from agent.scan.trust import TrustStores, default_password, entry_role, is_hash_link_name
 from agent.scan.walk import Candidate, StatOrError, candidates
+from agent.scan.filescan import STREAM_SIZE, FileScan, Signature, pem_without_keys, read_in_parts
 from agent.stores import ReadContext, StoreReadError, reader_for, type_from_name
 
 try:  # POSIX only
@@ -61,29 +62,12 @@ log = logging.getLogger(__name__)
 
 __all__ = ["Scanner", "FileScan", "ScanCounters", "Signature", "compile_glob", "GlobPattern"]
 
-Signature = tuple[int, int, int, int, int]   # st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns
+
 
 _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _S_ISREG = stat.S_ISREG
 _stat_result = os.stat_result
-
-
-@dataclass(slots=True)
-class FileScan:
-    """What one scan found in one file (or the problem with one directory).
-
-    When ``reused`` is True the ``entries`` and ``problems`` lists are the
-    scanner's cached ones: treat them as read-only.
-    """
-
-    path: str
-    store_name: str
-    store_type: str                 # detected type (pem, der, pkcs12, jks, jceks) or the configured one
-    reused: bool                    # True: unchanged since the last scan, entries come from memory (der=b"")
-    entries: list[FoundCert]
-    problems: list[ScanProblem]
-    signature: Signature | None = None   # None for directories and files that could not be stat'ed
 
 
 @dataclass
@@ -238,6 +222,12 @@ class Scanner:
                         fs = self._scan_file(path, store, pw, literal, fresh, st)
                         if fs is None:
                             continue
+                        if fs.__class__ is not FileScan:      # a large PEM file, read in parts
+                            for part in fs:                   # type: ignore[union-attr]
+                                n_certs += len(part.entries)
+                                n_problems += len(part.problems)
+                                yield part
+                            continue
                         n_certs += len(fs.entries)
                         n_problems += len(fs.problems)
                         yield fs
@@ -344,7 +334,11 @@ class Scanner:
                 return FileScan(path, store.name, guess, False, [], [ScanProblem(
                     guess, path, "", "vanished", "the file was replaced by something else during the scan")])
             size = fst.st_size
+            stream_fd = None
             if size > limit:
+                data = b""
+            elif size > STREAM_SIZE and stype in ("pem", "auto") and pem_without_keys(fd):
+                stream_fd = os.dup(fd)         # read in parts below, after this descriptor is closed
                 data = b""
             else:
                 data = os.read(fd, size + 1)
@@ -366,6 +360,11 @@ class Scanner:
             os.close(fd)
         c.files_read += 1
         sig = (fst.st_dev, fst.st_ino, fst.st_size, fst.st_mtime_ns, fst.st_ctime_ns)
+        if stream_fd is not None:
+            ctx = ReadContext(self._owner(fst.st_uid), self._group(fst.st_gid), fst.st_mode & 0o7777,
+                              fst.st_mtime, self._labels[store.name])
+            return read_in_parts(path, store.name, stream_fd, ctx, sig, self.config.max_file_size,
+                                 lambda entries: self._with_roles(store, path, entries))
         if len(data) > limit or size > limit:
             return self._remember(fresh, path, store, sig, guess, [], [ScanProblem(
                 guess, path, "", "too_large",
@@ -394,14 +393,19 @@ class Scanner:
             entries = []
             problems = ctx.problems + [ScanProblem(
                 guess, path, "", "corrupt", "the file could not be read (unexpected error; see the agent log)")]
+        entries = self._with_roles(store, path, entries)
+        found_type = entries[0].key.store_type if entries else (problems[-1].store_type if problems else guess)
+        token = pw.token() if pw.used else None
+        return self._remember(fresh, path, store, sig, found_type, entries, problems, token)
+
+    def _with_roles(self, store: StoreConfig, path: str, entries: list[FoundCert]) -> list[FoundCert]:
+        """``entries`` with their role in a trust store (agent/scan/trust.py)."""
         if entries and self._may_trust[store.name]:
             file_role = self._trust.file_role(store, path)
             if file_role is not None:
                 explicit = store.role is not None
                 entries = [replace(e, role=entry_role(e, file_role, explicit)) for e in entries]
-        found_type = entries[0].key.store_type if entries else (problems[-1].store_type if problems else guess)
-        token = pw.token() if pw.used else None
-        return self._remember(fresh, path, store, sig, found_type, entries, problems, token)
+        return entries
 
     @staticmethod
     def _remember(

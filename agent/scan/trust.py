@@ -172,6 +172,6 @@ def entry_role(entry: FoundCert, file_role: str | None, explicit: bool) -> str:
                 return SERVICE
         except x509.ExtensionNotFound:
             pass                          # old v1 roots carry no extensions: still anchors
-        except ValueError:
+        except Exception:  # noqa: BLE001 - untrusted input (InvalidVersion, DuplicateExtension...): still an anchor
             pass
     return TRUST_ANCHOR

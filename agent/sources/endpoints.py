@@ -20,6 +20,7 @@ handshake_failed, unreachable).
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import os
@@ -70,6 +71,18 @@ def endpoint_entries(obs: Observation, source: str, scan_id: str = "",
     return out
 
 
+def with_scans(entry: FoundCert, found_by: dict[LocationKey, list[str]]) -> FoundCert:
+    """``entry`` with ``endpoint.scan_ids``: the scans that found its endpoint (looked up by the leaf's
+    key, so the chain positions carry them too). Pure."""
+    if entry.endpoint is None:
+        return entry
+    k = entry.key
+    ids = found_by.get(LocationKey(k.store_type, k.path, k.alias, 0))
+    if not ids:
+        return entry
+    return dataclasses.replace(entry, endpoint=dataclasses.replace(entry.endpoint, scan_ids=tuple(dict.fromkeys(ids))))
+
+
 def listener_targets(listeners: Iterable[Listener], settings: EndpointSettings, own_pid: int) -> list[Target]:
     """What to probe of this host's listening sockets: not the agent's own, not excluded ports. Pure."""
     out = []
@@ -86,7 +99,7 @@ def _dns_names(der: bytes) -> list[str]:
             warnings.simplefilter("ignore")
             cert = x509.load_der_x509_certificate(der)
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except (ValueError, x509.ExtensionNotFound):
+    except Exception:  # noqa: BLE001 - untrusted input: no SAN, a duplicate or unparseable extension
         return []
     return [n.lower() for n in san.get_values_for_type(x509.DNSName)]
 
@@ -192,6 +205,8 @@ class EndpointSource:
                 keys.update(e.key for e in entries)
                 result.entries.extend(entries)
 
+        found_by: dict[LocationKey, list[str]] = {}          # leaf key -> the scans that found it, newest first
+
         configured_at = {(t.host, t.port) for t in configured}
         for o in first + extra:      # SNI answers (extra) belong to the endpoint's source
             src = CONFIGURED if (o.target.host, o.target.port) in configured_at else LOCAL_LISTENER
@@ -203,7 +218,12 @@ class EndpointSource:
                 log.debug("not a TLS endpoint: %s", o.detail)
         for rec in load_records(self.config.data_dir):
             for o in rec.results:
-                add(endpoint_entries(o, NETWORK_SCAN, rec.scan_id, self.labels))
+                entries = endpoint_entries(o, NETWORK_SCAN, rec.scan_id, self.labels)
+                if entries:
+                    found_by.setdefault(entries[0].key, []).append(rec.scan_id)
+                add(entries)
+        if found_by:      # a scan's results list every TLS endpoint it found, whoever recorded it first
+            result.entries[:] = [with_scans(e, found_by) for e in result.entries]
         log.info("endpoints: %d probed, %d TLS, %d more by SNI, %d problems", len(targets),
                  sum(1 for o in first if o.ok), len(extra), len(result.problems))
         return result

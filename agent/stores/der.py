@@ -11,7 +11,7 @@ from typing import Mapping
 from agent.errors import StoreWriteError
 from agent.inventory import FoundCert
 from agent.stores.base import NewEntry, ReadContext, StoreReader, StoreReadError, WriteTarget, der_length_check
-from agent.stores.keys import KEY_ERRORS
+from agent.stores.keys import why as _why
 from agent.stores.pem import PemWriter, pem_blocks, rewrite_chain_file, rewrite_pem
 from agent.stores.sniff import hint, sniff
 
@@ -47,8 +47,8 @@ class DerReader(StoreReader):
                 # openssl writes the certificate SET unsorted (BER); cryptography warns and copes
                 warnings.simplefilter("ignore", UserWarning)
                 certs = pkcs7.load_der_pkcs7_certificates(data)
-        except KEY_ERRORS:
-            raise StoreReadError("corrupt", "the PKCS#7 bundle cannot be parsed", "der") from None
+        except Exception as e:  # noqa: BLE001 - untrusted input: InvalidVersion, DuplicateExtension... too
+            raise StoreReadError("corrupt", f"the PKCS#7 bundle cannot be parsed ({_why(e)})", "der") from None
         if not certs:
             raise StoreReadError("no_certificates", "the PKCS#7 bundle holds no certificates", "der")
         enc = serialization.Encoding.DER

@@ -29,7 +29,7 @@ import logging
 import re
 import warnings
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Iterable, Iterator, Mapping
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -40,68 +40,48 @@ from agent.inventory import MATCHES, MISMATCH, NO_KEY, UNKNOWN, FoundCert
 from agent.keys import pem_key_style, private_key_pem
 from agent.stores.base import (NewEntry, ReadContext, StoreReader, StoreReadError, StoreWriter, WriteTarget,
                                der_length_check, split_chain, tlv_header)
-from agent.stores.keys import KEY_ERRORS, cert_spki, pem_key_spki
+from agent.stores.keys import cert_spki, pem_key_spki
+from agent.stores.pemblocks import Block, BlockProblem, scan_pem, well_formed
 from agent.stores.sniff import hint
 
 __all__ = ["PemReader", "PemWriter", "pem_blocks", "PemBlock", "rewrite_pem", "rewrite_chain_file"]
 
 log = logging.getLogger(__name__)
 
-_BEGIN = b"-----BEGIN "
-_DASHES = b"-----"
 # label -> whether the DER may carry data after the certificate (OpenSSL's
 # TRUSTED CERTIFICATE appends its trust settings)
 _CERT_LABELS = {b"CERTIFICATE": False, b"X509 CERTIFICATE": False, b"TRUSTED CERTIFICATE": True}
 _PKCS7_LABELS = {b"PKCS7", b"PKCS #7 SIGNED DATA", b"CMS"}
+# blocks that are not certificates and are known not to be: skipped without a problem
+_OTHER_LABELS = {
+    b"DH PARAMETERS", b"X9.42 DH PARAMETERS", b"EC PARAMETERS", b"DSA PARAMETERS", b"PARAMETERS",
+    b"PUBLIC KEY", b"RSA PUBLIC KEY", b"CERTIFICATE REQUEST", b"NEW CERTIFICATE REQUEST", b"X509 CRL",
+    b"SSL SESSION PARAMETERS", b"ENCRYPTED PRIVATE KEY INFO", b"ATTRIBUTE CERTIFICATE",
+}
 _ENCRYPTED_KEY = b"ENCRYPTED PRIVATE KEY"
 _LEGACY_ENCRYPTED = b"Proc-Type: 4,ENCRYPTED"
 _a2b = binascii.a2b_base64
 
 
 class PemReader(StoreReader):
-    """Reads PEM files (``store_type`` "pem")."""
+    """Reads PEM files (``store_type`` "pem").
+
+    Every block is accounted for (agent/stores/pemblocks.py): a certificate, a key, a PKCS#7
+    bundle, a known non-certificate block (DH parameters, a CSR, a CRL, a public key), or a
+    problem naming the block's number and byte offset (a damaged BEGIN or END line, an unknown
+    label, bad base64, a cut DER). One bad block never costs the file its good ones.
+    """
 
     store_type = "pem"
 
     def read(self, path: str, data: bytes, ctx: ReadContext) -> list[FoundCert]:
         """Certificates in the PEM ``data``; keys are matched to certificates."""
-        pos = data.find(_BEGIN)
-        if pos < 0:
-            raise StoreReadError("corrupt", "no PEM block (-----BEGIN ...) found" + hint(data, "pem"), "pem")
-        certs: list[bytes] = []
-        keys: list[tuple[bytes, bytes]] = []       # (label, whole block)
+        keys: list[tuple[bytes, bytes, int]] = []       # (label, whole block, block number)
         others: list[bytes] = []
-        while pos >= 0:
-            label_end = data.find(_DASHES, pos + 11)
-            label = data[pos + 11:label_end] if label_end >= 0 else b""
-            if label_end < 0 or b"\n" in label or len(label) > 64:
-                if label_end < 0 and data.find(b"\n", pos) < 0:
-                    ctx.report("pem", path, "truncated", "the file ends inside a PEM header line")
-                else:
-                    ctx.report("pem", path, "corrupt", "a PEM header line (-----BEGIN ...-----) is malformed")
-                break
-            end_marker = b"-----END " + label + _DASHES
-            body = label_end + 5
-            end = data.find(end_marker, body)
-            if end < 0:
-                what = "certificate" if label in _CERT_LABELS else _text(label)
-                ctx.report("pem", path, "truncated",
-                           f"the file ends inside a {what} block (no -----END {_text(label)}----- line)")
-                break
-            if label in _CERT_LABELS:
-                self._cert(path, data[body:end], label, len(certs) + 1, certs, ctx)
-            elif label.endswith(b"PRIVATE KEY"):
-                keys.append((label, data[pos:end + len(end_marker)]))
-            elif label in _PKCS7_LABELS:
-                self._pkcs7(path, data[pos:end + len(end_marker)], certs, ctx)
-            else:
-                others.append(label)
-            pos = data.find(_BEGIN, end + len(end_marker))
-
+        seen = [0]
+        certs = list(self._ders(path, ((0, data),), ctx, keys, others, seen))
+        self._check_found(data, seen[0], bool(certs), keys, others, ctx)
         if not certs:
-            if not ctx.problems and not keys:
-                kinds = ", ".join(sorted({_text(x) for x in others}))
-                raise StoreReadError("no_certificates", f"the file holds no certificates (only {kinds})", "pem")
             if keys and not ctx.problems:
                 log.debug("%s holds only private keys; nothing to report", path)
             return []
@@ -110,26 +90,102 @@ class PemReader(StoreReader):
             return [found("pem", path, "", i, der) for i, der in enumerate(certs)]
         return self._with_keys(path, certs, keys, ctx)
 
+    def read_parts(self, path: str, parts: Iterable[tuple[int, bytes]], ctx: ReadContext) -> Iterator[FoundCert]:
+        """The certificates of a large PEM file given in parts, one by one (memory stays bounded).
+
+        ``parts`` are ``(offset in the file, bytes)``, each starting outside a block (just after
+        an END line). For files without private keys: the caller checks (a key's match is not
+        known until the whole file is read); a key found anyway is reported as a problem.
+        """
+        keys: list[tuple[bytes, bytes, int]] = []
+        others: list[bytes] = []
+        seen = [0]
+        n = 0
+        for der in self._ders(path, parts, ctx, keys, others, seen):
+            yield ctx.found("pem", path, "", n, der)
+            n += 1
+        if keys:
+            ctx.report("pem", path, "unsupported", f"block {keys[0][2]}, a private key, appeared in a file read in "
+                       "parts; its certificate's key match is not checked")
+        self._check_found(b"", seen[0], n > 0, keys, others, ctx)
+
     @staticmethod
-    def _cert(path: str, b64: bytes, label: bytes, n: int, certs: list[bytes], ctx: ReadContext) -> None:
+    def _check_found(data: bytes, seen: int, any_cert: bool, keys: list, others: list[bytes], ctx: ReadContext) -> None:
+        if not seen:
+            raise StoreReadError("corrupt", "no PEM block (-----BEGIN ...) found" + hint(bytes(data[:4096]), "pem"),
+                                 "pem")
+        if not any_cert and not ctx.problems and not keys:
+            kinds = ", ".join(sorted({_text(x) for x in others}))
+            raise StoreReadError("no_certificates", f"the file holds no certificates (only {kinds})", "pem")
+
+    def _ders(self, path: str, parts: Iterable[tuple[int, bytes]], ctx: ReadContext,
+              keys: list[tuple[bytes, bytes, int]], others: list[bytes], seen: list[int]) -> Iterator[bytes]:
+        """The DER of every good certificate block (and of PKCS#7 blocks' certificates), in order.
+
+        Problems go to ``ctx``, key blocks to ``keys``, known non-certificate labels to ``others``;
+        ``seen[0]`` counts blocks and damaged blocks.
+        """
+        index = 0
+        certs: list[bytes] = []
+        for base, data in parts:
+            fast = well_formed(data)
+            if fast is not None and all(label in _CERT_LABELS for label, *_ in fast):
+                # the hot path: certificate blocks only, all whole (a bundle, a chain, one certificate)
+                cert = self._cert
+                for label, start, body_start, body_end, _ in fast:
+                    index += 1
+                    der = cert(path, data[body_start:body_end], label, index, base + start, ctx)
+                    if der is not None:
+                        yield der
+                seen[0] += len(fast)
+                continue
+            for item in scan_pem(data, base, index):
+                seen[0] += 1
+                index = item.index
+                if item.__class__ is BlockProblem:
+                    ctx.report("pem", path, item.reason, item.message)     # type: ignore[union-attr]
+                    continue
+                label = item.label                                         # type: ignore[union-attr]
+                if label in _CERT_LABELS:
+                    der = self._cert(path, data[item.body_start:item.body_end], label, item.index,  # type: ignore[union-attr]
+                                     item.at, ctx)  # type: ignore[union-attr]
+                    if der is not None:
+                        certs.append(der)
+                elif label.endswith(b"PRIVATE KEY"):
+                    keys.append((label, bytes(data[item.offset:item.end]), item.index))  # type: ignore[union-attr]
+                elif label in _PKCS7_LABELS:
+                    self._pkcs7(path, bytes(data[item.offset:item.end]), item, certs, ctx)  # type: ignore[union-attr]
+                elif label in _OTHER_LABELS:
+                    others.append(label)
+                else:
+                    ctx.report("pem", path, "unsupported",
+                               f"block {item.index} (at byte {item.at}) is labelled {_text(label)!r}, "  # type: ignore[union-attr]
+                               "which is neither a certificate nor a key; it is skipped")
+                if certs:
+                    yield from certs
+                    certs.clear()
+
+    @staticmethod
+    def _cert(path: str, b64: bytes, label: bytes, index: int, at: int, ctx: ReadContext) -> bytes | None:
+        """The DER of certificate block ``index`` (at byte ``at``), or None and a problem."""
         try:
             der = _a2b(b64)
         except binascii.Error:
-            ctx.report("pem", path, "corrupt", f"certificate block {n} is not valid base64")
-            return
+            ctx.report("pem", path, "corrupt", f"certificate block {index} (at byte {at}) is not valid base64")
+            return None
         trailing = _CERT_LABELS[label]
         problem = der_length_check(der, allow_trailing=trailing)
         if problem is not None:
             detail = "is cut short" if problem == "truncated" else "is not a DER certificate"
-            ctx.report("pem", path, problem, f"certificate block {n} {detail}")
-            return
+            ctx.report("pem", path, problem, f"certificate block {index} (at byte {at}) {detail}")
+            return None
         if trailing:
             _, hl, length = tlv_header(der)  # type: ignore[misc]
             der = der[:hl + length]
-        certs.append(der)
+        return der
 
     @staticmethod
-    def _pkcs7(path: str, block: bytes, certs: list[bytes], ctx: ReadContext) -> None:
+    def _pkcs7(path: str, block: bytes, where: Block, certs: list[bytes], ctx: ReadContext) -> None:
         from cryptography.hazmat.primitives import serialization
         from cryptography.hazmat.primitives.serialization import pkcs7
 
@@ -139,24 +195,26 @@ class PemReader(StoreReader):
                 warnings.simplefilter("ignore", UserWarning)
                 for c in pkcs7.load_pem_pkcs7_certificates(block):
                     certs.append(c.public_bytes(serialization.Encoding.DER))
-        except KEY_ERRORS:
-            ctx.report("pem", path, "corrupt", "a PKCS#7 block cannot be parsed")
+        except Exception:  # noqa: BLE001 - untrusted input: any parser error is this block's problem
+            ctx.report("pem", path, "corrupt",
+                       f"PKCS#7 block {where.index} (at byte {where.at}) cannot be parsed")
 
     @staticmethod
-    def _with_keys(path: str, certs: list[bytes], keys: list[tuple[bytes, bytes]], ctx: ReadContext) -> list[FoundCert]:
+    def _with_keys(path: str, certs: list[bytes], keys: list[tuple[bytes, bytes, int]],
+                   ctx: ReadContext) -> list[FoundCert]:
         plain: list[bytes] = []          # SPKIs of keys we could load
         encrypted = unknown = 0
-        for n, (label, block) in enumerate(keys, 1):
+        for label, block, n in keys:
             if label == _ENCRYPTED_KEY or _LEGACY_ENCRYPTED in block:
                 encrypted += 1
                 continue
             try:
                 plain.append(pem_key_spki(block))
-            except KEY_ERRORS as e:
+            except Exception as e:  # noqa: BLE001 - untrusted input: any loader error means "cannot be loaded"
                 unknown += 1
                 unsupported = isinstance(e, UnsupportedAlgorithm) or label.startswith(b"OPENSSH")
                 reason = "unsupported" if unsupported else "corrupt"
-                ctx.report("pem", path, reason, f"private key block {n} ({_text(label)}) cannot be loaded")
+                ctx.report("pem", path, reason, f"block {n}, a private key ({_text(label)}), cannot be loaded")
         spkis = [cert_spki(der) for der in certs]
         matched = set()
         flags = []

@@ -38,7 +38,7 @@ from agent.inventory import (
     CERTIFICATE, MATCHES, MISMATCH, NO_KEY, PRIVATE_KEY_ENTRY, TRUSTED_CERTIFICATE, FoundCert,
 )
 from agent.stores.base import KeystoreWriter, NewEntry, ReadContext, StoreReader, StoreReadError, WriteTarget, tlv_header
-from agent.stores.keys import KEY_ERRORS, public_spki
+from agent.stores.keys import KEY_ERRORS, public_spki, why
 from agent.stores.sniff import hint
 
 __all__ = ["Pkcs12Reader", "Pkcs12Writer", "rewrite_pkcs12", "pkcs12_kdf", "KDF_ROUNDS"]
@@ -89,6 +89,9 @@ class Pkcs12Reader(StoreReader):
             except KEY_ERRORS:
                 raise StoreReadError(
                     "unsupported", "the PKCS#12 keystore uses an unsupported algorithm", "pkcs12") from None
+            except Exception as e:  # noqa: BLE001 - untrusted input: InvalidVersion, DuplicateExtension...
+                raise StoreReadError(
+                    "corrupt", f"the PKCS#12 keystore cannot be parsed ({why(e)})", "pkcs12") from None
         if secret is not None:
             raise StoreReadError(
                 "wrong_password",

@@ -66,6 +66,8 @@ class CommandStream:
         try:
             self._out = out
             self.connected.set()
+            for update in self.handler.resume_pending():     # an install interrupted by a stop or a lost stream
+                out.put(agent_pb2.AgentMessage(job_update=job_update_out(update)))
             for cmd in call:
                 for update in self.handler.handle(command_in(cmd)):
                     out.put(agent_pb2.AgentMessage(job_update=job_update_out(update)))

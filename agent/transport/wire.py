@@ -99,7 +99,7 @@ def location_out(c: FoundCert) -> common_pb2.Location:
             host=e.host, port=e.port, sni=e.sni, protocol=e.protocol, cipher=e.cipher, starttls=e.starttls,
             chain_valid=e.chain_valid, validation_error=e.validation_error,
             chain_fingerprints=list(e.chain_fingerprints), source=e.source, scan_id=e.scan_id,
-            handshake_seconds=e.handshake_seconds,
+            handshake_seconds=e.handshake_seconds, scan_ids=list(e.scan_ids),
         ))
     if c.stale is not None:
         st = c.stale
@@ -176,7 +176,7 @@ def job_update_out(u: JobUpdate) -> agent_pb2.JobUpdate:
     return agent_pb2.JobUpdate(
         job_id=u.job_id, state=_STATE_OUT.get(u.state, agent_pb2.JOB_UPDATE_STATE_UNSPECIFIED), reason=u.reason,
         csr_der=u.csr_der, served_fingerprint=u.served_fingerprint, reload_seconds=u.reload_seconds,
-        challenge_token=u.challenge_token,
+        challenge_token=u.challenge_token, verified_by=u.verified_by,
         steps=[agent_pb2.JobStep(step=s.step, ok=s.ok, detail=s.detail, seconds=s.seconds) for s in u.steps],
     )
 
@@ -195,7 +195,7 @@ def job_update_in(msg: agent_pb2.JobUpdate) -> JobUpdate:
         job_id=msg.job_id, state=_STATE_IN.get(msg.state, "") or _legacy_state(msg), reason=msg.reason,
         csr_der=bytes(msg.csr_der), served_fingerprint=msg.served_fingerprint,
         steps=tuple(JobStep(s.step, s.ok, s.detail, s.seconds) for s in msg.steps),
-        reload_seconds=msg.reload_seconds, challenge_token=msg.challenge_token,
+        reload_seconds=msg.reload_seconds, challenge_token=msg.challenge_token, verified_by=msg.verified_by,
     )
 
 

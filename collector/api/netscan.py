@@ -34,6 +34,10 @@ def scan_out(v: NetworkScanView) -> discovery_pb2.NetworkScanInfo:
         reason=v.reason, requested_by=v.requested_by, created_at=dt_to_ts(v.created_at),
         updated_at=dt_to_ts(v.updated_at), finished_at=dt_to_ts(v.finished_at),
         endpoints_in_registry=v.endpoints_in_registry, sni_names=list(v.sni_names), starttls=dict(v.starttls),
+        endpoints=[discovery_pb2.ScanEndpoint(
+            endpoint=e.endpoint, sni=e.sni, starttls=e.starttls, protocol=e.protocol, fingerprint_sha256=e.fingerprint,
+            subject=e.subject, not_after=dt_to_ts(e.not_after), chain_valid=e.chain_valid, source=e.source,
+        ) for e in v.endpoints],
     )
 
 

@@ -24,6 +24,7 @@ from collector.cli.args import days_or_duration
 from collector.cli.command import TIMEOUT, add_format, add_group, handles, terminal_width, utcnow
 from collector.reports.text import SafeCsv
 from collector.cli.format import days_left, dumps, iso, render_table, short_dn, ts
+from collector.domain.names import NOT_TEXT_MARK, not_yet_valid, readable_name
 
 # -- the certificate as JSON, a table, CSV and a detail page ----------------------------------
 
@@ -119,16 +120,27 @@ def location_facts(loc: dict[str, Any]) -> list[str]:
 
 
 def cert_dict(c: admin_pb2.CertificateInfo, now: dt.datetime) -> dict[str, Any]:
+    """A certificate as JSON. ``subject``/``issuer`` are as the registry keeps them (``#`` and hex DER
+    for a name that is not valid text); ``subject_text``/``issuer_text`` are for reading (such a name
+    decoded with replacement characters) and ``names_not_text`` says which were; ``not_yet_valid``:
+    the not-before is later than now."""
     not_after = ts(c.not_after)
+    not_before = ts(c.not_before)
+    subject, bad_subject = readable_name(c.subject)
+    issuer, bad_issuer = readable_name(c.issuer)
     return {
         "fingerprint_sha256": c.fingerprint_sha256,
         "subject": c.subject,
         "issuer": c.issuer,
+        "subject_text": subject,
+        "issuer_text": issuer,
+        "names_not_text": [n for n, bad in (("subject", bad_subject), ("issuer", bad_issuer)) if bad],
         "serial": c.serial,
         "sans": [f"{s.type}:{s.value}" for s in c.sans],
-        "not_before": iso(ts(c.not_before)),
+        "not_before": iso(not_before),
         "not_after": iso(not_after),
         "days_left": days_left(not_after, now) if not_after else None,
+        "not_yet_valid": not_yet_valid(not_before, now),
         "key_type": c.key_type,
         "key_size": c.key_size,
         "key_curve": c.key_curve or None,
@@ -158,9 +170,9 @@ def certs_table(certs: Iterable[admin_pb2.CertificateInfo], now: dt.datetime, wi
         not_after = ts(c.not_after)
         left = days_left(not_after, now)
         rows.append([
-            "EXPIRED" if left < 0 else str(left),
+            "NOT YET" if not_yet_valid(ts(c.not_before), now) else "EXPIRED" if left < 0 else str(left),
             not_after.strftime("%Y-%m-%d"),
-            short_dn(c.subject) or "(empty subject)",
+            short_dn(readable_name(c.subject)[0]) or "(empty subject)",
             key_desc(c),
             where(c),
             c.fingerprint_sha256[:12],
@@ -191,14 +203,24 @@ def certs_csv(certs: Iterable[admin_pb2.CertificateInfo], now: dt.datetime, out:
             w.writerow(row)
 
 
+def _validity(d: dict[str, Any], c: admin_pb2.CertificateInfo, now: dt.datetime) -> str:
+    if d["not_yet_valid"]:
+        wait = ts(c.not_before) - now
+        when = f"{wait.days} day(s)" if wait.days else f"{max(1, int(wait.total_seconds() // 3600))} hour(s)"
+        return f"NOT YET VALID: valid from {d['not_before']}, in {when}; clients refuse it until then"
+    return "EXPIRED" if d["days_left"] < 0 else f"{d['days_left']} days left"
+
+
 def cert_detail(c: admin_pb2.CertificateInfo, now: dt.datetime) -> str:
     d = cert_dict(c, now)
+    mark = {n: f"  {NOT_TEXT_MARK}" for n in d["names_not_text"]}
     lines = [
         f"Fingerprint:  {d['fingerprint_sha256']}",
-        f"Subject:      {d['subject']}",
-        f"Issuer:       {d['issuer']}" + ("" if not d["issuer_fingerprint_sha256"] else f"  ({d['issuer_fingerprint_sha256'][:12]})"),
+        f"Subject:      {d['subject_text']}{mark.get('subject', '')}",
+        f"Issuer:       {d['issuer_text']}{mark.get('issuer', '')}"
+        + ("" if not d["issuer_fingerprint_sha256"] else f"  ({d['issuer_fingerprint_sha256'][:12]})"),
         f"Serial:       {d['serial']}",
-        f"Valid:        {d['not_before']} .. {d['not_after']}  ({'EXPIRED' if d['days_left'] < 0 else str(d['days_left']) + ' days left'})",
+        f"Valid:        {d['not_before']} .. {d['not_after']}  ({_validity(d, c, now)})",
         f"Key:          {key_desc(c)}",
         f"Signature:    {d['signature_algorithm']}",
         f"CA:           {'yes' if d['is_ca'] else 'no'}{', self-signed' if d['self_signed'] else ''}",

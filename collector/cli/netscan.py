@@ -17,7 +17,7 @@ from typing import Any, Iterable
 
 import grpc
 
-from certfleet.v1 import admin_pb2, admin_pb2_grpc, discovery_pb2, discovery_pb2_grpc
+from certfleet.v1 import discovery_pb2, discovery_pb2_grpc
 from collector.cli.command import TIMEOUT, add_format, add_group, handles, terminal_width
 from collector.reports.text import SafeCsv
 from collector.cli.format import dumps, iso, render_table, short_dn, ts
@@ -30,8 +30,15 @@ def _when(value: Any, present: bool) -> str | None:
     return iso(ts(value, present))
 
 
-def scan_dict(s: discovery_pb2.NetworkScanInfo) -> dict[str, Any]:
-    return {
+def endpoint_dict(e: discovery_pb2.ScanEndpoint) -> dict[str, Any]:
+    return {"endpoint": e.endpoint, "sni": e.sni, "starttls": e.starttls, "protocol": e.protocol,
+            "fingerprint_sha256": e.fingerprint_sha256, "subject": e.subject,
+            "not_after": _when(e.not_after, e.HasField("not_after")), "chain_valid": e.chain_valid, "source": e.source}
+
+
+def scan_dict(s: discovery_pb2.NetworkScanInfo, endpoints: bool = False) -> dict[str, Any]:
+    """A scan as JSON; ``endpoints``: with the endpoints it found (GetNetworkScan has them, lists do not)."""
+    d = {
         "scan_id": s.scan_id, "agent": s.agent_id, "host": s.hostname, "state": s.state, "reason": s.reason,
         "targets": list(s.targets), "ports": list(s.ports), "rate_per_second": s.rate_per_second,
         "timeout_seconds": s.timeout_seconds, "concurrency": s.concurrency,
@@ -42,6 +49,9 @@ def scan_dict(s: discovery_pb2.NetworkScanInfo) -> dict[str, Any]:
         "updated_at": _when(s.updated_at, s.HasField("updated_at")),
         "finished_at": _when(s.finished_at, s.HasField("finished_at")),
     }
+    if endpoints:
+        d["endpoints"] = [endpoint_dict(e) for e in s.endpoints]
+    return d
 
 
 def _percent(s: discovery_pb2.NetworkScanInfo) -> str:
@@ -62,8 +72,8 @@ def scan_detail(s: discovery_pb2.NetworkScanInfo) -> str:
         f"{d['concurrency']} in flight",
         f"Progress:     {d['probed']}/{d['targets_total']} probed ({_percent(s)}), {d['tls_found']} TLS, "
         f"{d['errors']} errors",
-        f"In registry:  {d['endpoints_in_registry']} endpoint location(s) from this scan"
-        + (" (certfleet certs list --format json: store_type endpoint)" if d["endpoints_in_registry"] else ""),
+        f"In registry:  {d['endpoints_in_registry']} TLS endpoint(s) this scan found"
+        + (" (listed below; certfleet certs show FINGERPRINT for one)" if d["endpoints_in_registry"] else ""),
         f"Requested by: {d['requested_by']} at {d['created_at']}" + (f"; finished {d['finished_at']}" if d["finished_at"] else
                                                                      f"; last change {d['updated_at']}"),
     ]
@@ -111,10 +121,17 @@ def _starttls(values: list[str]) -> dict[int, str]:
     return out
 
 
-def follow(stub: discovery_pb2_grpc.DiscoveryServiceStub, scan_id: str, timeout: float, out=sys.stdout) -> int:  # noqa: ANN001
-    """Print progress until the scan is final; 0 only if done."""
+def follow(stub: discovery_pb2_grpc.DiscoveryServiceStub, scan_id: str, timeout: float, out=sys.stdout,  # noqa: ANN001
+           final: Any = None) -> int:
+    """Print progress until the scan is final; 0 only if done. ``final`` (optional) is called with the
+    last NetworkScanInfo (final, or the last seen when the wait gave up).
+
+    The agent reports the endpoints a scan found with its next inventory report, which it sends right
+    after the scan ends: once the scan is done, the wait goes on (a few seconds at most) until the
+    registry holds as many endpoints as the scan found TLS."""
     deadline = time.monotonic() + timeout
     last = None
+    finished_at: float | None = None
     while True:
         s = stub.GetNetworkScan(discovery_pb2.GetNetworkScanRequest(scan_id=scan_id), timeout=TIMEOUT)
         now = (s.state, s.probed, s.tls_found, s.errors)
@@ -124,13 +141,25 @@ def follow(stub: discovery_pb2_grpc.DiscoveryServiceStub, scan_id: str, timeout:
             out.flush()
             last = now
         if s.state in FINAL:
-            out.write(f"scan {s.scan_id[:8]}: {s.state}" + (f": {s.reason}" if s.reason else "")
-                      + f"; {s.endpoints_in_registry} endpoint location(s) in the registry\n")
-            return 0 if s.state == DONE else 1
-        if time.monotonic() > deadline:
+            finished_at = finished_at if finished_at is not None else time.monotonic()
+            waiting_report = (s.state == DONE and s.endpoints_in_registry < s.tls_found
+                              and time.monotonic() - finished_at < REPORT_WAIT and time.monotonic() < deadline)
+            if not waiting_report:
+                out.write(f"scan {s.scan_id[:8]}: {s.state}" + (f": {s.reason}" if s.reason else "")
+                          + f"; {s.endpoints_in_registry} of {s.tls_found} TLS endpoint(s) found are in the registry\n")
+                if final is not None:
+                    final(s)
+                return 0 if s.state == DONE else 1
+        elif time.monotonic() > deadline:
             out.write(f"gave up waiting after {timeout:.0f}s; the scan goes on: certfleet netscan show {s.scan_id}\n")
+            if final is not None:
+                final(s)
             return 1
         time.sleep(0.5)
+
+
+#: how long ``--wait`` waits, after the scan is done, for the agent's report of what it found
+REPORT_WAIT = 30.0
 
 
 def cmd_start(channel: grpc.Channel, ns: argparse.Namespace) -> int:
@@ -139,15 +168,19 @@ def cmd_start(channel: grpc.Channel, ns: argparse.Namespace) -> int:
         agent_id=ns.agent, targets=_targets(ns.targets), ports=_ports(ns.ports), rate_per_second=ns.rate or 0,
         timeout_seconds=_seconds(ns.timeout) if ns.timeout else 0, concurrency=ns.concurrency or 0,
         starttls=_starttls(ns.starttls or []), sni_names=ns.sni or [], reason=ns.reason or ""), timeout=TIMEOUT)
-    if ns.format == "json" and not ns.wait:
-        print(dumps(scan_dict(s)))
-        return 0
+    if ns.format == "json":
+        if not ns.wait:
+            print(dumps(scan_dict(s)))
+            return 0
+        # stdout is one JSON document (the scan as it ended, with its endpoints); progress goes to stderr
+        return follow(stub, s.scan_id, ns.wait_timeout, out=sys.stderr,
+                      final=lambda last: print(dumps(scan_dict(last, endpoints=True))))
     print(f"network scan {s.scan_id} queued for {s.hostname}: {', '.join(s.targets)} x ports "
           f"{', '.join(map(str, s.ports))} = {s.targets_total} probes at {s.rate_per_second:g}/s")
     if not ns.wait:
         print(f"follow it with: certfleet netscan show {s.scan_id}")
         return 0
-    return follow(stub, s.scan_id, ns.wait_timeout)
+    return follow(stub, s.scan_id, ns.wait_timeout, final=lambda last: sys.stdout.write(_endpoints(last)))
 
 
 def cmd_list(channel: grpc.Channel, ns: argparse.Namespace) -> int:
@@ -172,45 +205,22 @@ def cmd_show(channel: grpc.Channel, ns: argparse.Namespace) -> int:
     s = discovery_pb2_grpc.DiscoveryServiceStub(channel).GetNetworkScan(
         discovery_pb2.GetNetworkScanRequest(scan_id=ns.scan), timeout=TIMEOUT)
     if ns.format == "json":
-        print(dumps(scan_dict(s)))
+        print(dumps(scan_dict(s, endpoints=True)))
         return 0
     sys.stdout.write(scan_detail(s))
-    if s.endpoints_in_registry:
-        sys.stdout.write(_endpoints(channel, s))
+    sys.stdout.write(_endpoints(s))
     return 0
 
 
-def _endpoints(channel: grpc.Channel, s: discovery_pb2.NetworkScanInfo) -> str:
-    """The scan's endpoints as the registry holds them (certificates on the scanning host with an
-    endpoint location from this scan)."""
-    stub = admin_pb2_grpc.AdminServiceStub(channel)
-    lines = []
-    for page in stub.ListCertificates(admin_pb2.ListCertificatesRequest(host=s.hostname), timeout=TIMEOUT):
-        for c in page.certificates:
-            for loc in c.locations:
-                if loc.store_type != "endpoint" or loc.chain_index != 0:
-                    continue
-                lines.append((loc.path, loc.alias, c))
-    if not lines:
-        return ""
-    # ListCertificates carries no endpoint details (kept light); one GetCertificate per certificate tells the scan
+def _endpoints(s: discovery_pb2.NetworkScanInfo) -> str:
+    """The TLS endpoints the scan found, as the registry holds them (whatever source recorded them first)."""
     out = []
-    seen: dict[str, admin_pb2.CertificateInfo] = {}
-    for path, alias, c in sorted(lines, key=lambda x: (x[0], x[1])):
-        full = seen.get(c.fingerprint_sha256)
-        if full is None:
-            full = seen[c.fingerprint_sha256] = stub.GetCertificate(
-                admin_pb2.GetCertificateRequest(fingerprint_prefix=c.fingerprint_sha256), timeout=TIMEOUT)
-        for loc in full.locations:
-            if (loc.store_type, loc.path, loc.alias, loc.chain_index) != ("endpoint", path, alias, 0):
-                continue
-            if loc.endpoint.scan_id != s.scan_id or loc.status != "present":
-                continue
-            ep = loc.endpoint
-            sni = f" sni={alias}" if alias else ""
-            tls = f" starttls={ep.starttls}" if ep.starttls else ""
-            out.append(f"  {path}{sni}{tls}  {ep.protocol or '?'}  {short_dn(c.subject) or '(empty subject)'}"
-                       f"  {c.fingerprint_sha256[:16]}  {'chain valid' if ep.chain_valid else 'chain not valid'}")
+    for e in s.endpoints:
+        sni = f" sni={e.sni}" if e.sni else ""
+        tls = f" starttls={e.starttls}" if e.starttls else ""
+        src = f"  (recorded first as {e.source})" if e.source and e.source != "network_scan" else ""
+        out.append(f"  {e.endpoint}{sni}{tls}  {e.protocol or '?'}  {short_dn(e.subject) or '(empty subject)'}"
+                   f"  {e.fingerprint_sha256[:16]}  {'chain valid' if e.chain_valid else 'chain not valid'}{src}")
     return ("Endpoints:\n" + "\n".join(out) + "\n") if out else ""
 
 

@@ -26,6 +26,10 @@ a production certificate (see :func:`violation_notice`), and a stale service: a 
 whose process serves another certificate (key: location id + served fingerprint + stale
 since, so one notice per stale episode; see :func:`stale_service_notices`).
 
+Days left are told by one rule in every channel (:func:`whole_days`): whole days,
+rounded down, negative once expired -- the mail's "expires in 4 day(s)" and the
+webhook's ``"days_left": 4`` for the same certificate; under a day the text says hours.
+
 Notices are grouped per owner into one :class:`Digest` per run (``""`` is the
 digest of notices that have no owner).
 """
@@ -33,6 +37,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import math
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Sequence
 
@@ -149,7 +154,7 @@ class Notice:
             "threshold_days": self.threshold if self.kind in (EXPIRY, ESCALATION) else None,
             "fingerprint": self.fingerprint, "subject": self.subject,
             "not_after": self.not_after.isoformat() if self.not_after else None,
-            "days_left": round(self.days_left, 2) if self.days_left is not None else None,
+            "days_left": whole_days(self.days_left) if self.days_left is not None else None,
             "environment": self.environment, "criticality": self.criticality, "service": self.service,
             "priority": self.priority, "escalate": self.escalate,
             "locations": [{"host": p.hostname, "path": p.path, "alias": p.alias} for p in self.places],
@@ -172,12 +177,18 @@ def days_left(not_after: dt.datetime, now: dt.datetime) -> float:
     return (not_after - now).total_seconds() / 86400.0
 
 
+def whole_days(d: float) -> int:
+    """The days left every channel tells: whole days, rounded down (negative once expired), the
+    rule of the reports and the CLI (collector/reports/model.py days_left)."""
+    return math.floor(d)
+
+
 def _when(d: float) -> str:
     if d <= 0:
         return "has EXPIRED"
     if d < 1:
         return f"expires in {max(1, int(d * 24))} hour(s)"
-    return f"expires in {int(d)} day(s)"
+    return f"expires in {whole_days(d)} day(s)"
 
 
 def deciding_keys(item: CertItem, now: dt.datetime, thresholds: Thresholds = Thresholds(),

@@ -11,6 +11,7 @@ The document (TOML; ``[policy] file`` in the collector config, or ``certfleet po
     allow_wildcards = true
     forbid_self_signed = false
     expired_installed = true            # flag expired certificates still installed
+    not_yet_valid = true                # flag installed certificates whose not-before is in the future
     locked = ["min_rsa_bits", "forbidden_signature_algorithms"]
 
     [[scope]]                           # narrower: an environment, an owner, or both
@@ -33,9 +34,15 @@ global locked ``min_rsa_bits = 2048``). Tightening a locked value is allowed.
 
 Which rules apply to which certificates:
 
-- key type, RSA size, EC curve, signature algorithm, expired-but-installed: every certificate;
-- maximum validity, SAN patterns, wildcards, self-signed: certificates that are not CAs
-  (a root in a trust store is self-signed and long-lived on purpose).
+- key type, RSA size, EC curve, signature algorithm, expired-but-installed, not-yet-valid: every
+  certificate (not-yet-valid: its not-before is later than now, so clients refuse it until then;
+  on by default, like expired-but-installed);
+- maximum validity, SAN patterns, wildcards, self-signed: certificates used as leaves
+  (:func:`collector.domain.policy_rules.judged_as_leaf`): how a certificate is used decides,
+  not its CA flag. A certificate without the CA flag is one; a CA-flagged one (``openssl req
+  -x509`` sets CA:TRUE by default) is one when it is served by a TLS endpoint or sits first
+  in a file or store entry with its private key beside it. A CA certificate in a chain file or
+  a bundle is not (an intermediate is long-lived on purpose); trust anchors are set apart below.
 
 Trust anchors (a location of role ``trust_anchor``: an entry of a system or Java trust
 store) are not service certificates; per rule (:data:`TRUST_ANCHOR_RULES`):
@@ -46,8 +53,8 @@ store) are not service certificates; per rule (:data:`TRUST_ANCHOR_RULES`):
   store belongs to the OS or JDK vendor, not to the owner a notice would reach.
 - signature algorithm: not evaluated (an anchor's own signature is never checked when a
   chain is validated: trust comes from being in the store).
-- expired-but-installed: not evaluated (an expired anchor validates nothing; the store's
-  package removes it on its next update).
+- expired-but-installed, not-yet-valid: not evaluated (an anchor outside its validity
+  validates nothing; the store's package manages it).
 - maximum validity, SAN patterns, wildcards, self-signed: not evaluated (rules about what
   a service presents; anchors are long-lived and self-signed on purpose).
 
@@ -72,8 +79,8 @@ from collector.errors import InvalidInput
 from collector.domain.policy_rules import (
     ALLOW_WILDCARDS, ALLOWED_EC_CURVES, ALLOWED_KEY_TYPES, ALLOWED_SAN_PATTERNS, ANY_RULE,
     EXPIRED_INSTALLED, FORBID_SELF_SIGNED, FORBIDDEN_SIGNATURE_ALGORITHMS, KEY_TYPES, MAX_VALIDITY_DAYS, MIN_RSA_BITS,
-    RULES, TRUST_ANCHOR_RULES, PolicyDoc, PolicyError, PolicyRefused, Scope, Settings, curve_name,
-    is_trust_anchor, sig_token,
+    NOT_YET_VALID, RULES, TRUST_ANCHOR_RULES, PolicyDoc, PolicyError, PolicyRefused, Scope, Settings, curve_name,
+    is_trust_anchor, judged_as_leaf, sig_token, used_as_leaf,
 )
 
 # -- parsing -----------------------------------------------------------------------------------
@@ -222,6 +229,7 @@ min_rsa_bits = 2048
 allowed_ec_curves = ["P-256", "P-384", "P-521"]
 forbidden_signature_algorithms = ["sha1", "md5"]
 expired_installed = true
+not_yet_valid = true
 """
 
 
@@ -247,11 +255,11 @@ def _dns_names(cert: Any) -> tuple[str, ...]:
 
 
 def evaluate(cert: Any, location: Any | None, assignment: Any | None, policy: PolicyDoc,
-             now: dt.datetime) -> list[Finding]:
+             now: dt.datetime, leaf_use: bool | None = None) -> list[Finding]:
     """The rules ``cert`` (a CertificateView or alike) breaks at ``location`` under ``policy``.
 
     ``assignment`` (collector.domain.ownership.Assignment or None) gives the environment and owner
-    that pick the scopes.
+    that pick the scopes. ``leaf_use``: see :func:`collector.domain.policy_rules.judged_as_leaf`.
     """
     env = getattr(assignment, "environment", None) or ""
     owner = getattr(assignment, "owner", None) or ""
@@ -273,7 +281,13 @@ def evaluate(cert: Any, location: Any | None, assignment: Any | None, policy: Po
                            f"signed with {cert.signature_algorithm} ({bad[0]} is forbidden)"))
     if s.expired_installed and cert.not_after <= now and (location is None or getattr(location, "status", "present") == "present"):
         out.append(Finding(EXPIRED_INSTALLED, f"expired {cert.not_after:%Y-%m-%d} and still installed"))
-    if not getattr(cert, "is_ca", False):
+    if (s.not_yet_valid and cert.not_before > now
+            and (location is None or getattr(location, "status", "present") == "present")):
+        wait = cert.not_before - now
+        when = f"in {wait.days} day(s)" if wait.days else f"in {max(1, int(wait.total_seconds() // 3600))} hour(s)"
+        out.append(Finding(NOT_YET_VALID, f"not valid before {cert.not_before:%Y-%m-%d %H:%M} UTC ({when}): "
+                                          f"clients refuse it until then"))
+    if judged_as_leaf(cert, location, leaf_use):
         if s.max_validity_days:
             days = (cert.not_after - cert.not_before).total_seconds() / 86400
             if days > s.max_validity_days:
@@ -429,5 +443,5 @@ def locked_breaches(req: RequestFacts, assignment: Any | None, policy: PolicyDoc
 __all__ = [
     "RULES", "Settings", "Scope", "PolicyDoc", "PolicyError", "PolicyRefused", "Finding", "PolicyException",
     "RequestFacts", "parse_policy", "default_policy", "evaluate", "exception_applies", "waiver",
-    "locked_breaches", "check_exception", "looser",
+    "locked_breaches", "check_exception", "looser", "used_as_leaf",
 ]

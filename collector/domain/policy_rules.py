@@ -19,8 +19,9 @@ ALLOWED_SAN_PATTERNS = "allowed_san_patterns"
 ALLOW_WILDCARDS = "allow_wildcards"
 FORBID_SELF_SIGNED = "forbid_self_signed"
 EXPIRED_INSTALLED = "expired_installed"
+NOT_YET_VALID = "not_yet_valid"
 RULES = (ALLOWED_KEY_TYPES, MIN_RSA_BITS, ALLOWED_EC_CURVES, FORBIDDEN_SIGNATURE_ALGORITHMS, MAX_VALIDITY_DAYS,
-         ALLOWED_SAN_PATTERNS, ALLOW_WILDCARDS, FORBID_SELF_SIGNED, EXPIRED_INSTALLED)
+         ALLOWED_SAN_PATTERNS, ALLOW_WILDCARDS, FORBID_SELF_SIGNED, EXPIRED_INSTALLED, NOT_YET_VALID)
 ANY_RULE = "*"
 
 KEY_TYPES = ("rsa", "ec", "ed25519", "ed448", "dsa")
@@ -37,6 +38,40 @@ TRUST_ANCHOR_RULES = frozenset({ALLOWED_KEY_TYPES, MIN_RSA_BITS, ALLOWED_EC_CURV
 
 def is_trust_anchor(location: Any | None) -> bool:
     return getattr(location, "role", "") == TRUST_ANCHOR
+
+
+def serves_as_leaf(location: Any | None) -> bool:
+    """Whether ``location`` uses its certificate as a service (end-entity) certificate: the first
+    certificate of a TLS endpoint's chain, or the first of a file or store entry with its private
+    key beside it. Trust anchors and removed locations never do."""
+    if location is None or is_trust_anchor(location) or getattr(location, "status", "present") != "present":
+        return False
+    if (getattr(location, "chain_index", 0) or 0) != 0:
+        return False
+    return getattr(location, "store_type", "") == "endpoint" or bool(getattr(location, "has_private_key", False))
+
+
+def used_as_leaf(cert: Any) -> bool:
+    """Whether any present location of ``cert`` (``cert.locations``) serves it as a leaf."""
+    return any(serves_as_leaf(loc) for loc in getattr(cert, "locations", ()) or ())
+
+
+def judged_as_leaf(cert: Any, location: Any | None, leaf_use: bool | None = None) -> bool:
+    """Whether the leaf rules (validity, names, self-signed) judge ``cert`` at ``location``.
+
+    How the certificate is used decides, not its CA flag: ``openssl req -x509`` sets CA:TRUE by
+    default, and such a certificate deployed with its key or served by an endpoint is a service
+    certificate. A certificate without the CA flag is always judged as one; a CA-flagged one when
+    ``location`` or any of its present locations serves it as a leaf. A trust anchor location never
+    is (the anchor rules judge it there). ``leaf_use``: :func:`used_as_leaf` of ``cert`` when the
+    caller has it (computed once per certificate: an intermediate sits in thousands of chain files)."""
+    if is_trust_anchor(location):
+        return False
+    if not getattr(cert, "is_ca", False):
+        return True
+    if serves_as_leaf(location):
+        return True
+    return used_as_leaf(cert) if leaf_use is None else leaf_use
 
 
 class PolicyError(InvalidInput):
@@ -69,6 +104,7 @@ class Settings:
     allow_wildcards: bool | None = None
     forbid_self_signed: bool | None = None
     expired_installed: bool | None = None
+    not_yet_valid: bool | None = None             # flag installed certificates whose not-before is in the future
 
     def given(self) -> dict[str, Any]:
         return {r: getattr(self, r) for r in RULES if getattr(self, r) is not None}
@@ -82,7 +118,7 @@ DEFAULT_SETTINGS = Settings(
     allowed_key_types=("rsa", "ec", "ed25519", "ed448"), min_rsa_bits=2048,
     allowed_ec_curves=("P-256", "P-384", "P-521"), forbidden_signature_algorithms=("sha1", "md5"),
     max_validity_days=0, allowed_san_patterns=(), allow_wildcards=True, forbid_self_signed=False,
-    expired_installed=True,
+    expired_installed=True, not_yet_valid=True,
 )
 
 

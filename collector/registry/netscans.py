@@ -12,10 +12,15 @@ sent and not finished are sent again (the agent answers a finished scan_id with 
 progress).
 
 The endpoints a scan finds arrive as locations of store type ``endpoint`` in the agent's
-inventory reports. Use it as ``Registry.netscans`` or ``NetscanStore(engine)``.
+inventory reports: ``endpoint.scan_id`` when the scan recorded the location first,
+``endpoint.scan_ids`` for every scan that found it (an endpoint the agent already probes as a
+local listener or a configured target keeps that source). A scan's result (:meth:`get_scan`)
+lists every present endpoint location of its agent that names the scan in either (:func:`found_by`).
+Use it as ``Registry.netscans`` or ``NetscanStore(engine)``.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import uuid
 from collections import Counter
@@ -31,10 +36,28 @@ from collector.registry.models.agents import agents
 from collector.registry.models.inventory import certificates, locations
 from collector.registry.models.netscans import network_scans
 from collector.registry.sql import chunked
-from collector.registry.types import NetworkScanView
+from collector.registry.types import NetworkScanView, ScanEndpointView
 
 #: the store type of the locations a network scan finds (one per endpoint and chain position)
 ENDPOINT = "endpoint"
+
+
+#: scan ids read from one endpoint location (the agent keeps 16 scans' results; the rest is noise)
+MAX_SCAN_IDS = 64
+
+
+def found_by(endpoint: Any) -> set[str]:
+    """The scans an endpoint location's facts (agent-reported JSON: untrusted) say found it."""
+    if not isinstance(endpoint, dict):
+        return set()
+    out = set()
+    first = endpoint.get("scan_id")
+    if isinstance(first, str) and first:
+        out.add(first)
+    more = endpoint.get("scan_ids")
+    if isinstance(more, list):
+        out.update(s for s in more[:MAX_SCAN_IDS] if isinstance(s, str) and s)
+    return out
 
 
 def endpoint_host(path: str) -> str:
@@ -60,22 +83,41 @@ class NetscanStore(db.Connections):
 
     def _views(self, conn: Connection, rows: Sequence[Any]) -> list[NetworkScanView]:
         counts = self._endpoint_counts(conn, sorted({r.agent_id for r in rows}))
-        return [_view(r, counts.get(r.scan_id, 0)) for r in rows]
+        return [_view(r, counts.get((r.agent_id, r.scan_id), 0)) for r in rows]
 
     @staticmethod
-    def _endpoint_counts(conn: Connection, agent_ids: Sequence[str]) -> Counter[str]:
-        """Present endpoint locations (the leaf of each) per scan_id, for these agents."""
+    def _endpoint_counts(conn: Connection, agent_ids: Sequence[str]) -> Counter[tuple[str, str]]:
+        """Present endpoint locations (the leaf of each) per (agent, scan_id) that found them, for these
+        agents: an agent's locations count only for its own scans."""
         lc = locations.c
-        out: Counter[str] = Counter()
+        out: Counter[tuple[str, str]] = Counter()
         for part in chunked(list(agent_ids)):
-            for (ep,) in conn.execute(
-                select(lc.endpoint).where(lc.agent_id.in_(list(part)), lc.store_type == ENDPOINT,
-                                          lc.status == "present", lc.chain_index == 0)
+            for agent_id, ep in conn.execute(
+                select(lc.agent_id, lc.endpoint).where(lc.agent_id.in_(list(part)), lc.store_type == ENDPOINT,
+                                                       lc.status == "present", lc.chain_index == 0)
             ):
-                sid = (ep or {}).get("scan_id") or ""
-                if sid:
-                    out[sid] += 1
+                for sid in found_by(ep):
+                    out[(agent_id, sid)] += 1
         return out
+
+    @staticmethod
+    def _scan_endpoints(conn: Connection, agent_id: str, scan_id: str) -> tuple[ScanEndpointView, ...]:
+        """Every present endpoint location (the leaf) of the scan's agent that the scan found, by
+        endpoint, then server name."""
+        lc, cc = locations.c, certificates.c
+        out = []
+        for path, alias, ep, fp, subject, not_after in conn.execute(
+            select(lc.path, lc.alias, lc.endpoint, lc.fingerprint, cc.subject, cc.not_after)
+            .join(certificates, cc.fingerprint == lc.fingerprint)
+            .where(lc.agent_id == agent_id, lc.store_type == ENDPOINT, lc.status == "present", lc.chain_index == 0)
+        ):
+            if scan_id not in found_by(ep):
+                continue
+            out.append(ScanEndpointView(
+                endpoint=path, sni=alias, starttls=str(ep.get("starttls") or ""), protocol=str(ep.get("protocol") or ""),
+                fingerprint=fp, subject=subject, not_after=not_after,
+                chain_valid=bool(ep.get("chain_valid")), source=str(ep.get("source") or "")))
+        return tuple(sorted(out, key=lambda e: (e.endpoint, e.sni)))
 
     def _lock(self, conn: Connection, scan_id: str) -> Any:
         stmt = select(network_scans).where(network_scans.c.scan_id == scan_id)
@@ -141,9 +183,11 @@ class NetscanStore(db.Connections):
     # -- reading -------------------------------------------------------------------------
 
     def get_scan(self, scan_ref: str) -> NetworkScanView:
+        """One scan, with the TLS endpoints it found (:func:`found_by`) as the registry holds them."""
         with self._read() as conn:
             scan_id = resolve_id(conn, network_scans.c.scan_id, scan_ref, "network scan")
-            return self._views(conn, conn.execute(self._select().where(network_scans.c.scan_id == scan_id)).all())[0]
+            v = self._views(conn, conn.execute(self._select().where(network_scans.c.scan_id == scan_id)).all())[0]
+            return dataclasses.replace(v, endpoints=self._scan_endpoints(conn, v.agent_id, v.scan_id))
 
     def list_scans(self, agent_ref: str = "", limit: int = 100) -> list[NetworkScanView]:
         """Newest first."""
@@ -243,4 +287,4 @@ def _view(r: Any, endpoints: int) -> NetworkScanView:
     )
 
 
-__all__ = ["NetscanStore", "ENDPOINT", "endpoint_host"]
+__all__ = ["NetscanStore", "ENDPOINT", "endpoint_host", "found_by"]

@@ -3,7 +3,7 @@
 Exactly-once: a digest's notices are claimed by INSERT into ``notices_sent``
 (unique on fingerprint, threshold, kind, owner), each in a savepoint, in one
 transaction that also queues the digest's deliveries and ends with the audit
-event ``notification.sent``. The INSERT that wins sends; a collector that loses
+event ``notification.sent`` (``notification.undelivered`` when no channel had a recipient). The INSERT that wins sends; a collector that loses
 the race (or a restart that finds the row) skips the notice. Deliveries are then
 claimed one at a time by a conditional UPDATE (a lease on ``next_attempt_at``),
 so two collectors never send the same delivery at once either.
@@ -68,6 +68,25 @@ def _view(r: Any) -> DeliveryView:
     )
 
 
+#: the audit target of a digest for certificates without an owner
+UNOWNED_TARGET = "unowned"
+
+
+def digest_audit(owner: str, notices: int, deliveries: int) -> tuple[str, str, str]:
+    """(action, target, reason) of the audit event of a claimed digest: ``notification.sent`` when
+    deliveries were queued; ``notification.undelivered`` when no channel had a recipient (an unowned
+    certificate and no channel default, or an owner without a contact on any configured channel).
+    The target is ``owner:<name>``, or ``unowned`` for certificates that have no owner."""
+    target = f"owner:{owner}" if owner else UNOWNED_TARGET
+    if deliveries:
+        return "notification.sent", target, f"{notices} notice(s) in one digest, {deliveries} delivery(ies) queued"
+    if owner:
+        why = f"owner {owner} has no contact for any configured channel and no channel has a default recipient"
+    else:
+        why = "no owner, and no channel has a default recipient (smtp to, webhook url, slack, ticket kinds)"
+    return "notification.undelivered", target, f"{notices} notice(s) not delivered: {why}"
+
+
 class NotifyStore(db.Connections):
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -120,8 +139,8 @@ class NotifyStore(db.Connections):
                      deliveries_for: Callable[[str, Sequence[Notice]], Sequence[DeliveryIn]],
                      actor: str = "collector") -> tuple[str, list[Notice]]:
         """Claim the digest's notices (those another collector or an earlier run has not), queue
-        ``deliveries_for(digest_id, claimed)`` and audit ``notification.sent``, in one transaction.
-        Returns the digest id and the notices this call won (empty: nothing to send)."""
+        ``deliveries_for(digest_id, claimed)`` and audit what happened (:func:`digest_audit`), in one
+        transaction. Returns the digest id and the notices this call won (empty: nothing to send)."""
         digest_id = str(uuid.uuid4())
         won: list[Notice] = []
         with self._write() as conn:
@@ -147,9 +166,9 @@ class NotifyStore(db.Connections):
                     digest_id=digest_id, owner=digest.owner, channel=d.channel, target=d.target, subject=d.subject,
                     payload=d.payload, state=PENDING, attempts=0, last_error="", next_attempt_at=now,
                     created_at=now, updated_at=now, sent_at=None))
-            audit.record(conn, now, actor, "notification.sent", f"owner:{digest.owner}" if digest.owner else "owner:",
-                         f"{len(won)} notice(s) in one digest",
-                         {"digest_id": digest_id,
+            action, target, reason = digest_audit(digest.owner, len(won), len(queued))
+            audit.record(conn, now, actor, action, target, reason,
+                         {"digest_id": digest_id, "owner": digest.owner,
                           "notices": [{"kind": x.kind, "target": x.target, "threshold": x.threshold} for x in won],
                           "deliveries": [{"channel": d.channel, "target": d.target} for d in queued]})
         return digest_id, won

@@ -356,6 +356,7 @@ class PolicyStore(db.Connections):
             for cert in page:
                 n_certs += 1
                 facts = own.facts_of(cert)        # once per certificate, not per location
+                leaf_use = pol.used_as_leaf(cert)  # likewise (an intermediate is in many chain files)
                 for loc in cert.locations:
                     if agent_id is not None and loc.agent_id != agent_id:
                         continue
@@ -364,7 +365,7 @@ class PolicyStore(db.Connections):
                     n_locs += 1
                     a = resolver(facts, loc, explicit)
                     lk = location_key(loc.agent_id, loc.store_type, loc.path, loc.alias, loc.chain_index)
-                    for f in pol.evaluate(cert, loc, a, doc, now):
+                    for f in pol.evaluate(cert, loc, a, doc, now, leaf_use):
                         w = pol.waiver(exceptions, f, cert, loc, a, now)
                         found[active_key(cert.fingerprint, lk, f.rule)] = dict(
                             fingerprint=cert.fingerprint, location_key=lk, agent_id=loc.agent_id,

@@ -344,6 +344,22 @@ class NetworkScanView:
     updated_at: dt.datetime
     finished_at: dt.datetime | None
     endpoints_in_registry: int = 0
+    endpoints: tuple[ScanEndpointView, ...] = ()    # get_scan only: the TLS endpoints the scan found
+
+
+@dataclass(frozen=True, slots=True)
+class ScanEndpointView:
+    """One TLS endpoint a network scan found, as the registry holds it (the leaf it serves)."""
+
+    endpoint: str               # host:port
+    sni: str
+    starttls: str
+    protocol: str
+    fingerprint: str
+    subject: str
+    not_after: dt.datetime
+    chain_valid: bool
+    source: str                 # what recorded it first: local_listener, configured, network_scan
 
 
 @dataclass(frozen=True, slots=True)

@@ -113,3 +113,49 @@ def test_an_install_for_a_job_without_its_key_fails_visibly_and_is_recorded(tmp_
     assert update.state == FAILED and "no key was made on this host" in update.reason and installs == []
     assert handler.job(JOB).result() == update
     assert handler.install(_command(JOB)) == update
+
+
+def test_an_interrupted_install_is_resumed_from_its_job_directory(tmp_path: Path) -> None:
+    """The agent stopped in the middle of an install: on its next connection it finishes the job at once
+    from the job directory (issue 13: it used to wait up to two minutes for the collector to resend)."""
+    cfg = load_config(write_config(tmp_path / "cfg", ""))
+
+    def dies(job, cmd, key):  # noqa: ANN001, ANN202 - the agent process ends here (kill -9 mid-install)
+        raise SystemExit(137)
+    first = CommandHandler(cfg, dies, legacy_result=job_update_from_legacy_bytes)
+    job = _with_key(first, JOB)
+    cmd = InstallCertificate(job_id=JOB, location=LocationKey("jks", "/srv/app.jks", "app", 0),
+                             certificate_der=b"0\x82\x01", chain_der=(b"0\x82\x02", b"0\x82\x03"),
+                             expected_old_fingerprint="cd" * 32, trust_anchor_der=b"0\x82\x03")
+    with pytest.raises(SystemExit):
+        first.install(cmd)
+    assert job.result() is None and job.pending_install() == cmd
+    assert stat.S_IMODE(job.install_path.stat().st_mode) == 0o600
+    installs: list[str] = []
+    restarted = _handler(tmp_path, installs)
+    [update] = restarted.resume_pending()
+    assert update.state == VERIFIED and installs == [JOB]
+    assert restarted.resume_pending() == [] and job.pending_install() is None
+    assert restarted.install(cmd) == update and installs == [JOB]      # the collector's resend: answered, not redone
+
+
+def test_verified_by_travels_in_the_result_and_on_the_wire(tmp_path: Path) -> None:
+    update = JobUpdate(job_id=JOB, state=VERIFIED, verified_by="none")
+    assert JobUpdate.from_json(update.to_json()) == update
+    wire = job_update_out(update)
+    assert wire.verified_by == "none"
+    assert agent_pb2.JobUpdate.FromString(wire.SerializeToString()).verified_by == "none"
+
+
+@pytest.mark.parametrize("state", [VERIFIED, ROLLED_BACK, FAILED])
+def test_every_install_outcome_asks_for_a_report_at_once(tmp_path: Path, state: str) -> None:
+    """The touched files reach the collector in the next report, without waiting for the scan interval."""
+    cfg = load_config(write_config(tmp_path / "cfg", ""))
+    wakes: list[int] = []
+    handler = CommandHandler(cfg, lambda job, cmd, key: JobUpdate(job_id=cmd.job_id, state=state),
+                             on_installed=lambda: wakes.append(1))
+    _with_key(handler, JOB)
+    handler.install(_command(JOB))
+    assert wakes == [1]
+    handler.install(_command(JOB))                                     # a resend answered from result.json
+    assert wakes == [1]

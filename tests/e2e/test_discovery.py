@@ -218,7 +218,7 @@ def test_network_scan_by_the_real_agent(fleet) -> None:  # type: ignore[no-untyp
                   "--ports", f"{p1},{p2}", "--rate", "200", "--timeout", "1", "--reason", "real agent", "--wait",
                   "--wait-timeout", "90")
         assert r.code == 0, r.out + r.err + (work / "real-agent.log").read_text()[-3000:]
-        assert "= 16 probes" in r.out and "3 endpoint location(s) in the registry" in r.out, r.out
+        assert "= 16 probes" in r.out and "3 of 3 TLS endpoint(s) found are in the registry" in r.out, r.out
         scan_id = r.out.split()[2]
         data = json.loads(c.cli("netscan", "show", scan_id, "--format", "json").out)
         assert (data["state"], data["probed"], data["tls_found"], data["endpoints_in_registry"]) == ("done", 16, 3, 3)
@@ -246,7 +246,7 @@ def test_network_scan_over_loopback_range(fleet) -> None:  # type: ignore[no-unt
               "--wait-timeout", "60")
     assert r.code == 0, r.out + r.err
     assert "queued for scanner-host" in r.out and "= 16 probes" in r.out, r.out
-    assert "done" in r.out and "3 endpoint location(s) in the registry" in r.out, r.out
+    assert "done" in r.out and "3 of 3 TLS endpoint(s) found are in the registry" in r.out, r.out
 
     (cmd,) = scanner.scans
     assert list(cmd.targets) == [NET] and sorted(cmd.ports) == sorted([p1, p2])
@@ -256,7 +256,7 @@ def test_network_scan_over_loopback_range(fleet) -> None:  # type: ignore[no-unt
     assert r.code == 0, r.err
     assert "State:        done - 3 TLS endpoints" in r.out, r.out
     assert "Progress:     16/16 probed (100%), 3 TLS, 0 errors" in r.out, r.out
-    assert "In registry:  3 endpoint location(s)" in r.out, r.out
+    assert "In registry:  3 TLS endpoint(s) this scan found" in r.out, r.out
     for host, port in listeners:
         assert f"{host}:{port}" in r.out, r.out
     data = json.loads(c.cli("netscan", "show", cmd.scan_id, "--format", "json").out)

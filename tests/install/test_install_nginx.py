@@ -68,6 +68,7 @@ def test_separate_cert_and_key_from_config(tmp_path: Path, ca: TestCA, nginx: Ca
     assert res.state == VERIFIED, res.reason
     assert [s.step for s in res.steps] == ["check", "backup", "write", "reload", "verify"]
     assert [s for s, _ in seen] == ["check", "backup", "write", "reload", "verify"]
+    assert res.verified_by == "endpoints"
     assert all(ok for (_, ok, _, _) in res.steps)
     assert res.served_fingerprint == issued.fingerprint == served_fingerprint(n.port)
     assert res.reload_seconds is not None and 0 < res.reload_seconds < 5

@@ -287,4 +287,6 @@ def test_already_in_place_without_endpoints_is_verified_without_a_write(tmp_path
     mtime = site.cert_path.stat().st_mtime_ns
     again = install(req, tmp_path / "data")
     assert again.state == VERIFIED and not again.written and [s.step for s in again.steps] == ["check"]
+    # nothing probed it (the store has no verify entry): the job says so rather than "verified" alone
+    assert first.verified_by == again.verified_by == "none"
     assert site.cert_path.stat().st_mtime_ns == mtime

@@ -464,3 +464,32 @@ def test_discovery_is_netscans_and_serving_under_one_name(registry, make_agent, 
                  [stale_file(certs["new"], certs["old"].fingerprint)])
     stale = list(registry.serving.list_stale())
     assert [v.path for v in stale] == [v.path for v in registry.discovery.list_stale()] != []
+
+
+def test_scan_result_lists_endpoints_whatever_source_recorded_them_first(  # type: ignore[no-untyped-def]
+        registry, make_agent, certs) -> None:
+    """A scan that found endpoints the agent already probes as its listeners lists them (endpoint.scan_ids);
+    another agent's location naming the scan is not this scan's result (agents are untrusted)."""
+    make_agent("agent-1", "web1.example.com")
+    make_agent("agent-2", "web2.example.com", serial="a2a2")
+    scan = registry.discovery.start_scan("agent-1", plan(), "admin:root", "", T0)
+    listener = endpoint_loc(certs["ep"], "127.0.0.3", 443, sni="mail.example.com")
+    listener = dataclasses.replace(listener, endpoint={**listener.endpoint, "scan_ids": [scan.scan_id, "older"]})
+    own = endpoint_loc(certs["win"], "127.0.0.4", 8443, scan.scan_id)
+    unrelated = endpoint_loc(certs["old"], "127.0.0.5", 443)              # a listener the scan did not find
+    store_report(registry, "agent-1", header("r1", full=True, sequence=1), [listener, own, unrelated], now=T0 + M)
+    forged = endpoint_loc(certs["new"], "10.9.9.9", 443, scan.scan_id)
+    store_report(registry, "agent-2", header("r1", full=True, sequence=1, hostname="web2.example.com"), [forged],
+                 now=T0 + M)
+    v = registry.discovery.get_scan(scan.scan_id)
+    assert v.endpoints_in_registry == 2
+    assert [(e.endpoint, e.sni, e.source, e.fingerprint) for e in v.endpoints] == [
+        ("127.0.0.3:443", "mail.example.com", "local_listener", certs["ep"].fingerprint),
+        ("127.0.0.4:8443", "", "network_scan", certs["win"].fingerprint)]
+    assert v.endpoints[0].subject == "CN=mail.example.com" and v.endpoints[0].protocol == "TLSv1.3"
+    assert [s.endpoints_in_registry for s in registry.discovery.list_scans()] == [2]
+    assert registry.discovery.list_scans()[0].endpoints == ()                 # lists stay light
+    # junk in the agent-reported facts is ignored, not an error
+    junk = dataclasses.replace(listener, endpoint={**listener.endpoint, "scan_ids": "not-a-list", "scan_id": 7})
+    store_report(registry, "agent-1", header("r2", full=True, sequence=2), [junk, own], now=T0 + 2 * M)
+    assert [e.endpoint for e in registry.discovery.get_scan(scan.scan_id).endpoints] == ["127.0.0.4:8443"]

@@ -121,6 +121,32 @@ def test_two_collectors_send_once_restart_sends_nothing_renewal_sends_again(
     assert renewed.fingerprint in sink.messages[1]["body"]
 
 
+def test_every_channel_tells_the_same_whole_days_left(registry: Registry, make_agent: Any, smtp: Any,
+                                                     http: Any) -> None:
+    """4.999 days left: the mail says "expires in 4 day(s)" and the webhook, the slack text and the
+    ticket say 4 as well (whole days, rounded down), not 5.0."""
+    sink, smtp_port = smtp
+    hsink, http_port = http
+    fleet(registry, make_agent, http_port, days=20)          # not after: T0 + 19 days
+    now = T0 + dt.timedelta(days=19) - dt.timedelta(days=4.999)
+    r = Notifier(registry, settings(smtp_port, http_port)).run_once(now)
+    assert r.notices >= 1 and r.failed == 0
+    (mail,) = [m for m in sink.messages if m["to"] == ["web@example.com"]]
+    assert "expires in 4 day(s)" in mail["body"], mail["body"]
+    (hook,) = hsink.on("/web-hook")
+    expiry = [n for n in hook["notices"] if n["kind"] == "expiry"]
+    assert [n["days_left"] for n in expiry] == [4] and "expires in 4 day(s)" in expiry[0]["title"]
+    assert all(isinstance(n["days_left"], int) for n in hook["notices"])
+    chats = [c["text"] for c in hsink.on("/slack") if "www.example.com" in c["text"]]
+    assert chats and all("expires in 4 day(s)" in t and "5 day" not in t for t in chats), chats
+    # expired: negative whole days, the same rule as the reports and the CLI
+    hsink.requests.clear()
+    later = T0 + dt.timedelta(days=19, hours=1)
+    Notifier(registry, settings(smtp_port, http_port)).run_once(later)
+    days = [n["days_left"] for b in hsink.on("/web-hook") for n in b["notices"]]
+    assert days and set(days) == {-1}
+
+
 def test_escalation_ticket_and_failing_channel_retried_and_visible(
         registry: Registry, make_agent: Any, smtp: Any, http: Any) -> None:
     sink, smtp_port = smtp

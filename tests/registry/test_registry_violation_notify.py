@@ -117,3 +117,39 @@ def test_waived_or_unconfigured_tells_nobody(registry: Registry, hosts: dt.datet
         location(sha1_der, "/etc/legacy/copy.pem", labels={"environment": "prod"})], now=base + 2 * H)
     assert registry.policies.evaluate_agent("a1", base + 3 * H, on_new_violation=boom).new == 1
     assert len(list(registry.policies.list_violations(base + 3 * H, rule="forbidden_signature_algorithms"))) == 2
+
+
+def test_unowned_violation_is_audited_as_what_happened(registry: Registry, make_agent: Any, sha1_der: bytes,
+                                                       smtp: Any) -> None:
+    """A prod violation on a certificate nobody owns: with no channel that has a recipient for it the
+    audit says it was not delivered (not ``notification.sent`` to owner ""); with a channel default
+    recipient it is sent there and audited against ``unowned``."""
+    sink, port = smtp
+    base = x509.load_der_x509_certificate(sha1_der).not_valid_before_utc.replace(microsecond=0) + H
+    make_agent("a3", "lonely.example.org", now=base)
+    store_report(registry, "a3", header("r9", full=True, sequence=1, hostname="lonely.example.org"), [
+        location(sha1_der, "/srv/orphan/cert.pem", labels={"environment": "prod"})], now=base)
+    nobody = NotifySettings.from_config({"notify": {"channel": [
+        {"name": "mail", "type": "smtp", "host": "127.0.0.1", "port": port, "from": "certfleet@example.com"},
+        {"name": "hooks", "type": "webhook"}]}})
+    told: list[Any] = []
+    notifier = Notifier(registry, nobody)
+    registry.policies.evaluate_agent("a3", base + H, on_new_violation=lambda v: told.append(
+        (v.owner, notifier.on_new_violation(v))))
+    assert told == [("", True)]
+    assert sink.messages == []
+    assert registry.audit.list(action="notification.sent") == []
+    (ev,) = registry.audit.list(action="notification.undelivered")
+    assert ev.target == "unowned" and "not delivered" in ev.reason and "no owner" in ev.reason
+    assert ev.detail["deliveries"] == [] and ev.detail["notices"][0]["kind"] == "policy.violation"
+
+    # another certificate's, with a channel default recipient: sent there and audited as sent
+    store_report(registry, "a3", header("r10", full=True, sequence=2, hostname="lonely.example.org"), [
+        location(sha1_der, "/srv/orphan/cert.pem", labels={"environment": "prod"}),
+        location(leaf("weak.example.org", root_ca(not_before=base - D), key=rsa_key(1024), not_before=base - D),
+                 "/srv/orphan/weak.pem", labels={"environment": "prod"})], now=base + H)
+    mailer = Notifier(registry, mail_settings(port))
+    registry.policies.evaluate_agent("a3", base + 2 * H, on_new_violation=mailer.on_new_violation)
+    assert [m["to"] for m in sink.messages] == [["pki@example.com"]]
+    (sent,) = registry.audit.list(action="notification.sent")
+    assert sent.target == "unowned" and [d["target"] for d in sent.detail["deliveries"]] == ["pki@example.com"]

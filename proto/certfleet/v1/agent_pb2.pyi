@@ -547,6 +547,7 @@ class JobUpdate(_message.Message):
     STEPS_FIELD_NUMBER: _builtins.int
     RELOAD_SECONDS_FIELD_NUMBER: _builtins.int
     CHALLENGE_TOKEN_FIELD_NUMBER: _builtins.int
+    VERIFIED_BY_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     state: Global___JobUpdateState.ValueType
     reason: _builtins.str
@@ -556,6 +557,11 @@ class JobUpdate(_message.Message):
     reload_seconds: _builtins.float
     challenge_token: _builtins.str
     """with challenge_ready / challenge_failed"""
+    verified_by: _builtins.str
+    """with verified: "endpoints" (every verify target serves the new certificate) or "none" (the store
+    has no verify entry: installed and reloaded, nothing probed; show it as installed, not verified);
+    "" from agents before issue 13
+    """
     @_builtins.property
     def steps(self) -> _containers.RepeatedCompositeFieldContainer[Global___JobStep]: ...
     def __init__(
@@ -569,10 +575,11 @@ class JobUpdate(_message.Message):
         steps: _abc.Iterable[Global___JobStep] | None = ...,
         reload_seconds: _builtins.float = ...,
         challenge_token: _builtins.str = ...,
+        verified_by: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["challenge_token", b"challenge_token", "csr_der", b"csr_der", "job_id", b"job_id", "reason", b"reason", "reload_seconds", b"reload_seconds", "served_fingerprint", b"served_fingerprint", "state", b"state", "steps", b"steps"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["challenge_token", b"challenge_token", "csr_der", b"csr_der", "job_id", b"job_id", "reason", b"reason", "reload_seconds", b"reload_seconds", "served_fingerprint", b"served_fingerprint", "state", b"state", "steps", b"steps", "verified_by", b"verified_by"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

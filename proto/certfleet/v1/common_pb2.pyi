@@ -281,6 +281,7 @@ class EndpointInfo(_message.Message):
     SOURCE_FIELD_NUMBER: _builtins.int
     SCAN_ID_FIELD_NUMBER: _builtins.int
     HANDSHAKE_SECONDS_FIELD_NUMBER: _builtins.int
+    SCAN_IDS_FIELD_NUMBER: _builtins.int
     host: _builtins.str
     port: _builtins.int
     sni: _builtins.str
@@ -302,6 +303,12 @@ class EndpointInfo(_message.Message):
     def chain_fingerprints(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """SHA-256 of the certificates sent after the leaf, in order"""
 
+    @_builtins.property
+    def scan_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """every network scan whose results hold this endpoint, whatever source recorded it first
+        (a local listener or a configured target keeps its source; the scans that also found it are here)
+        """
+
     def __init__(
         self,
         *,
@@ -317,10 +324,11 @@ class EndpointInfo(_message.Message):
         source: _builtins.str = ...,
         scan_id: _builtins.str = ...,
         handshake_seconds: _builtins.float = ...,
+        scan_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chain_fingerprints", b"chain_fingerprints", "chain_valid", b"chain_valid", "cipher", b"cipher", "handshake_seconds", b"handshake_seconds", "host", b"host", "port", b"port", "protocol", b"protocol", "scan_id", b"scan_id", "sni", b"sni", "source", b"source", "starttls", b"starttls", "validation_error", b"validation_error"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chain_fingerprints", b"chain_fingerprints", "chain_valid", b"chain_valid", "cipher", b"cipher", "handshake_seconds", b"handshake_seconds", "host", b"host", "port", b"port", "protocol", b"protocol", "scan_id", b"scan_id", "scan_ids", b"scan_ids", "sni", b"sni", "source", b"source", "starttls", b"starttls", "validation_error", b"validation_error"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -142,6 +142,7 @@ class NetworkScanInfo(_message.Message):
     ENDPOINTS_IN_REGISTRY_FIELD_NUMBER: _builtins.int
     SNI_NAMES_FIELD_NUMBER: _builtins.int
     STARTTLS_FIELD_NUMBER: _builtins.int
+    ENDPOINTS_FIELD_NUMBER: _builtins.int
     scan_id: _builtins.str
     agent_id: _builtins.str
     hostname: _builtins.str
@@ -176,6 +177,12 @@ class NetworkScanInfo(_message.Message):
     def starttls(self) -> _containers.ScalarMap[_builtins.int, _builtins.str]:
         """port -> smtp, imap, pop3 (given + defaults for the usual mail ports)"""
 
+    @_builtins.property
+    def endpoints(self) -> _containers.RepeatedCompositeFieldContainer[Global___ScanEndpoint]:
+        """GetNetworkScan only: every TLS endpoint this scan found that the registry holds (present), whatever
+        source recorded it first (a local listener, a configured target, this or another scan)
+        """
+
     def __init__(
         self,
         *,
@@ -200,14 +207,67 @@ class NetworkScanInfo(_message.Message):
         endpoints_in_registry: _builtins.int = ...,
         sni_names: _abc.Iterable[_builtins.str] | None = ...,
         starttls: _abc.Mapping[_builtins.int, _builtins.str] | None = ...,
+        endpoints: _abc.Iterable[Global___ScanEndpoint] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "finished_at", b"finished_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "concurrency", b"concurrency", "created_at", b"created_at", "endpoints_in_registry", b"endpoints_in_registry", "errors", b"errors", "finished_at", b"finished_at", "hostname", b"hostname", "ports", b"ports", "probed", b"probed", "rate_per_second", b"rate_per_second", "reason", b"reason", "requested_by", b"requested_by", "scan_id", b"scan_id", "sni_names", b"sni_names", "starttls", b"starttls", "state", b"state", "targets", b"targets", "targets_total", b"targets_total", "timeout_seconds", b"timeout_seconds", "tls_found", b"tls_found", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "concurrency", b"concurrency", "created_at", b"created_at", "endpoints", b"endpoints", "endpoints_in_registry", b"endpoints_in_registry", "errors", b"errors", "finished_at", b"finished_at", "hostname", b"hostname", "ports", b"ports", "probed", b"probed", "rate_per_second", b"rate_per_second", "reason", b"reason", "requested_by", b"requested_by", "scan_id", b"scan_id", "sni_names", b"sni_names", "starttls", b"starttls", "state", b"state", "targets", b"targets", "targets_total", b"targets_total", "timeout_seconds", b"timeout_seconds", "tls_found", b"tls_found", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___NetworkScanInfo: _TypeAlias = NetworkScanInfo  # noqa: Y015
+
+@_typing.final
+class ScanEndpoint(_message.Message):
+    """One TLS endpoint a network scan found, as the registry holds it (the leaf it serves)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENDPOINT_FIELD_NUMBER: _builtins.int
+    SNI_FIELD_NUMBER: _builtins.int
+    STARTTLS_FIELD_NUMBER: _builtins.int
+    PROTOCOL_FIELD_NUMBER: _builtins.int
+    FINGERPRINT_SHA256_FIELD_NUMBER: _builtins.int
+    SUBJECT_FIELD_NUMBER: _builtins.int
+    NOT_AFTER_FIELD_NUMBER: _builtins.int
+    CHAIN_VALID_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    endpoint: _builtins.str
+    """host:port, [v6]:port"""
+    sni: _builtins.str
+    """the server name sent ("" for none)"""
+    starttls: _builtins.str
+    """"" for implicit TLS; smtp, imap, pop3"""
+    protocol: _builtins.str
+    """TLSv1.3, ..."""
+    fingerprint_sha256: _builtins.str
+    """the leaf certificate it serves"""
+    subject: _builtins.str
+    chain_valid: _builtins.bool
+    source: _builtins.str
+    """what recorded the endpoint first: local_listener, configured, network_scan"""
+    @_builtins.property
+    def not_after(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        endpoint: _builtins.str = ...,
+        sni: _builtins.str = ...,
+        starttls: _builtins.str = ...,
+        protocol: _builtins.str = ...,
+        fingerprint_sha256: _builtins.str = ...,
+        subject: _builtins.str = ...,
+        not_after: _timestamp_pb2.Timestamp | None = ...,
+        chain_valid: _builtins.bool = ...,
+        source: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["not_after", b"not_after"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chain_valid", b"chain_valid", "endpoint", b"endpoint", "fingerprint_sha256", b"fingerprint_sha256", "not_after", b"not_after", "protocol", b"protocol", "sni", b"sni", "source", b"source", "starttls", b"starttls", "subject", b"subject"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ScanEndpoint: _TypeAlias = ScanEndpoint  # noqa: Y015
 
 @_typing.final
 class ListNetworkScansRequest(_message.Message):
