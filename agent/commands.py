@@ -31,8 +31,8 @@ from agent.keys import PrivateKey, load_pem_private_key, make_csr, new_key, priv
 __all__ = ["CommandHandler", "JobDir", "JobInstaller", "LegacyResultReader"]
 
 log = logging.getLogger(__name__)
-_JOB_ID = re.compile(r"^[A-Za-z0-9-]{8,64}$")
-_TOKEN = re.compile(r"^[A-Za-z0-9_-]{16,256}$")   # base64url, as RFC 8555 requires: no path can hide in it
+_JOB_ID = re.compile(r"[A-Za-z0-9-]{8,64}")   # fullmatch: no trailing newline
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{16,256}")   # base64url, as RFC 8555 requires: no path can hide in it
 
 #: installs the issued certificate of a job with the job's key: (job, command, key) -> the job's update
 JobInstaller = Callable[["JobDir", InstallCertificate, PrivateKey], JobUpdate]
@@ -44,7 +44,7 @@ class JobDir:
     """Files of one renewal job on this host."""
 
     def __init__(self, data_dir: pathlib.Path, job_id: str, legacy_result: LegacyResultReader | None = None) -> None:
-        if not _JOB_ID.match(job_id):
+        if not _JOB_ID.fullmatch(job_id):
             raise AgentError(f"refusing a job id that is not an id: {job_id!r}")
         self.path = data_dir / "jobs" / job_id
         self.job_id = job_id
@@ -193,7 +193,7 @@ class CommandHandler:
         return JobUpdate(job_id=p.job_id, state=CSR_READY, csr_der=csr)
 
     def _challenge_file(self, location: LocationKey, token: str) -> pathlib.Path:
-        if not _TOKEN.match(token):
+        if not _TOKEN.fullmatch(token):
             raise AgentError("the ACME token has characters a token cannot have")
         store = self.config.store_for(location.path)
         if store is None:

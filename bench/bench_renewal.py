@@ -72,6 +72,9 @@ from tests.e2e.harness import BIN, Agent, Collector  # noqa: E402
 from tests.helpers.install_sites import Nginx, nginx_binary, served_fingerprint  # noqa: E402
 
 COLLECTOR_TABLES = """
+[limits]
+enroll_per_minute = 100000     # the bench enrolls its whole fleet from one address at once
+
 [issuers.internal]
 type = "internal_ca"
 common_name = "certfleet bench CA"

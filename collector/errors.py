@@ -77,3 +77,11 @@ class DatabaseUnavailable(CollectorError):
 #: down, not the network): seconds to wait before trying again. Set by collector/api/errors.py,
 #: read by the CLI (collector/cli/connect.py).
 RETRY_AFTER_METADATA = "certfleet-retry-after"
+
+
+class ResourceExhausted(CollectorError):
+    """A caller asked for more than its share: too large, too many, or one already in flight."""
+
+
+class TooSlow(CollectorError):
+    """A stream did not send its next message, or did not end, within the collector's deadline."""

@@ -13,7 +13,9 @@
     rate = 50                        # new connections per second (0: no limit)
     max_sni_names = 16               # SNI names tried per endpoint (DNS SANs of the stores' certificates)
     ca_file = "/etc/ssl/certs/ca-certificates.crt"   # what chains are validated against (default: the system store)
-    network_scans = true             # the collector may ask this agent to scan address ranges
+    network_scans = true             # the collector may ask this agent to scan address ranges ...
+    network_scan_allowed = ["10.0.0.0/8"]   # ... inside these networks only (default: none, every scan is
+                                     # refused with the reason); loopback/link-local only if listed themselves
     network_scan_max_targets = 4096  # largest address x port count a network scan may ask for
 
 :func:`parse_endpoints` reads the table (an :class:`agent.config.values.Table`, which
@@ -29,6 +31,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Mapping
 
 from agent.endpoints.starttls import PROTOCOLS
+from certfleet.ranges import parse_networks
 from agent.endpoints.survey import Target, parse_endpoint
 
 if TYPE_CHECKING:  # pragma: no cover - the reader is handed in by agent.config
@@ -38,7 +41,7 @@ __all__ = ["EndpointSettings", "parse_endpoints", "parse_target"]
 
 _ENDPOINT_KEYS = {
     "listeners", "targets", "exclude_ports", "starttls", "timeout", "concurrency", "rate", "max_sni_names",
-    "ca_file", "network_scans", "network_scan_max_targets",
+    "ca_file", "network_scans", "network_scan_max_targets", "network_scan_allowed",
 }
 _TARGET_KEYS = {"host", "port", "sni", "starttls"}
 
@@ -56,6 +59,7 @@ class EndpointSettings:
     ca_file: str | None = None
     network_scans: bool = True
     network_scan_max_targets: int = 4096
+    network_scan_allowed: tuple[Any, ...] = ()     # ipaddress networks (certfleet/ranges.py)
 
 
 def _port(value: Any) -> int | None:
@@ -168,7 +172,16 @@ def parse_endpoints(table: Table) -> EndpointSettings:
         p = Path(ca_file).expanduser()
         ca_file = str(p if p.is_absolute() else table.base / p)
 
+    allowed_raw = raw.get("network_scan_allowed", [])
+    if not isinstance(allowed_raw, list):
+        raise err("network_scan_allowed", "network_scan_allowed must be a list of networks such as [\"10.0.0.0/8\"]")
+    try:
+        allowed = parse_networks(allowed_raw)
+    except ValueError as e:
+        raise err("network_scan_allowed", f"network_scan_allowed: {e}") from None
+
     return EndpointSettings(
+        network_scan_allowed=allowed,
         listeners=table.boolean("listeners", True),
         targets=tuple(targets),
         exclude_ports=frozenset(_port(p) for p in excl),  # type: ignore[misc]

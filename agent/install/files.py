@@ -58,6 +58,7 @@ from agent.install.reverter import FileState, load_backup, restore, save_backup
 from agent.inventory import LocationKey
 from agent.keys import PrivateKey, load_pem_private_key, same_public_key
 from agent.probe import ProbeResult, validate_chain
+from agent.scan.globs import covers_resolved
 from agent.reload import run_reload
 from agent.stores import NewEntry, ReadContext, StoreReadError, WriteTarget, reader_for, writer_for
 from agent.stores.base import split_chain
@@ -217,6 +218,9 @@ class _Run(StepBook):
         except StoreWriteError as e:
             raise _Abort(str(e)) from None
 
+        if not covers_resolved(req.store, loc.path):
+            raise _Abort(f"{loc.path} resolves outside the store {req.store.name!r} (a symlinked directory or "
+                         "'..' in the path); nothing was written")
         for p in paths:
             self.files.append(self._examine(p))
         current = {f.path: f.data for f in self.files}

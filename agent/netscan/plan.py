@@ -12,11 +12,12 @@ import ipaddress
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Iterator, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 from agent.endpoints.starttls import PROTOCOLS, default_starttls
 from agent.endpoints.survey import Target
 from agent.errors import AgentError
+from certfleet.ranges import refusal
 
 __all__ = ["ScanRequest", "ScanPlan", "ScanRefused", "plan_scan", "parse_target_spec", "DEFAULT_MAX_TARGETS",
            "SCAN_ID"]
@@ -25,7 +26,7 @@ DEFAULT_MAX_TARGETS = 4096      # address x port pairs
 MAX_SNI_NAMES = 16
 DEFAULT_TIMEOUT = 3.0
 DEFAULT_CONCURRENCY = 64
-SCAN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+SCAN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")   # fullmatch
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -106,14 +107,16 @@ def _addresses(first: Address, last: Address) -> Iterator[Address]:
 def plan_scan(scan_id: str, targets: Sequence[str], ports: Sequence[int], *, rate: float = 0.0,
               timeout: float = 0.0, concurrency: int = 0, sni_names: Sequence[str] = (),
               starttls: Mapping[int, str] | None = None, max_targets: int = 0,
-              agent_max_targets: int = DEFAULT_MAX_TARGETS) -> ScanPlan:
+              agent_max_targets: int = DEFAULT_MAX_TARGETS, allowed: Sequence[Any] | None = None) -> ScanPlan:
     """The probe targets of a scan, or :class:`ScanRefused` with the reason. Pure: no I/O.
 
     ``max_targets`` (the command's; 0 = the agent's) limits address x port
     pairs and can only lower the agent's own limit. Ranges are counted before
-    they are expanded, so a /8 is refused without being listed.
+    they are expanded, so a /8 is refused without being listed. ``allowed`` (the agent's
+    ``[endpoints] network_scan_allowed``; None: not checked) refuses every range outside it
+    (certfleet/ranges.py: loopback and link-local only when listed themselves).
     """
-    if not SCAN_ID.match(scan_id or ""):
+    if not SCAN_ID.fullmatch(scan_id or ""):
         raise ScanRefused(f"refusing a scan id that is not an id: {scan_id!r}")
     limit = min(max_targets, agent_max_targets) if max_targets else agent_max_targets
     if not targets:
@@ -133,6 +136,12 @@ def plan_scan(scan_id: str, targets: Sequence[str], ports: Sequence[int], *, rat
             first, last = parse_target_spec(spec)
         except ValueError as e:
             raise ScanRefused(f"bad target: {e}") from None
+        if allowed is not None:
+            if not allowed:
+                raise ScanRefused("this agent allows no network scans ([endpoints] network_scan_allowed is empty)")
+            why = refusal(first, last, allowed)
+            if why:
+                raise ScanRefused(f"refused by this agent: {why} ([endpoints] network_scan_allowed)")
         ranges.append((first, last))
         count += (int(last) - int(first) + 1) * len(clean_ports)
         if count > limit:

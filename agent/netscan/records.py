@@ -114,7 +114,7 @@ def scan_dir(data_dir: pathlib.Path) -> pathlib.Path:
 
 
 def load_record(data_dir: pathlib.Path, scan_id: str) -> ScanRecord | None:
-    if not SCAN_ID.match(scan_id or ""):
+    if not SCAN_ID.fullmatch(scan_id or ""):
         return None
     path = scan_dir(data_dir) / f"{scan_id}.json"
     try:

@@ -16,7 +16,7 @@ import pathlib
 import queue
 import threading
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from agent.endpoints.survey import Observation, survey
 from agent.config import AgentConfig
@@ -74,7 +74,8 @@ class NetworkScans:
     """Runs network scan commands one at a time off the command-stream thread (see the module doc)."""
 
     def __init__(self, data_dir: pathlib.Path, send: Send, *, max_targets: int = DEFAULT_MAX_TARGETS,
-                 allowed: bool = True, ca_file: str | None = None, max_sni_names: int = MAX_SNI_NAMES,
+                 allowed: bool = True, ca_file: str | None = None, allowed_ranges: Sequence[Any] = (),
+                 max_sni_names: int = MAX_SNI_NAMES,
                  gate: ReportGate | None = None, request_report: Callable[[], None] = lambda: None,
                  report_wait: float = REPORT_WAIT, clock: Callable[[], float] = time.time,
                  progress_interval: float = 1.0) -> None:
@@ -82,6 +83,7 @@ class NetworkScans:
         self.send = send
         self.max_targets = max_targets
         self.allowed = allowed
+        self.allowed_ranges = tuple(allowed_ranges)
         self.ca_file = ca_file
         self.max_sni_names = max_sni_names
         self.gate = gate
@@ -177,6 +179,7 @@ class NetworkScans:
                 scan_id, list(cmd.targets), list(cmd.ports), rate=cmd.rate_per_second, timeout=cmd.timeout_seconds,
                 concurrency=cmd.concurrency, sni_names=list(cmd.sni_names)[: self.max_sni_names],
                 starttls=dict(cmd.starttls), max_targets=cmd.max_addresses, agent_max_targets=self.max_targets,
+                allowed=self.allowed_ranges,
             )
         except ScanRefused as e:
             log.warning("network scan %s refused: %s", scan_id, e)
@@ -248,4 +251,5 @@ def network_scans_for(config: AgentConfig, send: Send, gate: ReportGate, request
     """The scan runner for an agent service, with its [endpoints] settings."""
     s = config.endpoints
     return NetworkScans(config.data_dir, send, max_targets=s.network_scan_max_targets, allowed=s.network_scans,
-                        ca_file=s.ca_file, max_sni_names=s.max_sni_names, gate=gate, request_report=request_report)
+                        allowed_ranges=s.network_scan_allowed, ca_file=s.ca_file, max_sni_names=s.max_sni_names,
+                        gate=gate, request_report=request_report)

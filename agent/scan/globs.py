@@ -21,7 +21,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
-from typing import Callable, Iterable, Protocol, Sequence, TypeVar, Union
+from typing import Any, Callable, Iterable, Protocol, Sequence, TypeVar, Union
 
 __all__ = ["GlobPattern", "GlobState", "Excludes", "compile_glob", "covers", "store_for"]
 
@@ -249,3 +249,23 @@ def store_for(stores: Iterable[S], path: str) -> S | None:
         if covers([GlobPattern(p) for p in store.paths], Excludes(tuple(store.exclude)), path):
             return store
     return None
+
+
+def covers_resolved(store: Any, path: str) -> bool:
+    """Whether ``path`` stays inside ``store`` once the operating system resolves its directories
+    (what a write would really touch): ``store/link/../x.pem`` with ``link`` a symlinked directory
+    names ``store/x.pem`` when normalised but writes beside the link's target. The directory part is
+    resolved (a symlinked *file* is still followed, as for certbot's live/ links); the store's glob
+    bases are taken as written and resolved, so that a store configured through a symlink still matches."""
+    if path != os.path.normpath(path) or not os.path.isabs(path):
+        return False                     # ".." or "." components: never taken as they stand
+    real = os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))
+    globs = []
+    for p in store.paths:
+        g = GlobPattern(p)
+        globs.append(g)
+        real_base = os.path.realpath(g.base)
+        if real_base != g.base:
+            norm = os.path.normpath(p)
+            globs.append(GlobPattern(real_base + norm[len(g.base):]))
+    return covers(globs, Excludes(tuple(store.exclude)), real)

@@ -3,8 +3,9 @@
 Thin: who is calling (collector/api/auth.py), then the service, with messages converted at the
 door (collector/api/convert.py):
 
-- ``Report``: chunks into the agent's report (collector/services/inventory.py), all on one
-  thread of its own; the policy evaluation of a stored report runs in the background;
+- ``Report``: the chunks are received whole within the ``[limits]`` (deadlines, caps; one report
+  in flight per agent) into a spool, then stored in one short transaction
+  (collector/services/inventory.py); the policy evaluation of a stored report runs in the background;
 - ``Connect``: the agent's session (collector/services/agent_session.py) says what to send; this
   servicer writes it, reads what the agent sends back and hands it over, and waits (woken by the
   hub when a job is made for the agent, else polling);
@@ -13,8 +14,6 @@ door (collector/api/convert.py):
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import contextvars
 import logging
 from typing import Any, AsyncIterator, Callable
 
@@ -26,6 +25,8 @@ from collector.api import convert
 from collector.api.auth import Authenticator
 from collector.api.errors import status_for, unary
 from collector.api.hub import AgentHub
+from collector.api.streams import Spool, bounded
+from collector.config.limits import StreamLimits
 from collector.services.agent_session import AgentSession, AgentSessions
 from collector.services.enrollment import Enrollment
 from collector.services.inventory import Inventory
@@ -36,7 +37,7 @@ log = logging.getLogger(__name__)
 class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     def __init__(
         self, auth: Authenticator, inventory: Inventory, sessions: AgentSessions, enrollment: Enrollment,
-        hub: AgentHub | None = None, poll_seconds: float = 2.0,
+        hub: AgentHub | None = None, poll_seconds: float = 2.0, limits: StreamLimits | None = None,
     ) -> None:
         self.auth = auth
         self.inventory = inventory
@@ -45,6 +46,8 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         self.hub = hub or AgentHub()
         self.poll_seconds = poll_seconds
         self._background: set[asyncio.Task] = set()
+        self.limits = limits or StreamLimits()
+        self._reporting: set[str] = set()   # agents with a report in flight (one each)
 
     def _in_background(self, fn: Callable[..., Any], *args: Any) -> asyncio.Task:
         """Run a blocking call off the event loop without waiting for it (the task is kept until done)."""
@@ -58,18 +61,18 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         self, request_iterator: AsyncIterator[agent_pb2.ReportChunk], context: grpc.aio.ServicerContext
     ) -> agent_pb2.ReportAck:
         agent_id = await self.auth.agent(context)
-        report = self.inventory.receive(agent_id)
-        loop = asyncio.get_running_loop()
-        run = contextvars.copy_context().run     # the call's log fields (request id, agent id) go along
-        # One thread per report: the report is one database transaction, used step by step as
-        # chunks arrive, never concurrently; chunks are converted there too (the loop stays free).
-        with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="report") as pool:
-            try:
-                async for chunk in request_iterator:
-                    await loop.run_in_executor(pool, run, lambda c=chunk: report.add(convert.report_chunk_in(c)))
-                result = await loop.run_in_executor(pool, run, report.finish)
-            finally:
-                await loop.run_in_executor(pool, run, report.abort)   # a report that did not finish
+        if agent_id in self._reporting:
+            raise errors.ResourceExhausted(f"a report from agent {agent_id} is already in flight; send one at a time")
+        self._reporting.add(agent_id)
+        try:
+            # Received whole first (deadlines and caps: collector/api/streams.py), into a spool: a slow
+            # or silent agent holds a spool, never the database. Then stored in one short transaction.
+            with await Spool.fill(bounded(request_iterator, self.limits, "report")) as spool:
+                report = self.inventory.receive(agent_id)
+                chunks = (convert.report_chunk_in(c) for c in spool.read(agent_pb2.ReportChunk))
+                result = await asyncio.to_thread(report.store, chunks)
+        finally:
+            self._reporting.discard(agent_id)
         self._in_background(report.evaluate)
         return convert.report_ack_out(result)
 
@@ -111,16 +114,27 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
 
     async def _read(self, context: grpc.aio.ServicerContext, session: AgentSession, wake: asyncio.Event) -> None:
         """Hand every message the agent sends to its session. Job updates and scan progress are applied
-        in the background: issuing may wait for this same stream (an ACME challenge to place)."""
+        in the background: issuing may wait for this same stream (an ACME challenge to place). At most
+        ``[limits] connect_queue`` of them are in hand at once: beyond that this stops reading, and the
+        transport's flow control holds the agent back (backpressure), instead of a task per message."""
+        room = asyncio.Semaphore(self.limits.connect_queue)
+
+        def apply(fn: Callable[..., Any], *args: Any) -> asyncio.Task:
+            task = self._in_background(fn, *args)
+            task.add_done_callback(lambda _: room.release())
+            return task
+
         while True:
             msg = await context.read()
             if msg is grpc.aio.EOF:
                 return
             if msg.HasField("scan_progress"):
                 p = msg.scan_progress
-                self._in_background(session.on_scan_progress, p.scan_id, convert.scan_progress_in(p))
+                await room.acquire()
+                apply(session.on_scan_progress, p.scan_id, convert.scan_progress_in(p))
             elif msg.HasField("job_update"):
                 update = convert.job_update_in(msg.job_update)
                 if not session.take_answer(update):   # an ACME challenge answer is taken at once
-                    task = self._in_background(session.on_job_update, update)
+                    await room.acquire()
+                    task = apply(session.on_job_update, update)
                     task.add_done_callback(lambda _: wake.set())   # its next command goes out now

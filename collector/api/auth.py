@@ -35,8 +35,10 @@ ASSIGN = "assign"            # owners, assignment rules, explicit assignments
 AUDIT_READ = "audit_read"     # verify, list and export the audit trail
 POLICY = "change_policy"      # change the policy document (admin only)
 EXCEPTIONS = "manage_exceptions"  # add and remove policy exceptions
+NETWORK_SCAN = "network_scan"     # make an agent scan address ranges (admin only)
 PERMISSIONS: dict[str, frozenset[str]] = {
-    "admin": frozenset({READ, MANAGE_AGENTS, ENROLL, RENEW, REVOKE, AUDIT_READ, ASSIGN, POLICY, EXCEPTIONS}),
+    "admin": frozenset({READ, MANAGE_AGENTS, ENROLL, RENEW, REVOKE, AUDIT_READ, ASSIGN, POLICY, EXCEPTIONS,
+                        NETWORK_SCAN}),
     "operator": frozenset({READ, MANAGE_AGENTS, ENROLL, RENEW, REVOKE, ASSIGN, EXCEPTIONS}),
     "auditor": frozenset({READ, AUDIT_READ}),
     "owner": frozenset({READ, RENEW}),   # narrowed to the team's certificates: OWNER_CALLS, collector/domain/scope.py

@@ -50,6 +50,8 @@ _CODES: list[tuple[type[BaseException], grpc.StatusCode]] = [
     (errors.TokenExpired, grpc.StatusCode.PERMISSION_DENIED),
     (errors.PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
     (errors.Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
+    (errors.ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (errors.TooSlow, grpc.StatusCode.DEADLINE_EXCEEDED),
 ]
 
 

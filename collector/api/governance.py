@@ -15,6 +15,7 @@ from typing import Any, Callable
 from certfleet.v1 import governance_pb2 as pb
 from certfleet.v1 import governance_pb2_grpc
 from collector.domain import ownership as own
+from collector.domain.outbound import redact_url
 from collector.api import convert
 from collector.api.paging import paged as _paged
 from collector.api.auth import ASSIGN, READ, Authenticator
@@ -45,7 +46,7 @@ class GovernanceServicer(governance_pb2_grpc.GovernanceServiceServicer):
             actor=caller.actor, reason=request.reason,
         )
         log.info("owner %s created by %s", o.name, caller.name)
-        return owner_out(o)
+        return owner_out(o, caller)
 
     @unary
     async def UpdateOwner(self, request, context):  # type: ignore[override]
@@ -61,14 +62,14 @@ class GovernanceServicer(governance_pb2_grpc.GovernanceServiceServicer):
             webhook=opt("webhook"), escalation=opt("escalation"), description=opt("description"),
             actor=caller.actor, reason=request.reason,
         )
-        return owner_out(o)
+        return owner_out(o, caller)
 
     @streaming
     async def ListOwners(self, request, context):  # type: ignore[override]
-        await self.auth.admin(context, READ)
+        caller = await self.auth.admin(context, READ)
         owners = await self._call(self.registry.owners.list_owners)
         async for page in _paged(iter(owners)):
-            yield pb.OwnerPage(owners=[owner_out(o) for o in page])
+            yield pb.OwnerPage(owners=[owner_out(o, caller) for o in page])
 
     @unary
     async def DeleteOwner(self, request, context):  # type: ignore[override]
@@ -178,9 +179,12 @@ def selector_in(msg: pb.LocationSelection) -> LocationSelector | None:
     return None if sel == LocationSelector() else sel
 
 
-def owner_out(o: own.Owner) -> pb.OwnerInfo:
+def owner_out(o: own.Owner, caller: Any) -> pb.OwnerInfo:
+    """An owner as ``caller`` may see it: the webhook in full for the admin role only (its path
+    and query often hold a secret), scheme and host for every other role."""
+    webhook = o.webhook if caller.role == "admin" else redact_url(o.webhook)
     return pb.OwnerInfo(
-        name=o.name, contacts=list(o.contacts), webhook=o.webhook, escalation=o.escalation,
+        name=o.name, contacts=list(o.contacts), webhook=webhook, escalation=o.escalation,
         description=o.description, working_contact=o.working,
         created_at=convert.dt_to_ts(o.created_at), updated_at=convert.dt_to_ts(o.updated_at),
     )

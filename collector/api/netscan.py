@@ -1,8 +1,8 @@
 """DiscoveryService servicer (its wire name): network scans and the stale-services view, for the `certfleet` CLI.
 
 Thin: messages to calls (collector/domain/netscan.py decides, collector/registry/discovery.py
-stores), domain errors to status codes. Starting a scan needs MANAGE_AGENTS (admin,
-operator); reading needs READ. Role owner sees only its team's stale locations
+stores), domain errors to status codes. Starting a scan needs NETWORK_SCAN (admin only)
+and targets inside ``[netscan] allowed_ranges``; reading needs READ. Role owner sees only its team's stale locations
 (ownership resolved as for certificates, collector/domain/scope.py) and no scans (scans are of
 networks, not of a team's certificates: the call is refused, audited, by the role check).
 """
@@ -11,11 +11,11 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from typing import Callable
+from typing import Any, Callable, Sequence
 
 from certfleet.v1 import discovery_pb2, discovery_pb2_grpc
 from collector.domain import netscan as discovery
-from collector.api.auth import MANAGE_AGENTS, READ, Authenticator
+from collector.api.auth import NETWORK_SCAN, READ, Authenticator
 from collector.api.convert import dt_to_ts
 from collector.api.errors import streaming, unary
 from collector.api.hub import AgentHub
@@ -52,18 +52,20 @@ def stale_out(v: StaleView) -> discovery_pb2.StaleLocationInfo:
 
 class DiscoveryServicer(discovery_pb2_grpc.DiscoveryServiceServicer):
     def __init__(self, registry: Registry, auth: Authenticator, clock: Callable[[], dt.datetime],
-                 hub: AgentHub | None = None) -> None:
+                 hub: AgentHub | None = None, allowed_ranges: Sequence[Any] = ()) -> None:
         self.registry = registry
+        #: [netscan] allowed_ranges: a scan outside them is refused (empty: every scan)
+        self.allowed_ranges = tuple(allowed_ranges)
         self.auth = auth
         self.clock = clock
         self.hub = hub or AgentHub()
 
     @unary
     async def StartNetworkScan(self, request, context):  # type: ignore[override]
-        caller = await self.auth.admin(context, MANAGE_AGENTS)
+        caller = await self.auth.admin(context, NETWORK_SCAN)
         plan = discovery.plan_scan(
             list(request.targets), list(request.ports), request.rate_per_second, request.timeout_seconds,
-            request.concurrency, dict(request.starttls), list(request.sni_names))
+            request.concurrency, dict(request.starttls), list(request.sni_names), allowed=self.allowed_ranges)
         scan = await asyncio.to_thread(self.registry.discovery.start_scan, request.agent_id, plan, caller.actor,
                                        request.reason, self.clock())
         self.hub.notify(scan.agent_id)

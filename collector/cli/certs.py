@@ -22,6 +22,7 @@ from google.protobuf import json_format
 from certfleet.v1 import admin_pb2, admin_pb2_grpc
 from collector.cli.args import days_or_duration
 from collector.cli.command import TIMEOUT, add_format, add_group, handles, terminal_width, utcnow
+from collector.reports.text import SafeCsv
 from collector.cli.format import days_left, dumps, iso, render_table, short_dn, ts
 from collector.domain.names import NOT_TEXT_MARK, not_yet_valid, readable_name
 
@@ -191,7 +192,7 @@ CSV_FIELDS = [
 
 def certs_csv(certs: Iterable[admin_pb2.CertificateInfo], now: dt.datetime, out: io.TextIOBase) -> None:
     """One row per certificate and location (a certificate with no location gets one row)."""
-    w = csv.DictWriter(out, fieldnames=CSV_FIELDS, extrasaction="ignore")
+    w = SafeCsv(csv.DictWriter(out, fieldnames=CSV_FIELDS, extrasaction="ignore"))
     w.writeheader()
     for c in certs:
         d = cert_dict(c, now)

@@ -15,7 +15,7 @@ from typing import Any, Iterable, Sequence
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from collector.reports.model import days_left
-from collector.reports.text import fit, fit_left, short_dn
+from collector.reports.text import fit, fit_left, short_dn, terminal_safe
 
 __all__ = ["ago", "days_left", "dumps", "fit", "fit_left", "iso", "render_table", "short_dn", "ts"]
 
@@ -50,7 +50,7 @@ def dumps(obj: Any) -> str:
 
 def render_table(headers: Sequence[str], rows: Iterable[Sequence[str]], width: int, flex: int) -> str:
     """Columns sized to their content; column ``flex`` gives way (cut at its start) so the table fits ``width``."""
-    rows = [list(map(str, r)) for r in rows]
+    rows = [[terminal_safe(str(v)) for v in r] for r in rows]   # agent-supplied text: no control characters
     widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
     total = sum(widths) + 2 * (len(widths) - 1)
     if total > width:

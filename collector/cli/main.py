@@ -40,6 +40,7 @@ from collector.cli.command import Handler
 from collector.cli.connect import open_channel, rpc_error_text
 from collector.cli.output import complete_output
 from collector.config.client import load_client_config
+from collector.reports.text import TerminalSafeStream
 from collector.errors import CollectorError
 
 #: the command modules, in the order their commands are listed in ``certfleet --help``
@@ -71,6 +72,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     ns = build_parser().parse_args(argv)
+    # agent-supplied text reaches the admin's terminal: every control character is escaped on the way
+    # out (collector/reports/text.py terminal_safe), whatever command prints it
+    out, err = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = TerminalSafeStream(out), TerminalSafeStream(err)
+    try:
+        return _run(ns)
+    finally:
+        sys.stdout, sys.stderr = out, err
+
+
+def _run(ns: argparse.Namespace) -> int:
     handler: Handler = ns.func
     collector = ""
     try:

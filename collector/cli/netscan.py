@@ -19,6 +19,7 @@ import grpc
 
 from certfleet.v1 import discovery_pb2, discovery_pb2_grpc
 from collector.cli.command import TIMEOUT, add_format, add_group, handles, terminal_width
+from collector.reports.text import SafeCsv
 from collector.cli.format import dumps, iso, render_table, short_dn, ts
 from collector.config.core import parse_duration
 from collector.domain.netscan import DONE, FINAL
@@ -254,7 +255,7 @@ def cmd_stale(channel: grpc.Channel, ns: argparse.Namespace) -> int:
     if ns.format == "json":
         print(dumps(list(items)))
     elif ns.format == "csv":
-        w = csv.DictWriter(sys.stdout, fieldnames=STALE_FIELDS, extrasaction="ignore")
+        w = SafeCsv(csv.DictWriter(sys.stdout, fieldnames=STALE_FIELDS, extrasaction="ignore"))
         w.writeheader()
         w.writerows(items)
     else:

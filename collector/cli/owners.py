@@ -34,6 +34,7 @@ import grpc
 from certfleet.v1 import governance_pb2 as pb
 from certfleet.v1 import governance_pb2_grpc
 from collector.cli.command import TIMEOUT, add_format, add_group, handles, terminal_width, utcnow
+from collector.reports.text import SafeCsv
 from collector.cli.format import days_left, dumps, iso, render_table, short_dn, ts
 from collector.domain.ownership import CRITICALITIES
 from collector.errors import InvalidInput
@@ -354,7 +355,7 @@ def cmd_orphans(channel: grpc.Channel, ns: argparse.Namespace) -> int:
         out.write("\n]\n")
         return 0
     if ns.format == "csv":
-        w = csv.DictWriter(sys.stdout, fieldnames=ORPHAN_CSV_FIELDS, extrasaction="ignore")
+        w = SafeCsv(csv.DictWriter(sys.stdout, fieldnames=ORPHAN_CSV_FIELDS, extrasaction="ignore"))
         w.writeheader()
         for o in orphans:
             d = orphan_dict(o, now)

@@ -27,6 +27,7 @@ from certfleet.v1 import policy_pb2 as pb
 from certfleet.v1 import policy_pb2_grpc
 from collector.cli.args import is_number
 from collector.cli.command import add_format, add_group, handles, terminal_width, utcnow
+from collector.reports.text import SafeCsv
 from collector.cli.format import dumps, iso, render_table, ts
 from collector.config.core import ConfigError, parse_duration
 from collector.errors import InvalidInput
@@ -121,7 +122,7 @@ def cmd_violations_list(channel: grpc.Channel, ns: argparse.Namespace) -> int:
         out.write("\n]\n")
         return 0
     if ns.format == "csv":
-        w = csv.DictWriter(sys.stdout, fieldnames=VIOLATION_FIELDS, extrasaction="ignore")
+        w = SafeCsv(csv.DictWriter(sys.stdout, fieldnames=VIOLATION_FIELDS, extrasaction="ignore"))
         w.writeheader()
         for v in items:
             w.writerow({k: ("" if x is None else x) for k, x in violation_dict(v).items()})

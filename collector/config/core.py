@@ -18,7 +18,7 @@ admin_cert_lifetime = "365d"
 The other tables, each read by its own module of this package: ``[issuers.<name>]`` (each issuer
 type reads its settings: collector/issuers/settings.py), ``[templates.<name>]`` (templates.py),
 ``[renewal]`` and ``[[renewal.auto]]`` (renewal.py), ``[policy]`` (policy.py), ``[notify]`` and
-``[[notify.channel]]`` (notify.py), ``[audit]`` (audit.py). Errors name the file and line.
+``[[notify.channel]]`` (notify.py), ``[audit]`` (audit.py), ``[limits]`` (limits.py), ``[netscan]`` (netscan.py). Errors name the file and line.
 """
 from __future__ import annotations
 
@@ -29,6 +29,8 @@ from typing import Any, Mapping
 
 from collector.config.audit import AuditSettings
 from collector.config.metrics import LogSettings, MetricsSettings
+from collector.config.limits import StreamLimits
+from collector.config.netscan import NetscanSettings
 from collector.config.notify import NotifySettings
 from collector.config.policy import PolicySettings
 from collector.config.reader import ConfigError, Table, Where, parse_duration
@@ -49,7 +51,8 @@ def split_hostport(value: str, what: str) -> tuple[str, int]:
 
 
 #: the tables a collector config may have
-TABLES = ("collector", "issuers", "templates", "renewal", "policy", "notify", "audit", "metrics", "log")
+TABLES = ("collector", "issuers", "templates", "renewal", "policy", "notify", "audit", "metrics", "log", "limits",
+          "netscan")
 _KEYS = {
     "data_dir", "database_url", "listen", "enroll_listen", "advertise", "enroll_advertise",
     "server_names", "token_ttl", "agent_cert_lifetime", "admin_cert_lifetime",
@@ -78,6 +81,8 @@ class CollectorConfig:
     audit: AuditSettings = field(default_factory=AuditSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)   # [metrics]
     log: LogSettings = field(default_factory=LogSettings)               # [log]
+    limits: StreamLimits = field(default_factory=StreamLimits)
+    netscan: NetscanSettings = field(default_factory=NetscanSettings)
     #: the tables after [collector] as written, for tools that compare what the file says; every
     #: feature reads its typed value above
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -166,6 +171,8 @@ def config_from_dict(raw: Mapping[str, Any], base: pathlib.Path, path: pathlib.P
         audit=AuditSettings.from_table(root.table("audit", "[audit]")),
         metrics=MetricsSettings.from_table(root.table("metrics", "[metrics]"), path.resolve().parent if path else base),
         log=LogSettings.from_table(root.table("log", "[log]")),
+        limits=StreamLimits.from_table(root.table("limits", "[limits]")),
+        netscan=NetscanSettings.from_table(root.table("netscan", "[netscan]")),
         extra={k: v for k, v in raw.items() if k != "collector"},
     )
 

@@ -10,6 +10,9 @@ job_lookback = "7d"               # failed/stuck jobs changed within this are no
 max_attempts = 8                  # delivery attempts before a delivery is "failed" for good
 retry_base = "1m"                 # backoff: 1m, 2m, 4m, ... at most retry_cap
 retry_cap = "1h"
+webhook_allowed = ["hooks.example.com", "*.corp.example.com", "10.20.0.0/16"]
+                                  # hosts owner webhooks may go to (https only; default none): names,
+                                  # *.domain, or IP networks (loopback/link-local/private only if listed)
 
 [notify.thresholds_by_environment]
 prod = [90, 60, 30, 14, 7, 3, 1]
@@ -59,12 +62,14 @@ from typing import Any, Mapping
 
 from collector.config.reader import Table
 from collector.domain import notices as dec
+from collector.domain.outbound import OutboundPolicy
+from collector.errors import InvalidInput
 from collector.notify.channels import Channel, NotifyConfigError, build_channel, check_channel
 
 __all__ = ["NotifySettings"]
 
 KEYS = frozenset({"interval", "thresholds", "thresholds_by_environment", "thresholds_by_owner", "escalate_at",
-                  "agent_silent_after", "job_lookback", "max_attempts", "retry_base", "retry_cap", "channel"})
+                  "agent_silent_after", "job_lookback", "max_attempts", "retry_base", "retry_cap", "channel", "webhook_allowed"})
 DEFAULT_TICKET_KINDS = (dec.ESCALATION, dec.JOB_FAILED, dec.JOB_ROLLED_BACK, dec.JOB_STUCK, dec.POLICY_VIOLATION)
 
 
@@ -86,6 +91,7 @@ class NotifySettings:
     retry_cap: dt.timedelta = dt.timedelta(hours=1)
     channel_tables: tuple[Mapping[str, Any], ...] = ()                     # [[notify.channel]], checked
     ticket_kinds: dict[str, tuple[str, ...]] = field(default_factory=dict)   # per ticket channel
+    webhook_allowed: OutboundPolicy = field(default_factory=OutboundPolicy)   # where owner webhooks may go
     _channels: dict[str, Channel] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
@@ -148,7 +154,15 @@ class NotifySettings:
         def td(key: str, default: str) -> dt.timedelta:
             return dt.timedelta(seconds=t.duration(key, default))
 
+        allowed = t.get("webhook_allowed", [])
+        if not isinstance(allowed, list) or not all(isinstance(a, str) for a in allowed):
+            raise t.error("[notify] webhook_allowed must be a list of host names or networks", "webhook_allowed")
+        try:
+            policy = OutboundPolicy.parse(allowed)
+        except InvalidInput as e:
+            raise t.error(f"[notify] {e}", "webhook_allowed") from None
         return cls(
+            webhook_allowed=policy,
             thresholds=th, interval=td("interval", "15m"), agent_silent_after=td("agent_silent_after", "1d"),
             job_lookback=td("job_lookback", "7d"), max_attempts=max_attempts, retry_base=td("retry_base", "1m"),
             retry_cap=td("retry_cap", "1h"), channel_tables=tuple(tables), ticket_kinds=kinds,

@@ -12,12 +12,27 @@ or moved to another seq), a gap before it (deleted), or it does not link to the
 one before (edited, replaced, reordered). The registry verifies with it
 (collector/registry/audit.py), and so does ``certfleet audit verify --file`` on
 an export, without the collector's database.
+
+Keyed chain (issue 12). Whoever can write the database could rewrite an unkeyed chain and
+re-hash it. From the cut-over event (action :data:`CUT_OVER`, recorded by the collector the
+first time it runs with an audit key) on, every event's hash is an HMAC::
+
+    hash = HMAC-SHA256(key, prev_hash || canonical JSON of [...])
+
+with a key kept outside the database (a 0600 file the collector reads). Events before the
+cut-over keep their SHA-256 hashes and stay verifiable; the cut-over event links to them, so
+they cannot be changed either without breaking its HMAC. With the key, :class:`ChainCheck`
+requires every event from the cut-over on to carry a valid HMAC (and, when no cut-over
+event is left after the anchor, every event): a chain rewritten without the key fails.
+Checkpoints (:func:`checkpoint_payload`) are signed by the collector's CA key and kept
+outside the collector; a chain that no longer holds a checkpoint's event fails against it.
 """
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
 import hashlib
+import hmac
 import json
 import math
 from dataclasses import dataclass
@@ -28,6 +43,10 @@ from collector.errors import InvalidInput
 UTC = dt.timezone.utc
 #: prev_hash of the first event ever recorded, and the anchor before any purge
 GENESIS_HASH = "0" * 64
+#: the action of the event from which on the chain is keyed (the cut-over)
+CUT_OVER = "audit.keyed"
+#: the action of a signed checkpoint event
+CHECKPOINT = "audit.checkpoint"
 
 
 # -- the hash ----------------------------------------------------------------------------
@@ -74,6 +93,27 @@ def event_hash(prev_hash: str, seq: int, at: str, actor: str, action: str, targe
                           ).hexdigest()
 
 
+def keyed_hash(key: bytes, prev_hash: str, seq: int, at: str, actor: str, action: str, target: str, reason: str,
+               detail: Mapping[str, Any]) -> str:
+    """The hash of a keyed event: HMAC-SHA256 with the audit key."""
+    return hmac.new(key, prev_hash.encode("ascii") + canonical(seq, at, actor, action, target, reason, detail),
+                    hashlib.sha256).hexdigest()
+
+
+def key_id(key: bytes) -> str:
+    """A name for the key that gives nothing of it away (recorded in the cut-over event)."""
+    return hmac.new(key, b"certfleet audit key id", hashlib.sha256).hexdigest()[:16]
+
+
+CHECKPOINT_FIELDS = ("seq", "hash", "event_at", "count", "at")
+
+
+def checkpoint_payload(cp: Mapping[str, Any]) -> bytes:
+    """The bytes a checkpoint's signature covers: the head event's seq, hash and time, the count of
+    events kept, and when the checkpoint was made (:data:`CHECKPOINT_FIELDS` of ``cp``)."""
+    return json.dumps({k: cp[k] for k in CHECKPOINT_FIELDS}, sort_keys=True, separators=(",", ":")).encode("ascii")
+
+
 # -- checking ------------------------------------------------------------------------------
 
 
@@ -85,6 +125,8 @@ class VerifyResult:
     reason: str = ""             # the first break, for people ("" when ok)
     anchor_seq: int = 0          # verification started after this seq (the last purged event)
     last_seq: int = 0            # the newest event the head knows
+    keyed_from: int = 0          # the cut-over's seq (0: no keyed event)
+    unauthenticated: int = 0     # keyed events whose HMAC was not checked (no key given)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -101,7 +143,15 @@ def describe(event: Mapping[str, Any]) -> str:
 class ChainCheck:
     """Feed events in seq order; the first that does not fit is named, with why."""
 
-    def __init__(self, anchor_seq: int | None = None, anchor_hash: str | None = None) -> None:
+    def __init__(self, anchor_seq: int | None = None, anchor_hash: str | None = None, *,
+                 key: bytes | None = None, keyed_from: int | None = None, auto_keyed: bool = False) -> None:
+        """``keyed_from``: events from this seq on are keyed (their HMAC is checked with ``key``; without
+        a key only their links are). ``auto_keyed`` (an export, offline): the first event of action
+        :data:`CUT_OVER` starts the keyed part."""
+        self.key = key
+        self.keyed_from = keyed_from
+        self.auto_keyed = auto_keyed
+        self.unauthenticated = 0
         self.anchor_seq = anchor_seq
         self.expect_seq = None if anchor_seq is None else anchor_seq + 1
         self.prev_hash = anchor_hash
@@ -114,14 +164,26 @@ class ChainCheck:
         try:
             seq = int(e["seq"])
             at = e["at"] if isinstance(e["at"], str) else at_text(e["at"])
-            computed = event_hash(e["prev_hash"], seq, at, e["actor"], e["action"], e["target"], e["reason"],
-                                  e["detail"])
+            if self.auto_keyed and self.keyed_from is None and e["action"] == CUT_OVER:
+                self.keyed_from = seq
             stored = e["hash"]
+            args = (e["prev_hash"], seq, at, e["actor"], e["action"], e["target"], e["reason"], e["detail"])
+            if self.keyed_from is not None and seq >= self.keyed_from:
+                if self.key is not None:
+                    computed = keyed_hash(self.key, *args)
+                else:   # links are checked below; the HMAC needs the key
+                    computed = stored
+                    self.unauthenticated += 1
+            else:
+                computed = event_hash(*args)
         except (KeyError, TypeError, ValueError, UnicodeError) as exc:
             raw = e.get("seq") if isinstance(e, Mapping) else None
             where = raw if isinstance(raw, int) and not isinstance(raw, bool) else (self.expect_seq or 0)
             return self._break(where, f"{describe(e)}: unreadable ({type(exc).__name__}: {exc})")
-        if computed != stored:
+        if not hmac.compare_digest(str(computed), str(stored)):
+            if self.keyed_from is not None and seq >= self.keyed_from:
+                return self._break(seq, f"{describe(e)}: hash does not match; edited or reordered (its "
+                                        "HMAC with the audit key is wrong: also a rewrite without the key)")
             return self._break(seq, f"{describe(e)}: hash does not match; edited or reordered")
         if self.expect_seq is not None and seq != self.expect_seq:
             if seq > self.expect_seq:
@@ -146,30 +208,63 @@ class ChainCheck:
     def finish(self, head_seq: int | None = None, head_hash: str | None = None) -> VerifyResult:
         """The result; with the head's seq and hash, a deleted or altered newest event is caught too."""
         anchor = self.anchor_seq or 0
+        extra = {"keyed_from": self.keyed_from or 0, "unauthenticated": self.unauthenticated}
         if self.broken is not None:
-            return VerifyResult(False, self.checked, self.broken[0], self.broken[1], anchor, head_seq or 0)
+            return VerifyResult(False, self.checked, self.broken[0], self.broken[1], anchor, head_seq or 0, **extra)
         last_seq = int(self.last["seq"]) if self.last is not None else anchor
         if head_seq is not None:
             if head_seq > last_seq:
                 missing = (f"event {head_seq} (the newest, as the chain head records) is" if head_seq == last_seq + 1
                            else f"events {last_seq + 1}..{head_seq} (the newest, as the chain head records) are")
-                return VerifyResult(False, self.checked, last_seq + 1, f"{missing} missing; deleted", anchor, head_seq)
+                return VerifyResult(False, self.checked, last_seq + 1, f"{missing} missing; deleted", anchor, head_seq, **extra)
             if head_seq < last_seq:
                 return VerifyResult(False, self.checked, head_seq + 1,
-                                    f"events after seq {head_seq} are not in the chain head; inserted", anchor, head_seq)
+                                    f"events after seq {head_seq} are not in the chain head; inserted", anchor, head_seq,
+                                    **extra)
             if head_hash is not None and self.last is not None and self.last["hash"] != head_hash:
                 return VerifyResult(False, self.checked - 1, last_seq,
                                     f"{describe(self.last)}: hash differs from the chain head's; replaced",
-                                    anchor, head_seq)
-        return VerifyResult(True, self.checked, 0, "", anchor, last_seq if head_seq is None else head_seq)
+                                    anchor, head_seq, **extra)
+        return VerifyResult(True, self.checked, 0, "", anchor, last_seq if head_seq is None else head_seq, **extra)
 
 
 def verify_events(events: Iterable[Mapping[str, Any]], anchor_seq: int | None = None,
-                  anchor_hash: str | None = None) -> VerifyResult:
+                  anchor_hash: str | None = None, key: bytes | None = None) -> VerifyResult:
     """Check a run of events (e.g. an export, as dicts) offline. Without an anchor the first
-    event is taken as it is and the rest must follow it."""
-    check = ChainCheck(anchor_seq, anchor_hash)
+    event is taken as it is and the rest must follow it. Events from a cut-over event on are
+    keyed: with ``key`` their HMACs are checked, without it only their links."""
+    check = ChainCheck(anchor_seq, anchor_hash, key=key, auto_keyed=True)
     for e in events:
         if not check.feed(e):
             break
     return check.finish()
+
+
+def checkpoint_signed(cp: Mapping[str, Any], signature: bytes, ca_pem: bytes) -> bool:
+    """Whether ``signature`` is the CA's (the first certificate in ``ca_pem``) over ``cp``'s payload:
+    what ``audit verify --checkpoint`` and ``audit checkpoint export`` check, with no secret."""
+    from cryptography import x509  # only the checkpoint check needs it; the chain functions stay light
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+
+    try:
+        public = x509.load_pem_x509_certificates(ca_pem)[0].public_key()
+        data = checkpoint_payload(cp)
+        if isinstance(public, ec.EllipticCurvePublicKey):
+            public.verify(signature, data, ec.ECDSA(hashes.SHA256()))
+        elif isinstance(public, rsa.RSAPublicKey):
+            public.verify(signature, data, padding.PKCS1v15(), hashes.SHA256())
+        else:
+            return False
+    except (InvalidSignature, ValueError, KeyError, TypeError, IndexError):
+        return False
+    return True
+
+
+def parse_audit_key(text: str) -> bytes:
+    """The audit key from its file's text (hex); ValueError when it is not one."""
+    key = bytes.fromhex(text.strip())
+    if len(key) < 16:
+        raise ValueError(f"the audit key is too short ({len(key)} bytes; at least 16)")
+    return key

@@ -314,7 +314,7 @@ def renewal_point(
 # -- maintenance windows -------------------------------------------------------------------------
 
 _DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-_TIME = re.compile(r"^(\d{1,2}):(\d{2})$")
+_TIME = re.compile(r"(\d{1,2}):(\d{2})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -371,7 +371,7 @@ class MaintenanceWindow:
 
 
 def _parse_time(s: str, text: str) -> dt.time:
-    m = _TIME.match(s)
+    m = _TIME.fullmatch(s)
     if not m or int(m.group(1)) > 24 or int(m.group(2)) > 59 or (int(m.group(1)) == 24 and int(m.group(2))):
         raise InvalidInput(f"maintenance window {text!r}: {s!r} is not a time HH:MM")
     h, mi = int(m.group(1)), int(m.group(2))

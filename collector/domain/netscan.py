@@ -22,9 +22,10 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
-from collector.errors import InvalidInput
+from certfleet.ranges import refusal
+from collector.errors import InvalidInput, PermissionDenied
 
 QUEUED, SENT, RUNNING, DONE, FAILED = "queued", "sent", "running", "done", "failed"
 STATES = (QUEUED, SENT, RUNNING, DONE, FAILED)
@@ -126,10 +127,21 @@ def _bounded(value: float, default: float, low_exclusive: float, high: float, wh
     return float(value)
 
 
+def check_allowed(targets: Sequence[Target], allowed: Sequence[Any]) -> None:
+    """PermissionDenied unless every target is inside ``[netscan] allowed_ranges`` (certfleet/ranges.py)."""
+    if not allowed:
+        raise PermissionDenied("network scans are not enabled on this collector ([netscan] allowed_ranges is empty)")
+    for t in targets:
+        why = refusal(t.first, t.last, allowed)
+        if why:
+            raise PermissionDenied(f"target {t.text}: {why} ([netscan] allowed_ranges)")
+
+
 def plan_scan(targets: Sequence[str], ports: Sequence[int], rate_per_second: float = 0, timeout_seconds: float = 0,
               concurrency: int = 0, starttls: Mapping[int, str] | None = None,
-              sni_names: Sequence[str] = ()) -> ScanPlan:
-    """Check a scan request and fill its defaults; InvalidInput names what is wrong."""
+              sni_names: Sequence[str] = (), allowed: Sequence[Any] | None = None) -> ScanPlan:
+    """Check a scan request and fill its defaults; InvalidInput names what is wrong. With ``allowed``
+    (the collector's ``[netscan] allowed_ranges``) a target outside is PermissionDenied."""
     if not targets:
         raise InvalidInput("a network scan needs targets (--targets 10.0.0.0/28,10.0.1.5)")
     if not ports:
@@ -170,6 +182,8 @@ def plan_scan(targets: Sequence[str], ports: Sequence[int], rate_per_second: flo
                                f"{', '.join(map(str, uniq_ports))})")
         tls[int(p)] = name
     names = sni_list(sni_names)
+    if allowed is not None:
+        check_allowed(parsed, allowed)
     return ScanPlan(targets=tuple(t.text for t in parsed), ports=tuple(uniq_ports), rate_per_second=rate,
                     timeout_seconds=timeout, concurrency=conc, starttls=tls, sni_names=names,
                     addresses=addresses, targets_total=total)

@@ -22,7 +22,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from collector.errors import PKIError
@@ -65,6 +65,13 @@ class CollectorCA:
     def __repr__(self) -> str:
         subject = self.certificate.subject.rfc4514_string()
         return f"CollectorCA(subject={subject!r}, fingerprint={self.fingerprint_sha256})"
+
+    def sign(self, data: bytes) -> bytes:
+        """A signature of ``data`` by the CA key (audit checkpoints): whoever trusts the CA certificate
+        can check it (collector/domain/auditchain.py ``checkpoint_signed``), without any secret."""
+        if isinstance(self._key, ec.EllipticCurvePrivateKey):
+            return self._key.sign(data, ec.ECDSA(hashes.SHA256()))
+        return self._key.sign(data, padding.PKCS1v15(), hashes.SHA256())
 
     # -- creation and loading ------------------------------------------------
 
@@ -411,3 +418,4 @@ def _name_key(name: x509.GeneralName) -> tuple[str, str]:
 
 def _name_set(names: list[x509.GeneralName]) -> frozenset[tuple[str, str]]:
     return frozenset(_name_key(n) for n in names)
+

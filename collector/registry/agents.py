@@ -98,6 +98,20 @@ class AgentStore(db.Connections):
             audit.record(conn, now, f"agent:{agent_id}", "token.use", f"token:{h[:TOKEN_PREFIX]}", "",
                          {"token_hash_prefix": h[:TOKEN_PREFIX], "agent_id": agent_id})
 
+    def check_token(self, token_hash: str, now: dt.datetime) -> None:
+        """TokenInvalid/TokenUsed/TokenExpired unless the token could be consumed now; a read, taking no
+        write lock (enrollment checks this before it signs or writes anything)."""
+        t = enrollment_tokens.c
+        with self._read() as conn:
+            row = conn.execute(select(t.used_at, t.expires_at).where(t.token_hash == token_hash.lower())).first()
+        if row is None:
+            raise TokenInvalid("unknown enrollment token")
+        if row.used_at is not None:
+            raise TokenUsed("enrollment token already used")
+        expires = row.expires_at if row.expires_at.tzinfo else row.expires_at.replace(tzinfo=dt.timezone.utc)
+        if expires <= now:
+            raise TokenExpired(f"enrollment token expired at {expires.isoformat(timespec='seconds')}")
+
     def _consume(self, conn: Connection, token_hash: str, agent_id: str, now: dt.datetime) -> None:
         t = enrollment_tokens.c
         h = token_hash.lower()

@@ -33,6 +33,8 @@ from typing import Any, Iterator, Mapping
 from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 
 from collector.domain.auditchain import (  # noqa: F401 - re-exported for the registry's users
+    CHECKPOINT,
+    CUT_OVER,
     GENESIS_HASH,
     ChainCheck,
     VerifyResult,
@@ -40,6 +42,8 @@ from collector.domain.auditchain import (  # noqa: F401 - re-exported for the re
     canonical,
     describe,
     event_hash,
+    key_id,
+    keyed_hash,
     parse_at,
     plain,
     verify_events,
@@ -76,6 +80,15 @@ def _lock_head(conn: Connection) -> Any:
     return row
 
 
+#: execution option of the registry's engine holding the audit key (Registry.use_audit_key)
+KEY_OPTION = "certfleet_audit_key"
+
+
+def audit_key(conn: Connection) -> bytes | None:
+    """The audit key the registry was given (None: the chain is written unkeyed, as before issue 12)."""
+    return conn.get_execution_options().get(KEY_OPTION)
+
+
 def record(conn: Connection, at: dt.datetime, actor: str, action: str, target: str = "", reason: str = "",
            detail: Mapping[str, Any] | None = None) -> int:
     """Append an event in ``conn``'s transaction (a writer's); returns its seq."""
@@ -86,7 +99,11 @@ def record(conn: Connection, at: dt.datetime, actor: str, action: str, target: s
     when = at_text(at)
     target, reason = (target or "")[:MAX_TEXT], (reason or "")[:MAX_TEXT]
     body = plain(detail)
-    h = event_hash(head.last_hash, seq, when, actor, action, target, reason, body)
+    key = audit_key(conn)
+    if key is not None:
+        h = keyed_hash(key, head.last_hash, seq, when, actor, action, target, reason, body)
+    else:
+        h = event_hash(head.last_hash, seq, when, actor, action, target, reason, body)
     conn.execute(insert(audit_events).values(
         seq=seq, at=parse_at(when), actor=actor, action=action, target=target, reason=reason, detail=body,
         prev_hash=head.last_hash, hash=h,
@@ -186,7 +203,8 @@ class AuditLog(db.Connections):
         with conn:
             head = conn.execute(select(audit_head).where(audit_head.c.id == HEAD_ID)).first()
             anchor_seq, anchor_hash = (head.anchor_seq, head.anchor_hash) if head else (0, GENESIS_HASH)
-            check = ChainCheck(anchor_seq, anchor_hash)
+            check = ChainCheck(anchor_seq, anchor_hash, key=audit_key(conn),
+                               keyed_from=self._keyed_from(conn, anchor_seq))
             result = conn.execute(
                 select(audit_events).where(audit_events.c.seq > anchor_seq).order_by(audit_events.c.seq)
                 .execution_options(yield_per=self.PAGE_SIZE))
@@ -199,6 +217,34 @@ class AuditLog(db.Connections):
             if head is None:
                 return check.finish()
             return check.finish(head.last_seq, head.last_hash)
+
+    @staticmethod
+    def _keyed_from(conn: Connection, anchor_seq: int) -> int | None:
+        """The seq from which events must be keyed: the first cut-over event after the anchor; with a key
+        and none left (purged with the events before it, or deleted), every event after the anchor."""
+        c = audit_events.c
+        first = conn.execute(select(func.min(c.seq)).where(c.seq > anchor_seq, c.action == CUT_OVER)).scalar()
+        if first is not None:
+            return int(first)
+        if audit_key(conn) is not None:
+            return anchor_seq + 1
+        return None
+
+    def cut_over(self, now: dt.datetime) -> int | None:
+        """With a key: record the cut-over event unless the chain after the anchor has one (the
+        collector calls this at start). Returns its seq, or None when there was nothing to do."""
+        with self._write() as conn:
+            key = audit_key(conn)
+            if key is None:
+                return None
+            head = _lock_head(conn)
+            c = audit_events.c
+            if conn.execute(select(c.seq).where(c.seq > head.anchor_seq, c.action == CUT_OVER).limit(1)).first():
+                return None
+            return record(conn, now, "collector", CUT_OVER, "audit",
+                          "from this event on, every event's hash is an HMAC with the audit key",
+                          {"key_id": key_id(key), "unkeyed_until_seq": head.last_seq,
+                           "unkeyed_last_hash": head.last_hash})
 
     def export(self, since: dt.datetime | None = None, until: dt.datetime | None = None) -> Iterator[dict[str, Any]]:
         """Events with ``since <= at < until`` in seq order, as dicts (``AuditEventView.to_dict``),
@@ -249,7 +295,8 @@ class AuditLog(db.Connections):
             cutoff = head.last_seq if first_kept is None else first_kept - 1
             if cutoff <= head.anchor_seq:
                 return 0
-            check = ChainCheck(head.anchor_seq, head.anchor_hash)
+            check = ChainCheck(head.anchor_seq, head.anchor_hash, key=audit_key(conn),
+                               keyed_from=self._keyed_from(conn, head.anchor_seq))
             result = conn.execute(
                 select(audit_events).where(c.seq > head.anchor_seq, c.seq <= cutoff).order_by(c.seq)
                 .execution_options(yield_per=self.PAGE_SIZE))

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import select
 
 from collector.domain import ownership as own
+from collector.domain.outbound import redact_url
 from collector.registry.models.agents import agents
 from collector.registry.models.owners import assignment_rules, explicit_assignments, owners
 
@@ -54,7 +55,8 @@ def explicit_select() -> Any:
 
 
 def owner_detail(o: own.Owner) -> dict[str, Any]:
-    return {"name": o.name, "contacts": list(o.contacts), "webhook": o.webhook, "escalation": o.escalation,
+    # the webhook's path and query often hold a secret: the audit trail keeps scheme and host only
+    return {"name": o.name, "contacts": list(o.contacts), "webhook": redact_url(o.webhook), "escalation": o.escalation,
             "description": o.description}
 
 

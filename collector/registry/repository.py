@@ -34,7 +34,7 @@ from typing import Any, Iterator
 from sqlalchemy import Engine
 
 from collector.errors import DatabaseUnavailable
-from collector.registry import db
+from collector.registry import audit, db
 from collector.registry.admins import AdminStore
 from collector.registry.agents import AgentStore
 from collector.registry.audit import AuditLog
@@ -103,6 +103,13 @@ class Registry:
             engine.dispose()
             raise
         return cls(engine)
+
+    def use_audit_key(self, key: bytes, now: dt.datetime, cut_over: bool = True) -> int | None:
+        """From now on, audit events are keyed with ``key`` (kept outside the database). With
+        ``cut_over`` (the first time this collector has the key), records the cut-over event unless
+        the chain has one (collector/registry/audit.py); its seq, or None."""
+        self.engine.update_execution_options(**{audit.KEY_OPTION: key})
+        return self.audit.cut_over(now) if cut_over else None
 
     def close(self) -> None:
         self.engine.dispose()

@@ -26,7 +26,7 @@ import json
 from typing import Any, Callable
 
 from collector.reports.model import Report, Section, Value
-from collector.reports.text import fit, fit_left
+from collector.reports.text import SafeCsv, csv_safe, fit, fit_left
 
 FORMATS = ("table", "csv", "json", "html")
 MIN_COLUMN = 12          # columns are cut to this (or their header) first to fit the terminal,
@@ -133,14 +133,12 @@ def _csv_cell(v: Value) -> Any:
         return ""
     if isinstance(v, bool):
         return "true" if v else "false"
-    if isinstance(v, str) and v[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + v
-    return v
+    return csv_safe(v)
 
 
 def to_csv(report: Report) -> str:
     out = io.StringIO()
-    w = csv.writer(out, lineterminator="\n")
+    w = SafeCsv(csv.writer(out, lineterminator="\n"))    # every cell through the one formula guard
     w.writerow(["section", "label", "value"])
     w.writerow(["summary", "report", report.name])
     w.writerow(["summary", "generated_at", _iso(report)])

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import pathlib
 import signal
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -38,10 +39,12 @@ from collector.metrics.instruments import PromRecorder, watch_engine
 from collector.metrics.interceptor import CallMetrics
 from collector.metrics.recorder import NULL, Recorder
 from collector.pki import CollectorCA
+from collector.pki.auditkey import load_or_create_audit_key
 from collector.registry import Registry
 from collector.server.listen import GRPC_OPTIONS, bind
 from collector.server.scheduler import Scheduler
 from collector.services.agent_session import AgentSessions
+from collector.services.audit_checkpoint import AuditCheckpointer
 from collector.services.audit_retention import AuditRetention
 from collector.services.autorenew import AutoRenewer, build_autorenewer
 from collector.services.challenges import ChallengeBroker
@@ -54,6 +57,8 @@ from certfleet.metricshttp import MetricsServer
 
 log = logging.getLogger(__name__)
 MAX_MESSAGE = 32 * 1024 * 1024
+#: the enrollment listener takes a token, a CSR and host facts: a few KiB (anyone can reach it)
+ENROLL_MAX_MESSAGE = 64 * 1024
 
 
 def utcnow() -> dt.datetime:
@@ -101,6 +106,27 @@ def policy_evaluator(config: CollectorConfig, registry: Registry, clock: Callabl
     return PolicyEvaluator(registry, config.policy, clock, on_new_violation)
 
 
+def audit_key_path(config: CollectorConfig) -> pathlib.Path:
+    """``[audit] key_file``, against the config file's folder; default ``<data_dir>/audit.key``."""
+    if not config.audit.key_file:
+        return config.data_dir / "audit.key"
+    p = pathlib.Path(config.audit.key_file)
+    return p if p.is_absolute() else config.base_dir / p
+
+
+def key_audit(config: CollectorConfig, registry: Registry, now: dt.datetime) -> None:
+    """Key the audit chain from here on. The first time this collector has the key (no marker file
+    beside it, which the database cannot fake) a cut-over event is recorded unless the chain has one;
+    later starts never record one, so a chain made unkeyed with database access stays broken."""
+    path = audit_key_path(config)
+    marker = path.with_name(path.name + ".cutover")
+    seq = registry.use_audit_key(load_or_create_audit_key(path), now, cut_over=not marker.exists())
+    if not marker.exists():
+        marker.write_text(f"audit chain keyed; cut-over event: {seq or 'already in the chain'}\n")
+        if seq:
+            log.info("audit chain keyed from event %d on (the cut-over)", seq)
+
+
 def prepare(config: CollectorConfig, clock: Callable[[], dt.datetime] = utcnow) -> CollectorState:
     """Create the data directory, the CA and server identity on first start, open the registry."""
     config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -110,6 +136,7 @@ def prepare(config: CollectorConfig, clock: Callable[[], dt.datetime] = utcnow) 
     cert_path, key_path = ca.server_identity(config.pki_dir, list(config.server_names), now)
     registry = Registry.open(config.database_url)
     try:
+        key_audit(config, registry, now)
         renewal = build_renewal(config, registry, clock)
         autorenew = build_autorenewer(config, registry, renewal, clock)
         policy_evaluator(config, registry, clock).load_file()   # [policy] file, when it changed
@@ -166,11 +193,13 @@ class CollectorServer:
         enrollment = Enrollment(state.registry, state.ca, lifetime, clock)
         self.policy = policy_evaluator(cfg, state.registry, clock, on_new_violation)
         self.retention = AuditRetention(state.registry, cfg.audit, clock)
+        self.checkpoints = AuditCheckpointer(state.registry, state.ca.sign, state.ca.fingerprint_sha256, clock)
         self.main = grpc.aio.server(options=options, interceptors=interceptors)
         add_main_services(
             self.main,
             agents=AgentServicer(auth, inventory,
-                                 AgentSessions(state.registry, clock, state.renewal), enrollment, hub=self.hub),
+                                 AgentSessions(state.registry, clock, state.renewal), enrollment, hub=self.hub,
+                                 limits=cfg.limits),
             admin=AdminServicer(state.registry, state.ca, auth, cfg.enroll_endpoint, cfg.token_ttl, clock,
                                 renewal=state.renewal, hub=self.hub),
             audit=AuditServicer(state.registry, auth, clock),
@@ -178,10 +207,14 @@ class CollectorServer:
             policy=PolicyServicer(state.registry, auth, clock, on_new_violation),
             reports=ReportServicer(state.registry, auth, clock),
             notify=NotifyServicer(self.notifier, auth, clock),
-            netscan=DiscoveryServicer(state.registry, auth, clock, hub=self.hub),
+            netscan=DiscoveryServicer(state.registry, auth, clock, hub=self.hub,
+                                      allowed_ranges=cfg.netscan.allowed_ranges),
         )
-        self.enroll = grpc.aio.server(options=options, interceptors=interceptors)
-        add_enrollment_service(self.enroll, EnrollmentServicer(enrollment, cfg.agent_endpoint))
+        self.enroll = grpc.aio.server(options=[("grpc.max_receive_message_length", ENROLL_MAX_MESSAGE),
+                                               ("grpc.max_send_message_length", MAX_MESSAGE), *GRPC_OPTIONS],
+                                      interceptors=interceptors)
+        add_enrollment_service(self.enroll, EnrollmentServicer(
+            enrollment, cfg.agent_endpoint, per_minute=cfg.limits.enroll_per_minute, burst=cfg.limits.enroll_per_minute))
         pair = [(state.server_key_pem, state.server_cert_pem)]
         main_creds = grpc.ssl_server_credentials(pair, root_certificates=state.ca.cert_pem, require_client_auth=True)
         self.main_port = bind(lambda a: self.main.add_secure_port(a, main_creds), cfg.listen, "listen")
@@ -238,6 +271,7 @@ class CollectorServer:
         if self.notifier.enabled:
             sched.add("notify.run", self.notifier.run_once, self.notifier.settings.interval.total_seconds())
         sched.add("audit.retention", self.retention.run_once, self.retention.settings.purge_interval.total_seconds())
+        sched.add("audit.checkpoint", self.checkpoints.run_once, self.state.config.audit.checkpoint_interval.total_seconds())
         return sched
 
     def sweep_scans(self) -> int:

@@ -27,16 +27,22 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+import time
 from typing import Callable
 
 from collector import errors
 from collector.domain import jobstates as jobs
 from collector.domain import netscan
 from collector.domain.commands import Command, NetworkScan
+from collector.domain.ratelimit import RateLimits
 from collector.registry import Registry
 from collector.services.renewal import RenewalService
 
 log = logging.getLogger(__name__)
+
+
+#: log lines a minute about one agent's stream messages (refusals, failures)
+LOG_LINES_PER_MINUTE = 20
 
 
 class AgentSessions:
@@ -63,6 +69,9 @@ class AgentSession:
         self.connected_at = clock() # jobs in flight sent before this are sent again at once
         self._lock = threading.Lock()
         self._pending: dict[tuple[str, str], jobs.AgentJobUpdate] = {}   # updates the database missed
+        # what an agent sends is untrusted: a flood of bad messages gets a few log lines a minute, not one each
+        self._log_limit = RateLimits(per_minute=LOG_LINES_PER_MINUTE, burst=LOG_LINES_PER_MINUTE)
+        self._suppressed = 0
 
     # -- what the agent gets --------------------------------------------------------------
 
@@ -115,8 +124,24 @@ class AgentSession:
         if not jobs.is_challenge_answer(update.state):
             return False
         if self.renewal is not None:
-            self.renewal.broker.ack(update)
+            self.renewal.broker.ack(update, self.agent_id)
         return True
+
+    def _log_allowed(self) -> bool:
+        """Whether this session may log one more line now (:data:`LOG_LINES_PER_MINUTE`); says how many were
+        held back when it may again."""
+        if not self._log_limit.allow(self.agent_id, time.monotonic()):
+            self._suppressed += 1
+            return False
+        if self._suppressed:
+            log.warning("%d more message(s) about agent %s were not logged (rate limit)", self._suppressed,
+                        self.agent_id)
+            self._suppressed = 0
+        return True
+
+    def _warn(self, msg: str, *args: object) -> None:
+        if self._log_allowed():
+            log.warning(msg, *args)
 
     def on_job_update(self, update: jobs.AgentJobUpdate) -> None:
         """A job's progress (blocking: a CSR is issued at once, and an ACME issuance may wait for
@@ -131,9 +156,10 @@ class AgentSession:
             log.debug("job update %s %s from %s kept: the database is unavailable", update.job_id, update.state,
                       self.agent_id)
         except errors.CollectorError as e:
-            log.warning("job update from %s refused: %s", self.agent_id, e)
+            self._warn("job update from %s refused: %s", self.agent_id, e)
         except Exception:  # noqa: BLE001 - one bad update must not drop the stream
-            log.exception("job update from %s failed", self.agent_id)
+            if self._log_allowed():
+                log.exception("job update from %s failed", self.agent_id)
 
     def on_scan_progress(self, scan_id: str, progress: netscan.Progress) -> None:
         """A network scan's progress, into the registry (blocking)."""
@@ -143,10 +169,11 @@ class AgentSession:
             log.debug("network scan progress from %s dropped: the database is unavailable", self.agent_id)
             return
         except errors.CollectorError as e:
-            log.warning("network scan progress from %s refused: %s", self.agent_id, e)
+            self._warn("network scan progress from %s refused: %s", self.agent_id, e)
             return
         except Exception:  # noqa: BLE001 - one bad message must not drop the stream
-            log.exception("network scan progress from %s failed", self.agent_id)
+            if self._log_allowed():
+                log.exception("network scan progress from %s failed", self.agent_id)
             return
         if v is not None and v.state in netscan.FINAL:
             log.info("network scan %s on agent %s %s: %d probed, %d TLS endpoints, %d errors; %s", v.scan_id,

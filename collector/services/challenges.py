@@ -4,7 +4,8 @@ The ACME client runs in a worker thread of the collector (inside a job's
 issuance) and calls :meth:`ChallengeBroker.present`; that queues a
 PlaceChallenge command for the job's agent, wakes the agent's command stream
 and waits until the agent says the challenge is in place. The agent's answer
-arrives on its stream and is handed to :meth:`ChallengeBroker.ack`.
+arrives on its stream and is handed to :meth:`ChallengeBroker.ack`, which takes it only from the
+job's own agent (another agent cannot answer, or fake, someone else's challenge).
 
 The command goes to the agent's stream on this collector; with several
 collectors, an agent connected elsewhere cannot be reached and the issuance
@@ -34,7 +35,8 @@ class ChallengeBroker:
         self._timeout = timeout
         self._lock = threading.Lock()
         self._outbox: dict[str, collections.deque[Command]] = collections.defaultdict(collections.deque)
-        self._waiting: dict[str, tuple[threading.Event, list[str]]] = {}
+        # token -> (done, outcome, the job's agent, the job): only that agent's answer counts
+        self._waiting: dict[str, tuple[threading.Event, list[str], str, str]] = {}
         self._local = threading.local()
 
     def set_notifier(self, notify: Callable[[str], None]) -> None:
@@ -74,7 +76,7 @@ class ChallengeBroker:
         done = threading.Event()
         outcome: list[str] = []
         with self._lock:
-            self._waiting[token] = (done, outcome)
+            self._waiting[token] = (done, outcome, job.agent_id, job.job_id)
         self._send(job.agent_id, PlaceChallenge(
             command_id=f"{job.job_id}:challenge:{token[:16]}", job_id=job.job_id, location=self._location(job),
             token=token, key_authorization=key_authorization, domain=domain,
@@ -98,12 +100,18 @@ class ChallengeBroker:
             location=self._location(job), token=token,
         ))
 
-    def ack(self, update: AgentJobUpdate) -> None:
-        """The agent's answer: ``challenge_ready`` or ``challenge_failed`` (reason)."""
+    def ack(self, update: AgentJobUpdate, agent_id: str) -> bool:
+        """The answer of ``agent_id``: ``challenge_ready`` or ``challenge_failed`` (reason). Taken only
+        from the agent of the job the challenge is for, naming that job; False when it is not taken."""
         with self._lock:
             waiting = self._waiting.get(update.challenge_token)
         if waiting is None:
-            return
-        done, outcome = waiting
+            return False
+        done, outcome, job_agent, job_id = waiting
+        if agent_id != job_agent or update.job_id != job_id:
+            log.warning("challenge answer for job %s from agent %s ignored: the challenge is agent %s's, job %s",
+                        update.job_id, agent_id, job_agent, job_id)
+            return False
         outcome.append("" if update.state == CHALLENGE_READY else (update.reason or "failed"))
         done.set()
+        return True

@@ -53,9 +53,10 @@ class Enrollment:
     def enroll(self, token: str, csr_der: bytes, host: HostFacts) -> IssuedIdentity:
         """Consume a single-use token and issue the agent's client certificate.
 
-        The certificate is issued first (it checks the CSR) but means nothing until
-        the registry has consumed the token and recorded the agent, in one
-        transaction: a used or expired token leaves no agent behind.
+        The token is checked first (a read: nothing is signed or written for a wrong one); the
+        certificate is then issued (it checks the CSR) but means nothing until the registry has
+        consumed the token and recorded the agent, in one transaction: a token used meanwhile
+        or expired leaves no agent behind.
         """
         token = token.strip()
         if not looks_like_token(token):
@@ -63,6 +64,8 @@ class Enrollment:
         if not host.hostname:
             raise errors.InvalidInput("the enrollment request names no host")
         now = self.clock()
+        # the token first, in a read: a wrong one gets nothing signed and takes no write lock
+        self.registry.agents.check_token(hash_token(token), now)
         agent_id = str(uuid.uuid4())
         cert = self.ca.issue_agent_certificate(csr_der, agent_id, now, lifetime=self.lifetime)
         self.registry.enroll_agent(hash_token(token), agent_id, host, serial_hex(cert), cert.not_valid_after_utc, now)

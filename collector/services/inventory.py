@@ -7,8 +7,8 @@ and scan errors to it; :meth:`IncomingReport.finish` commits it. A stored report
 against the policy (:meth:`IncomingReport.evaluate`, in the background: the scheduled evaluation
 catches up when it fails).
 
-A report is one transaction used step by step as chunks arrive, never concurrently: the servicer
-runs every call of one report on one thread of its own.
+The servicer receives a report whole (spooled) before it calls :meth:`IncomingReport.store`, so the
+transaction lasts as long as the writing, not as long as the agent takes to send.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import datetime as dt
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from collector import errors
 from collector.metrics.recorder import NULL, Recorder
@@ -78,6 +78,16 @@ class IncomingReport:
                 self._txn.add_errors(list(chunk.errors))
         finally:
             self._registry_seconds += time.perf_counter() - t0
+
+    def store(self, chunks: Iterable[ReportChunkIn]) -> ReportResult:
+        """Store a report received whole: every chunk, then commit, in one transaction (blocking);
+        rolled back when a chunk is refused."""
+        try:
+            for chunk in chunks:
+                self.add(chunk)
+            return self.finish()
+        finally:
+            self.abort()
 
     def finish(self) -> ReportResult:
         """Commit the report (blocking); what the registry did with it."""

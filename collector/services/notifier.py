@@ -22,6 +22,7 @@ import concurrent.futures
 import dataclasses
 import datetime as dt
 import logging
+import socket
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -30,6 +31,7 @@ from collector.domain import notices as dec
 from collector.notify.channels import ChannelError, Message
 from collector.notify.channels.webhook import ticket_fields
 from collector.config.notify import NotifySettings
+from collector.errors import InvalidInput
 from collector.metrics.recorder import NULL, Recorder
 from collector.registry.expiry import ExpiryStore
 from collector.registry.notify import DeliveryIn, NotifyStore
@@ -49,11 +51,21 @@ class RunResult:
     failed: int = 0           # deliveries that failed for good in this run
 
 
+def _resolve(host: str) -> list[str]:
+    """The addresses ``host`` resolves to (none when it does not)."""
+    try:
+        return sorted({str(ai[4][0]) for ai in socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)})
+    except (socket.gaierror, UnicodeError):
+        return []
+
+
 class Notifier:
     def __init__(self, registry: Any, settings: NotifySettings, clock: Callable[[], dt.datetime] | None = None,
-                 actor: str = "collector") -> None:
+                 actor: str = "collector", resolve: Callable[[str], Sequence[str]] | None = None) -> None:
         self.registry = registry
         self.settings = settings
+        #: host name to addresses, for the owner-webhook check (collector/domain/outbound.py)
+        self.resolve = resolve or _resolve
         self.clock = clock or (lambda: dt.datetime.now(dt.timezone.utc))
         self.actor = actor
         self.store = NotifyStore(registry.engine)
@@ -294,19 +306,28 @@ class Notifier:
     def _attempt(self, d: Any, now: dt.datetime) -> str:
         """Send one claimed delivery and record the outcome: "sent", "retrying" or "failed"."""
         ch = self.channels.get(d.channel)
+        refused = False
         error: str | None
         if ch is None:
             error = f"channel {d.channel!r} is not configured on this collector"
         else:
             try:
+                if d.target.startswith(("http://", "https://")) and d.target != getattr(ch, "url", ""):
+                    # an owner's webhook: only https to an allowed host (collector/domain/outbound.py)
+                    self.settings.webhook_allowed.check(d.target, self.resolve)
                 ch.send(Message(d.subject, d.target, d.payload))
                 error = None
+            except InvalidInput as e:
+                error = f"refused: {e}"
+                refused = True
             except ChannelError as e:
                 error = str(e)
             except Exception as e:  # noqa: BLE001 - a bug in a channel must not stop the others
                 log.exception("channel %s failed unexpectedly", d.channel)
                 error = f"{type(e).__name__}: {e}"
         attempts = d.attempts + 1
+        if refused:     # the configuration says no: trying again would not change it
+            attempts = max(attempts, self.settings.max_attempts)
         if error is None:
             self.store.finish_delivery(d.id, now, None, None, self.actor)
             return "sent"

@@ -24,7 +24,7 @@ COMMANDS = [
     "renew",
     "jobs list", "jobs show", "jobs retry", "jobs cancel",
     "revoke",
-    "audit verify", "audit export", "audit list",
+    "audit verify", "audit export", "audit list", "audit checkpoint export",
     "owners list", "owners add", "owners update", "owners remove",
     "owners rules list", "owners rules add", "owners rules remove", "owners rules reorder",
     "owners orphans", "owners explain", "owners assignments",
@@ -40,7 +40,7 @@ COMMANDS = [
 TOP = ["token", "certs", "agents", "renew", "jobs", "revoke", "audit", "owners", "assign", "unassign", "policy",
        "violations", "exceptions", "notify", "report", "netscan", "stale"]
 # a group given without its action: argparse names the missing argument by the group's dest
-GROUP_DEST = {"token": "action", "certs": "action", "agents": "action", "jobs": "action", "audit": "audit_command",
+GROUP_DEST = {"token": "action", "certs": "action", "agents": "action", "jobs": "action", "audit": "audit_command", "audit checkpoint": "checkpoint_command",
               "owners": "action", "owners rules": "rules_action", "policy": "action", "violations": "action",
               "exceptions": "action", "notify": "notify_command", "netscan": "netscan_command"}
 

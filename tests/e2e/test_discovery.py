@@ -147,7 +147,7 @@ class ScanningAgent:
 def fleet(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     need_tools("openssl")
     work = tmp_path_factory.mktemp("discovery")
-    c = Collector(work / "collector")
+    c = Collector(work / "collector", extra_tables='[netscan]\nallowed_ranges = ["127.0.0.0/8"]\n')
     c.start()
     servers: list[subprocess.Popen] = []
     scanner: ScanningAgent | None = None
@@ -198,7 +198,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-
 def test_network_scan_by_the_real_agent(fleet) -> None:  # type: ignore[no-untyped-def]
     c, work, _, listeners, certs = fleet
     p1, p2 = listeners[0][1], listeners[2][1]
-    agent = Agent(work / "real-agent", "[endpoints]\nlisteners = false\n")
+    agent = Agent(work / "real-agent", "[endpoints]\nlisteners = false\nnetwork_scan_allowed = [\"127.0.0.0/8\"]\n")
     agent.write_config(hostname="real-scanner")
     r = agent.enroll(c, c.token())
     assert r.code == 0, r.err
@@ -319,7 +319,7 @@ def test_auditor_lists_but_may_not_start(fleet) -> None:  # type: ignore[no-unty
     before = len(c.cli("netscan", "list", "--format", "json").json())
     r = c.cli("netscan", "start", "--agent", scanner.identity.agent_id, "--targets", "127.0.0.9", "--ports", "443",
               env=env)
-    assert r.code == 1 and "permission denied" in r.err and "role 'auditor' may not manage agents" in r.err, r.err
+    assert r.code == 1 and "permission denied" in r.err and "role 'auditor' may not network scan" in r.err, r.err
     assert len(c.cli("netscan", "list", "--format", "json").json()) == before
     refused = c.cli("audit", "list", "--action", "call.refused", "--actor", "auditor:audrey", "--format", "json").json()
     assert refused and refused[0]["target"] == "DiscoveryService.StartNetworkScan", refused

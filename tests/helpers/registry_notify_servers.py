@@ -51,7 +51,8 @@ class HttpSink:
             return [body for p, body, _ in self.requests if p == path]
 
 
-def http_server() -> Iterator[tuple[HttpSink, int]]:
+def http_server(context: Any = None) -> Iterator[tuple[HttpSink, int]]:
+    """A sink on 127.0.0.1; with an ``ssl.SSLContext`` (server side) it speaks https."""
     sink = HttpSink()
 
     class Handler(BaseHTTPRequestHandler):
@@ -67,6 +68,8 @@ def http_server() -> Iterator[tuple[HttpSink, int]]:
             pass
 
     srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    if context is not None:
+        srv.socket = context.wrap_socket(srv.socket, server_side=True)
     t = threading.Thread(target=srv.serve_forever, daemon=True)
     t.start()
     try:

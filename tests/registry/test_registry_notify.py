@@ -13,7 +13,9 @@ from collector.services.notifier import Notifier
 from collector.config.notify import NotifySettings
 from collector.registry import Registry
 from collector.registry.notify import NotifyStore
+from tests.helpers.install_sites import TestCA
 from tests.helpers.registry_notify_servers import free_port, http_server, smtp_server
+from tests.helpers.tls_servers import site_files
 from tests.helpers.registry_certs import T0, header, leaf, location, root_ca, store_report
 
 NOW = T0 + dt.timedelta(hours=1)
@@ -25,12 +27,17 @@ def smtp() -> Iterator[Any]:
 
 
 @pytest.fixture
-def http() -> Iterator[Any]:
-    yield from http_server()
+def http(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """An https sink at localhost (owner webhooks must be https to an allowed host), its CA trusted."""
+    ca = TestCA()
+    site = site_files(tmp_path / "site", ca, ("localhost",))
+    (tmp_path / "ca.pem").write_bytes(ca.root_pem)
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "ca.pem"))
+    yield from http_server(site.server_context())
 
 
 def settings(smtp_port: int, http_port: int, *, broken: bool = False, max_attempts: int = 8) -> NotifySettings:
-    base = f"http://127.0.0.1:{http_port}"
+    base = f"https://localhost:{http_port}"
     channels: list[dict[str, Any]] = [
         {"name": "mail", "type": "smtp", "host": "127.0.0.1", "port": smtp_port, "from": "certfleet@example.com",
          "to": ["pki@example.com"]},
@@ -40,13 +47,14 @@ def settings(smtp_port: int, http_port: int, *, broken: bool = False, max_attemp
     ]
     if broken:
         channels.append({"name": "broken", "type": "slack", "url": f"http://127.0.0.1:{free_port()}/x"})
-    return NotifySettings.from_config({"notify": {"channel": channels, "max_attempts": max_attempts}})
+    return NotifySettings.from_config({"notify": {"channel": channels, "max_attempts": max_attempts,
+                                                  "webhook_allowed": ["localhost", "127.0.0.0/8", "::1/128"]}})
 
 
 def fleet(registry: Registry, make_agent: Any, http_port: int, days: float) -> Any:
     make_agent("agent-1", "web1.example.com")
     registry.owners.create_owner("web", T0, contacts=["web@example.com"], escalation="oncall@example.com",
-                                 webhook=f"http://127.0.0.1:{http_port}/web-hook")
+                                 webhook=f"https://localhost:{http_port}/web-hook")
     registry.owners.add_rule("all-web", T0, owner="web", criticality="high")
     ca = root_ca()
     cert = leaf("www.example.com", ca, days=days)

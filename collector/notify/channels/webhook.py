@@ -1,19 +1,37 @@
 """Webhook channels: generic JSON, Slack/Teams-style text blocks, and service-desk tickets.
 
 All three POST JSON over HTTP(S) with a timeout (urllib); anything but 2xx is a ChannelError.
+A channel's token goes only to the channel's own ``url``, never to an owner's webhook; redirects
+are followed only on the same scheme, host and port (the token never leaves for another host).
 """
 from __future__ import annotations
 
 import json
 import urllib.error
+import urllib.parse
 import urllib.request
 from typing import Any, Mapping
 
+from collector.domain.outbound import redact_url as _redact
 from collector.notify.channels.base import (
     ChannelError, Message, NotifyConfigError, check_keys, digest_text, refuse_inline_secret, secret_from,
 )
 
 USER_AGENT = "certfleet-notify/1"
+
+
+class _SameHostRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow a redirect only to the same scheme, host and port."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: ANN001, ANN201 - urllib's signature
+        old, new = urllib.parse.urlsplit(req.full_url), urllib.parse.urlsplit(newurl)
+        if (old.scheme, old.hostname, old.port) != (new.scheme, new.hostname, new.port):
+            raise ChannelError(f"POST {redact_url(req.full_url)}: redirected to another host "
+                               f"({redact_url(newurl)}); not followed")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+_OPENER = urllib.request.build_opener(_SameHostRedirects)
 
 
 def post_json(url: str, body: Any, timeout: float, headers: Mapping[str, str] | None = None) -> None:
@@ -23,7 +41,7 @@ def post_json(url: str, body: Any, timeout: float, headers: Mapping[str, str] | 
     req = urllib.request.Request(url, data=data, method="POST", headers={
         "Content-Type": "application/json", "User-Agent": USER_AGENT, **(headers or {})})
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:   # noqa: S310 - http(s) only, checked in config
+        with _OPENER.open(req, timeout=timeout) as r:   # noqa: S310 - http(s) only, checked in config
             r.read(65536)
     except urllib.error.HTTPError as e:
         raise ChannelError(f"POST {redact_url(url)}: HTTP {e.code} {e.reason}") from None
@@ -34,10 +52,7 @@ def post_json(url: str, body: Any, timeout: float, headers: Mapping[str, str] | 
 
 def redact_url(url: str) -> str:
     """The URL without its path and query (webhook URLs often carry a secret token)."""
-    from urllib.parse import urlsplit
-
-    u = urlsplit(url)
-    return f"{u.scheme}://{u.hostname}" + (f":{u.port}" if u.port else "") + "/..."
+    return _redact(url)
 
 
 def _check_url(url: str, where: str) -> str:
@@ -73,8 +88,11 @@ class _Base:
         where = f"[[notify.channel]] {cfg['name']!r}"
         return cls(cfg["name"], cfg.get("url", ""), float(cfg.get("timeout", 10)), secret_from(cfg, "token", where))
 
-    def _headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self._token}"} if self._token else {}
+    def _headers(self, target: str = "") -> dict[str, str]:
+        """The channel's credentials, only for its own ``url`` (never an owner's webhook)."""
+        if not self._token or (target and target != self.url):
+            return {}
+        return {"Authorization": f"Bearer {self._token}"}
 
 
 class WebhookChannel(_Base):
@@ -84,7 +102,7 @@ class WebhookChannel(_Base):
 
     def send(self, message: Message) -> None:
         post_json(message.target or self.url, {"subject": message.subject, **message.payload},
-                  self.timeout, self._headers())
+                  self.timeout, self._headers(message.target))
 
 
 class SlackChannel(_Base):
@@ -101,7 +119,7 @@ class SlackChannel(_Base):
             text = f"*{n['title']}*" + (f"\n{n['detail']}" if n.get("detail") else "") + (f"\n{where}" if where else "")
             blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": text[:2900]}})
         post_json(message.target or self.url, {"text": digest_text(p)[:3500], "blocks": blocks},
-                  self.timeout, self._headers())
+                  self.timeout, self._headers(message.target))
 
 
 class TicketChannel(_Base):
@@ -112,7 +130,8 @@ class TicketChannel(_Base):
     KEYS = _Base.KEYS | {"kinds"}    # the notice kinds that open a ticket (collector/config/notify.py)
 
     def send(self, message: Message) -> None:
-        post_json(message.target or self.url, dict(message.payload["ticket"]), self.timeout, self._headers())
+        post_json(message.target or self.url, dict(message.payload["ticket"]), self.timeout,
+                  self._headers(message.target))
 
 
 def ticket_fields(notice: Mapping[str, Any], owner: str, digest_id: str) -> dict[str, Any]:

@@ -22,6 +22,9 @@ from certfleet.v1 import agent_pb2
 from tests.helpers.agent_stores import write_config
 from tests.helpers.tls_servers import free_port_on
 
+#: these tests scan loopback listeners: the agent allows it only when listed ([endpoints] network_scan_allowed)
+LOOPBACK = tuple(ipaddress.ip_network(n) for n in ("127.0.0.0/8", "::1/128"))
+
 
 # ---------------------------------------------------------------- planning (pure)
 
@@ -105,7 +108,7 @@ def test_scan_over_a_loopback_block_finds_exactly_the_servers(tmp_path, make_sit
     quiet = silent(loopback_ip(12))                        # accepts and says nothing: a timeout, not an error
     cfg = load_config(write_config(tmp_path / "cfg", "[endpoints]\nlisteners = false"))
     sent = Sent()
-    scans = NetworkScans(cfg.data_dir, sent, progress_interval=0.2)
+    scans = NetworkScans(cfg.data_dir, sent, progress_interval=0.2, allowed_ranges=LOOPBACK)
     block = loopback_ip.block
     rec = scans.run(_cmd("scan-1", [block], [p1, smtp_port, quiet.port], timeout_seconds=0.5,
                          starttls={smtp_port: "smtp"}, concurrency=32))
@@ -133,7 +136,7 @@ def test_scan_over_a_loopback_block_finds_exactly_the_servers(tmp_path, make_sit
 def test_resent_scan_id_is_answered_not_rerun(tmp_path, make_site, s_server, loopback_ip) -> None:
     srv = s_server(loopback_ip(2), make_site("www.example.test"))
     sent = Sent()
-    scans = NetworkScans(tmp_path, sent)
+    scans = NetworkScans(tmp_path, sent, allowed_ranges=LOOPBACK)
     cmd = _cmd("again-1", [f"{loopback_ip(2)}-{loopback_ip(3)}"], [srv.port], timeout_seconds=1)
     scans.submit(cmd)
     assert scans.wait_idle(20)
@@ -148,7 +151,7 @@ def test_resent_scan_id_is_answered_not_rerun(tmp_path, make_site, s_server, loo
 
 def test_range_too_large_is_refused_and_stays_refused(tmp_path) -> None:
     sent = Sent()
-    scans = NetworkScans(tmp_path, sent, max_targets=64)
+    scans = NetworkScans(tmp_path, sent, max_targets=64, allowed_ranges=LOOPBACK)
     cmd = _cmd("huge-1", ["127.0.0.0/16"], [443])
     scans.submit(cmd)
     assert scans.wait_idle(10)
@@ -161,7 +164,7 @@ def test_range_too_large_is_refused_and_stays_refused(tmp_path) -> None:
 
 def test_disabled_network_scans_fail_with_the_reason(tmp_path) -> None:
     sent = Sent()
-    NetworkScans(tmp_path, sent, allowed=False).run(_cmd("off-1", ["127.0.0.1"], [443]))
+    NetworkScans(tmp_path, sent, allowed=False, allowed_ranges=LOOPBACK).run(_cmd("off-1", ["127.0.0.1"], [443]))
     [final] = sent.finals()
     assert final.state == "failed" and "network_scans = false" in final.reason
 
@@ -170,7 +173,7 @@ def test_newer_scan_of_the_same_range_replaces_results(tmp_path, make_site, s_se
     p = free_port_on(loopback_ip(1))
     s1 = s_server(loopback_ip(1), make_site("one.example.test"), port=p)
     s2 = s_server(loopback_ip(2), make_site("two.example.test"), port=p)
-    scans = NetworkScans(tmp_path, Sent())
+    scans = NetworkScans(tmp_path, Sent(), allowed_ranges=LOOPBACK)
     rng = [f"{loopback_ip(1)}-{loopback_ip(2)}"]
     old = scans.run(_cmd("old-1", rng, [p], timeout_seconds=1))
     assert old.tls_found == 2
@@ -186,7 +189,7 @@ def test_newer_scan_of_the_same_range_replaces_results(tmp_path, make_site, s_se
 def test_progress_about_every_interval(tmp_path, silent, loopback_ip) -> None:
     quiet = silent(loopback_ip(3))
     sent = Sent()
-    scans = NetworkScans(tmp_path, sent, progress_interval=0.25)
+    scans = NetworkScans(tmp_path, sent, progress_interval=0.25, allowed_ranges=LOOPBACK)
     t0 = time.monotonic()
     rec = scans.run(_cmd("slow-1", [loopback_ip(3)], [quiet.port], timeout_seconds=1.2))
     elapsed = time.monotonic() - t0
@@ -196,7 +199,7 @@ def test_progress_about_every_interval(tmp_path, silent, loopback_ip) -> None:
 
 
 def test_rate_limit_from_the_command(tmp_path, loopback_ip) -> None:
-    scans = NetworkScans(tmp_path, Sent())
+    scans = NetworkScans(tmp_path, Sent(), allowed_ranges=LOOPBACK)
     t0 = time.monotonic()
     rec = scans.run(_cmd("rate-1", [loopback_ip.block], [1], rate_per_second=20, timeout_seconds=1))
     assert rec.probed == 16 and time.monotonic() - t0 >= 15 / 20
@@ -223,7 +226,8 @@ def test_command_handler_runs_scans_off_the_stream_and_reports_before_done(tmp_p
             gate.stored(t)
         threading.Thread(target=run).start()
 
-    handler.network_scans = NetworkScans(tmp_path / "data", send, gate=gate, request_report=report)
+    handler.network_scans = NetworkScans(tmp_path / "data", send, gate=gate, request_report=report,
+                                           allowed_ranges=LOOPBACK)
     cmd = agent_pb2.CollectorCommand(command_id="c1", network_scan=_wire_cmd("cmd-1", [loopback_ip(4)], [srv.port]))
     t0 = time.monotonic()
     assert handler.handle(command_in(cmd)) == []
@@ -242,6 +246,6 @@ def test_ipv6_loopback(tmp_path, make_site, servers) -> None:
         pytest.skip("no IPv6 loopback on this host")
     site = make_site("v6.example.test")
     port = servers.plain_tls_server("::1", site)
-    rec = NetworkScans(tmp_path, Sent()).run(_cmd("v6-1", ["::1"], [port], timeout_seconds=2))
+    rec = NetworkScans(tmp_path, Sent(), allowed_ranges=LOOPBACK).run(_cmd("v6-1", ["::1"], [port], timeout_seconds=2))
     assert [(o.target.endpoint, o.fingerprint) for o in rec.results] == [(f"[::1]:{port}", site.fingerprint)]
     assert ipaddress.ip_address(rec.results[0].target.host).version == 6
