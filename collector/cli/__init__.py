@@ -15,3 +15,11 @@ comes over the admin API. May import: ``certfleet.v1`` (the client side of the w
 ``collector.domain`` decisions and the ``collector.reports`` model, text helpers, renderer and
 wire codec.
 """
+
+import os
+
+# gRPC's C core writes its own lines to stderr (e.g. "I1208 ... chttp2_transport.cc ... Got goaway" when
+# the collector goes away mid-call), before the CLI's one plain-words error line: a script reading
+# stderr, or a person, gets transport noise. The CLI says what failed itself; GRPC_VERBOSITY set in
+# the environment (e.g. "debug" when chasing a transport problem) still wins. Set before grpc loads.
+os.environ.setdefault("GRPC_VERBOSITY", "NONE")
