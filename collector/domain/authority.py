@@ -133,12 +133,12 @@ def parse_pattern(text: str) -> Pattern:
         if net.prefixlen == 0:
             raise InvalidInput(f"{raw!r} would grant every address; name a smaller range")
         return Pattern("ip", str(net) if net.num_addresses > 1 else str(net.network_address))
+    if any(("*" in label or "?" in label) and label not in ("*", "**") for label in raw.split(".")):
+        raise InvalidInput(f"{raw!r}: a wildcard must be a whole label ('*' or '**'), not part of one")
     name = to_alabel(raw)
     labels = name.split(".")
     if any(label in ("*", "**") for label in labels[1:]):
         raise InvalidInput(f"{raw!r}: a wildcard may only be the leftmost label (e.g. '*.shop.example.com')")
-    if any(("*" in label or "?" in label) and label not in ("*", "**") for label in labels):
-        raise InvalidInput(f"{raw!r}: a wildcard must be a whole label ('*' or '**'), not part of one")
     rest = labels[1:] if labels[0] in ("*", "**") else labels
     if labels[0] in ("*", "**") and len(rest) < 2:
         raise InvalidInput(f"{raw!r} would cover a whole top-level domain; name a domain under it")
@@ -191,7 +191,7 @@ class Allow:
             key, _, value = self.label.partition("=")
             return str(host.labels.get(key, "")) == value and key in host.labels
         if self.hosts:
-            return bool(host.name) and dns_matches(self.hosts, host.name)
+            return bool(host.name) and dns_matches(self.hosts, host.name, short_too=True)
         return False
 
     def describe(self) -> str:
