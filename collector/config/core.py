@@ -18,7 +18,7 @@ admin_cert_lifetime = "365d"
 The other tables, each read by its own module of this package: ``[issuers.<name>]`` (each issuer
 type reads its settings: collector/issuers/settings.py), ``[templates.<name>]`` (templates.py),
 ``[renewal]`` and ``[[renewal.auto]]`` (renewal.py), ``[policy]`` (policy.py), ``[notify]`` and
-``[[notify.channel]]`` (notify.py), ``[audit]`` (audit.py). Errors name the file and line.
+``[[notify.channel]]`` (notify.py), ``[audit]`` (audit.py), ``[approvals]`` (approvals.py). Errors name the file and line.
 """
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ import tomllib
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from collector.config.approvals import ApprovalSettings
 from collector.config.audit import AuditSettings
 from collector.config.notify import NotifySettings
 from collector.config.policy import PolicySettings
@@ -48,7 +49,7 @@ def split_hostport(value: str, what: str) -> tuple[str, int]:
 
 
 #: the tables a collector config may have
-TABLES = ("collector", "issuers", "templates", "renewal", "policy", "notify", "audit")
+TABLES = ("collector", "issuers", "templates", "renewal", "policy", "notify", "audit", "approvals")
 _KEYS = {
     "data_dir", "database_url", "listen", "enroll_listen", "advertise", "enroll_advertise",
     "server_names", "token_ttl", "agent_cert_lifetime", "admin_cert_lifetime",
@@ -75,6 +76,7 @@ class CollectorConfig:
     policy: PolicySettings = field(default_factory=PolicySettings)
     notify: NotifySettings = field(default_factory=NotifySettings)
     audit: AuditSettings = field(default_factory=AuditSettings)
+    approvals: ApprovalSettings = field(default_factory=ApprovalSettings)
     #: the tables after [collector] as written, for tools that compare what the file says; every
     #: feature reads its typed value above
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -161,6 +163,7 @@ def config_from_dict(raw: Mapping[str, Any], base: pathlib.Path, path: pathlib.P
         policy=PolicySettings.from_table(root.table("policy", "[policy]"), path.resolve().parent if path else data_dir),
         notify=NotifySettings.from_table(root.table("notify", "[notify]", error=NotifyConfigError)),
         audit=AuditSettings.from_table(root.table("audit", "[audit]")),
+        approvals=ApprovalSettings.from_table(root.table("approvals", "[approvals]")),
         extra={k: v for k, v in raw.items() if k != "collector"},
     )
 

@@ -133,8 +133,8 @@ class Registry:
     # -- enrollment and agents (AgentStore) ----------------------------------------------------
 
     def create_token(self, token_hash: str, expires_at: dt.datetime, note: str, now: dt.datetime,
-                     actor: str = "collector") -> None:
-        self.agents.create_token(token_hash, expires_at, note, now, actor)
+                     actor: str = "collector", bound_host: str = "") -> None:
+        self.agents.create_token(token_hash, expires_at, note, now, actor, bound_host)
 
     def consume_token(self, token_hash: str, agent_id: str, now: dt.datetime) -> None:
         self.agents.consume_token(token_hash, agent_id, now)
