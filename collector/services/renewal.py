@@ -116,7 +116,7 @@ class RenewalService:
         holder = authority.owning_team(all_names, grants)
         if team is not None and holder != team:
             raise errors.PermissionDenied(
-                f"role owner (team {team}) may renew only certificates whose names its team holds; "
+                f"role owner (team {team}) may renew only its team's certificates, those whose names it holds; "
                 + (f"these are held by {holder}" if holder else "; ".join(
                     authority.decide(all_names, authority.Host("", ""), grants, []).reasons)))
         hosts = self.registry.authority.hosts([t.agent_id for t in ok])

@@ -193,7 +193,7 @@ def test_a_csr_asking_for_other_names_than_the_job_is_refused(registry, fleet) -
 
 def test_the_owner_roles_team_is_the_team_holding_the_names(registry, fleet) -> None:  # noqa: ANN001
     svc, cert, _ = fleet
-    with pytest.raises(errors.PermissionDenied, match="team team-b.*held by payments"):
+    with pytest.raises(errors.PermissionDenied, match="team team-b.*its team.s certificates.*held by payments"):
         svc.request(cert.fingerprint, LocationSelector(agent_id="rogue"), "", "owner:bob", "mine", team="team-b")
     assert registry.jobs.list(limit=5) == []
     jobs = svc.request(cert.fingerprint, LocationSelector(agent_id="pay"), "", "owner:pat", "ok", team="payments")
