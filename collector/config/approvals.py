@@ -44,8 +44,8 @@ class ApprovalSettings:
                 raise t.error(f"[approvals] {key} must be true or false", key)
             flags[key] = v
         expire = t.duration("expire_after", "7d")
-        if expire < 60:
-            raise t.error("[approvals] expire_after must be at least a minute", "expire_after")
+        if expire < 1:
+            raise t.error("[approvals] expire_after must be at least one second", "expire_after")
         owner = t.get("notify_owner", "")
         if not isinstance(owner, str):
             raise t.error("[approvals] notify_owner must be an owner's name", "notify_owner")
