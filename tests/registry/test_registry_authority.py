@@ -210,3 +210,32 @@ def test_trust_on_first_sight_issues_unheld_names_but_never_held_ones(registry, 
     assert [j.state for j in pilot.request(other.fingerprint, LocationSelector(), "", "admin:a", "")] == ["requested"]
     (held,) = pilot.request(cert.fingerprint, LocationSelector(agent_id="rogue"), "", "admin:a", "")
     assert held.state == "awaiting_approval"
+
+
+def test_approvers_are_told_once_through_the_channels_and_expiry_is_swept(registry, fleet) -> None:  # noqa: ANN001
+    from collector.config.notify import NotifySettings  # the notification pieces only this test needs
+    from collector.services.approvals import ApprovalService
+    from collector.services.notifier import Notifier
+    from tests.helpers.registry_notify_servers import smtp_server
+
+    svc, cert, clock = fleet
+    registry.owners.create_owner("security", T0, contacts=["approvers@example.com"])
+    servers = smtp_server()
+    sink, port = next(servers)
+    try:
+        settings = NotifySettings.from_config({"notify": {"channel": [
+            {"name": "mail", "type": "smtp", "host": "127.0.0.1", "port": port, "from": "certfleet@example.com",
+             "to": ["pki@example.com"]}]}})
+        approvals = ApprovalService(registry, clock, Notifier(registry, settings, clock), "security")
+        (job,) = svc.request(cert.fingerprint, LocationSelector(agent_id="rogue"), "", "admin:alice", "rotate")
+        assert approvals.sweep() == 0
+        approvals.sweep()                                     # told once, however often it runs
+        (m,) = sink.messages
+        assert m["to"] == ["approvers@example.com"]
+        assert "payments.example.com" in m["body"] and "build-07.example.com" in m["body"]
+        assert "no allow lets build-07.example.com receive it" in m["body"]
+        clock.now = T0 + 8 * DAY
+        assert approvals.sweep() == 1
+        assert registry.jobs.get(job.job_id).state == "expired"
+    finally:
+        servers.close()
