@@ -125,6 +125,8 @@ def test_the_bound_name_decides_and_the_claimed_one_is_drift(fleet) -> None:  # 
     assert r.code == 1 and "NOT AUTHORIZED" in r.out and "held by payments" in r.out, r.out
     r = c.cli("names", "check", "pay-01.example.test", "payments.example.test")
     assert r.code == 0 and "allow #" in r.out, r.out + r.err
+    r = c.cli("certs", "show", fingerprint(c, "payments.example.test")[:16])
+    assert "also on 1 other host(s)" in r.out, r.out + r.err
 
 
 def test_attacks_1_and_3_rogue_report_renewed_by_hand_and_by_the_scheduler(fleet) -> None:  # type: ignore[no-untyped-def]
