@@ -126,7 +126,7 @@ class RenewalService:
         # one request per location: each job keeps the reload the agent found for its service, and its approval
         out: dict[str, object] = {}
         for t in ok:
-            approval = self._approval_for(hosts.get(t.agent_id), all_names, tpl, holder, dedupe)
+            approval = self._approval_for(hosts.get(t.agent_id), all_names, tpl, holder, dedupe, grants, allows)
             if approval is False:
                 continue
             one = LocationSelector(agent_id=t.agent_id, store_type=t.store_type, path=t.path, alias=t.alias,
@@ -140,12 +140,11 @@ class RenewalService:
         return list(out.values())
 
     def _approval_for(self, host: authority.Host | None, names: list[str], tpl: Template, holder: str | None,
-                      dedupe: str):  # noqa: ANN202
+                      dedupe: str, grants: list[authority.Grant], allows: list[authority.Allow]):  # noqa: ANN202
         """None: issue as a standard request; a dict: open an approval with these reasons; False:
         this location's approval was already opened once (``dedupe``) and is not opened again."""
         host = host or authority.Host("", "")
-        grants = self.registry.authority.grants()
-        decision = authority.decide(names, host, grants, self.registry.authority.allows())
+        decision = authority.decide(names, host, grants, allows)
         reasons = [] if decision.authorized else list(decision.reasons)
         if reasons and self.policy.trust_on_first_sight and all(
                 authority.holder(authority.normalize_name(n), grants) is None for n in names):
