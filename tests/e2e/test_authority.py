@@ -167,6 +167,12 @@ def test_attack_2_team_b_owner_cannot_renew_team_a_names_at_its_own_location(fle
     assert "held by team-a" in refused["reason"]
     jobs = [j for j in c.cli("jobs", "list", "--format", "json").json() if j["old_fingerprint"] == fp]
     assert jobs == []
+    # an owner sees its team's grants only (team-b holds none); an admin sees them all
+    r = c.cli("names", "list", "--format", "json", env=bob)
+    assert r.code == 0 and r.json() == {"grants": [], "allows": []}, r.out + r.err
+    assert {g["owner"] for g in c.cli("names", "list", "--format", "json").json()["grants"]} >= {"payments", "team-a"}
+    r = c.cli("names", "grant", "--owner", "team-b", "billing.example.test", env=bob)
+    assert r.code == 1 and "may not" in r.err, r.err
 
 
 def test_four_eyes_approve_and_deny_with_two_identities(fleet) -> None:  # type: ignore[no-untyped-def]
