@@ -70,7 +70,7 @@ def _decide(channel: grpc.Channel, ns: argparse.Namespace, approve: bool) -> int
     a = admin_pb2_grpc.AdminServiceStub(channel).DecideApproval(
         admin_pb2.DecideApprovalRequest(approval_id=ns.id, approve=approve, reason=ns.reason or ""), timeout=TIMEOUT)
     if a.state == "expired":
-        print(f"approval {a.approval_id[:8]} had expired; job {a.job_id} ended expired")
+        print(f"approval {a.approval_id[:8]} expired, nothing to decide: {a.decision_reason} (job {a.job_id})")
         return 1
     print(f"approval {a.approval_id[:8]} {a.state}: job {a.job_id} "
           + ("goes ahead" if approve else "ended denied"))

@@ -126,14 +126,17 @@ class ApprovalStore(db.Connections):
             if row.state != PENDING:
                 raise InvalidInput(f"approval {row.approval_id} is already {row.state}"
                                    + (f" by {row.decided_by}" if row.decided_by else ""))
-            if row.expires_at <= now:
-                self._expire_one(conn, row, now)
+            job = lock_job(conn, row.job_id)
+            if row.expires_at <= now or job.state != model.AWAITING_APPROVAL:
+                # too late, or the job was cancelled meanwhile: nothing left to decide
+                why = ("nobody decided before it expired" if row.expires_at <= now
+                       else f"the job ended {job.state} before a decision")
+                self._expire_one(conn, row, now, why)
                 return _view(conn.execute(select(approvals).where(approvals.c.approval_id == row.approval_id)).first())
             new = APPROVED if approve else DENIED
             why = (reason or "").strip() or ("approved" if approve else "denied")
             conn.execute(update(approvals).where(approvals.c.approval_id == row.approval_id).values(
                 state=new, decided_by=actor, decided_at=now, decision_reason=why))
-            job = lock_job(conn, row.job_id)
             if approve:
                 # the job starts now: a fresh deadline, due at once, no attempt counted
                 self.jobs._change(conn, job, model.REQUESTED, now, f"approved by {actor}: {why}", actor,
@@ -145,15 +148,15 @@ class ApprovalStore(db.Connections):
                 "names": list(row.names or ()), "agent_id": row.agent_id})
             return _view(conn.execute(select(approvals).where(approvals.c.approval_id == row.approval_id)).first())
 
-    def _expire_one(self, conn: Connection, row: Any, now: dt.datetime) -> None:
+    def _expire_one(self, conn: Connection, row: Any, now: dt.datetime,
+                    why: str = "nobody decided before it expired") -> None:
         conn.execute(update(approvals).where(approvals.c.approval_id == row.approval_id).values(
-            state=EXPIRED, decided_by="collector", decided_at=now, decision_reason="nobody decided before it expired"))
+            state=EXPIRED, decided_by="collector", decided_at=now, decision_reason=why))
         job = lock_job(conn, row.job_id)
         if job.state == model.AWAITING_APPROVAL:
             self.jobs._change(conn, job, model.EXPIRED, now,
                               f"approval expired at {audit.at_text(row.expires_at)} without a decision", "collector", {})
-        audit.record(conn, now, "collector", "approval.expire", f"approval:{row.approval_id}",
-                     "nobody decided before it expired", {"approval_id": row.approval_id, "job_id": row.job_id,
+        audit.record(conn, now, "collector", "approval.expire", f"approval:{row.approval_id}", why, {"approval_id": row.approval_id, "job_id": row.job_id,
                                                           "requested_by": row.requested_by})
 
     def expire(self, now: dt.datetime, limit: int = 500) -> list[ApprovalView]:

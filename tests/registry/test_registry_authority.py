@@ -162,6 +162,12 @@ def test_pending_approvals_expire(registry, fleet) -> None:  # noqa: ANN001
     (gone,) = registry.approvals.expire(T0 + 7 * DAY + dt.timedelta(seconds=1))
     assert gone.state == "expired" and registry.jobs.get(job.job_id).state == "expired"
     assert actions(registry, "approval.expire")
+    # a job cancelled while it waited leaves nothing to approve: the approval closes, saying why
+    (job2,) = svc.request(cert.fingerprint, LocationSelector(agent_id="rogue"), "", "admin:alice", "again")
+    registry.jobs.cancel(job2.job_id, T0, "admin:alice")
+    closed = registry.approvals.decide(job2.job_id, True, "approver:bob", "ok", T0)
+    assert (closed.state, closed.decision_reason) == ("expired", "the job ended cancelled before a decision")
+    assert registry.jobs.get(job2.job_id).state == "cancelled"
 
 
 def test_auto_renewal_of_a_rogue_report_opens_one_approval_never_a_flood(registry, fleet) -> None:  # noqa: ANN001
