@@ -16,7 +16,7 @@ from certfleet.v1 import admin_pb2
 from collector import errors
 from collector.api import convert
 from collector.api.auth import APPROVE, NAMES, READ
-from collector.api.errors import unary
+from collector.api.errors import unary as _unary
 from collector.domain.authority import Allow, Grant
 from collector.services.approvals import ApprovalService
 from collector.services.authority import AuthorityService
@@ -24,6 +24,13 @@ from collector.services.authority import AuthorityService
 log = logging.getLogger(__name__)
 
 __all__ = ["AuthorityRpcs"]
+
+
+def unary(fn):  # type: ignore[no-untyped-def]
+    """collector.api.errors.unary, naming the call ``AdminService.<name>`` (roles, audit trail): these
+    are AdminService's calls, written in a mixin."""
+    fn.__qualname__ = f"AdminServicer.{fn.__name__}"
+    return _unary(fn)
 
 
 def _grant_out(g: Grant) -> admin_pb2.NameRule:
