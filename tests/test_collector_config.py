@@ -120,3 +120,19 @@ def test_a_misspelt_table_or_channel_setting_is_refused_not_ignored(tmp_path: pa
     path = write(tmp_path, CONFIG.replace('host = "smtp.example.com"', 'host = "smtp.example.com"\nport_ = 25', 1))
     with pytest.raises(NotifyConfigError, match=r"collector\.toml:26: .*'mail': unknown key\(s\) port_ \(known: "):
         load_config(path)
+
+
+def test_approvals_table_is_read_and_checked(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from collector.config.core import parse_config  # only this test parses text
+
+    cfg = parse_config('[collector]\ndata_dir = "d"\n\n[approvals]\nalways_templates = ["public"]\n'
+                       'wildcards = true\nexpire_after = "2d"\nnotify_owner = "security"\n', tmp_path / "c.toml")
+    p = cfg.approvals.policy
+    assert p.always_templates == {"public"} and p.wildcards and p.expire_after == dt.timedelta(days=2)
+    assert cfg.approvals.notify_owner == "security" and not p.trust_on_first_sight
+    assert parse_config('[collector]\ndata_dir = "d"\n', tmp_path / "c.toml").approvals.policy.expire_after == \
+        dt.timedelta(days=7)
+    with pytest.raises(ConfigError, match="wildcards must be true or false"):
+        parse_config('[collector]\ndata_dir = "d"\n[approvals]\nwildcards = "yes"\n', tmp_path / "c.toml")
+    with pytest.raises(ConfigError, match="unknown|trust_first"):
+        parse_config('[collector]\ndata_dir = "d"\n[approvals]\ntrust_first = true\n', tmp_path / "c.toml")

@@ -44,14 +44,17 @@ for _s in ("requested", "key_pending", "csr_received", "issued", "installing", "
     ALLOWED |= {(_s, "failed"), (_s, "cancelled")}
     if _s != "stuck":
         ALLOWED.add((_s, "stuck"))
+# issue 11: a job waiting for an approver moves only by a decision (or its expiry), or is cancelled
+ALLOWED |= {("awaiting_approval", s) for s in ("requested", "denied", "expired", "cancelled")}
 
 PAIRS = [(a, b) for a in STATES for b in STATES if a != b]
 
 
 def test_states_and_finals() -> None:
     assert set(STATES) == {"requested", "key_pending", "csr_received", "issued", "installing", "verified",
-                           "failed", "rolled_back", "stuck", "cancelled"}
-    assert FINAL_STATES == {"verified", "failed", "rolled_back", "cancelled"}
+                           "failed", "rolled_back", "stuck", "cancelled", "awaiting_approval", "denied", "expired"}
+    assert FINAL_STATES == {"verified", "failed", "rolled_back", "cancelled", "denied", "expired"}
+    assert "awaiting_approval" in ACTIVE_STATES and not is_stuck("awaiting_approval", T0, T0 + 30 * DAY)
     assert "stuck" in ACTIVE_STATES and "stuck" not in FINAL_STATES
     assert jobs.is_final("verified") and not jobs.is_final("stuck")
 

@@ -13,7 +13,7 @@ from agent.config import core as agent_core
 from agent.discovery import settings as discovery_settings
 from agent.endpoints import settings as endpoint_settings
 from agent.windows import settings as windows_settings
-from collector.config import audit, core, limits, netscan, notify, policy, renewal, templates
+from collector.config import approvals, audit, core, limits, netscan, notify, policy, renewal, templates
 from collector.config import metrics as metrics_settings
 from agent.metrics import settings as agent_metrics
 from collector.domain.policy_rules import RULES
@@ -39,6 +39,7 @@ READERS: dict[str, frozenset[str]] = {
     "`[metrics]` (collector.toml)": metrics_settings.KEYS,
     "`[log]` (collector.toml)": metrics_settings.LOG_KEYS,
     "`[limits]` (collector.toml)": limits.KEYS,
+    "`[approvals]` (collector.toml)": approvals.KEYS,
     "`[netscan]` (collector.toml)": netscan.KEYS,
     "`[agent]` (agent.toml)": frozenset(agent_core._AGENT_KEYS),
     "`[[store]]` (agent.toml)": frozenset(agent_core._STORE_KEYS),

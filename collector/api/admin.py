@@ -14,6 +14,7 @@ from typing import Callable
 from certfleet.v1 import admin_pb2, admin_pb2_grpc
 from collector import errors
 from collector.api import convert
+from collector.api.authority import AuthorityRpcs
 from collector.api.auth import ENROLL, MANAGE_AGENTS, READ, RENEW, REVOKE, AdminCaller, Authenticator
 from collector.api.errors import streaming, unary
 from collector.api.paging import paged as _paged
@@ -22,20 +23,24 @@ from collector.pki import CollectorCA
 from collector.registry import Registry
 from collector.registry.types import CertFilter
 from collector.registry.types import LocationSelector
+from collector.services.approvals import ApprovalService
 from collector.services.renewal import RenewalService
 from collector.services.team_scope import TeamScope
+from collector.domain.authority import to_alabel
 from collector.domain.tokens import hash_token, new_token
 
 log = logging.getLogger(__name__)
 MAX_TOKEN_TTL = 7 * 86400
 
 
-class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
+class AdminServicer(AuthorityRpcs, admin_pb2_grpc.AdminServiceServicer):
     def __init__(
         self, registry: Registry, ca: CollectorCA, auth: Authenticator, enroll_endpoint: str,
         default_token_ttl: float, clock: Callable[[], dt.datetime],
         renewal: RenewalService | None = None, hub: AgentHub | None = None,
+        approvals: ApprovalService | None = None,
     ) -> None:
+        self.approvals = approvals
         self.renewal = renewal
         self.hub = hub or AgentHub()
         self.registry = registry
@@ -55,7 +60,11 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         token = new_token()
         expires = now + dt.timedelta(seconds=ttl)
         note = request.note or f"created by {caller.name}"
-        await asyncio.to_thread(self.registry.create_token, hash_token(token), expires, note, now, caller.actor)
+        bound = request.bound_host.strip()
+        if bound:   # the agent it enrolls is recorded under this name, whatever it says
+            bound = to_alabel(bound)
+        await asyncio.to_thread(self.registry.create_token, hash_token(token), expires, note, now, caller.actor,
+                                bound)
         log.info("enrollment token created by %s, expires %s", caller.name, expires.isoformat())
         return admin_pb2.CreateEnrollmentTokenResponse(
             token=token, expires_at=convert.dt_to_ts(expires),
@@ -152,19 +161,28 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         caller = await self.auth.admin(context, RENEW)
         where = LocationSelector(agent_id=request.agent_id, store_type=request.store_type, path=request.path,
                                  alias=request.alias)
-        scope = await asyncio.to_thread(self._scope, caller)
-        if scope is not None:
-            refusal = await asyncio.to_thread(scope.renewal_refusal, request.fingerprint_prefix, where)
-            if refusal is not None:
-                raise await self.auth.refuse(caller, RENEW, refusal.message, **refusal.detail)
-        jobs = await asyncio.to_thread(
-            self._renewal().request, request.fingerprint_prefix, where, request.template,
-            f"{caller.role}:{caller.name}", request.reason,
-        )
+        # role owner: its team must hold the certificate's names (name grants), whatever a host's
+        # labels say; each location then goes through the authorization like anyone's
+        team = caller.team or "" if caller.scoped else None
+        try:
+            jobs = await asyncio.to_thread(
+                lambda: self._renewal().request(request.fingerprint_prefix, where, request.template,
+                                                f"{caller.role}:{caller.name}", request.reason, team=team))
+        except errors.PermissionDenied as e:
+            raise await self.auth.refuse(caller, RENEW, str(e), fingerprint=request.fingerprint_prefix)
         for job in jobs:
-            self.hub.notify(job.agent_id)
+            if job.state == "awaiting_approval":
+                await asyncio.to_thread(self._tell_approvers, job.job_id)
+            else:
+                self.hub.notify(job.agent_id)
         log.info("renewal of %s requested by %s: %d job(s)", request.fingerprint_prefix, caller.name, len(jobs))
         return admin_pb2.RenewResponse(jobs=[convert.job_out(j) for j in jobs])
+
+    def _tell_approvers(self, job_id: str) -> None:
+        try:
+            self._approvals().tell(self.registry.approvals.get(job_id))
+        except Exception:  # noqa: BLE001 - the scheduled sweep tells them later
+            log.warning("could not notify approvers of job %s", job_id, exc_info=True)
 
     @unary
     async def ListJobs(self, request, context):  # type: ignore[override]

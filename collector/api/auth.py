@@ -25,7 +25,8 @@ log = logging.getLogger(__name__)
 
 # Which roles may make which admin calls. Roles: admin (everything), operator
 # (renew, revoke, assign, manage agents), owner (read and renew its own),
-# auditor (read everything, export reports and the audit trail, change nothing).
+# auditor (read everything, export reports and the audit trail, change nothing),
+# approver (read, and approve or deny issuances that wait for an approval).
 READ = "read"
 MANAGE_AGENTS = "manage_agents"
 ENROLL = "enroll"
@@ -36,12 +37,15 @@ AUDIT_READ = "audit_read"     # verify, list and export the audit trail
 POLICY = "change_policy"      # change the policy document (admin only)
 EXCEPTIONS = "manage_exceptions"  # add and remove policy exceptions
 NETWORK_SCAN = "network_scan"     # make an agent scan address ranges (admin only)
+NAMES = "manage_names"        # name grants and allows, adoption, agents' recorded names and labels (admin only)
+APPROVE = "approve"           # decide approvals (admin, approver; never one's own request)
 PERMISSIONS: dict[str, frozenset[str]] = {
     "admin": frozenset({READ, MANAGE_AGENTS, ENROLL, RENEW, REVOKE, AUDIT_READ, ASSIGN, POLICY, EXCEPTIONS,
-                        NETWORK_SCAN}),
+                        NETWORK_SCAN, NAMES, APPROVE}),
     "operator": frozenset({READ, MANAGE_AGENTS, ENROLL, RENEW, REVOKE, ASSIGN, EXCEPTIONS}),
     "auditor": frozenset({READ, AUDIT_READ}),
     "owner": frozenset({READ, RENEW}),   # narrowed to the team's certificates: OWNER_CALLS, collector/domain/scope.py
+    "approver": frozenset({READ, APPROVE}),   # issue 11: decides approvals, changes nothing else
 }
 
 # Role owner acts for one team (its admin identity's ``team``) and may make only these
@@ -60,6 +64,8 @@ OWNER_CALLS = frozenset({
     # stale services: only the team's locations (collector/api/netscan.py). Network scans are
     # of address ranges, not of a team's certificates: refused to the role.
     "DiscoveryService.ListStale",
+    # issue 11: the team's grants and the approvals of its names (collector/api/authority.py narrows them)
+    "AdminService.ListNameRules", "AdminService.ListApprovals", "AdminService.GetApproval",
 })
 
 

@@ -216,6 +216,8 @@ def agent_out(view: t.AgentView) -> admin_pb2.AgentInfo:
             for e in view.errors
         ],
         labels=view.labels,
+        reported_hostname=view.reported_hostname,
+        admin_labels={k: str(v) for k, v in view.admin_labels.items()},
     )
 
 

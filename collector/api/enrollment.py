@@ -38,7 +38,7 @@ class EnrollmentServicer(agent_pb2_grpc.EnrollmentServicer):
             raise ResourceExhausted("too many enrollment attempts from this address; wait a minute")
         host = host_in(request.host)
         issued = await asyncio.to_thread(self.enrollment.enroll, request.token, request.csr_der, host)
-        log.info("enrolled agent %s (host %s) from %s", issued.agent_id, host.hostname, context.peer())
+        log.info("enrolled agent %s (reports host %s) from %s", issued.agent_id, host.hostname, context.peer())
         return agent_pb2.EnrollResponse(
             agent_id=issued.agent_id, certificate_der=issued.certificate_der, ca_chain_der=list(issued.ca_chain_der),
             agent_endpoint=self.agent_endpoint,

@@ -3,6 +3,10 @@
     certfleet agents list [--format table|json]
     certfleet agents resync (AGENT | --all)
     certfleet agents revoke AGENT [--reason TEXT]
+    certfleet agents label AGENT KEY=VALUE... [--remove KEY]...   (collector-side labels: they decide rights)
+    certfleet agents rename AGENT NEW-NAME [--reason TEXT]        (the recorded name; audited)
+
+HOST is the name recorded at enrollment; a different name the agent reports later is shown as drift.
 """
 from __future__ import annotations
 
@@ -34,6 +38,9 @@ def agent_dict(a: admin_pb2.AgentInfo) -> dict[str, Any]:
         "last_sequence": a.last_sequence,
         "locations": a.location_count,
         "labels": dict(a.labels),
+        "reported_hostname": a.reported_hostname,
+        "drift": a.reported_hostname if a.reported_hostname and a.reported_hostname != a.hostname else "",
+        "admin_labels": dict(a.admin_labels),
         "errors": [
             {"store_type": e.store_type, "path": e.path, "alias": e.alias, "reason": e.reason, "message": e.message}
             for e in a.errors
@@ -46,7 +53,8 @@ def agents_table(agents: Iterable[admin_pb2.AgentInfo], now: dt.datetime, width:
     for a in agents:
         last = ts(a.last_seen, a.HasField("last_seen"))
         seen = ago(now - last) if last else "never"
-        rows.append([a.hostname, a.agent_id[:8], a.status, f"{a.os} {a.os_version}".strip(), a.agent_version,
+        drift = a.reported_hostname and a.reported_hostname.lower() != a.hostname.lower()
+        rows.append([a.hostname + (f" (reports {a.reported_hostname}: drift)" if drift else ""), a.agent_id[:8], a.status, f"{a.os} {a.os_version}".strip(), a.agent_version,
                      seen, str(a.location_count), str(len(a.errors))])
         for e in a.errors:
             problems.append(f"  {a.hostname}: {e.path}{' [' + e.alias + ']' if e.alias else ''}: {e.reason}: {e.message}")
@@ -85,8 +93,29 @@ def cmd_agents_revoke(channel: grpc.Channel, ns: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_agents_label(channel: grpc.Channel, ns: argparse.Namespace) -> int:
+    pairs = {}
+    for item in ns.labels:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise CollectorError(f"a label is KEY=VALUE, not {item!r}")
+        pairs[key] = value
+    a = admin_pb2_grpc.AdminServiceStub(channel).LabelAgent(
+        admin_pb2.LabelAgentRequest(agent_id=ns.agent, set=pairs, remove=ns.remove or []), timeout=TIMEOUT)
+    shown = ", ".join(f"{k}={v}" for k, v in sorted(a.admin_labels.items())) or "none"
+    print(f"agent {a.hostname} ({a.agent_id[:8]}): collector-side labels {shown}")
+    return 0
+
+
+def cmd_agents_rename(channel: grpc.Channel, ns: argparse.Namespace) -> int:
+    a = admin_pb2_grpc.AdminServiceStub(channel).RenameAgent(
+        admin_pb2.RenameAgentRequest(agent_id=ns.agent, hostname=ns.name, reason=ns.reason), timeout=TIMEOUT)
+    print(f"agent {a.agent_id} is recorded as {a.hostname}")
+    return 0
+
+
 def register(subparsers: Any) -> None:
-    """Add ``agents list|resync|revoke`` to the ``certfleet`` parser's subcommands."""
+    """Add ``agents list|resync|revoke|label|rename`` to the ``certfleet`` parser's subcommands."""
     agents = add_group(subparsers, "agents", "enrolled agents")
     s = agents.add_parser("list", help="list agents with their scan errors")
     add_format(s, "table", "json")
@@ -99,3 +128,13 @@ def register(subparsers: Any) -> None:
     s.add_argument("agent", help="agent id")
     s.add_argument("--reason", default="", help="why (kept in the registry)")
     handles(s, cmd_agents_revoke)
+    s = agents.add_parser("label", help="set collector-side labels (they decide rights; the agent's do not)")
+    s.add_argument("agent", help="agent id or recorded host name")
+    s.add_argument("labels", nargs="*", help="KEY=VALUE")
+    s.add_argument("--remove", action="append", help="a label key to remove")
+    handles(s, cmd_agents_label)
+    s = agents.add_parser("rename", help="change the recorded host name (audited)")
+    s.add_argument("agent", help="agent id or recorded host name")
+    s.add_argument("name", help="the new recorded name")
+    s.add_argument("--reason", default="")
+    handles(s, cmd_agents_rename)

@@ -238,7 +238,7 @@ def cert_detail(c: admin_pb2.CertificateInfo, now: dt.datetime) -> str:
         f"SANs:         {', '.join(d['sans']) or '-'}",
         f"Key usage:    {', '.join(d['key_usage']) or '-'}",
         f"Ext. usage:   {', '.join(d['extended_key_usage']) or '-'}",
-        f"Locations:    {len(d['locations'])}",
+        f"Locations:    {len(d['locations'])}" + _also_on(d["locations"]),
     ]
     for loc in d["locations"]:
         alias = f" alias={loc['alias']}" if loc["alias"] else ""
@@ -254,6 +254,13 @@ def cert_detail(c: admin_pb2.CertificateInfo, now: dt.datetime) -> str:
         )
         lines.extend("      " + line for line in location_facts(loc))
     return "\n".join(lines) + "\n"
+
+
+def _also_on(locations: list[dict]) -> str:
+    """", also on N more hosts" when agents other than the first report it (issue 11: a certificate
+    reported by several agents renews only where each host is authorized)."""
+    hosts = {loc.get("agent") or loc.get("host") for loc in locations if loc.get("status") == "present"}
+    return f"  (also on {len(hosts) - 1} other host(s): each renewed only where authorized)" if len(hosts) > 1 else ""
 
 
 # -- commands ---------------------------------------------------------------------------------

@@ -24,9 +24,11 @@ import grpc
 from collector import __version__
 from collector.cli import (
     agents,
+    approvals,
     audit,
     certs,
     jobs,
+    names,
     netscan,
     notify,
     owners,
@@ -57,6 +59,8 @@ COMMANDS: tuple[ModuleType, ...] = (
     notify,      # notify run|deliveries
     reports,     # report NAME
     netscan,     # netscan start|list|show, stale
+    names,       # names grant|allow|list|revoke|check|propose|adopt (issue 11)
+    approvals,   # approvals list|show|approve|deny (issue 11)
 )
 
 

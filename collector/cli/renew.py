@@ -34,9 +34,18 @@ def cmd_renew(channel: grpc.Channel, ns: argparse.Namespace) -> int:
         print(f"job {j.job_id} ({j.state}) for {j.hostname}:{j.path}" + (f" [{j.alias}]" if j.alias else ""))
         if j.HasField("suggested_reload"):
             print(reload_line(j.suggested_reload))
+        if j.state == "awaiting_approval":
+            print(f"  not issued: awaits an approval (certfleet approvals show {j.job_id})")
+    waiting = [j for j in r.jobs if j.state == "awaiting_approval"]
     if not ns.wait:
         return 0
-    return follow_jobs(stub, [j.job_id for j in r.jobs], ns.timeout)
+    # an approval takes a human: follow the others, and say that not everything went ahead
+    going = [j.job_id for j in r.jobs if j.state != "awaiting_approval"]
+    code = follow_jobs(stub, going, ns.timeout) if going else 1
+    if waiting:
+        print(f"{len(waiting)} job(s) await an approval: certfleet approvals list")
+        return 1
+    return code
 
 
 def register(subparsers: Any) -> None:

@@ -18,7 +18,8 @@ admin_cert_lifetime = "365d"
 The other tables, each read by its own module of this package: ``[issuers.<name>]`` (each issuer
 type reads its settings: collector/issuers/settings.py), ``[templates.<name>]`` (templates.py),
 ``[renewal]`` and ``[[renewal.auto]]`` (renewal.py), ``[policy]`` (policy.py), ``[notify]`` and
-``[[notify.channel]]`` (notify.py), ``[audit]`` (audit.py), ``[limits]`` (limits.py), ``[netscan]`` (netscan.py). Errors name the file and line.
+``[[notify.channel]]`` (notify.py), ``[audit]`` (audit.py), ``[limits]`` (limits.py), ``[netscan]`` (netscan.py),
+``[approvals]`` (approvals.py), ``[metrics]`` and ``[log]`` (metrics.py). Errors name the file and line.
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ import tomllib
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from collector.config.approvals import ApprovalSettings
 from collector.config.audit import AuditSettings
 from collector.config.metrics import LogSettings, MetricsSettings
 from collector.config.limits import StreamLimits
@@ -52,7 +54,7 @@ def split_hostport(value: str, what: str) -> tuple[str, int]:
 
 #: the tables a collector config may have
 TABLES = ("collector", "issuers", "templates", "renewal", "policy", "notify", "audit", "metrics", "log", "limits",
-          "netscan")
+          "netscan", "approvals")
 _KEYS = {
     "data_dir", "database_url", "listen", "enroll_listen", "advertise", "enroll_advertise",
     "server_names", "token_ttl", "agent_cert_lifetime", "admin_cert_lifetime",
@@ -83,6 +85,7 @@ class CollectorConfig:
     log: LogSettings = field(default_factory=LogSettings)               # [log]
     limits: StreamLimits = field(default_factory=StreamLimits)
     netscan: NetscanSettings = field(default_factory=NetscanSettings)
+    approvals: ApprovalSettings = field(default_factory=ApprovalSettings)
     #: the tables after [collector] as written, for tools that compare what the file says; every
     #: feature reads its typed value above
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -173,6 +176,7 @@ def config_from_dict(raw: Mapping[str, Any], base: pathlib.Path, path: pathlib.P
         log=LogSettings.from_table(root.table("log", "[log]")),
         limits=StreamLimits.from_table(root.table("limits", "[limits]")),
         netscan=NetscanSettings.from_table(root.table("netscan", "[netscan]")),
+        approvals=ApprovalSettings.from_table(root.table("approvals", "[approvals]")),
         extra={k: v for k, v in raw.items() if k != "collector"},
     )
 

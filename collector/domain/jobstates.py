@@ -12,7 +12,12 @@ A renewal job moves through::
         (retry after a transient error, attempts + 1)             +--> failed
 
 Any state that is not final may also go to ``failed`` (with a reason), ``stuck``
-(its deadline passed) or ``cancelled``. A stuck job waits for an operator, who
+(its deadline passed) or ``cancelled``.
+
+A renewal that is not authorized, or that the approval policy calls atypical (issue 11), starts in
+``awaiting_approval`` instead of ``requested``: an approver's yes sends it to ``requested``, a no
+ends it ``denied``, and nobody's answer by the approval's expiry ends it ``expired``. Nothing is
+sent to the agent, and nothing issued, while it waits. A stuck job waits for an operator, who
 retries it (back to ``requested``) or cancels it. Repeating the current state is
 a no-op, so a repeated command or report is harmless.
 """
@@ -43,11 +48,15 @@ FAILED = "failed"              # final
 ROLLED_BACK = "rolled_back"    # final: the install failed and the old certificate is back
 STUCK = "stuck"                # not final: the deadline passed; an operator retries or cancels
 CANCELLED = "cancelled"        # final
+AWAITING_APPROVAL = "awaiting_approval"  # not authorized or atypical: waits for an approver (issue 11)
+DENIED = "denied"              # final: an approver said no
+EXPIRED = "expired"            # final: nobody approved before the approval expired
 
 STATES: tuple[str, ...] = (
     REQUESTED, KEY_PENDING, CSR_RECEIVED, ISSUED, INSTALLING, VERIFIED, FAILED, ROLLED_BACK, STUCK, CANCELLED,
+    AWAITING_APPROVAL, DENIED, EXPIRED,
 )
-FINAL_STATES: frozenset[str] = frozenset({VERIFIED, FAILED, ROLLED_BACK, CANCELLED})
+FINAL_STATES: frozenset[str] = frozenset({VERIFIED, FAILED, ROLLED_BACK, CANCELLED, DENIED, EXPIRED})
 ACTIVE_STATES: frozenset[str] = frozenset(STATES) - FINAL_STATES
 #: states that go back to ``requested`` after a transient error (agent offline, timeout)
 RETRYABLE_STATES: frozenset[str] = frozenset({REQUESTED, KEY_PENDING, CSR_RECEIVED, ISSUED})
@@ -65,6 +74,8 @@ _FORWARD: dict[str, frozenset[str]] = {
 def _allowed(current: str) -> frozenset[str]:
     if current in FINAL_STATES:
         return frozenset()
+    if current == AWAITING_APPROVAL:   # only a decision (or its absence) moves it
+        return frozenset({REQUESTED, DENIED, EXPIRED, CANCELLED})
     out = set(_FORWARD.get(current, ())) | {FAILED, STUCK, CANCELLED}
     if current in RETRYABLE_STATES:
         out.add(REQUESTED)
@@ -129,6 +140,10 @@ def update_path(current: str, reported: str) -> tuple[str, ...]:
     (one of AGENT_STATES but the challenge answers); empty when the report changes nothing (a repeated
     CSR, or news about a job that has moved on or ended). A report the state machine does not allow
     from ``current`` is left for :func:`transition` to refuse."""
+    if current == AWAITING_APPROVAL and reported != "":   # nothing was asked of the agent yet
+        if reported not in AGENT_STATES:
+            raise InvalidInput(f"unknown job update state {reported!r}")
+        return ()
     if reported == CSR_READY:
         if current == REQUESTED:    # a CSR for an earlier attempt (the agent keeps one key per job)
             return (KEY_PENDING, CSR_RECEIVED)
@@ -243,7 +258,7 @@ def deadline_for(created_at: dt.datetime, timeout: dt.timedelta = DEFAULT_TIMEOU
 
 def is_stuck(state: str, deadline: dt.datetime, now: dt.datetime) -> bool:
     """A job that is still running (not final, not already stuck) after its deadline is stuck."""
-    return state in ACTIVE_STATES and state != STUCK and now > deadline
+    return state in ACTIVE_STATES and state not in (STUCK, AWAITING_APPROVAL) and now > deadline
 
 
 # -- when to renew ----------------------------------------------------------------------------

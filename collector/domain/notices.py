@@ -53,7 +53,9 @@ JOB_STUCK = "job.stuck"
 AGENT_SILENT = "agent.silent"
 POLICY_VIOLATION = "policy.violation"
 STALE_SERVICE = "stale.service"
-KINDS = (EXPIRY, ESCALATION, JOB_FAILED, JOB_ROLLED_BACK, JOB_STUCK, AGENT_SILENT, POLICY_VIOLATION, STALE_SERVICE)
+APPROVAL_PENDING = "approval.pending"   # an issuance waits for an approver (issue 11)
+KINDS = (EXPIRY, ESCALATION, JOB_FAILED, JOB_ROLLED_BACK, JOB_STUCK, AGENT_SILENT, POLICY_VIOLATION, STALE_SERVICE,
+         APPROVAL_PENDING)
 JOB_KINDS = {"failed": JOB_FAILED, "rolled_back": JOB_ROLLED_BACK, "stuck": JOB_STUCK}
 
 #: a notice's key in ``notices_sent``: (fingerprint or event hash, threshold, kind, owner)

@@ -16,7 +16,7 @@ from collector.errors import PKIError
 URI_PREFIX = "certfleet:"
 AGENT_URI_PREFIX = "certfleet:agent:"
 ADMIN_URI_PREFIX = "certfleet:admin:"
-ADMIN_ROLES: tuple[str, ...] = ("admin", "operator", "owner", "auditor")
+ADMIN_ROLES: tuple[str, ...] = ("admin", "operator", "owner", "auditor", "approver")
 
 # Agent ids are UUIDs in practice; admin names may be e-mail-like. Both go into
 # a CN (at most 64 characters) and a URI, so keep them plain printable ASCII.

@@ -39,7 +39,10 @@ def _utcnow() -> dt.datetime:
 
 
 def host_values(host: HostFacts) -> dict[str, Any]:
-    """The agents row's columns for what the host reported (the hostname only when it gave one)."""
+    """The agents row's columns for what the host reported (the hostname only when it gave one).
+
+    The name goes to ``reported_hostname``: the recorded ``hostname`` (the one authorization, auto-renew
+    and owner rules use) is set at enrollment and changed only by an admin (``rename_agent``)."""
     values: dict[str, Any] = {
         "os": host.os,
         "os_version": host.os_version,
@@ -48,7 +51,7 @@ def host_values(host: HostFacts) -> dict[str, Any]:
         "labels": dict(host.labels),
     }
     if host.hostname:
-        values["hostname"] = host.hostname
+        values["reported_hostname"] = host.hostname
     return values
 
 
@@ -75,18 +78,21 @@ class AgentStore(db.Connections):
     # -- enrollment tokens ---------------------------------------------------------
 
     def create_token(self, token_hash: str, expires_at: dt.datetime, note: str, now: dt.datetime,
-                     actor: str = "collector") -> None:
+                     actor: str = "collector", bound_host: str = "") -> None:
         """Record a single-use enrollment token by the SHA-256 hex of the token (audited by a
-        prefix of that hash, never the token)."""
+        prefix of that hash, never the token); ``bound_host``: the host name the agent it enrolls
+        is recorded under, whatever the agent says."""
         h = token_hash.lower()
+        bound = bound_host.strip().rstrip(".").lower()
         try:
             with self._write() as conn:
                 conn.execute(insert(enrollment_tokens).values(
                     token_hash=h, created_at=now, expires_at=expires_at, used_at=None,
-                    used_by_agent=None, note=note,
+                    used_by_agent=None, note=note, bound_host=bound,
                 ))
                 audit.record(conn, now, actor, "token.create", f"token:{h[:TOKEN_PREFIX]}", note,
-                             {"token_hash_prefix": h[:TOKEN_PREFIX], "expires_at": audit.at_text(expires_at)})
+                             {"token_hash_prefix": h[:TOKEN_PREFIX], "expires_at": audit.at_text(expires_at),
+                              "bound_host": bound})
         except IntegrityError:
             raise InvalidInput("that enrollment token already exists") from None
 
@@ -112,7 +118,8 @@ class AgentStore(db.Connections):
         if expires <= now:
             raise TokenExpired(f"enrollment token expired at {expires.isoformat(timespec='seconds')}")
 
-    def _consume(self, conn: Connection, token_hash: str, agent_id: str, now: dt.datetime) -> None:
+    def _consume(self, conn: Connection, token_hash: str, agent_id: str, now: dt.datetime) -> str:
+        """Mark the token used; returns the host name it is bound to ("" when none)."""
         t = enrollment_tokens.c
         h = token_hash.lower()
         res = conn.execute(
@@ -121,7 +128,7 @@ class AgentStore(db.Connections):
             .values(used_at=now, used_by_agent=agent_id)
         )
         if res.rowcount == 1:
-            return
+            return conn.execute(select(t.bound_host).where(t.token_hash == h)).scalar_one() or ""
         row = conn.execute(select(t.used_at, t.expires_at).where(t.token_hash == h)).first()
         if row is None:
             raise TokenInvalid("unknown enrollment token")
@@ -136,9 +143,11 @@ class AgentStore(db.Connections):
         """Consume the token and record the new agent, in one transaction."""
         try:
             with self._write() as conn:
-                self._consume(conn, token_hash, agent_id, now)
+                bound = self._consume(conn, token_hash, agent_id, now)
                 values = host_values(host)
-                values.setdefault("hostname", "")
+                values.setdefault("reported_hostname", "")
+                # the name recorded at enrollment: the token's, else what the host said then
+                values["hostname"] = bound or values["reported_hostname"]
                 conn.execute(insert(agents).values(
                     agent_id=agent_id, first_seen=now, last_seen=now, status="active", revoked_at=None,
                     revoke_reason="", identity_serial=normalize_serial(identity_serial),
@@ -149,7 +158,8 @@ class AgentStore(db.Connections):
                 h = token_hash.lower()
                 audit.record(conn, now, f"agent:{agent_id}", "enroll", f"agent:{agent_id}",
                              f"enrolled {values['hostname'] or 'a host'} with token {h[:TOKEN_PREFIX]}",
-                             {"hostname": values["hostname"], "os": host.os, "agent_version": host.agent_version,
+                             {"hostname": values["hostname"], "reported_hostname": values["reported_hostname"],
+                              "os": host.os, "agent_version": host.agent_version,
                               "token_hash_prefix": h[:TOKEN_PREFIX],
                               "identity_serial": normalize_serial(identity_serial)})
         except IntegrityError:
@@ -197,7 +207,8 @@ class AgentStore(db.Connections):
                 first_seen=r.first_seen, last_seen=r.last_seen, status=r.status,
                 identity_serial=r.identity_serial, identity_not_after=r.identity_not_after,
                 last_sequence=r.last_sequence, location_count=counts.get(r.agent_id, 0),
-                errors=tuple(errors.get(r.agent_id, ())),
+                errors=tuple(errors.get(r.agent_id, ())), reported_hostname=r.reported_hostname or "",
+                admin_labels=dict(r.admin_labels or {}),
             )
             for r in rows
         ]

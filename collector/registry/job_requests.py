@@ -19,6 +19,7 @@ from sqlalchemy import Connection, insert, select
 from collector.domain import jobstates as model
 from collector.errors import InvalidInput, NotFound
 from collector.registry import audit
+from collector.registry.approvals import open_approval
 from collector.registry.job_rows import add_event, job_views, location_hash
 from collector.registry.lookup import resolve_fingerprint
 from collector.registry.models.agents import agents
@@ -31,9 +32,12 @@ KIND_RENEW = "renew"
 
 def request_renewals(conn: Connection, fingerprint: str, sel: LocationSelector | None, template: str,
                      requested_by: str, reason: str, now: dt.datetime, timeout: dt.timedelta,
-                     idempotency_key: str | None, detail: Mapping[str, Any] | None = None) -> list[JobView]:
+                     idempotency_key: str | None, detail: Mapping[str, Any] | None = None,
+                     approval: Mapping[str, Any] | None = None) -> list[JobView]:
     """Make (or find) the renewal jobs of one request in ``conn``'s transaction; see
-    ``JobStore.create_renewals`` for the rules and errors."""
+    ``JobStore.create_renewals`` for the rules and errors. With ``approval`` (reasons, names,
+    owner, expires_at, dedupe_key: collector/registry/approvals.py ``open_approval``) new jobs
+    start in ``awaiting_approval`` with an approval each, their deadline the approval's expiry."""
     fp = resolve_fingerprint(conn, fingerprint)
     short = fp[:16] + "..."
     j = jobs.c
@@ -91,18 +95,23 @@ def request_renewals(conn: Connection, fingerprint: str, sel: LocationSelector |
             ids.append(running[key])
             continue
         job_id = str(uuid.uuid4())
+        state = model.AWAITING_APPROVAL if approval is not None else model.REQUESTED
+        deadline = approval["expires_at"] if approval is not None else model.deadline_for(
+            now, dt.timedelta(seconds=seconds))
         conn.execute(insert(jobs).values(
             job_id=job_id, kind=KIND_RENEW, agent_id=r.agent_id, store_type=r.store_type, path=r.path,
             alias=r.alias, chain_index=r.chain_index, old_fingerprint=fp, template=template,
-            requested_by=requested_by, reason=reason, state=model.REQUESTED, attempts=0,
-            timeout_seconds=seconds, deadline=model.deadline_for(now, dt.timedelta(seconds=seconds)),
+            requested_by=requested_by, reason=reason, state=state, attempts=0,
+            timeout_seconds=seconds, deadline=deadline,
             next_attempt_at=now, command_sent_at=None, csr_der=None, new_fingerprint=None,
             certificate_der=None, chain=None, served_fingerprint=None,
             result_detail=dict(detail) if detail else None, idempotency_key=(hashlib.sha256(f"{idempotency_key}\0{key}".encode()).hexdigest()
                              if idempotency_key is not None else None),
             request_key=idempotency_key, active_key=key, created_at=now, updated_at=now, finished_at=None,
         ))
-        add_event(conn, job_id, now, "", model.REQUESTED, reason or "renewal requested", requested_by)
+        add_event(conn, job_id, now, "", state, reason or "renewal requested", requested_by)
+        if approval is not None:
+            open_approval(conn, job_id, r.agent_id, fp, requested_by, approval, now)
         ids.append(job_id)
         created.append((job_id, r))
     # audited after every insert: the chain's head is locked from here to the commit, and a
@@ -112,6 +121,7 @@ def request_renewals(conn: Connection, fingerprint: str, sel: LocationSelector |
             "job_id": job_id, "fingerprint": fp, "agent_id": r.agent_id, "hostname": r.hostname,
             "location": location_label(r.store_type, r.path, r.alias, r.chain_index), "template": template,
             "idempotency_key": idempotency_key,
+            "awaiting_approval": list(approval["reasons"]) if approval is not None else None,
         })
     return job_views(conn, ids)
 

@@ -70,6 +70,7 @@ class JobStore(db.Connections):
         *,
         idempotency_key: str | None = None,
         detail: Mapping[str, Any] | None = None,
+        approval: Mapping[str, Any] | None = None,
     ) -> list[JobView]:
         """One renewal job per present location of the certificate (or per location matching
         ``location_filter``), each in ``requested``.
@@ -92,7 +93,7 @@ class JobStore(db.Connections):
             try:
                 with self._write() as conn:
                     return request_renewals(conn, fingerprint, sel, template, requested_by, reason, now, timeout,
-                                            idempotency_key, detail)
+                                            idempotency_key, detail, approval)
             except IntegrityError:
                 # Another collector made a job for one of these locations (or this request)
                 # at the same time; the next try finds and returns it.
@@ -197,7 +198,8 @@ class JobStore(db.Connections):
         if new_state in model.FINAL_STATES:
             vals.update(finished_at=now, active_key=None)
         vals.update(values)
-        if not reason and new_state in (model.FAILED, model.ROLLED_BACK, model.STUCK, model.CANCELLED):
+        if not reason and new_state in (model.FAILED, model.ROLLED_BACK, model.STUCK, model.CANCELLED,
+                                        model.DENIED, model.EXPIRED):
             reason = "no reason given"
         conn.execute(update(jobs).where(jobs.c.job_id == row.job_id).values(**vals))
         add_event(conn, row.job_id, now, row.state, new_state, reason, actor)
@@ -221,6 +223,9 @@ class JobStore(db.Connections):
         """
         with self._write() as conn:
             row = lock_job(conn, job_id)
+            if row.state == model.AWAITING_APPROVAL:   # a retry must not stand in for an approval
+                raise model.InvalidTransition(f"cannot retry job {job_id}: it awaits approval "
+                                              "(certfleet approvals approve|deny)", row.state, model.REQUESTED)
             if row.state == model.REQUESTED:
                 if row.next_attempt_at > now:
                     conn.execute(update(jobs).where(jobs.c.job_id == job_id).values(
@@ -246,7 +251,7 @@ class JobStore(db.Connections):
     def mark_stuck(self, now: dt.datetime, limit: int = MAX_LIMIT) -> list[JobView]:
         """Move every running job past its deadline to ``stuck``, each with an event; returns them."""
         j = jobs.c
-        running = sorted(model.ACTIVE_STATES - {model.STUCK})
+        running = sorted(model.ACTIVE_STATES - {model.STUCK, model.AWAITING_APPROVAL})
         with self._write() as conn:
             stmt = (select(jobs).where(j.state.in_(running), j.deadline < now)
                     .order_by(j.deadline, j.job_id).limit(self._limit(limit)))

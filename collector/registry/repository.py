@@ -13,6 +13,8 @@ revision and builds one store per concern on the same engine:
     registry.serving        serving facts and stale services (serving.py)
     registry.leases         scheduler leases (leases.py)
     registry.audit          the hash-chained audit trail (audit.py)
+    registry.authority      name grants, host allows, agents' recorded names and labels (authority.py)
+    registry.approvals      jobs waiting for an approver, and the decisions (approvals.py)
 
 ``registry.discovery`` is the name callers knew for network scans and stale services
 together: one object with the methods of both stores.
@@ -37,6 +39,8 @@ from collector.errors import DatabaseUnavailable
 from collector.registry import audit, db
 from collector.registry.admins import AdminStore
 from collector.registry.agents import AgentStore
+from collector.registry.approvals import ApprovalStore
+from collector.registry.authority import AuthorityStore
 from collector.registry.audit import AuditLog
 from collector.registry.certificates import CertificateStore
 from collector.registry.ingest import ReportTxn, begin_report, record_install
@@ -87,6 +91,8 @@ class Registry:
         self.discovery = DiscoveryStore(engine, self.owners)
         self.leases = LeaseStore(engine)
         self.audit = AuditLog(engine)
+        self.authority = AuthorityStore(engine)
+        self.approvals = ApprovalStore(engine, self.jobs)
 
     @classmethod
     def open(cls, url: str, **engine_kwargs: Any) -> Registry:
@@ -145,8 +151,8 @@ class Registry:
     # -- enrollment and agents (AgentStore) ----------------------------------------------------
 
     def create_token(self, token_hash: str, expires_at: dt.datetime, note: str, now: dt.datetime,
-                     actor: str = "collector") -> None:
-        self.agents.create_token(token_hash, expires_at, note, now, actor)
+                     actor: str = "collector", bound_host: str = "") -> None:
+        self.agents.create_token(token_hash, expires_at, note, now, actor, bound_host)
 
     def consume_token(self, token_hash: str, agent_id: str, now: dt.datetime) -> None:
         self.agents.consume_token(token_hash, agent_id, now)

@@ -209,6 +209,17 @@ class AgentView:
     last_sequence: int
     location_count: int         # present locations
     errors: tuple[ScanErrorView, ...]
+    #: what the agent last reported as its name; differs from ``hostname`` (recorded at enrollment,
+    #: the one authorization uses) when the host drifted
+    reported_hostname: str = ""
+    #: labels that decide rights, set on the collector (``labels`` are the agent's display hints)
+    admin_labels: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def drift(self) -> str:
+        """The reported name when it differs from the recorded one, else ""."""
+        r = self.reported_hostname
+        return r if r and r.lower() != (self.hostname or "").lower() else ""
 
 
 # -- renewal jobs ------------------------------------------------------------------

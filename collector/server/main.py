@@ -13,7 +13,7 @@ from collector.errors import CollectorError
 
 log = logging.getLogger("certfleet.collector")
 
-ROLES = ("admin", "operator", "owner", "auditor")
+ROLES = ("admin", "operator", "owner", "auditor", "approver")
 
 
 def _setup_logging(verbose: bool, fmt: str = "plain") -> None:

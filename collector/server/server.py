@@ -50,6 +50,7 @@ from collector.services.autorenew import AutoRenewer, build_autorenewer
 from collector.services.challenges import ChallengeBroker
 from collector.services.enrollment import Enrollment
 from collector.services.inventory import Inventory
+from collector.services.approvals import ApprovalService
 from collector.services.notifier import Notifier
 from collector.services.policy_runner import PolicyEvaluator
 from collector.services.renewal import RenewalService
@@ -97,7 +98,12 @@ def build_renewal(config: CollectorConfig, registry: Registry, clock: Callable[[
         default = next(iter(templates))
     if default and default not in templates:
         raise ConfigError(f"[renewal] default_template {default!r} is not a configured template")
-    return RenewalService(registry, issuers, templates, default, clock, broker=broker)
+    if config.approvals.policy.trust_on_first_sight:
+        log.warning("[approvals] trust_on_first_sight = true: certificates whose names no grant covers are "
+                    "renewed WITHOUT approval on whichever host reports them. A pilot setting only: grant the "
+                    "fleet's names (certfleet names propose/adopt) and turn it off")
+    return RenewalService(registry, issuers, templates, default, clock, broker=broker,
+                          approvals=config.approvals.policy)
 
 
 def policy_evaluator(config: CollectorConfig, registry: Registry, clock: Callable[[], dt.datetime],
@@ -194,6 +200,7 @@ class CollectorServer:
         self.policy = policy_evaluator(cfg, state.registry, clock, on_new_violation)
         self.retention = AuditRetention(state.registry, cfg.audit, clock)
         self.checkpoints = AuditCheckpointer(state.registry, state.ca.sign, state.ca.fingerprint_sha256, clock)
+        self.approvals = ApprovalService(state.registry, clock, self.notifier, cfg.approvals.notify_owner)
         self.main = grpc.aio.server(options=options, interceptors=interceptors)
         add_main_services(
             self.main,
@@ -201,7 +208,7 @@ class CollectorServer:
                                  AgentSessions(state.registry, clock, state.renewal), enrollment, hub=self.hub,
                                  limits=cfg.limits),
             admin=AdminServicer(state.registry, state.ca, auth, cfg.enroll_endpoint, cfg.token_ttl, clock,
-                                renewal=state.renewal, hub=self.hub),
+                                renewal=state.renewal, hub=self.hub, approvals=self.approvals),
             audit=AuditServicer(state.registry, auth, clock),
             governance=GovernanceServicer(state.registry, auth, clock),
             policy=PolicyServicer(state.registry, auth, clock, on_new_violation),
@@ -264,6 +271,8 @@ class CollectorServer:
             loop = asyncio.get_running_loop()
             auto.notify = lambda agent_id: loop.call_soon_threadsafe(self.hub.notify, agent_id)
             sched.add("renewal.auto", auto.run_once, auto.check_interval)
+        # approvals past their expiry end expired; approvers are told of pending ones (issue 11)
+        sched.add("approvals.sweep", self.approvals.sweep, self.SWEEP_INTERVAL)
         # network scans whose agent went quiet fail visibly (collector/domain/netscan.py overdue)
         sched.add("netscan.sweep", self.sweep_scans, self.SWEEP_INTERVAL)
         sched.add("policy.evaluate", self.policy.run_once, self.policy.settings.evaluate_interval.total_seconds())

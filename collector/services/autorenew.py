@@ -207,7 +207,9 @@ class AutoRenewer:
 
     def _request(self, p: Planned, now: dt.datetime) -> int:
         try:
-            jobs = self.renewal.request(p.fingerprint, p.location, p.template, REQUESTED_BY, p.reason)
+            # one approval at most per location and threshold (rule), whatever its fate: never a flood
+            dedupe = f"{p.fingerprint}\0{p.location.store_type}\0{p.location.path}\0{p.location.alias}\0rule{p.rule}"
+            jobs = self.renewal.request(p.fingerprint, p.location, p.template, REQUESTED_BY, p.reason, dedupe=dedupe)
         except CollectorError as e:
             self._warn(p, str(e))
             return 0

@@ -267,6 +267,28 @@ class Notifier:
             places=[dec.Place(h, p, alias, agent, store, chain) for h, p, alias, agent, store, chain in v.places],
             first_seen=v.first_seen, now=v.first_seen)   # the evaluation's clock
 
+    def notify_approval(self, approval: Any, owner: str = "", hostname: str = "", now: dt.datetime | None = None) -> bool:
+        """Tell the approvers (``owner``'s contacts: ``[approvals] notify_owner``, or the channels'
+        default recipients) that an issuance waits for them. Once per approval (its id is the key),
+        whichever collector asks; True when queued."""
+        if not self.enabled:
+            return False
+        now = now or self.clock()
+        names = ", ".join(approval.names[:5]) + (" ..." if len(approval.names) > 5 else "")
+        n = dec.Notice(
+            kind=dec.APPROVAL_PENDING, key=dec.event_key("approval", approval.approval_id), threshold=0, owner=owner,
+            target=f"job:{approval.job_id}", title=f"approval needed: {names} to {hostname or approval.agent_id}",
+            detail="; ".join(approval.reasons) + f" (requested by {approval.requested_by}; expires "
+                   f"{approval.expires_at.isoformat(timespec='seconds')}; certfleet approvals show "
+                   f"{approval.approval_id[:8]})",
+            fingerprint=approval.fingerprint)
+        owners = {o.name: o for o in self.registry.owners.list_owners()}
+        _, won = self.store.claim_digest(dec.Digest(owner, (n,)), now,
+                                         lambda did, ns: self.deliveries_for(did, owner, ns, owners, now), self.actor)
+        if won:
+            self.deliver_due(now)
+        return bool(won)
+
     # -- routing ---------------------------------------------------------------------------
 
     def deliveries_for(self, digest_id: str, owner_name: str, notices: Sequence[dec.Notice],

@@ -8,7 +8,9 @@ job forward and a restart loses nothing.
 The trip of a renewal (``certfleet renew``, or auto-renewal):
 
 1. :meth:`RenewalService.request` (collector/api/admin.py ``Renew``): one job per targeted
-   location, ``requested``;
+   location, ``requested`` when the names may go to that host (collector/domain/authority.py) and
+   the approval policy finds nothing atypical (collector/domain/approvals.py); otherwise
+   ``awaiting_approval`` with the reasons (collector/services/approvals.py decides on it);
 2. :meth:`RenewalService.commands_for`, asked by the agent's command stream
    (collector/services/agent_session.py): the job state machine (collector/domain/jobstates.py
    ``command_for``) wants a key and a CSR made on the host: a PrepareRenewal; ``key_pending``;
@@ -22,6 +24,7 @@ The trip of a renewal (``certfleet renew``, or auto-renewal):
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 import time
 from typing import Callable, Mapping
@@ -30,8 +33,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from collector import errors
+from collector.domain import authority
 from collector.domain import jobstates as jobs
 from collector.domain import serving
+from collector.domain.approvals import ApprovalPolicy, RequestShape, atypical, merge
 from collector.domain.commands import Command, InstallCertificate, LocationKey, PrepareRenewal
 from collector.domain.policy import RequestFacts
 from collector.domain.scope import renew_targets
@@ -67,7 +72,9 @@ class RenewalService:
         self, registry: Registry, issuers: Mapping[str, Issuer], templates: Mapping[str, Template],
         default_template: str, clock: Callable[[], dt.datetime], broker: ChallengeBroker | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        approvals: ApprovalPolicy | None = None,
     ) -> None:
+        self.policy = approvals or ApprovalPolicy()
         self.broker = broker or ChallengeBroker()
         self.sleep = sleep
         self.registry = registry
@@ -89,8 +96,15 @@ class RenewalService:
             raise errors.InvalidInput(f"template {name!r} names issuer {tpl.issuer!r}, which is not configured")
         return tpl
 
-    def request(self, fingerprint_prefix: str, where: LocationSelector, template_name: str, requested_by: str, reason: str):
-        """One job per location of the certificate (or the one named); repeating the request returns the same jobs."""
+    def request(self, fingerprint_prefix: str, where: LocationSelector, template_name: str, requested_by: str,
+                reason: str, *, team: str | None = None, dedupe: str = ""):
+        """One job per location of the certificate (or the one named); repeating the request returns the same jobs.
+
+        Each location's job is ``requested`` when its host may hold every name of the certificate
+        (collector/domain/authority.py ``decide``) and the approval policy finds nothing atypical;
+        else it waits in ``awaiting_approval`` with the reasons. ``team``: the owner role's team,
+        which must hold the names (PermissionDenied otherwise). ``dedupe`` (auto-renewal: a location
+        and threshold): at most one approval is ever opened for it."""
         cert = self.registry.get_certificate(fingerprint_prefix, with_der=True)
         selector = where if any((where.agent_id, where.store_type, where.path, where.alias)) else None
         # endpoints and trust anchors are not renewed: say so, and where to renew instead
@@ -105,24 +119,57 @@ class RenewalService:
         # a request that breaks a LOCKED policy value is refused, naming the rule (collector/domain/policy.py)
         self.registry.policies.check_renewal(cert, selector, RequestFacts.from_template(tpl, names.dns))
         reason = reason or "renewal requested"
-        hints = {id(t): serving.reload_suggestion(t.processes) for t in ok}
-        if not blocked and not any(hints.values()):
-            return self.registry.jobs.create_renewals(
-                cert.fingerprint, selector, tpl.name, requested_by, reason, self.clock(), JOB_TIMEOUT)
+        grants = self.registry.authority.grants()
+        allows = self.registry.authority.allows()
+        all_names = list(names.dns) + list(names.ips)
+        holder = authority.owning_team(all_names, grants)
+        if team is not None and holder != team:
+            raise errors.PermissionDenied(
+                f"role owner (team {team}) may renew only its team's certificates, those whose names it holds; "
+                + (f"these are held by {holder}" if holder else "; ".join(
+                    authority.decide(all_names, authority.Host("", ""), grants, []).reasons)))
+        hosts = self.registry.authority.hosts([t.agent_id for t in ok])
         for t in blocked:
             log.info("renewal of %s: %s %s left out: %s", cert.fingerprint[:16], t.hostname, t.path,
                      serving.not_renewable(t))
-        # one request per location: each job keeps the reload the agent found for its service
+        # one request per location: each job keeps the reload the agent found for its service, and its approval
         out: dict[str, object] = {}
         for t in ok:
+            approval = self._approval_for(hosts.get(t.agent_id), all_names, tpl, holder, dedupe, grants, allows)
+            if approval is False:
+                continue
             one = LocationSelector(agent_id=t.agent_id, store_type=t.store_type, path=t.path, alias=t.alias,
                                    chain_index=t.chain_index)
-            hint = hints[id(t)]
+            hint = serving.reload_suggestion(t.processes)
             detail = {"suggested_reload": hint.as_json()} if hint else None
             for job in self.registry.jobs.create_renewals(cert.fingerprint, one, tpl.name, requested_by, reason,
-                                                          self.clock(), JOB_TIMEOUT, detail=detail):
+                                                          self.clock(), JOB_TIMEOUT, detail=detail,
+                                                          approval=approval or None):
                 out.setdefault(job.job_id, job)
         return list(out.values())
+
+    def _approval_for(self, host: authority.Host | None, names: list[str], tpl: Template, holder: str | None,
+                      dedupe: str, grants: list[authority.Grant], allows: list[authority.Allow]):  # noqa: ANN202
+        """None: issue as a standard request; a dict: open an approval with these reasons; False:
+        this location's approval was already opened once (``dedupe``) and is not opened again."""
+        host = host or authority.Host("", "")
+        decision = authority.decide(names, host, grants, allows)
+        reasons = [] if decision.authorized else list(decision.reasons)
+        if reasons and self.policy.trust_on_first_sight and all(
+                authority.holder(authority.normalize_name(n), grants) is None for n in names):
+            log.warning("trust on first sight ([approvals] trust_on_first_sight): %s to %s without a grant",
+                        ", ".join(names), host.name or host.agent_id)
+            reasons = []
+        reasons = merge(reasons, atypical(self.policy, RequestShape(template=tpl.name, names=tuple(names))))
+        if not reasons:
+            return None
+        key = ""
+        if dedupe:
+            key = hashlib.sha256(f"{dedupe}\0{host.agent_id}".encode()).hexdigest()
+            if self.registry.approvals.by_dedupe(key) is not None:
+                return False
+        return {"reasons": reasons, "names": names, "owner": holder or "", "dedupe_key": key,
+                "expires_at": self.clock() + self.policy.expire_after}
 
     def _refusal(self, fingerprint: str, blocked: list) -> str:  # noqa: ANN001
         """Why none of the targeted locations can be renewed, and where to renew instead."""
@@ -262,6 +309,10 @@ class RenewalService:
         issuer = self.issuers[tpl.issuer]
         names = self._names(job.old_fingerprint)
         now = self.clock()
+        mismatch = authority.csr_names_differ(csr_der, list(names.dns) + list(names.ips))
+        if mismatch:    # the host asked for other names than the job's: refused, never issued
+            self.registry.jobs.advance(job_id, jobs.FAILED, now, reason=f"CSR refused: {mismatch}")
+            return
         try:
             with self.broker.for_job(job):
                 issued = issuer.issue(csr_der, tpl, names, now)

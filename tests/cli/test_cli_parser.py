@@ -20,7 +20,7 @@ from collector.cli import main as cli
 COMMANDS = [
     "token create",
     "certs list", "certs show",
-    "agents list", "agents resync", "agents revoke",
+    "agents list", "agents resync", "agents revoke", "agents label", "agents rename",
     "renew",
     "jobs list", "jobs show", "jobs retry", "jobs cancel",
     "revoke",
@@ -36,13 +36,16 @@ COMMANDS = [
     "report",
     "netscan start", "netscan list", "netscan show",
     "stale",
+    "names grant", "names allow", "names list", "names revoke", "names check", "names propose", "names adopt",
+    "approvals list", "approvals show", "approvals approve", "approvals deny",
 ]
 TOP = ["token", "certs", "agents", "renew", "jobs", "revoke", "audit", "owners", "assign", "unassign", "policy",
-       "violations", "exceptions", "notify", "report", "netscan", "stale"]
+       "violations", "exceptions", "notify", "report", "netscan", "stale", "names", "approvals"]
 # a group given without its action: argparse names the missing argument by the group's dest
 GROUP_DEST = {"token": "action", "certs": "action", "agents": "action", "jobs": "action", "audit": "audit_command", "audit checkpoint": "checkpoint_command",
               "owners": "action", "owners rules": "rules_action", "policy": "action", "violations": "action",
-              "exceptions": "action", "notify": "notify_command", "netscan": "netscan_command"}
+              "exceptions": "action", "notify": "notify_command", "netscan": "netscan_command",
+              "names": "action", "approvals": "action"}
 
 
 def subcommands(p: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:

@@ -99,6 +99,14 @@ class Collector:
     def cli(self, *args: str, env: dict | None = None) -> Result:
         return run("certfleet", *args, env=env or self.env)
 
+    def authorize(self, pattern: str, owner: str = "fixture-team", hosts: str = "**") -> None:
+        """Since issue 11 renewals issue only authorized names: ``owner`` holds ``pattern`` and hosts
+        matching ``hosts`` may receive it (certfleet names grant/allow, as an admin would)."""
+        for args in (("names", "grant", "--owner", owner, pattern), ("names", "allow", "--hosts", hosts,
+                                                                     "--pattern", pattern)):
+            r = self.cli(*args)
+            assert r.code == 0, r.out + r.err
+
     def token(self, ttl: str = "10m") -> dict:
         r = self.cli("token", "create", "--ttl", ttl, "--format", "json")
         assert r.code == 0, r.err

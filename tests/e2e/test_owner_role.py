@@ -50,6 +50,9 @@ def fleet(tmp_path_factory: pytest.TempPathFactory):
             r = c.cli("owners", "rules", "add", "--name", f"{folder}-files", "--owner", team,
                       "--path", f"{stores}/{folder}/**")
             assert r.code == 0, r.err
+        # the team holding a certificate's names is the one whose owner role may renew it (issue 11)
+        c.authorize("www.example.test", owner="web-team")
+        c.authorize("db.example.test", owner="db-team")
         yield c, work, fps
     finally:
         c.stop()

@@ -99,6 +99,7 @@ def world(tmp_path: pathlib.Path):
     c = Collector(tmp_path / "collector", extra_tables=COLLECTOR_EXTRA)
     c.start()
     assert c.init_admin().code == 0
+    c.authorize("*.example.test")
     made = []
 
     def make_agent(reload_command: list[str] | None = None) -> tuple[Agent, Service]:
@@ -216,6 +217,7 @@ def test_renew_jks_entry_in_place_read_back_with_keytool(tmp_path: pathlib.Path)
     c.start()
     try:
         assert c.init_admin().code == 0
+        c.authorize("*.example.test")
         agent = Agent(tmp_path / "agent", f'[[store]]\nname = "app"\ntype = "jks"\npaths = ["{store}"]\n'
                                           f'password_file = "{pw}"\n')
         agent.write_config(hostname="app-01")

@@ -112,6 +112,7 @@ default_template = "public"
 """)
     c.start()
     assert c.init_admin().code == 0
+    c.authorize("*.example.test")
     agent = Agent(tmp_path / "agent", f"""[[store]]
 name = "web"
 type = "pem"

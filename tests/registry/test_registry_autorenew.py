@@ -13,6 +13,7 @@ from collector.domain.jobstates import MaintenanceWindow
 from collector.registry import Registry
 from collector.services.renewal import RenewalService
 from collector.config.templates import load_template
+from tests.helpers.authority import authorize
 from tests.helpers.registry_certs import T0, Issued, header, leaf, location, root_ca, store_report
 
 DAY = dt.timedelta(days=1)
@@ -32,6 +33,7 @@ class Clock:
 def renewer(registry: Registry, tmp_path: Path, clock: Clock, *rules: AutoRule, **kw: Any) -> AutoRenewer:
     tpl = load_template("web", {"issuer": "internal", "validity": "90d", "allowed_san_patterns": ["**.example.com"]})
     service = RenewalService(registry, {"internal": InternalCA("internal", tmp_path / "ca")}, {"web": tpl}, "web", clock)
+    authorize(registry, "**.example.com")
     return AutoRenewer(registry, service, list(rules) or [AutoRule(index=1, template="web", jitter=0)], clock, **kw)
 
 

@@ -250,7 +250,10 @@ def renewal(registry, make_agent, tmp_path):  # type: ignore[no-untyped-def]
     from collector.services.renewal import RenewalService
     from collector.config.templates import load_templates
 
+    from tests.helpers.authority import authorize  # the fixture's imports are local to it, as above
+
     make_agent("agent-1", "web1.example.com")
+    authorize(registry, "**.example.com")
     templates = load_templates({"web": {"issuer": "internal", "allowed_san_patterns": ["*.example.com"]}})
     return RenewalService(registry, {"internal": InternalCA("internal", tmp_path / "ca")}, templates, "web", lambda: T0)
 

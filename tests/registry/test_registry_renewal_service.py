@@ -20,6 +20,7 @@ from collector.registry.types import CertFilter, LocationSelector
 from collector.services.renewal import MAX_ATTEMPTS, RenewalService
 from collector.config.templates import load_templates
 from tests.conftest import free_port
+from tests.helpers.authority import authorize
 from tests.helpers.registry_certs import header, leaf, location, root_ca, store_report
 
 T0 = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.timezone.utc)
@@ -32,6 +33,7 @@ def setup(registry, make_agent, tmp_path: pathlib.Path):  # noqa: ANN001, ANN201
     cert = leaf("www.example.test", root)
     store_report(registry, "agent-1", header("r1", full=True, sequence=1, hostname="web1.example.com"),
                  [location(cert, "/etc/nginx/cert.pem")], now=T0)
+    authorize(registry, "**.example.test")
     dead_port = free_port()   # nothing listens here: the ACME server is "down"
     issuers = {
         "internal": InternalCA("internal", tmp_path / "internal"),

@@ -11,6 +11,7 @@
     notify       notices_sent, deliveries
     leases       scheduler_leases
     audit        audit_events, audit_head
+    authority    name_grants, name_allows, approvals
 
 These classes describe the schema; the migrations in ``collector/registry/migrations``
 create it, and a test checks the two agree. The stores read and write with Core
@@ -27,6 +28,7 @@ from collector.registry.models import (  # noqa: F401 - imported for Base.metada
     admins,
     agents,
     audit,
+    authority,
     inventory,
     jobs,
     leases,

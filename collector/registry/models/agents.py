@@ -44,6 +44,11 @@ class Agent(Base):
     # the last report that listed them, so a full report can mark the rest removed.
     report_generation: Mapped[int] = mapped_column(BigInteger)
     resync_requested: Mapped[bool] = mapped_column(Boolean)
+    # issue 11: ``hostname`` is the name recorded at enrollment (changed only by an admin's rename);
+    # what the agent reports is kept here and shown as drift when it differs
+    reported_hostname: Mapped[str] = mapped_column(Text, server_default="")
+    # labels that decide rights, set on the collector (``labels`` are the agent's display hints)
+    admin_labels: Mapped[Optional[dict[str, Any]]] = mapped_column(Json)
 
 
 class EnrollmentToken(Base):
@@ -57,6 +62,7 @@ class EnrollmentToken(Base):
     used_at: Mapped[Optional[dt.datetime]]
     used_by_agent: Mapped[Optional[str]] = mapped_column(String(64))
     note: Mapped[str] = mapped_column(Text)
+    bound_host: Mapped[str] = mapped_column(Text, server_default="")   # "" = any host may use it
 
 
 agents = Agent.__table__

@@ -32,7 +32,7 @@ class Job(Base):
     template: Mapped[str] = mapped_column(Text)
     requested_by: Mapped[str] = mapped_column(Text)
     reason: Mapped[str] = mapped_column(Text)
-    state: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(24))   # 24 since 0011 (awaiting_approval)
     attempts: Mapped[int] = mapped_column(Integer)
     timeout_seconds: Mapped[int] = mapped_column(Integer)
     deadline: Mapped[dt.datetime]
@@ -70,8 +70,8 @@ class JobEventRow(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     job_id: Mapped[str] = mapped_column(String(36), ForeignKey("jobs.job_id", ondelete="CASCADE"), index=True)
     at: Mapped[dt.datetime]
-    from_state: Mapped[str] = mapped_column(String(16))     # "" for the creation
-    to_state: Mapped[str] = mapped_column(String(16))
+    from_state: Mapped[str] = mapped_column(String(24))     # "" for the creation
+    to_state: Mapped[str] = mapped_column(String(24))
     reason: Mapped[str] = mapped_column(Text)
     actor: Mapped[str] = mapped_column(Text)
 

@@ -96,6 +96,66 @@ class AdminServiceStub:
                 request_serializer=certfleet_dot_v1_dot_admin__pb2.RevokeCertificateRequest.SerializeToString,
                 response_deserializer=certfleet_dot_v1_dot_admin__pb2.RevokeCertificateResponse.FromString,
                 _registered_method=True)
+        self.GrantNames = channel.unary_unary(
+                '/certfleet.v1.AdminService/GrantNames',
+                request_serializer=certfleet_dot_v1_dot_admin__pb2.GrantNamesRequest.SerializeToString,
+                response_deserializer=certfleet_dot_v1_dot_admin__pb2.NameRule.FromString,
+                _registered_method=True)
+        self.AllowNames = channel.unary_unary(
+                '/certfleet.v1.AdminService/AllowNames',
+                request_serializer=certfleet_dot_v1_dot_admin__pb2.AllowNamesRequest.SerializeToString,
+                response_deserializer=certfleet_dot_v1_dot_admin__pb2.NameRule.FromString,
+                _registered_method=True)
+        self.ListNameRules = channel.unary_unary(
+                '/certfleet.v1.AdminService/ListNameRules',
+                request_serializer=certfleet_dot_v1_dot_admin__pb2.ListNameRulesRequest.SerializeToString,
+                response_deserializer=certfleet_dot_v1_dot_admin__pb2.ListNameRulesResponse.FromString,
+                _registered_method=True)
+        self.RevokeNameRule = channel.unary_unary(
+                '/certfleet.v1.AdminService/RevokeNameRule',
+                request_serializer=certfleet_dot_v1_dot_admin__pb2.RevokeNameRuleRequest.SerializeToString,
+                response_deserializer=certfleet_dot_v1_dot_admin__pb2.RevokeNameRuleResponse.FromString,
+                _registered_method=True)
+        self.CheckNames = channel.unary_unary(
+                '/certfleet.v1.AdminService/CheckNames',
+                request_serializer=certfleet_dot_v1_dot_admin__pb2.CheckNamesRequest.SerializeToString,
+                response_deserializer=certfleet_dot_v1_dot_admin__pb2.CheckNamesResponse.FromString,
+                _registered_method=True)
+        self.ProposeNames = channel.unary_unary(
+                '/certfleet.v1.AdminService/ProposeNames',
+                request_serializer=certfleet_dot_v1_dot_admin__pb2.ProposeNamesRequest.SerializeToString,
+                response_deserializer=certfleet_dot_v1_dot_admin__pb2.ProposeNamesResponse.FromString,
+                _registered_method=True)
+        self.AdoptNames = channel.unary_unary(
+                '/certfleet.v1.AdminService/AdoptNames',
+                request_serializer=certfleet_dot_v1_dot_admin__pb2.AdoptNamesRequest.SerializeToString,
+                response_deserializer=certfleet_dot_v1_dot_admin__pb2.AdoptNamesResponse.FromString,
+                _registered_method=True)
+        self.ListApprovals = channel.unary_unary(
+                '/certfleet.v1.AdminService/ListApprovals',
+                request_serializer=certfleet_dot_v1_dot_admin__pb2.ListApprovalsRequest.SerializeToString,
+                response_deserializer=certfleet_dot_v1_dot_admin__pb2.ListApprovalsResponse.FromString,
+                _registered_method=True)
+        self.GetApproval = channel.unary_unary(
+                '/certfleet.v1.AdminService/GetApproval',
+                request_serializer=certfleet_dot_v1_dot_admin__pb2.GetApprovalRequest.SerializeToString,
+                response_deserializer=certfleet_dot_v1_dot_admin__pb2.ApprovalInfo.FromString,
+                _registered_method=True)
+        self.DecideApproval = channel.unary_unary(
+                '/certfleet.v1.AdminService/DecideApproval',
+                request_serializer=certfleet_dot_v1_dot_admin__pb2.DecideApprovalRequest.SerializeToString,
+                response_deserializer=certfleet_dot_v1_dot_admin__pb2.ApprovalInfo.FromString,
+                _registered_method=True)
+        self.LabelAgent = channel.unary_unary(
+                '/certfleet.v1.AdminService/LabelAgent',
+                request_serializer=certfleet_dot_v1_dot_admin__pb2.LabelAgentRequest.SerializeToString,
+                response_deserializer=certfleet_dot_v1_dot_admin__pb2.AgentInfo.FromString,
+                _registered_method=True)
+        self.RenameAgent = channel.unary_unary(
+                '/certfleet.v1.AdminService/RenameAgent',
+                request_serializer=certfleet_dot_v1_dot_admin__pb2.RenameAgentRequest.SerializeToString,
+                response_deserializer=certfleet_dot_v1_dot_admin__pb2.AgentInfo.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -176,6 +236,79 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GrantNames(self, request, context):
+        """Issuance authority (issue 11): who may hold which name, and the approvals of the rest.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AllowNames(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListNameRules(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeNameRule(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CheckNames(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ProposeNames(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AdoptNames(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListApprovals(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetApproval(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DecideApproval(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LabelAgent(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RenameAgent(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -238,6 +371,66 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.RevokeCertificate,
                     request_deserializer=certfleet_dot_v1_dot_admin__pb2.RevokeCertificateRequest.FromString,
                     response_serializer=certfleet_dot_v1_dot_admin__pb2.RevokeCertificateResponse.SerializeToString,
+            ),
+            'GrantNames': grpc.unary_unary_rpc_method_handler(
+                    servicer.GrantNames,
+                    request_deserializer=certfleet_dot_v1_dot_admin__pb2.GrantNamesRequest.FromString,
+                    response_serializer=certfleet_dot_v1_dot_admin__pb2.NameRule.SerializeToString,
+            ),
+            'AllowNames': grpc.unary_unary_rpc_method_handler(
+                    servicer.AllowNames,
+                    request_deserializer=certfleet_dot_v1_dot_admin__pb2.AllowNamesRequest.FromString,
+                    response_serializer=certfleet_dot_v1_dot_admin__pb2.NameRule.SerializeToString,
+            ),
+            'ListNameRules': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListNameRules,
+                    request_deserializer=certfleet_dot_v1_dot_admin__pb2.ListNameRulesRequest.FromString,
+                    response_serializer=certfleet_dot_v1_dot_admin__pb2.ListNameRulesResponse.SerializeToString,
+            ),
+            'RevokeNameRule': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeNameRule,
+                    request_deserializer=certfleet_dot_v1_dot_admin__pb2.RevokeNameRuleRequest.FromString,
+                    response_serializer=certfleet_dot_v1_dot_admin__pb2.RevokeNameRuleResponse.SerializeToString,
+            ),
+            'CheckNames': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckNames,
+                    request_deserializer=certfleet_dot_v1_dot_admin__pb2.CheckNamesRequest.FromString,
+                    response_serializer=certfleet_dot_v1_dot_admin__pb2.CheckNamesResponse.SerializeToString,
+            ),
+            'ProposeNames': grpc.unary_unary_rpc_method_handler(
+                    servicer.ProposeNames,
+                    request_deserializer=certfleet_dot_v1_dot_admin__pb2.ProposeNamesRequest.FromString,
+                    response_serializer=certfleet_dot_v1_dot_admin__pb2.ProposeNamesResponse.SerializeToString,
+            ),
+            'AdoptNames': grpc.unary_unary_rpc_method_handler(
+                    servicer.AdoptNames,
+                    request_deserializer=certfleet_dot_v1_dot_admin__pb2.AdoptNamesRequest.FromString,
+                    response_serializer=certfleet_dot_v1_dot_admin__pb2.AdoptNamesResponse.SerializeToString,
+            ),
+            'ListApprovals': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListApprovals,
+                    request_deserializer=certfleet_dot_v1_dot_admin__pb2.ListApprovalsRequest.FromString,
+                    response_serializer=certfleet_dot_v1_dot_admin__pb2.ListApprovalsResponse.SerializeToString,
+            ),
+            'GetApproval': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetApproval,
+                    request_deserializer=certfleet_dot_v1_dot_admin__pb2.GetApprovalRequest.FromString,
+                    response_serializer=certfleet_dot_v1_dot_admin__pb2.ApprovalInfo.SerializeToString,
+            ),
+            'DecideApproval': grpc.unary_unary_rpc_method_handler(
+                    servicer.DecideApproval,
+                    request_deserializer=certfleet_dot_v1_dot_admin__pb2.DecideApprovalRequest.FromString,
+                    response_serializer=certfleet_dot_v1_dot_admin__pb2.ApprovalInfo.SerializeToString,
+            ),
+            'LabelAgent': grpc.unary_unary_rpc_method_handler(
+                    servicer.LabelAgent,
+                    request_deserializer=certfleet_dot_v1_dot_admin__pb2.LabelAgentRequest.FromString,
+                    response_serializer=certfleet_dot_v1_dot_admin__pb2.AgentInfo.SerializeToString,
+            ),
+            'RenameAgent': grpc.unary_unary_rpc_method_handler(
+                    servicer.RenameAgent,
+                    request_deserializer=certfleet_dot_v1_dot_admin__pb2.RenameAgentRequest.FromString,
+                    response_serializer=certfleet_dot_v1_dot_admin__pb2.AgentInfo.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -566,6 +759,330 @@ class AdminService:
             '/certfleet.v1.AdminService/RevokeCertificate',
             certfleet_dot_v1_dot_admin__pb2.RevokeCertificateRequest.SerializeToString,
             certfleet_dot_v1_dot_admin__pb2.RevokeCertificateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GrantNames(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/certfleet.v1.AdminService/GrantNames',
+            certfleet_dot_v1_dot_admin__pb2.GrantNamesRequest.SerializeToString,
+            certfleet_dot_v1_dot_admin__pb2.NameRule.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AllowNames(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/certfleet.v1.AdminService/AllowNames',
+            certfleet_dot_v1_dot_admin__pb2.AllowNamesRequest.SerializeToString,
+            certfleet_dot_v1_dot_admin__pb2.NameRule.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListNameRules(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/certfleet.v1.AdminService/ListNameRules',
+            certfleet_dot_v1_dot_admin__pb2.ListNameRulesRequest.SerializeToString,
+            certfleet_dot_v1_dot_admin__pb2.ListNameRulesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeNameRule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/certfleet.v1.AdminService/RevokeNameRule',
+            certfleet_dot_v1_dot_admin__pb2.RevokeNameRuleRequest.SerializeToString,
+            certfleet_dot_v1_dot_admin__pb2.RevokeNameRuleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckNames(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/certfleet.v1.AdminService/CheckNames',
+            certfleet_dot_v1_dot_admin__pb2.CheckNamesRequest.SerializeToString,
+            certfleet_dot_v1_dot_admin__pb2.CheckNamesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ProposeNames(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/certfleet.v1.AdminService/ProposeNames',
+            certfleet_dot_v1_dot_admin__pb2.ProposeNamesRequest.SerializeToString,
+            certfleet_dot_v1_dot_admin__pb2.ProposeNamesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AdoptNames(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/certfleet.v1.AdminService/AdoptNames',
+            certfleet_dot_v1_dot_admin__pb2.AdoptNamesRequest.SerializeToString,
+            certfleet_dot_v1_dot_admin__pb2.AdoptNamesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListApprovals(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/certfleet.v1.AdminService/ListApprovals',
+            certfleet_dot_v1_dot_admin__pb2.ListApprovalsRequest.SerializeToString,
+            certfleet_dot_v1_dot_admin__pb2.ListApprovalsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetApproval(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/certfleet.v1.AdminService/GetApproval',
+            certfleet_dot_v1_dot_admin__pb2.GetApprovalRequest.SerializeToString,
+            certfleet_dot_v1_dot_admin__pb2.ApprovalInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DecideApproval(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/certfleet.v1.AdminService/DecideApproval',
+            certfleet_dot_v1_dot_admin__pb2.DecideApprovalRequest.SerializeToString,
+            certfleet_dot_v1_dot_admin__pb2.ApprovalInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LabelAgent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/certfleet.v1.AdminService/LabelAgent',
+            certfleet_dot_v1_dot_admin__pb2.LabelAgentRequest.SerializeToString,
+            certfleet_dot_v1_dot_admin__pb2.AgentInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RenameAgent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/certfleet.v1.AdminService/RenameAgent',
+            certfleet_dot_v1_dot_admin__pb2.RenameAgentRequest.SerializeToString,
+            certfleet_dot_v1_dot_admin__pb2.AgentInfo.FromString,
             options,
             channel_credentials,
             insecure,

@@ -48,6 +48,19 @@ class AdminServiceStub:
     RetryJob: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetJobRequest, _admin_pb2.JobInfo]
     CancelJob: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetJobRequest, _admin_pb2.JobInfo]
     RevokeCertificate: _grpc.UnaryUnaryMultiCallable[_admin_pb2.RevokeCertificateRequest, _admin_pb2.RevokeCertificateResponse]
+    GrantNames: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GrantNamesRequest, _admin_pb2.NameRule]
+    """Issuance authority (issue 11): who may hold which name, and the approvals of the rest."""
+    AllowNames: _grpc.UnaryUnaryMultiCallable[_admin_pb2.AllowNamesRequest, _admin_pb2.NameRule]
+    ListNameRules: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListNameRulesRequest, _admin_pb2.ListNameRulesResponse]
+    RevokeNameRule: _grpc.UnaryUnaryMultiCallable[_admin_pb2.RevokeNameRuleRequest, _admin_pb2.RevokeNameRuleResponse]
+    CheckNames: _grpc.UnaryUnaryMultiCallable[_admin_pb2.CheckNamesRequest, _admin_pb2.CheckNamesResponse]
+    ProposeNames: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ProposeNamesRequest, _admin_pb2.ProposeNamesResponse]
+    AdoptNames: _grpc.UnaryUnaryMultiCallable[_admin_pb2.AdoptNamesRequest, _admin_pb2.AdoptNamesResponse]
+    ListApprovals: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListApprovalsRequest, _admin_pb2.ListApprovalsResponse]
+    GetApproval: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetApprovalRequest, _admin_pb2.ApprovalInfo]
+    DecideApproval: _grpc.UnaryUnaryMultiCallable[_admin_pb2.DecideApprovalRequest, _admin_pb2.ApprovalInfo]
+    LabelAgent: _grpc.UnaryUnaryMultiCallable[_admin_pb2.LabelAgentRequest, _admin_pb2.AgentInfo]
+    RenameAgent: _grpc.UnaryUnaryMultiCallable[_admin_pb2.RenameAgentRequest, _admin_pb2.AgentInfo]
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
@@ -69,6 +82,19 @@ class AdminServiceAsyncStub(AdminServiceStub):
     RetryJob: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetJobRequest, _admin_pb2.JobInfo]  # type: ignore[assignment]
     CancelJob: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetJobRequest, _admin_pb2.JobInfo]  # type: ignore[assignment]
     RevokeCertificate: _aio.UnaryUnaryMultiCallable[_admin_pb2.RevokeCertificateRequest, _admin_pb2.RevokeCertificateResponse]  # type: ignore[assignment]
+    GrantNames: _aio.UnaryUnaryMultiCallable[_admin_pb2.GrantNamesRequest, _admin_pb2.NameRule]  # type: ignore[assignment]
+    """Issuance authority (issue 11): who may hold which name, and the approvals of the rest."""
+    AllowNames: _aio.UnaryUnaryMultiCallable[_admin_pb2.AllowNamesRequest, _admin_pb2.NameRule]  # type: ignore[assignment]
+    ListNameRules: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListNameRulesRequest, _admin_pb2.ListNameRulesResponse]  # type: ignore[assignment]
+    RevokeNameRule: _aio.UnaryUnaryMultiCallable[_admin_pb2.RevokeNameRuleRequest, _admin_pb2.RevokeNameRuleResponse]  # type: ignore[assignment]
+    CheckNames: _aio.UnaryUnaryMultiCallable[_admin_pb2.CheckNamesRequest, _admin_pb2.CheckNamesResponse]  # type: ignore[assignment]
+    ProposeNames: _aio.UnaryUnaryMultiCallable[_admin_pb2.ProposeNamesRequest, _admin_pb2.ProposeNamesResponse]  # type: ignore[assignment]
+    AdoptNames: _aio.UnaryUnaryMultiCallable[_admin_pb2.AdoptNamesRequest, _admin_pb2.AdoptNamesResponse]  # type: ignore[assignment]
+    ListApprovals: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListApprovalsRequest, _admin_pb2.ListApprovalsResponse]  # type: ignore[assignment]
+    GetApproval: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetApprovalRequest, _admin_pb2.ApprovalInfo]  # type: ignore[assignment]
+    DecideApproval: _aio.UnaryUnaryMultiCallable[_admin_pb2.DecideApprovalRequest, _admin_pb2.ApprovalInfo]  # type: ignore[assignment]
+    LabelAgent: _aio.UnaryUnaryMultiCallable[_admin_pb2.LabelAgentRequest, _admin_pb2.AgentInfo]  # type: ignore[assignment]
+    RenameAgent: _aio.UnaryUnaryMultiCallable[_admin_pb2.RenameAgentRequest, _admin_pb2.AgentInfo]  # type: ignore[assignment]
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
     """Served on the collector's mutual-TLS listener; the caller must present an
@@ -159,5 +185,90 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _admin_pb2.RevokeCertificateRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.RevokeCertificateResponse, _abc.Awaitable[_admin_pb2.RevokeCertificateResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GrantNames(
+        self,
+        request: _admin_pb2.GrantNamesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.NameRule, _abc.Awaitable[_admin_pb2.NameRule]]:
+        """Issuance authority (issue 11): who may hold which name, and the approvals of the rest."""
+
+    @_abc_1.abstractmethod
+    def AllowNames(
+        self,
+        request: _admin_pb2.AllowNamesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.NameRule, _abc.Awaitable[_admin_pb2.NameRule]]: ...
+
+    @_abc_1.abstractmethod
+    def ListNameRules(
+        self,
+        request: _admin_pb2.ListNameRulesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ListNameRulesResponse, _abc.Awaitable[_admin_pb2.ListNameRulesResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def RevokeNameRule(
+        self,
+        request: _admin_pb2.RevokeNameRuleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.RevokeNameRuleResponse, _abc.Awaitable[_admin_pb2.RevokeNameRuleResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def CheckNames(
+        self,
+        request: _admin_pb2.CheckNamesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.CheckNamesResponse, _abc.Awaitable[_admin_pb2.CheckNamesResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ProposeNames(
+        self,
+        request: _admin_pb2.ProposeNamesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ProposeNamesResponse, _abc.Awaitable[_admin_pb2.ProposeNamesResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def AdoptNames(
+        self,
+        request: _admin_pb2.AdoptNamesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.AdoptNamesResponse, _abc.Awaitable[_admin_pb2.AdoptNamesResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListApprovals(
+        self,
+        request: _admin_pb2.ListApprovalsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ListApprovalsResponse, _abc.Awaitable[_admin_pb2.ListApprovalsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetApproval(
+        self,
+        request: _admin_pb2.GetApprovalRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ApprovalInfo, _abc.Awaitable[_admin_pb2.ApprovalInfo]]: ...
+
+    @_abc_1.abstractmethod
+    def DecideApproval(
+        self,
+        request: _admin_pb2.DecideApprovalRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ApprovalInfo, _abc.Awaitable[_admin_pb2.ApprovalInfo]]: ...
+
+    @_abc_1.abstractmethod
+    def LabelAgent(
+        self,
+        request: _admin_pb2.LabelAgentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.AgentInfo, _abc.Awaitable[_admin_pb2.AgentInfo]]: ...
+
+    @_abc_1.abstractmethod
+    def RenameAgent(
+        self,
+        request: _admin_pb2.RenameAgentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.AgentInfo, _abc.Awaitable[_admin_pb2.AgentInfo]]: ...
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
