@@ -23,7 +23,7 @@ def test_scan_lists_endpoints_the_agent_already_probes_as_its_own_listeners(tmp_
     certs.mkdir()
     ports = [free_port_on(HOST), free_port_on(HOST)]
     servers = []
-    c = Collector(tmp_path / "collector")
+    c = Collector(tmp_path / "collector", extra_tables='[netscan]\nallowed_ranges = ["127.0.0.0/8"]\n')
     proc = None
     log = open(tmp_path / "agent.log", "w")
     try:
@@ -38,7 +38,8 @@ def test_scan_lists_endpoints_the_agent_already_probes_as_its_own_listeners(tmp_
         c.start()
         assert c.init_admin().code == 0
         # the default [endpoints]: listeners = true, so the agent probes these ports as its own listeners
-        agent = Agent(tmp_path / "agent", "", endpoints_toml="\n[endpoints]\ntimeout = \"2s\"\n")
+        agent = Agent(tmp_path / "agent", "", endpoints_toml="\n[endpoints]\ntimeout = \"2s\"\n"
+                                                          "network_scan_allowed = [\"127.0.0.0/8\"]\n")
         agent.write_config(hostname="listener-host")
         assert agent.enroll(c, c.token()).code == 0
         proc = subprocess.Popen([str(BIN / "certfleet-agent"), "run", "--config", str(agent.config)],
