@@ -39,6 +39,7 @@ def monitored(tmp_path: pathlib.Path):
         f'\n[metrics]\nlisten = "127.0.0.1:{c_metrics}"\nbearer_token_file = "{token}"\nrefresh = "1s"\nowner_refresh = "1s"\n'))
     c.start()
     assert c.init_admin().code == 0
+    c.authorize("*.example.test")          # since issue 11 only granted names are issued
     agent = Agent(tmp_path / "agent", agent_config(tmp_path / "site", nginx, nginx.reload_command)
                   + f'\n[metrics]\nlisten = "127.0.0.1:{a_metrics}"\n')
     agent.write_config(hostname="web-01")
