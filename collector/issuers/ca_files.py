@@ -65,10 +65,24 @@ def create_hierarchy(name: str, d: Path, common_name: str, ca_key_type: str, roo
             f"issuer {name!r}: {present} exists but {missing} is missing: restore it from a backup; "
             "remove both only to make a new CA (every certificate it issued must then be replaced)"
         )
-    if root_key_path.exists():
-        root_key = _read_key(root_key_path)
-        root = _read_certs(root_cert_path)[0]
-    else:
+    root_key = _read_key(root_key_path) if root_key_path.exists() else None
+    root = _read_certs(root_cert_path)[0] if root_key is not None else None
+    h, root_key = new_hierarchy(common_name, ca_key_type, root_validity, intermediate_validity, now, root_key, root)
+    if not root_key_path.exists():
+        write_private_file(root_key_path, _key_pem(root_key), replace=False)
+        write_public_file(root_cert_path, h.root.public_bytes(serialization.Encoding.PEM))
+    key, inter = h.key, h.issuing
+    write_private_file(d / INTERMEDIATE_KEY_FILE, _key_pem(key), replace=False)
+    write_public_file(d / INTERMEDIATE_CERT_FILE, inter.public_bytes(serialization.Encoding.PEM))
+    return h
+
+
+def new_hierarchy(common_name: str, ca_key_type: str, root_validity: dt.timedelta,
+                  intermediate_validity: dt.timedelta, now: dt.datetime, root_key: PrivateKey | None = None,
+                  root: x509.Certificate | None = None) -> tuple[Hierarchy, PrivateKey]:
+    """A root (unless ``root_key`` and ``root`` are given) and a new intermediate, in memory;
+    (the hierarchy, the root key)."""
+    if root_key is None or root is None:
         root_key = _new_ca_key(ca_key_type, root=True)
         root_name = _ca_name(f"{common_name} Root CA")
         root = (
@@ -76,8 +90,6 @@ def create_hierarchy(name: str, d: Path, common_name: str, ca_key_type: str, roo
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(root_key.public_key()), critical=False)
             .sign(root_key, hash_for(root_key))
         )
-        write_private_file(root_key_path, _key_pem(root_key), replace=False)
-        write_public_file(root_cert_path, root.public_bytes(serialization.Encoding.PEM))
     key = _new_ca_key(ca_key_type, root=False)
     not_after = min(now + intermediate_validity, root.not_valid_after_utc)
     inter = (
@@ -87,11 +99,7 @@ def create_hierarchy(name: str, d: Path, common_name: str, ca_key_type: str, roo
         .add_extension(aki(root), critical=False)
         .sign(root_key, hash_for(root_key))
     )
-    write_private_file(d / INTERMEDIATE_KEY_FILE, _key_pem(key), replace=False)
-    write_public_file(d / INTERMEDIATE_CERT_FILE, inter.public_bytes(serialization.Encoding.PEM))
-    return Hierarchy(key=key, issuing=inter, intermediates=(inter,), root=root)
-
-
+    return Hierarchy(key=key, issuing=inter, intermediates=(inter,), root=root), root_key
 
 
 @contextlib.contextmanager

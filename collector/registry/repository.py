@@ -13,6 +13,7 @@ revision and builds one store per concern on the same engine:
     registry.serving        serving facts and stale services (serving.py)
     registry.leases         scheduler leases (leases.py)
     registry.audit          the hash-chained audit trail (audit.py)
+    registry.issuer_state   the internal CAs' hierarchies, serial logs, revocations, CRLs (issuer_state.py)
 
 ``registry.discovery`` is the name callers knew for network scans and stale services
 together: one object with the methods of both stores.
@@ -39,6 +40,7 @@ from collector.registry.agents import AgentStore
 from collector.registry.audit import AuditLog
 from collector.registry.certificates import CertificateStore
 from collector.registry.ingest import ReportTxn, begin_report
+from collector.registry.issuer_state import IssuerStateStore
 from collector.registry.jobs import JobStore
 from collector.registry.leases import LeaseStore
 from collector.registry.netscans import NetscanStore
@@ -85,6 +87,7 @@ class Registry:
         self.discovery = DiscoveryStore(engine, self.owners)
         self.leases = LeaseStore(engine)
         self.audit = AuditLog(engine)
+        self.issuer_state = IssuerStateStore(engine)
 
     @classmethod
     def open(cls, url: str, **engine_kwargs: Any) -> Registry:

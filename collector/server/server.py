@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import os
 import signal
+import socket
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -29,11 +31,15 @@ from collector.api.notify import NotifyServicer
 from collector.api.policy import PolicyServicer
 from collector.api.reports import ReportServicer
 from collector.api.routes import add_enrollment_service, add_main_services
-from collector.config.core import CollectorConfig, ConfigError
+from collector.config.core import CollectorConfig, ConfigError, split_hostport
+from collector.issuers.ca_registry import SharedCAState
 from collector.issuers.factory import build_issuers, check_template_issuers
+from collector.issuers.internal_ca import InternalCA
+from collector.issuers.keywrap import load_key_wrapper
 from collector.issuers.solvers import CallbackHttp01Solver
 from collector.pki import CollectorCA
 from collector.registry import Registry
+from collector.server.crl_http import CrlListener
 from collector.server.scheduler import Scheduler
 from collector.services.agent_session import AgentSessions
 from collector.services.audit_retention import AuditRetention
@@ -77,7 +83,24 @@ def build_renewal(config: CollectorConfig, registry: Registry, clock: Callable[[
         for name, cfg in config.issuers.items()
         if cfg.get("type") == "acme" and cfg.get("challenge", "http-01") == "http-01" and not cfg.get("http01_listen")
     }
-    issuers = build_issuers(config.issuers, config.data_dir, base_dir=config.base_dir, solvers=solvers)
+    wrapper = load_key_wrapper(config.keys, config.data_dir, config.base_dir)
+    holder = f"{socket.gethostname()}:{os.getpid()}"
+
+    def shared(name: str, old_dir: Any) -> SharedCAState:
+        # the internal CAs' state lives in the registry, shared by every collector on it
+        return SharedCAState(registry.issuer_state, wrapper, name, holder, old_dir)
+
+    base_url = str(config.crl.get("url") or "").rstrip("/")
+    issuer_cfgs = {
+        name: ({**cfg, "crl_url": f"{base_url}/{name}.crl"}
+               if base_url and cfg.get("type") == "internal_ca" and not cfg.get("crl_url") else cfg)
+        for name, cfg in config.issuers.items()
+    }
+    issuers = build_issuers(issuer_cfgs, config.data_dir, base_dir=config.base_dir, solvers=solvers,
+                            shared_state=shared)
+    for issuer in issuers.values():
+        if isinstance(issuer, InternalCA):
+            issuer.hierarchy(clock())   # one hierarchy per registry, made (or imported) at the first start
     templates = dict(config.templates)
     check_template_issuers(templates, issuers)
     default = config.renewal.default_template
@@ -163,6 +186,12 @@ class CollectorServer:
             self.state.renewal.broker.set_notifier(lambda agent_id: loop.call_soon_threadsafe(self.hub.notify, agent_id))
         await self.main.start()
         await self.enroll.start()
+        self.crl_listener = None
+        listen = self.state.config.crl.get("listen")
+        if listen and self.state.renewal is not None:
+            host, port = split_hostport(listen, "[crl] listen")
+            self.crl_listener = CrlListener(host, port, self.state.renewal.issuers, self.clock)
+            self.crl_listener.start()
         self.scheduler = self.build_scheduler()
         self.scheduler.start()
         log.info(
@@ -204,6 +233,8 @@ class CollectorServer:
         return len(failed)
 
     async def stop(self, grace: float = 5.0) -> None:
+        if getattr(self, "crl_listener", None) is not None:
+            await asyncio.to_thread(self.crl_listener.stop)
         if getattr(self, "scheduler", None) is not None:
             await self.scheduler.shutdown()
         await asyncio.gather(self.main.stop(grace), self.enroll.stop(grace))

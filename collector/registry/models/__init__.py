@@ -11,6 +11,7 @@
     notify       notices_sent, deliveries
     leases       scheduler_leases
     audit        audit_events, audit_head
+    issuer_state ca_hierarchies, ca_issued, ca_revoked, issuer_secrets (issuers' shared state)
 
 These classes describe the schema; the migrations in ``collector/registry/migrations``
 create it, and a test checks the two agree. The stores read and write with Core
@@ -28,6 +29,7 @@ from collector.registry.models import (  # noqa: F401 - imported for Base.metada
     agents,
     audit,
     inventory,
+    issuer_state,
     jobs,
     leases,
     netscans,
