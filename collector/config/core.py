@@ -75,7 +75,7 @@ class CollectorConfig:
     policy: PolicySettings = field(default_factory=PolicySettings)
     notify: NotifySettings = field(default_factory=NotifySettings)
     audit: AuditSettings = field(default_factory=AuditSettings)
-    #: [keys]: the key-encryption key for CA keys in the registry (collector/issuers/keywrap.py)
+    #: [keys]: the key-encryption key for CA keys in the registry (collector/pki/keywrap.py)
     keys: Mapping[str, Any] = field(default_factory=dict)
     #: [crl]: listen (HOST:PORT of the plain-HTTP CRL listener), url (its public base URL, written
     #: into issued certificates as CRL distribution point): collector/server/crl_http.py

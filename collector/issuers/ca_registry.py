@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives import serialization
 
 from collector.errors import IssuerError
 from collector.issuers.ca_files import INTERMEDIATE_CERT_FILE, ROOT_KEY_FILE, Hierarchy, load_generated
-from collector.issuers.keywrap import KeyWrapper
+from collector.pki.keywrap import KeyWrapper
 from collector.pki import read_private_key, same_public_key
 from collector.registry.issuer_state import HierarchyRow, IssuedRow, IssuerStateStore, RevokedRow
 

@@ -3,7 +3,7 @@ internal CA issuer, allocates serials from one log and revokes into one list.
 
 ``registry.issuer_state`` (``IssuerStateStore(engine)``) keeps plain records: certificates as
 PEM text and keys as the opaque bytes the caller hands in (wrapped by
-collector/issuers/keywrap.py, or a PKCS#11 label); this room never sees a key in the clear and
+collector/pki/keywrap.py, or a PKCS#11 label); this room never sees a key in the clear and
 imports nothing of the issuers.
 
 - :meth:`create_once` makes the one hierarchy of an issuer: in one writer transaction, under a
@@ -235,4 +235,11 @@ class IssuerStateStore(db.Connections):
             r = conn.execute(dialect_insert(conn, s_t).values(
                 issuer=issuer, kind=kind, wrapped=wrapped, kek_id=kek_id, public=public, created_at=now,
             ).on_conflict_do_nothing(index_elements=["issuer", "kind"]))
+            return r.rowcount == 1
+
+    def rewrap_secret(self, issuer: str, kind: str, old_kek_id: str, wrapped: bytes, kek_id: str) -> bool:
+        """Replace a secret wrapped with ``old_kek_id`` (KEK rotation); False when another collector did."""
+        with self._write() as conn:
+            r = conn.execute(update(s_t).where(s_t.c.issuer == issuer, s_t.c.kind == kind, s_t.c.kek_id == old_kek_id)
+                             .values(wrapped=wrapped, kek_id=kek_id))
             return r.rowcount == 1

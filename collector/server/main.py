@@ -111,12 +111,12 @@ def cmd_init_admin(ns: argparse.Namespace) -> int:
 def cmd_ca_fingerprint(ns: argparse.Namespace) -> int:
     # start-up time: each command loads only what it needs (see above)
     from collector.config.core import load_config
-    from collector.pki import CollectorCA
-    from collector.server.server import utcnow
+    from collector.server.server import prepare
 
     config = load_config(ns.config)
-    config.pki_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    print(CollectorCA.load_or_create(config.pki_dir, utcnow()).fingerprint_sha256)
+    state = prepare(config)     # the collector CA is the registry's (collector/pki/shared.py)
+    state.registry.close()
+    print(state.ca.fingerprint_sha256)
     return 0
 
 
@@ -130,7 +130,7 @@ def cmd_ca_status(ns: argparse.Namespace) -> int:
 
     # start-up time: each command loads only what it needs (see above)
     from collector.config.core import load_config
-    from collector.issuers.keywrap import load_key_wrapper
+    from collector.pki.keywrap import load_key_wrapper
     from collector.registry import Registry
 
     config = load_config(ns.config)
@@ -165,7 +165,7 @@ def cmd_ca_status(ns: argparse.Namespace) -> int:
 
 def cmd_ca_new_kek(ns: argparse.Namespace) -> int:
     # start-up time: each command loads only what it needs (see above)
-    from collector.issuers.keywrap import generate_kek_file
+    from collector.pki.keywrap import generate_kek_file
 
     print(f"new key-encryption key {generate_kek_file(pathlib.Path(ns.out))} written to {ns.out} (mode 0600)")
     return 0

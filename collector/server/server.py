@@ -35,9 +35,10 @@ from collector.config.core import CollectorConfig, ConfigError, split_hostport
 from collector.issuers.ca_registry import SharedCAState
 from collector.issuers.factory import build_issuers, check_template_issuers
 from collector.issuers.internal_ca import InternalCA
-from collector.issuers.keywrap import load_key_wrapper
+from collector.pki.keywrap import load_key_wrapper
 from collector.issuers.solvers import CallbackHttp01Solver
 from collector.pki import CollectorCA
+from collector.pki.shared import load_or_create_shared
 from collector.registry import Registry
 from collector.server.crl_http import CrlListener
 from collector.server.scheduler import Scheduler
@@ -122,10 +123,12 @@ def prepare(config: CollectorConfig, clock: Callable[[], dt.datetime] = utcnow) 
     config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     config.pki_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     now = clock()
-    ca = CollectorCA.load_or_create(config.pki_dir, now)
-    cert_path, key_path = ca.server_identity(config.pki_dir, list(config.server_names), now)
     registry = Registry.open(config.database_url)
     try:
+        # the collector CA is the registry's (wrapped with the KEK): every collector on it is one CA
+        ca = load_or_create_shared(registry.issuer_state, load_key_wrapper(config.keys, config.data_dir,
+                                                                           config.base_dir), config.pki_dir, now)
+        cert_path, key_path = ca.server_identity(config.pki_dir, list(config.server_names), now)
         renewal = build_renewal(config, registry, clock)
         autorenew = build_autorenewer(config, registry, renewal, clock)
         policy_evaluator(config, registry, clock).load_file()   # [policy] file, when it changed

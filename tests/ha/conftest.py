@@ -12,7 +12,7 @@ import pytest
 
 from collector.issuers.ca_registry import SharedCAState
 from collector.issuers.internal_ca import InternalCA
-from collector.issuers.keywrap import KeyWrapper, generate_kek_file, read_kek_file
+from collector.pki.keywrap import KeyWrapper, generate_kek_file, read_kek_file
 from collector.registry import Registry
 from tests.helpers.registry_backends import _pg_schema_url, db_url, pg_admin  # noqa: F401 - fixtures
 

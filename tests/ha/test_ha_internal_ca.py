@@ -16,7 +16,7 @@ from collector.domain.templates import SubjectNames
 from collector.errors import IssuerError
 from collector.issuers.base import RevocationReason
 from collector.issuers.internal_ca import InternalCA
-from collector.issuers.keywrap import KeyWrapper, generate_kek_file, load_key_wrapper, read_kek_file
+from collector.pki.keywrap import KeyWrapper, generate_kek_file, load_key_wrapper, read_kek_file
 from tests.helpers.collector_issuers import make_csr, make_template, new_key, utcnow
 
 NAMES = SubjectNames("web1.example.test", ("web1.example.test",))
