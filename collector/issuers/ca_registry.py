@@ -132,3 +132,21 @@ class SharedCAState:
                       template: str, now: dt.datetime) -> bool:
         return self.store.record_issued(self.issuer, IssuedRow(serial, fingerprint, not_after, list(names),
                                                                template, now, self.holder))
+
+
+def shared_private_key(store: IssuerStateStore, wrapper: KeyWrapper, issuer: str, kind: str,
+                       make: Callable[[], Any], legacy_file: Path, now: dt.datetime) -> Any:
+    """The issuer's key ``kind`` (e.g. the ACME account key) from the registry, wrapped with the KEK:
+    made once per registry (the first insert wins; an older collector's ``legacy_file`` is imported)."""
+    aad = f"certfleet {kind} {issuer}"
+    for _ in range(3):
+        row = store.get_secret(issuer, kind)
+        if row is not None:
+            wrapped, kek_id, _public = row
+            key = wrapper.unwrap_private_key(wrapped, aad)
+            if kek_id != wrapper.kek_id:
+                store.rewrap_secret(issuer, kind, kek_id, wrapper.wrap_private_key(key, aad), wrapper.kek_id)
+            return key
+        key = read_private_key(legacy_file, IssuerError, what="a key") if legacy_file.exists() else make()
+        store.put_secret_once(issuer, kind, wrapper.wrap_private_key(key, aad), wrapper.kek_id, "", now)
+    raise IssuerError(f"issuer {issuer!r}: its {kind} could not be stored in the registry")  # pragma: no cover

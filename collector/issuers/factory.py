@@ -44,7 +44,9 @@ def _acme(name: str, cfg: Mapping[str, Any], data_dir: Path, base_dir: Path | No
         raise TemplateConfigError(
             f"issuer {name!r}: type \"acme\" needs the acme package: install certfleet[collector] ({e})"
         ) from None
-    return AcmeIssuer.from_config(name, cfg, data_dir, base_dir, solver=kw.get("solver"))
+    shared_key = kw.get("shared_key")
+    return AcmeIssuer.from_config(name, cfg, data_dir, base_dir, solver=kw.get("solver"),
+                                  shared_key=shared_key(name, "acme_account_key") if shared_key else None)
 
 
 FACTORIES: dict[str, IssuerFactory] = {
@@ -61,6 +63,7 @@ def build_issuers(
     solvers: Mapping[str, Any] | None = None,
     factories: Mapping[str, IssuerFactory] | None = None,
     shared_state: Callable[[str, Path], Any] | None = None,
+    shared_key: Callable[[str, str], Any] | None = None,
 ) -> dict[str, Issuer]:
     """``{name: Issuer}`` from ``{name: {"type": ..., ...}}``.
 
@@ -71,6 +74,7 @@ def build_issuers(
     agent to serve the challenge); they override the configured ``challenge``.
     ``shared_state(name, old_dir)``: the registry-backed state of an internal CA
     (collector/issuers/ca_registry.py); without it, the state is in ``data_dir`` (one collector).
+    ``shared_key(name, kind)``: the registry's wrapped key of that kind (the ACME account key).
     """
     table = dict(FACTORIES if factories is None else factories)
     out: dict[str, Issuer] = {}
@@ -89,6 +93,8 @@ def build_issuers(
         extra: dict[str, Any] = {}
         if shared_state is not None:
             extra["shared_state"] = shared_state
+        if shared_key is not None:
+            extra["shared_key"] = shared_key
         if solvers and name in solvers:
             extra["solver"] = solvers[name]
         out[name] = table[kind](name, cfg, Path(data_dir), base_dir, **extra)

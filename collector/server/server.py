@@ -32,7 +32,7 @@ from collector.api.policy import PolicyServicer
 from collector.api.reports import ReportServicer
 from collector.api.routes import add_enrollment_service, add_main_services
 from collector.config.core import CollectorConfig, ConfigError, split_hostport
-from collector.issuers.ca_registry import SharedCAState
+from collector.issuers.ca_registry import SharedCAState, shared_private_key
 from collector.issuers.factory import build_issuers, check_template_issuers
 from collector.issuers.internal_ca import InternalCA
 from collector.pki.keywrap import load_key_wrapper
@@ -97,8 +97,13 @@ def build_renewal(config: CollectorConfig, registry: Registry, clock: Callable[[
                if base_url and cfg.get("type") == "internal_ca" and not cfg.get("crl_url") else cfg)
         for name, cfg in config.issuers.items()
     }
+    def shared_key(name: str, kind: str) -> Callable[[Callable[[], Any], Any], Any]:
+        # per-issuer keys (the ACME account) live in the registry too: one account per issuer per registry
+        return lambda make, legacy: shared_private_key(registry.issuer_state, wrapper, name, kind, make, legacy,
+                                                       clock())
+
     issuers = build_issuers(issuer_cfgs, config.data_dir, base_dir=config.base_dir, solvers=solvers,
-                            shared_state=shared)
+                            shared_state=shared, shared_key=shared_key)
     for issuer in issuers.values():
         if isinstance(issuer, InternalCA):
             issuer.hierarchy(clock())   # one hierarchy per registry, made (or imported) at the first start
