@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import secrets
 import sqlite3
 from pathlib import Path
 from typing import Any, Callable
@@ -46,8 +47,9 @@ class SharedCAState:
     """One internal CA issuer's hierarchy, serial log and revocations in the registry."""
 
     def __init__(self, store: IssuerStateStore, wrapper: KeyWrapper, issuer: str, holder: str,
-                 legacy_dir: Path) -> None:
+                 legacy_dir: Path, token: Any = None) -> None:
         self.store = store
+        self.token = token          # a Pkcs11Token ([keys.pkcs11]): new hierarchies get their keys there
         self.wrapper = wrapper
         self.issuer = issuer
         self.holder = holder
@@ -63,7 +65,7 @@ class SharedCAState:
         return self.store.get(self.issuer) is not None
 
     def load_or_create(self, imported: Callable[[], Hierarchy] | None,
-                       generate: Callable[[], tuple[Hierarchy, Any]], now: dt.datetime) -> tuple[Hierarchy, str]:
+                       generate: Callable[..., tuple[Hierarchy, Any]], now: dt.datetime) -> tuple[Hierarchy, str]:
         """The hierarchy (made once per registry when there is none); (hierarchy, origin)."""
         row = self.store.get(self.issuer)
         if row is None:
@@ -71,7 +73,7 @@ class SharedCAState:
         return self._hierarchy(row), row.origin
 
     def _make(self, conn: Any, imported: Callable[[], Hierarchy] | None,
-              generate: Callable[[], tuple[Hierarchy, Any]], now: dt.datetime) -> HierarchyRow:
+              generate: Callable[..., tuple[Hierarchy, Any]], now: dt.datetime) -> HierarchyRow:
         root_key = None
         if (self.legacy_dir / INTERMEDIATE_CERT_FILE).exists() and imported is None:
             h, origin = load_generated(self.legacy_dir), "migrated"
@@ -83,6 +85,12 @@ class SharedCAState:
             h, origin = imported(), "imported"
             if (self.legacy_dir / LEGACY_STATE).exists():
                 self._import_legacy_log(conn)
+        elif self.token is not None:
+            (h, root_key), origin = generate(self._token_key), "generated"
+            return HierarchyRow(
+                issuer=self.issuer, origin=origin, root_pem=_pem([h.root]), chain_pem=_pem(h.intermediates),
+                key_store="pkcs11", key_ref=h.key.label.encode(), root_key_ref=root_key.label.encode(),
+                kek_id="", created_at=now, created_by=self.holder)
         else:
             (h, root_key), origin = generate(), "generated"
         return HierarchyRow(
@@ -90,6 +98,10 @@ class SharedCAState:
             key_store="kek", key_ref=self.wrapper.wrap_private_key(h.key, self._aad("issuing")),
             root_key_ref=self.wrapper.wrap_private_key(root_key, self._aad("root")) if root_key is not None else None,
             kek_id=self.wrapper.kek_id, created_at=now, created_by=self.holder)
+
+    def _token_key(self, root: bool) -> Any:
+        label = f"certfleet-{self.issuer}-{'root' if root else 'issuing'}-{secrets.token_hex(4)}"
+        return self.token.generate(label)
 
     def _import_legacy_log(self, conn: Any) -> None:
         path = self.legacy_dir / LEGACY_STATE
@@ -109,11 +121,19 @@ class SharedCAState:
         IssuerStateStore.import_log(conn, self.issuer, issued, revoked)
 
     def _hierarchy(self, row: HierarchyRow) -> Hierarchy:
-        if row.key_store != "kek":
-            raise IssuerError(f"issuer {self.issuer!r}: its key is in {row.key_store!r}, which this collector "
-                              "is not configured for")
         root = x509.load_pem_x509_certificate(row.root_pem.encode())
         chain = tuple(x509.load_pem_x509_certificates(row.chain_pem.encode()))
+        if row.key_store == "pkcs11":
+            if self.token is None:
+                raise IssuerError(f"issuer {self.issuer!r}: its key is in a PKCS#11 token; give this collector "
+                                  "the same [keys.pkcs11] as the others")
+            key = self.token.key(bytes(row.key_ref).decode())
+            if not same_public_key(key, chain[0]):
+                raise IssuerError(f"issuer {self.issuer!r}: the token's key does not belong to its intermediate")
+            return Hierarchy(key=key, issuing=chain[0], intermediates=chain, root=root)
+        if row.key_store != "kek":
+            raise IssuerError(f"issuer {self.issuer!r}: its key is in {row.key_store!r}, which this collector "
+                              "does not know")
         key = self.wrapper.unwrap_private_key(row.key_ref, self._aad("issuing"))
         if not same_public_key(key, chain[0]):
             raise IssuerError(f"issuer {self.issuer!r}: the stored key does not belong to its intermediate")

@@ -60,8 +60,8 @@ from collector.domain.templates import SubjectNames, Template, TemplateConfigErr
 from collector.errors import IssuerError
 from collector.issuers.base import Issued, RevocationReason, prepare_request, utc
 from collector.issuers.ca_files import (
-    CLOCK_SKEW, INTERMEDIATE_CERT_FILE, Hierarchy, aki, create_hierarchy, dir_lock, hash_for, load_generated,
-    load_imported, new_hierarchy, random_serial, sha256_hex,
+    CLOCK_SKEW, INTERMEDIATE_CERT_FILE, Hierarchy, aki, create_hierarchy, dir_lock, load_generated,
+    load_imported, new_hierarchy, random_serial, sha256_hex, sign_with,
 )
 from collector.issuers.settings import check_keys, config_duration, config_path
 
@@ -169,8 +169,8 @@ class InternalCA:
                 if self._hierarchy is None:
                     self._hierarchy, self.origin = self.shared.load_or_create(
                         self._load_imported if self.imported else None,
-                        lambda: new_hierarchy(self.common_name, self.ca_key_type, self.root_validity,
-                                              self.intermediate_validity, utc(now)),
+                        lambda make_key=None: new_hierarchy(self.common_name, self.ca_key_type, self.root_validity,
+                                                            self.intermediate_validity, utc(now), make_key=make_key),
                         utc(now))
             return self._hierarchy
         with self._lock, dir_lock(self.directory):
@@ -236,7 +236,7 @@ class InternalCA:
         if self.shared is not None:
             for _ in range(5):
                 serial = random_serial()
-                der = builder.serial_number(serial).sign(h.key, hash_for(h.key)).public_bytes(serialization.Encoding.DER)
+                der = sign_with(builder.serial_number(serial), h.key).public_bytes(serialization.Encoding.DER)
                 if self.shared.record_issued(format(serial, "x"), sha256_hex(der), not_after, names.all(),
                                              template.name, now):
                     break
@@ -257,7 +257,7 @@ class InternalCA:
         with self._state() as db:
             for _ in range(5):
                 serial = random_serial()
-                der = builder.serial_number(serial).sign(h.key, hash_for(h.key)).public_bytes(serialization.Encoding.DER)
+                der = sign_with(builder.serial_number(serial), h.key).public_bytes(serialization.Encoding.DER)
                 try:
                     db.execute(
                         "INSERT INTO issued (serial, fingerprint, not_after, names, template, issued_at)"
@@ -385,7 +385,7 @@ class InternalCA:
             if reason != RevocationReason.unspecified:
                 entry = entry.add_extension(x509.CRLReason(RevocationReason(reason).to_x509()), critical=False)
             builder = builder.add_revoked_certificate(entry.build())
-        crl = builder.sign(h.key, hash_for(h.key))
+        crl = sign_with(builder, h.key)
         return crl.public_bytes(serialization.Encoding.DER), next_update
 
     # -- state ------------------------------------------------------------------

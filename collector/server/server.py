@@ -35,6 +35,7 @@ from collector.config.core import CollectorConfig, ConfigError, split_hostport
 from collector.issuers.ca_registry import SharedCAState, shared_private_key
 from collector.issuers.factory import build_issuers, check_template_issuers
 from collector.issuers.internal_ca import InternalCA
+from collector.issuers.pkcs11_signer import load_token
 from collector.pki.keywrap import load_key_wrapper
 from collector.issuers.solvers import CallbackHttp01Solver
 from collector.pki import CollectorCA
@@ -85,11 +86,12 @@ def build_renewal(config: CollectorConfig, registry: Registry, clock: Callable[[
         if cfg.get("type") == "acme" and cfg.get("challenge", "http-01") == "http-01" and not cfg.get("http01_listen")
     }
     wrapper = load_key_wrapper(config.keys, config.data_dir, config.base_dir)
+    token = load_token(config.keys.get("pkcs11"), config.base_dir)     # [keys.pkcs11]: CA keys in an HSM
     holder = f"{socket.gethostname()}:{os.getpid()}"
 
     def shared(name: str, old_dir: Any) -> SharedCAState:
         # the internal CAs' state lives in the registry, shared by every collector on it
-        return SharedCAState(registry.issuer_state, wrapper, name, holder, old_dir)
+        return SharedCAState(registry.issuer_state, wrapper, name, holder, old_dir, token)
 
     base_url = str(config.crl.get("url") or "").rstrip("/")
     issuer_cfgs = {
