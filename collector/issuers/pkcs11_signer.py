@@ -143,10 +143,12 @@ class Pkcs11Token:
     def sign(self, label: str, data: bytes, h: hashes.HashAlgorithm) -> bytes:
         p = self._p11
         from pkcs11.util.ec import encode_ecdsa_signature  # optional dependency, as above
-        mech = p.Mechanism.ECDSA_SHA384 if isinstance(h, hashes.SHA384) else p.Mechanism.ECDSA_SHA256
+        # CKM_ECDSA on the digest: every token has it (SoftHSM2 has no CKM_ECDSA_SHA384); hashing is public work
+        digest = hashes.Hash(h)
+        digest.update(data)
         with self._lock:
             priv = self._session.get_key(object_class=p.ObjectClass.PRIVATE_KEY, key_type=p.KeyType.EC, label=label)
-            return encode_ecdsa_signature(priv.sign(data, mechanism=mech))
+            return encode_ecdsa_signature(priv.sign(digest.finalize(), mechanism=p.Mechanism.ECDSA))
 
     def close(self) -> None:
         with self._lock:
