@@ -15,7 +15,8 @@ from agent.endpoints import settings as endpoint_settings
 from agent.windows import settings as windows_settings
 from collector.config import audit, core, notify, policy, renewal, templates
 from collector.domain.policy_rules import RULES
-from collector.issuers import acme, internal_ca
+from collector.issuers import acme, internal_ca, pkcs11_signer
+from collector.pki import keywrap
 from collector.notify.channels import TYPES as CHANNEL_TYPES
 
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
@@ -34,6 +35,9 @@ READERS: dict[str, frozenset[str]] = {
     **{f'`[[notify.channel]]` with `type = "{t}"` (collector.toml)': frozenset(cls.KEYS)
        for t, cls in CHANNEL_TYPES.items()},
     "`[audit]` (collector.toml)": audit.KEYS,
+    "`[keys]` (collector.toml)": keywrap.KEYS,
+    "`[keys.pkcs11]` (collector.toml)": pkcs11_signer.KEYS,
+    "`[crl]` (collector.toml)": core.CRL_KEYS,
     "`[agent]` (agent.toml)": frozenset(agent_core._AGENT_KEYS),
     "`[[store]]` (agent.toml)": frozenset(agent_core._STORE_KEYS),
     "`verify` entries of a `[[store]]` (agent.toml)": frozenset(agent_core._VERIFY_KEYS),

@@ -179,9 +179,13 @@ def _hostport(section: Table, key: str, value: Any) -> None:
         raise section.error(str(e), key) from None
 
 
+#: the settings of ``[crl]`` (collector/server/crl_http.py)
+CRL_KEYS = frozenset({"listen", "url"})
+
+
 def _crl(root: Table) -> dict[str, Any]:
     section = root.table("crl", "[crl]")
-    section.check_keys({"listen", "url"})
+    section.check_keys(CRL_KEYS)
     if section.get("listen"):
         _hostport(section, "listen", section["listen"])
     url = section.get("url", "")

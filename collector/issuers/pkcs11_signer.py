@@ -31,6 +31,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from collector.errors import IssuerError
 
+#: the settings of ``[keys.pkcs11]``
+KEYS = frozenset({"module", "token", "pin_file", "pin_env"})
+
 
 def _der_len(n: int) -> bytes:
     if n < 0x80:
@@ -159,7 +162,7 @@ def load_token(cfg: Mapping[str, Any] | None, base_dir: Path, environ: Mapping[s
     """The token of ``[keys.pkcs11]``; None when not configured."""
     if not cfg:
         return None
-    unknown = set(cfg) - {"module", "token", "pin_file", "pin_env"}
+    unknown = set(cfg) - KEYS
     if unknown:
         raise IssuerError(f"[keys.pkcs11]: unknown setting(s) {', '.join(sorted(unknown))}")
     if not cfg.get("module") or not cfg.get("token"):

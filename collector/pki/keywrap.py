@@ -34,6 +34,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from collector.errors import IssuerError
 
 MAGIC = b"cfkw1"
+#: the settings of ``[keys]`` (``pkcs11`` is a table: collector/issuers/pkcs11_signer.py)
+KEYS = frozenset({"kek_file", "kek_env", "previous_kek_files", "pkcs11"})
 KEK_BYTES = 32
 
 
@@ -129,7 +131,7 @@ def load_key_wrapper(keys: Mapping[str, object] | None, data_dir: Path, base_dir
     """The KEK of the ``[keys]`` table (``kek_file``, ``kek_env``, ``previous_kek_files``); without
     either source, ``<data_dir>/kek`` (made on first use)."""
     keys = dict(keys or {})
-    unknown = set(keys) - {"kek_file", "kek_env", "previous_kek_files", "pkcs11"}
+    unknown = set(keys) - KEYS
     if unknown:
         raise IssuerError(f"[keys]: unknown setting(s) {', '.join(sorted(unknown))}")
     env = os.environ if environ is None else environ
