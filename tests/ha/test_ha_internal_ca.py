@@ -168,3 +168,20 @@ def test_single_collector_files_are_imported_at_first_start(collectors, db_url, 
     (d,) = collectors(db_url, 1)
     assert root_fp(d.ca(), now) == fp
     assert crl_serials(d.ca().crl_der(now)) == {int(gone.serial, 16), int(kept.serial, 16)}
+
+
+def test_the_kept_crl_is_served_until_half_its_validity_then_signed_anew(collectors, db_url) -> None:  # noqa: ANN001
+    now = utcnow()
+    a, b = (c.ca(crl_validity=dt.timedelta(days=2)) for c in collectors(db_url, 2))
+    issued = issue(a, now)
+    first = a.crl_der(now)
+    assert b.crl_der(now + dt.timedelta(hours=1)) == first, "unchanged and young: the same CRL"
+    later = now + dt.timedelta(hours=25)        # past half of 2 days: renewed well before nextUpdate
+    renewed = x509.load_der_x509_crl(b.crl_der(later))
+    old = x509.load_der_x509_crl(first)
+    assert renewed.next_update_utc > old.next_update_utc
+    number = lambda c: c.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number  # noqa: E731
+    assert number(renewed) == number(old) + 1
+    # a revocation makes a new one at once, whoever asks next
+    a.revoke(issued.certificate_der, RevocationReason.superseded, later)
+    assert crl_serials(b.crl_der(later)) == {int(issued.serial, 16)}
