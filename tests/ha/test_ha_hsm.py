@@ -4,6 +4,7 @@ sensitive and not extractable, the registry holds only its label; a real collect
 agent's certificate with it and `ca status` says where the key lives."""
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shutil
 import subprocess
@@ -13,10 +14,12 @@ from typing import Iterator
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import text
 
 from collector.domain.templates import SubjectNames
+from collector.errors import IssuerError
 from collector.issuers.base import RevocationReason
 from collector.issuers.ca_registry import SharedCAState
 from collector.issuers.internal_ca import InternalCA
@@ -101,8 +104,6 @@ def test_hierarchy_in_the_token_shared_by_collectors_key_never_leaves(collectors
 
 
 def test_pkcs11_settings_are_checked(tmp_path, softhsm) -> None:  # noqa: ANN001
-    from collector.errors import IssuerError
-
     loose = tmp_path / "pin"
     loose.write_text(PIN)
     loose.chmod(0o644)
@@ -180,11 +181,6 @@ def test_a_collector_renews_with_the_key_in_the_token(tmp_path, softhsm, pg_url)
 def _intermediate_for(token: Pkcs11Token, label: str, leaf: x509.Certificate) -> x509.Certificate:
     """A stand-in issuer certificate carrying the token key's public key (verify_directly_issued_by
     needs a certificate): the leaf verifies under it only if the token's key signed it."""
-    import datetime as dt
-
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import ec
-
     k = ec.generate_private_key(ec.SECP256R1())
     pub = token.key(label).public_key()
     return (x509.CertificateBuilder().subject_name(leaf.issuer).issuer_name(leaf.issuer).public_key(pub)
