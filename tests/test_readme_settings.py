@@ -17,7 +17,8 @@ from collector.config import approvals, audit, core, limits, netscan, notify, po
 from collector.config import metrics as metrics_settings
 from agent.metrics import settings as agent_metrics
 from collector.domain.policy_rules import RULES
-from collector.issuers import acme, internal_ca
+from collector.issuers import acme, internal_ca, pkcs11_signer
+from collector.pki import keywrap
 from collector.notify.channels import TYPES as CHANNEL_TYPES
 
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
@@ -41,6 +42,9 @@ READERS: dict[str, frozenset[str]] = {
     "`[limits]` (collector.toml)": limits.KEYS,
     "`[approvals]` (collector.toml)": approvals.KEYS,
     "`[netscan]` (collector.toml)": netscan.KEYS,
+    "`[keys]` (collector.toml)": keywrap.KEYS,
+    "`[keys.pkcs11]` (collector.toml)": pkcs11_signer.KEYS,
+    "`[crl]` (collector.toml)": core.CRL_KEYS,
     "`[agent]` (agent.toml)": frozenset(agent_core._AGENT_KEYS),
     "`[[store]]` (agent.toml)": frozenset(agent_core._STORE_KEYS),
     "`verify` entries of a `[[store]]` (agent.toml)": frozenset(agent_core._VERIFY_KEYS),

@@ -54,7 +54,7 @@ def split_hostport(value: str, what: str) -> tuple[str, int]:
 
 #: the tables a collector config may have
 TABLES = ("collector", "issuers", "templates", "renewal", "policy", "notify", "audit", "metrics", "log", "limits",
-          "netscan", "approvals")
+          "netscan", "approvals", "keys", "crl")
 _KEYS = {
     "data_dir", "database_url", "listen", "enroll_listen", "advertise", "enroll_advertise",
     "server_names", "token_ttl", "agent_cert_lifetime", "admin_cert_lifetime",
@@ -86,6 +86,11 @@ class CollectorConfig:
     limits: StreamLimits = field(default_factory=StreamLimits)
     netscan: NetscanSettings = field(default_factory=NetscanSettings)
     approvals: ApprovalSettings = field(default_factory=ApprovalSettings)
+    #: [keys]: the key-encryption key for CA keys in the registry (collector/pki/keywrap.py)
+    keys: Mapping[str, Any] = field(default_factory=dict)
+    #: [crl]: listen (HOST:PORT of the plain-HTTP CRL listener), url (its public base URL, written
+    #: into issued certificates as CRL distribution point): collector/server/crl_http.py
+    crl: Mapping[str, Any] = field(default_factory=dict)
     #: the tables after [collector] as written, for tools that compare what the file says; every
     #: feature reads its typed value above
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -177,6 +182,8 @@ def config_from_dict(raw: Mapping[str, Any], base: pathlib.Path, path: pathlib.P
         limits=StreamLimits.from_table(root.table("limits", "[limits]")),
         netscan=NetscanSettings.from_table(root.table("netscan", "[netscan]")),
         approvals=ApprovalSettings.from_table(root.table("approvals", "[approvals]")),
+        keys=dict(root.table("keys", "[keys]")),
+        crl=_crl(root),
         extra={k: v for k, v in raw.items() if k != "collector"},
     )
 
@@ -186,6 +193,21 @@ def _hostport(section: Table, key: str, value: Any) -> None:
         split_hostport(value, f"[collector] {key}")
     except ConfigError as e:
         raise section.error(str(e), key) from None
+
+
+#: the settings of ``[crl]`` (collector/server/crl_http.py)
+CRL_KEYS = frozenset({"listen", "url"})
+
+
+def _crl(root: Table) -> dict[str, Any]:
+    section = root.table("crl", "[crl]")
+    section.check_keys(CRL_KEYS)
+    if section.get("listen"):
+        _hostport(section, "listen", section["listen"])
+    url = section.get("url", "")
+    if url and not str(url).startswith("http://"):
+        raise section.error("[crl] url must be a plain http:// URL (relying parties fetch CRLs without TLS)", "url")
+    return dict(section)
 
 
 def _issuers(root: Table) -> dict[str, Table]:

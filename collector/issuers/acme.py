@@ -19,7 +19,10 @@ may be requested and which key the CSR must have.
 Account: an EC P-256 key in ``<data_dir>/issuers/<name>/account.key`` (0600),
 made once. The account is found again by that key (``newAccount`` answers with
 the existing account), so the registration is reused across restarts and by
-every collector sharing the directory; ``account.json`` records its URL.
+every collector sharing the directory; ``account.json`` records its URL. Run by the collector
+server, the key is the registry's instead (``shared_key``: wrapped with the KEK,
+collector/issuers/ca_registry.py): one account per issuer per registry, whichever collector
+registers first; an ``account.key`` left by an older collector is imported.
 
 Config (``[issuers.<name>]``, ``type = "acme"``)::
 
@@ -49,7 +52,7 @@ import logging
 import os
 import threading
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import josepy as jose
 import requests
@@ -106,6 +109,7 @@ class AcmeIssuer:
         order_timeout: dt.timedelta = DEFAULT_ORDER_TIMEOUT,
         network_timeout: dt.timedelta = DEFAULT_NETWORK_TIMEOUT,
         user_agent: str = "certfleet",
+        shared_key: Callable[[Callable[[], Any], Path], Any] | None = None,
     ) -> None:
         if not directory_url.startswith(("https://", "http://")):
             raise TemplateConfigError(f"issuer {name!r}: directory_url must be an https:// URL")
@@ -124,6 +128,8 @@ class AcmeIssuer:
         self.network_timeout = network_timeout
         self.user_agent = user_agent
         self._lock = threading.Lock()
+        # the registry's account key (one account per issuer per registry): (make, old file) -> key
+        self.shared_key = shared_key
         self._account: tuple[jose.JWKEC, messages.Directory, messages.RegistrationResource] | None = None
 
     def __repr__(self) -> str:
@@ -132,7 +138,7 @@ class AcmeIssuer:
     @classmethod
     def from_config(
         cls, name: str, cfg: Mapping[str, Any], data_dir: Path, base_dir: Path | None = None,
-        solver: ChallengeSolver | None = None,
+        solver: ChallengeSolver | None = None, shared_key: Callable[[Callable[[], Any], Path], Any] | None = None,
     ) -> "AcmeIssuer":
         check_keys(name, cfg, CONFIG_KEYS)
         base = Path(base_dir) if base_dir is not None else Path(data_dir)
@@ -182,11 +188,17 @@ class AcmeIssuer:
             eab_kid=eab_kid, eab_hmac_key=eab_key,
             order_timeout=config_duration(name, cfg, "order_timeout", DEFAULT_ORDER_TIMEOUT),
             network_timeout=config_duration(name, cfg, "network_timeout", DEFAULT_NETWORK_TIMEOUT),
+            shared_key=shared_key,
         )
 
     # -- account ----------------------------------------------------------------
 
     def _account_key(self) -> jose.JWKEC:
+        if self.shared_key is not None:
+            self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)   # account.json (the URL) goes there
+            # kept in the registry, wrapped; an account.key of a collector from before is imported
+            key = self.shared_key(lambda: ec.generate_private_key(ec.SECP256R1()), self.state_dir / ACCOUNT_KEY_FILE)
+            return jose.JWKEC(key=key)
         self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         path = self.state_dir / ACCOUNT_KEY_FILE
         if not path.exists():

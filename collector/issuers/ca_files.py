@@ -14,7 +14,7 @@ import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Union
+from typing import Any, Callable, Iterator, Union
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -65,33 +65,41 @@ def create_hierarchy(name: str, d: Path, common_name: str, ca_key_type: str, roo
             f"issuer {name!r}: {present} exists but {missing} is missing: restore it from a backup; "
             "remove both only to make a new CA (every certificate it issued must then be replaced)"
         )
-    if root_key_path.exists():
-        root_key = _read_key(root_key_path)
-        root = _read_certs(root_cert_path)[0]
-    else:
-        root_key = _new_ca_key(ca_key_type, root=True)
-        root_name = _ca_name(f"{common_name} Root CA")
-        root = (
-            _ca_builder(root_name, root_name, root_key.public_key(), now, now + root_validity, path_length=1)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(root_key.public_key()), critical=False)
-            .sign(root_key, hash_for(root_key))
-        )
+    root_key = _read_key(root_key_path) if root_key_path.exists() else None
+    root = _read_certs(root_cert_path)[0] if root_key is not None else None
+    h, root_key = new_hierarchy(common_name, ca_key_type, root_validity, intermediate_validity, now, root_key, root)
+    if not root_key_path.exists():
         write_private_file(root_key_path, _key_pem(root_key), replace=False)
-        write_public_file(root_cert_path, root.public_bytes(serialization.Encoding.PEM))
-    key = _new_ca_key(ca_key_type, root=False)
+        write_public_file(root_cert_path, h.root.public_bytes(serialization.Encoding.PEM))
+    key, inter = h.key, h.issuing
+    write_private_file(d / INTERMEDIATE_KEY_FILE, _key_pem(key), replace=False)
+    write_public_file(d / INTERMEDIATE_CERT_FILE, inter.public_bytes(serialization.Encoding.PEM))
+    return h
+
+
+def new_hierarchy(common_name: str, ca_key_type: str, root_validity: dt.timedelta,
+                  intermediate_validity: dt.timedelta, now: dt.datetime, root_key: PrivateKey | None = None,
+                  root: x509.Certificate | None = None,
+                  make_key: Callable[[bool], Any] | None = None) -> tuple[Hierarchy, PrivateKey]:
+    """A root (unless ``root_key`` and ``root`` are given) and a new intermediate, in memory;
+    (the hierarchy, the root key). ``make_key(root)`` makes the keys elsewhere (a PKCS#11 token)."""
+    new_key = make_key or (lambda is_root: _new_ca_key(ca_key_type, root=is_root))
+    if root_key is None or root is None:
+        root_key = new_key(True)
+        root_name = _ca_name(f"{common_name} Root CA")
+        root = sign_with(
+            _ca_builder(root_name, root_name, root_key.public_key(), now, now + root_validity, path_length=1)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(root_key.public_key()), critical=False),
+            root_key)
+    key = new_key(False)
     not_after = min(now + intermediate_validity, root.not_valid_after_utc)
-    inter = (
+    inter = sign_with(
         _ca_builder(_ca_name(f"{common_name} Intermediate CA"), root.subject, key.public_key(), now,
                     not_after, path_length=0)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(aki(root), critical=False)
-        .sign(root_key, hash_for(root_key))
-    )
-    write_private_file(d / INTERMEDIATE_KEY_FILE, _key_pem(key), replace=False)
-    write_public_file(d / INTERMEDIATE_CERT_FILE, inter.public_bytes(serialization.Encoding.PEM))
-    return Hierarchy(key=key, issuing=inter, intermediates=(inter,), root=root)
-
-
+        .add_extension(aki(root), critical=False),
+        root_key)
+    return Hierarchy(key=key, issuing=inter, intermediates=(inter,), root=root), root_key
 
 
 @contextlib.contextmanager
@@ -179,6 +187,14 @@ def _new_ca_key(kind: str, *, root: bool) -> PrivateKey:
     if kind == "rsa":
         return rsa.generate_private_key(public_exponent=65537, key_size=4096 if root else 3072)
     return ec.generate_private_key(ec.SECP384R1())
+
+
+def sign_with(builder: Any, key: Any) -> Any:
+    """``builder`` (certificate or CRL) signed by ``key``: one of cryptography's, or a key in a
+    PKCS#11 token (collector/issuers/pkcs11_signer.py), which signs the builder itself."""
+    if hasattr(key, "sign_builder"):
+        return key.sign_builder(builder)
+    return builder.sign(key, hash_for(key))
 
 
 def hash_for(key: PrivateKey) -> hashes.HashAlgorithm:

@@ -30,8 +30,10 @@ __all__ = ["build_issuers", "FACTORIES", "IssuerFactory", "check_template_issuer
 IssuerFactory = Callable[..., Issuer]
 
 
-def _internal_ca(name: str, cfg: Mapping[str, Any], data_dir: Path, base_dir: Path | None, **_: Any) -> Issuer:
-    return InternalCA.from_config(name, cfg, data_dir, base_dir)
+def _internal_ca(name: str, cfg: Mapping[str, Any], data_dir: Path, base_dir: Path | None, **kw: Any) -> Issuer:
+    shared = kw.get("shared_state")
+    return InternalCA.from_config(name, cfg, data_dir, base_dir,
+                                  shared=shared(name, Path(data_dir) / "issuers" / name) if shared else None)
 
 
 def _acme(name: str, cfg: Mapping[str, Any], data_dir: Path, base_dir: Path | None, **kw: Any) -> Issuer:
@@ -42,7 +44,9 @@ def _acme(name: str, cfg: Mapping[str, Any], data_dir: Path, base_dir: Path | No
         raise TemplateConfigError(
             f"issuer {name!r}: type \"acme\" needs the acme package: install certfleet[collector] ({e})"
         ) from None
-    return AcmeIssuer.from_config(name, cfg, data_dir, base_dir, solver=kw.get("solver"))
+    shared_key = kw.get("shared_key")
+    return AcmeIssuer.from_config(name, cfg, data_dir, base_dir, solver=kw.get("solver"),
+                                  shared_key=shared_key(name, "acme_account_key") if shared_key else None)
 
 
 FACTORIES: dict[str, IssuerFactory] = {
@@ -58,6 +62,8 @@ def build_issuers(
     base_dir: Path | None = None,
     solvers: Mapping[str, Any] | None = None,
     factories: Mapping[str, IssuerFactory] | None = None,
+    shared_state: Callable[[str, Path], Any] | None = None,
+    shared_key: Callable[[str, str], Any] | None = None,
 ) -> dict[str, Issuer]:
     """``{name: Issuer}`` from ``{name: {"type": ..., ...}}``.
 
@@ -66,6 +72,9 @@ def build_issuers(
     (the config file's folder; default ``data_dir``). ``solvers``: challenge
     solvers made in code, by issuer name (e.g. an http-01 solver that asks the
     agent to serve the challenge); they override the configured ``challenge``.
+    ``shared_state(name, old_dir)``: the registry-backed state of an internal CA
+    (collector/issuers/ca_registry.py); without it, the state is in ``data_dir`` (one collector).
+    ``shared_key(name, kind)``: the registry's wrapped key of that kind (the ACME account key).
     """
     table = dict(FACTORIES if factories is None else factories)
     out: dict[str, Issuer] = {}
@@ -82,6 +91,10 @@ def build_issuers(
             raise issuer_error(cfg, f"issuer {name!r}: type {kind!r} is not one of: {', '.join(sorted(table))}",
                                "type")
         extra: dict[str, Any] = {}
+        if shared_state is not None:
+            extra["shared_state"] = shared_state
+        if shared_key is not None:
+            extra["shared_key"] = shared_key
         if solvers and name in solvers:
             extra["solver"] = solvers[name]
         out[name] = table[kind](name, cfg, Path(data_dir), base_dir, **extra)

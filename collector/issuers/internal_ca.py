@@ -50,7 +50,7 @@ import json
 import sqlite3
 import threading
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -60,10 +60,13 @@ from collector.domain.templates import SubjectNames, Template, TemplateConfigErr
 from collector.errors import IssuerError
 from collector.issuers.base import Issued, RevocationReason, prepare_request, utc
 from collector.issuers.ca_files import (
-    CLOCK_SKEW, INTERMEDIATE_CERT_FILE, Hierarchy, aki, create_hierarchy, dir_lock, hash_for, load_generated,
-    load_imported, random_serial, sha256_hex,
+    CLOCK_SKEW, INTERMEDIATE_CERT_FILE, Hierarchy, aki, create_hierarchy, dir_lock, load_generated,
+    load_imported, new_hierarchy, random_serial, sha256_hex, sign_with,
 )
 from collector.issuers.settings import check_keys, config_duration, config_path
+
+if TYPE_CHECKING:   # the shared state is handed in by the composition root; only its type is named here
+    from collector.issuers.ca_registry import SharedCAState
 
 STATE_FILE = "state.sqlite3"
 MIN_LEAF_LIFETIME = dt.timedelta(minutes=1)
@@ -97,6 +100,7 @@ class InternalCA:
         intermediate_validity: dt.timedelta = DEFAULT_INTERMEDIATE_VALIDITY,
         crl_validity: dt.timedelta = DEFAULT_CRL_VALIDITY,
         crl_url: str | None = None,
+        shared: "SharedCAState | None" = None,
     ) -> None:
         self.name = name
         self.directory = Path(directory)
@@ -111,13 +115,18 @@ class InternalCA:
         self._lock = threading.Lock()
         self._hierarchy: Hierarchy | None = None
         self._schema_ready = False
+        self.shared = shared
+        self.origin = ""
         imported = [root_cert, intermediate_cert, intermediate_key]
+        self._imported_paths = imported
         self.imported = any(p is not None for p in imported)
-        if self.imported:
-            if not all(p is not None for p in imported):
-                raise TemplateConfigError(
-                    f"issuer {name!r}: importing a CA needs root_cert, intermediate_cert and intermediate_key together"
-                )
+        if self.imported and not all(p is not None for p in imported):
+            raise TemplateConfigError(
+                f"issuer {name!r}: importing a CA needs root_cert, intermediate_cert and intermediate_key together"
+            )
+        if shared is not None:
+            pass    # the registry holds the hierarchy: read (or made) on first use, see hierarchy()
+        elif self.imported:
             self._hierarchy = load_imported(Path(root_cert), Path(intermediate_cert), Path(intermediate_key))  # type: ignore[arg-type]
         elif (self.directory / INTERMEDIATE_CERT_FILE).exists():
             # Fail at start-up, not at the first renewal, when the files are broken.
@@ -130,7 +139,8 @@ class InternalCA:
     # -- configuration --------------------------------------------------------
 
     @classmethod
-    def from_config(cls, name: str, cfg: Mapping[str, Any], data_dir: Path, base_dir: Path | None = None) -> "InternalCA":
+    def from_config(cls, name: str, cfg: Mapping[str, Any], data_dir: Path, base_dir: Path | None = None,
+                    shared: "SharedCAState | None" = None) -> "InternalCA":
         check_keys(name, cfg, CONFIG_KEYS)
         base = Path(base_dir) if base_dir is not None else Path(data_dir)
         return cls(
@@ -145,6 +155,7 @@ class InternalCA:
             intermediate_validity=config_duration(name, cfg, "intermediate_validity", DEFAULT_INTERMEDIATE_VALIDITY),
             crl_validity=config_duration(name, cfg, "crl_validity", DEFAULT_CRL_VALIDITY),
             crl_url=str(cfg.get("crl_url") or "") or None,
+            shared=shared,
         )
 
     # -- the hierarchy ----------------------------------------------------------
@@ -152,6 +163,15 @@ class InternalCA:
     def hierarchy(self, now: dt.datetime) -> Hierarchy:
         """The root and intermediate(s), made on first use in generated mode."""
         if self._hierarchy is not None:
+            return self._hierarchy
+        if self.shared is not None:
+            with self._lock:
+                if self._hierarchy is None:
+                    self._hierarchy, self.origin = self.shared.load_or_create(
+                        self._load_imported if self.imported else None,
+                        lambda make_key=None: new_hierarchy(self.common_name, self.ca_key_type, self.root_validity,
+                                                            self.intermediate_validity, utc(now), make_key=make_key),
+                        utc(now))
             return self._hierarchy
         with self._lock, dir_lock(self.directory):
             if self._hierarchy is None:
@@ -162,6 +182,10 @@ class InternalCA:
                         self.name, self.directory, self.common_name, self.ca_key_type, self.root_validity,
                         self.intermediate_validity, utc(now))
         return self._hierarchy
+
+    def _load_imported(self) -> Hierarchy:
+        root_cert, intermediate_cert, intermediate_key = self._imported_paths
+        return load_imported(Path(root_cert), Path(intermediate_cert), Path(intermediate_key))  # type: ignore[arg-type]
 
     def root_der(self, now: dt.datetime) -> bytes:
         """The root certificate (DER): the trust anchor to distribute to clients."""
@@ -209,11 +233,31 @@ class InternalCA:
                 )]),
                 critical=False,
             )
+        if self.shared is not None:
+            for _ in range(5):
+                serial = random_serial()
+                der = sign_with(builder.serial_number(serial), h.key).public_bytes(serialization.Encoding.DER)
+                if self.shared.record_issued(format(serial, "x"), sha256_hex(der), not_after, names.all(),
+                                             template.name, now):
+                    break
+            else:  # pragma: no cover - 5 collisions of 128 random bits
+                raise IssuerError(f"issuer {self.name!r}: could not draw an unused serial number")
+        else:
+            serial, der = self._issue_file_mode(builder, h, not_after, names, template, now)
+        return Issued(
+            certificate_der=der,
+            chain_ders=tuple(c.public_bytes(serialization.Encoding.DER) for c in h.intermediates),
+            root_der=h.root.public_bytes(serialization.Encoding.DER),
+            not_after=not_after,
+            serial=format(serial, "x"),
+        )
+
+    def _issue_file_mode(self, builder: x509.CertificateBuilder, h: Hierarchy, not_after: dt.datetime,
+                         names: SubjectNames, template: Template, now: dt.datetime) -> tuple[int, bytes]:
         with self._state() as db:
             for _ in range(5):
                 serial = random_serial()
-                cert = builder.serial_number(serial).sign(h.key, hash_for(h.key))
-                der = cert.public_bytes(serialization.Encoding.DER)
+                der = sign_with(builder.serial_number(serial), h.key).public_bytes(serialization.Encoding.DER)
                 try:
                     db.execute(
                         "INSERT INTO issued (serial, fingerprint, not_after, names, template, issued_at)"
@@ -223,16 +267,8 @@ class InternalCA:
                     )
                 except sqlite3.IntegrityError:  # a serial seen before: draw again
                     continue
-                break
-            else:  # pragma: no cover - 5 collisions of 128 random bits
-                raise IssuerError(f"issuer {self.name!r}: could not draw an unused serial number")
-        return Issued(
-            certificate_der=der,
-            chain_ders=tuple(c.public_bytes(serialization.Encoding.DER) for c in h.intermediates),
-            root_der=h.root.public_bytes(serialization.Encoding.DER),
-            not_after=not_after,
-            serial=format(serial, "x"),
-        )
+                return serial, der
+        raise IssuerError(f"issuer {self.name!r}: could not draw an unused serial number")  # pragma: no cover
 
     # -- revocation -------------------------------------------------------------
 
@@ -256,30 +292,29 @@ class InternalCA:
                 f"was not issued by {self.name!r}; revoke it at the CA that issued it"
             )
         serial = format(cert.serial_number, "x")
+
+        def decide(current: int | None) -> tuple[str, int]:
+            return revocation_action(serial, current, reason)
+
+        if self.shared is not None:
+            if self.shared.store.revise(self.name, serial, decide, now, cert.not_valid_after_utc) != "none":
+                self.published_crl(now)     # regenerated on each revocation: every collector serves it
+            return
         with self._state() as db:
             row = db.execute("SELECT reason FROM revoked WHERE serial = ?", (serial,)).fetchone()
-            if reason is RevocationReason.remove_from_crl:
-                if row is None:
-                    raise IssuerError(f"serial {serial} is not revoked: there is no hold to remove")
-                if row[0] != RevocationReason.certificate_hold:
-                    raise IssuerError(
-                        f"serial {serial} is revoked for {RevocationReason(row[0]).rfc_name}, which is permanent; "
-                        "only a certificateHold can be removed"
-                    )
+            action, code = decide(None if row is None else int(row[0]))
+            if action == "delete":
                 db.execute("DELETE FROM revoked WHERE serial = ?", (serial,))
-                return
-            if row is None:
+            elif action == "insert":
                 db.execute(
                     "INSERT INTO revoked (serial, reason, revoked_at, not_after) VALUES (?, ?, ?, ?)",
-                    (serial, int(reason), now.isoformat(), cert.not_valid_after_utc.isoformat()),
+                    (serial, code, now.isoformat(), cert.not_valid_after_utc.isoformat()),
                 )
-            elif row[0] == RevocationReason.certificate_hold and reason is not RevocationReason.certificate_hold:
+            elif action == "update":
                 db.execute("UPDATE revoked SET reason = ?, revoked_at = ? WHERE serial = ?",
-                           (int(reason), now.isoformat(), serial))
-            elif reason is RevocationReason.key_compromise and row[0] != RevocationReason.key_compromise:
-                db.execute("UPDATE revoked SET reason = ? WHERE serial = ?", (int(reason), serial))
-            elif reason is RevocationReason.certificate_hold and row[0] != RevocationReason.certificate_hold:
-                raise IssuerError(f"serial {serial} is already revoked permanently; it cannot be put on hold")
+                           (code, now.isoformat(), serial))
+            elif action == "reason":
+                db.execute("UPDATE revoked SET reason = ? WHERE serial = ?", (code, serial))
 
     def issued(self, certificate_der: bytes, now: dt.datetime) -> bool:
         """Whether the issuing CA signed ``certificate_der`` (:class:`KnowsIssued`)."""
@@ -287,44 +322,71 @@ class InternalCA:
             cert = x509.load_der_x509_certificate(bytes(certificate_der))
         except ValueError:
             return False
-        if self._hierarchy is None and not (self.directory / INTERMEDIATE_CERT_FILE).exists():
+        if self.shared is not None:
+            if self._hierarchy is None and not self.shared.exists():
+                return False    # nothing made yet, so nothing issued (and asking makes nothing)
+        elif self._hierarchy is None and not (self.directory / INTERMEDIATE_CERT_FILE).exists():
             return False    # nothing made yet, so nothing issued (and asking makes nothing)
         return _issued_by(cert, self.hierarchy(utc(now)))
 
     def revocations(self) -> list[tuple[str, RevocationReason, dt.datetime]]:
         """``(serial hex, reason, revoked at)`` of every recorded revocation."""
+        if self.shared is not None:
+            return [(r.serial, RevocationReason(r.reason), r.revoked_at)
+                    for r in self.shared.store.revocations(self.name)]
         with self._state() as db:
             rows = db.execute("SELECT serial, reason, revoked_at FROM revoked ORDER BY revoked_at").fetchall()
         return [(s, RevocationReason(r), dt.datetime.fromisoformat(t)) for s, r, t in rows]
 
     def crl_der(self, now: dt.datetime) -> bytes:
-        """A CRL signed by the issuing CA, listing revoked certificates that have not expired."""
+        """A CRL signed by the issuing CA, listing revoked certificates that have not expired
+        (with the registry's state: the current one, identical on every collector)."""
         now = utc(now)
-        h = self.hierarchy(now)
+        if self.shared is not None:
+            return self.published_crl(now, reuse=True)
         with self._state() as db:
             db.execute("UPDATE meta SET value = value + 1 WHERE key = 'crl_number'")
             number = int(db.execute("SELECT value FROM meta WHERE key = 'crl_number'").fetchone()[0])
             rows = db.execute(
                 "SELECT serial, reason, revoked_at FROM revoked WHERE not_after >= ?", (now.isoformat(),)
             ).fetchall()
-        next_update = min(now + self.crl_validity, h.issuing.not_valid_after_utc)
+        return self._sign_crl(now, number, [(s, r, dt.datetime.fromisoformat(t)) for s, r, t in rows])[0]
+
+    def published_crl(self, now: dt.datetime, reuse: bool = False) -> bytes:
+        """The registry's current CRL: a new one unless ``reuse`` and the kept one lists every
+        revocation and is not past the first half of its validity (so it is renewed well before
+        ``nextUpdate``)."""
+        assert self.shared is not None
+        now = utc(now)
+        self.hierarchy(now)
+
+        def fresh(row: Any) -> bool:
+            return row.revision == row.current_revision and now < row.next_update - self.crl_validity / 2
+
+        return self.shared.store.make_crl(
+            self.name, now, lambda number, rows: self._sign_crl(now, number, [
+                (r.serial, r.reason, r.revoked_at) for r in rows]),
+            fresh if reuse else None)
+
+    def _sign_crl(self, now: dt.datetime, number: int,
+                  rows: list[tuple[str, int, dt.datetime]]) -> tuple[bytes, dt.datetime]:
+        h = self.hierarchy(now)
+        next_update = max(min(now + self.crl_validity, h.issuing.not_valid_after_utc), now + dt.timedelta(minutes=1))
         builder = (
             x509.CertificateRevocationListBuilder()
             .issuer_name(h.issuing.subject)
             .last_update(now)
-            .next_update(max(next_update, now + dt.timedelta(minutes=1)))
+            .next_update(next_update)
             .add_extension(x509.CRLNumber(number), critical=False)
             .add_extension(aki(h.issuing), critical=False)
         )
         for serial, reason, revoked_at in rows:
-            entry = x509.RevokedCertificateBuilder().serial_number(int(serial, 16)).revocation_date(
-                dt.datetime.fromisoformat(revoked_at)
-            )
+            entry = x509.RevokedCertificateBuilder().serial_number(int(serial, 16)).revocation_date(revoked_at)
             if reason != RevocationReason.unspecified:
                 entry = entry.add_extension(x509.CRLReason(RevocationReason(reason).to_x509()), critical=False)
             builder = builder.add_revoked_certificate(entry.build())
-        crl = builder.sign(h.key, hash_for(h.key))
-        return crl.public_bytes(serialization.Encoding.DER)
+        crl = sign_with(builder, h.key)
+        return crl.public_bytes(serialization.Encoding.DER), next_update
 
     # -- state ------------------------------------------------------------------
 
@@ -357,6 +419,31 @@ CREATE TABLE IF NOT EXISTS revoked (
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO meta (key, value) VALUES ('crl_number', 0);
 """
+
+
+def revocation_action(serial: str, current: int | None, reason: RevocationReason) -> tuple[str, int]:
+    """What a revocation does to the recorded one (pure): ``(action, reason code)``, the action one
+    of ``insert``, ``update`` (reason and time), ``reason`` (reason only), ``delete``, ``none``.
+
+    ``certificateHold`` can be lifted later with ``removeFromCRL``; any other reason is permanent
+    (a later ``keyCompromise`` still replaces a milder reason); repeating changes nothing."""
+    hold, kc = RevocationReason.certificate_hold, RevocationReason.key_compromise
+    if reason is RevocationReason.remove_from_crl:
+        if current is None:
+            raise IssuerError(f"serial {serial} is not revoked: there is no hold to remove")
+        if current != hold:
+            raise IssuerError(f"serial {serial} is revoked for {RevocationReason(current).rfc_name}, which is "
+                              "permanent; only a certificateHold can be removed")
+        return "delete", current
+    if current is None:
+        return "insert", int(reason)
+    if current == hold and reason is not hold:
+        return "update", int(reason)
+    if reason is kc and current != kc:
+        return "reason", int(reason)
+    if reason is hold and current != hold:
+        raise IssuerError(f"serial {serial} is already revoked permanently; it cannot be put on hold")
+    return "none", current
 
 
 def _issued_by(cert: x509.Certificate, h: Hierarchy) -> bool:

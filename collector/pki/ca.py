@@ -127,6 +127,22 @@ class CollectorCA:
     @classmethod
     def _create(cls, directory: Path, now: dt.datetime, common_name: str) -> "CollectorCA":
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        made = cls._create_in_memory(now, common_name)
+        key, cert = made._key, made.certificate
+        key_path = directory / CA_KEY_FILE
+        # No clobbering: two collectors starting at once on a shared directory
+        # must not both create a CA.
+        try:
+            write_private_file(key_path, key_pem(key), replace=False)
+        except FileExistsError:
+            raise PKIError(f"{key_path} appeared while creating the CA: another collector is starting; retry") from None
+        write_public_file(directory / CA_CERT_FILE, cert_pem(cert))
+        return cls(key, cert, directory)
+
+    @classmethod
+    def _create_in_memory(cls, now: dt.datetime, common_name: str = "certfleet collector CA") -> "CollectorCA":
+        """A new CA (EC P-256, 10 years), written nowhere (collector/pki/shared.py keeps it in the registry)."""
+        now = utc(now)
         key = ec.generate_private_key(ec.SECP256R1())
         name = x509.Name([
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, "certfleet"),
@@ -153,15 +169,7 @@ class CollectorCA:
             .add_extension(ski, critical=False)
             .sign(key, hashes.SHA256())
         )
-        key_path = directory / CA_KEY_FILE
-        # No clobbering: two collectors starting at once on a shared directory
-        # must not both create a CA.
-        try:
-            write_private_file(key_path, key_pem(key), replace=False)
-        except FileExistsError:
-            raise PKIError(f"{key_path} appeared while creating the CA: another collector is starting; retry") from None
-        write_public_file(directory / CA_CERT_FILE, cert_pem(cert))
-        return cls(key, cert, directory)
+        return cls(key, cert)
 
     # -- what it is -----------------------------------------------------------
 

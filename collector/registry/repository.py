@@ -15,6 +15,7 @@ revision and builds one store per concern on the same engine:
     registry.audit          the hash-chained audit trail (audit.py)
     registry.authority      name grants, host allows, agents' recorded names and labels (authority.py)
     registry.approvals      jobs waiting for an approver, and the decisions (approvals.py)
+    registry.issuer_state   the internal CAs' hierarchies, serial logs, revocations, CRLs (issuer_state.py)
 
 ``registry.discovery`` is the name callers knew for network scans and stale services
 together: one object with the methods of both stores.
@@ -44,6 +45,7 @@ from collector.registry.authority import AuthorityStore
 from collector.registry.audit import AuditLog
 from collector.registry.certificates import CertificateStore
 from collector.registry.ingest import ReportTxn, begin_report, record_install
+from collector.registry.issuer_state import IssuerStateStore
 from collector.registry.jobs import JobStore
 from collector.registry.leases import LeaseStore
 from collector.registry.netscans import NetscanStore
@@ -93,6 +95,7 @@ class Registry:
         self.audit = AuditLog(engine)
         self.authority = AuthorityStore(engine)
         self.approvals = ApprovalStore(engine, self.jobs)
+        self.issuer_state = IssuerStateStore(engine)
 
     @classmethod
     def open(cls, url: str, **engine_kwargs: Any) -> Registry:

@@ -111,12 +111,63 @@ def cmd_init_admin(ns: argparse.Namespace) -> int:
 def cmd_ca_fingerprint(ns: argparse.Namespace) -> int:
     # start-up time: each command loads only what it needs (see above)
     from collector.config.core import load_config
-    from collector.pki import CollectorCA
-    from collector.server.server import utcnow
+    from collector.server.server import prepare
 
     config = load_config(ns.config)
-    config.pki_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    print(CollectorCA.load_or_create(config.pki_dir, utcnow()).fingerprint_sha256)
+    state = prepare(config)     # the collector CA is the registry's (collector/pki/shared.py)
+    state.registry.close()
+    print(state.ca.fingerprint_sha256)
+    return 0
+
+
+def cmd_ca_status(ns: argparse.Namespace) -> int:
+    """Where each CA's key lives: the collector CA (files in data_dir/pki) and every internal CA issuer
+    (the registry: wrapped with which KEK, or in which token), with its origin and root fingerprint."""
+    import hashlib
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
+    # start-up time: each command loads only what it needs (see above)
+    from collector.config.core import load_config
+    from collector.pki.keywrap import load_key_wrapper
+    from collector.registry import Registry
+
+    config = load_config(ns.config)
+    wrapper = load_key_wrapper(config.keys, config.data_dir, config.base_dir)
+    print(f"key-encryption key: id {wrapper.kek_id} from {wrapper.source}")
+    print(f"collector CA (agent and admin identities): files in {config.pki_dir}")
+    with Registry.open(config.database_url) as registry:
+        rows = {r.issuer: r for r in registry.issuer_state.list()}
+        for name, cfg in sorted(config.issuers.items()):
+            if cfg.get("type") != "internal_ca":
+                print(f"issuer {name}: type {cfg.get('type')}, no CA key held")
+                continue
+            row = rows.get(name)
+            if row is None:
+                print(f"issuer {name}: internal CA, not made yet (made at the first collector start)")
+                continue
+            root = x509.load_pem_x509_certificate(row.root_pem.encode())
+            fp = root.fingerprint(hashes.SHA256()).hex()
+            where = (f"registry, wrapped with KEK {row.kek_id}" + ("" if row.kek_id == wrapper.kek_id
+                                                                   else " (not this collector's KEK)")
+                     if row.key_store == "kek" else f"{row.key_store} token, label "
+                     f"{bytes(row.key_ref).decode(errors='replace')} (never exported)")
+            root_key = ("registry, wrapped" if row.root_key_ref is not None else "not held (offline)")
+            issued = registry.issuer_state.issued_count(name)
+            revoked = len(registry.issuer_state.revocations(name))
+            print(f"issuer {name}: internal CA ({row.origin}, made {row.created_at:%Y-%m-%d %H:%M} UTC by "
+                  f"{row.created_by}); root SHA-256 {fp}; issuing key: {where}; root key: {root_key}; "
+                  f"{issued} issued, {revoked} revoked; key ref digest "
+                  f"{hashlib.sha256(bytes(row.key_ref)).hexdigest()[:12]}")
+    return 0
+
+
+def cmd_ca_new_kek(ns: argparse.Namespace) -> int:
+    # start-up time: each command loads only what it needs (see above)
+    from collector.pki.keywrap import generate_kek_file
+
+    print(f"new key-encryption key {generate_kek_file(pathlib.Path(ns.out))} written to {ns.out} (mode 0600)")
     return 0
 
 
@@ -142,6 +193,14 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("ca-fingerprint", help="print the SHA-256 fingerprint of the collector CA (creates it on first use)")
     s.add_argument("--config", required=True, help="collector TOML config")
     s.set_defaults(func=cmd_ca_fingerprint)
+    s = sub.add_parser("ca", help="the CAs' keys: where they live, a new key-encryption key")
+    ca = s.add_subparsers(dest="ca_command", required=True)
+    c = ca.add_parser("status", help="where each CA key lives (registry wrapped with a KEK, or files)")
+    c.add_argument("--config", required=True, help="collector TOML config")
+    c.set_defaults(func=cmd_ca_status)
+    c = ca.add_parser("new-kek", help="write a new key-encryption key file (0600) for [keys] kek_file")
+    c.add_argument("--out", required=True, help="the file to write (must not exist)")
+    c.set_defaults(func=cmd_ca_new_kek)
     return p
 
 

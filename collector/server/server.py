@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import os
 import pathlib
 import signal
+import socket
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -31,8 +33,12 @@ from collector.api.notify import NotifyServicer
 from collector.api.policy import PolicyServicer
 from collector.api.reports import ReportServicer
 from collector.api.routes import add_enrollment_service, add_main_services
-from collector.config.core import CollectorConfig, ConfigError
+from collector.config.core import CollectorConfig, ConfigError, split_hostport
+from collector.issuers.ca_registry import SharedCAState, shared_private_key
 from collector.issuers.factory import build_issuers, check_template_issuers
+from collector.issuers.internal_ca import InternalCA
+from collector.issuers.pkcs11_signer import load_token
+from collector.pki.keywrap import load_key_wrapper
 from collector.issuers.solvers import CallbackHttp01Solver
 from collector.metrics.fleet import FleetCollector, Refreshed, expiry_counts, owner_counts, violation_counts
 from collector.metrics.instruments import PromRecorder, watch_engine
@@ -42,6 +48,8 @@ from collector.pki import CollectorCA
 from collector.pki.auditkey import load_or_create_audit_key
 from collector.registry import Registry
 from collector.server.listen import GRPC_OPTIONS, bind
+from collector.pki.shared import load_or_create_shared
+from collector.server.crl_http import CrlListener
 from collector.server.scheduler import Scheduler
 from collector.services.agent_session import AgentSessions
 from collector.services.audit_checkpoint import AuditCheckpointer
@@ -90,7 +98,30 @@ def build_renewal(config: CollectorConfig, registry: Registry, clock: Callable[[
         for name, cfg in config.issuers.items()
         if cfg.get("type") == "acme" and cfg.get("challenge", "http-01") == "http-01" and not cfg.get("http01_listen")
     }
-    issuers = build_issuers(config.issuers, config.data_dir, base_dir=config.base_dir, solvers=solvers)
+    wrapper = load_key_wrapper(config.keys, config.data_dir, config.base_dir)
+    token = load_token(config.keys.get("pkcs11"), config.base_dir)     # [keys.pkcs11]: CA keys in an HSM
+    holder = f"{socket.gethostname()}:{os.getpid()}"
+
+    def shared(name: str, old_dir: Any) -> SharedCAState:
+        # the internal CAs' state lives in the registry, shared by every collector on it
+        return SharedCAState(registry.issuer_state, wrapper, name, holder, old_dir, token)
+
+    base_url = str(config.crl.get("url") or "").rstrip("/")
+    issuer_cfgs = {
+        name: ({**cfg, "crl_url": f"{base_url}/{name}.crl"}
+               if base_url and cfg.get("type") == "internal_ca" and not cfg.get("crl_url") else cfg)
+        for name, cfg in config.issuers.items()
+    }
+    def shared_key(name: str, kind: str) -> Callable[[Callable[[], Any], Any], Any]:
+        # per-issuer keys (the ACME account) live in the registry too: one account per issuer per registry
+        return lambda make, legacy: shared_private_key(registry.issuer_state, wrapper, name, kind, make, legacy,
+                                                       clock())
+
+    issuers = build_issuers(issuer_cfgs, config.data_dir, base_dir=config.base_dir, solvers=solvers,
+                            shared_state=shared, shared_key=shared_key)
+    for issuer in issuers.values():
+        if isinstance(issuer, InternalCA):
+            issuer.hierarchy(clock())   # one hierarchy per registry, made (or imported) at the first start
     templates = dict(config.templates)
     check_template_issuers(templates, issuers)
     default = config.renewal.default_template
@@ -138,10 +169,12 @@ def prepare(config: CollectorConfig, clock: Callable[[], dt.datetime] = utcnow) 
     config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     config.pki_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     now = clock()
-    ca = CollectorCA.load_or_create(config.pki_dir, now)
-    cert_path, key_path = ca.server_identity(config.pki_dir, list(config.server_names), now)
     registry = Registry.open(config.database_url)
     try:
+        # the collector CA is the registry's (wrapped with the KEK): every collector on it is one CA
+        ca = load_or_create_shared(registry.issuer_state, load_key_wrapper(config.keys, config.data_dir,
+                                                                           config.base_dir), config.pki_dir, now)
+        cert_path, key_path = ca.server_identity(config.pki_dir, list(config.server_names), now)
         key_audit(config, registry, now)
         renewal = build_renewal(config, registry, clock)
         autorenew = build_autorenewer(config, registry, renewal, clock)
@@ -235,6 +268,12 @@ class CollectorServer:
             self.state.renewal.broker.set_notifier(lambda agent_id: loop.call_soon_threadsafe(self.hub.notify, agent_id))
         await self.main.start()
         await self.enroll.start()
+        self.crl_listener = None
+        listen = self.state.config.crl.get("listen")
+        if listen and self.state.renewal is not None:
+            host, port = split_hostport(listen, "[crl] listen")
+            self.crl_listener = CrlListener(host, port, self.state.renewal.issuers, self.clock)
+            self.crl_listener.start()
         self.scheduler = self.build_scheduler()
         self.scheduler.start()
         self.metrics_server: MetricsServer | None = None
@@ -301,6 +340,8 @@ class CollectorServer:
             await asyncio.sleep(every)
 
     async def stop(self, grace: float = 5.0) -> None:
+        if getattr(self, "crl_listener", None) is not None:
+            await asyncio.to_thread(self.crl_listener.stop)
         if getattr(self, "scheduler", None) is not None:
             await self.scheduler.shutdown()
         if getattr(self, "metrics_server", None) is not None:

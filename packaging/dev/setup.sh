@@ -40,6 +40,8 @@ command -v keytool >/dev/null 2>&1 || need+=(default-jre-headless)   # real JKS/
 command -v cc >/dev/null 2>&1 || need+=(gcc libc6-dev)                # pyjks -> twofish builds from source
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)   # install tests: real nginx on loopback
 command -v pebble >/dev/null 2>&1 || need+=(pebble)                   # real ACME server (+ pebble-challtestsrv) for the issuer tests
+command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need+=(haproxy)   # tests/ha: two collectors behind a real TCP load balancer
+command -v softhsm2-util >/dev/null 2>&1 || need+=(softhsm2)          # tests/ha: CA keys in a PKCS#11 token (SoftHSM2)
 { [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import apt' 2>/dev/null; } || need+=(python3-apt)   # ansible.builtin.apt in the role tests (tests/ansible)
 # packaging/build-deb.sh builds the packages' environments on the system python3: it needs its venv
 # module and headers (twofish); tests/packaging checks the installed units with systemd-analyze

@@ -118,3 +118,30 @@ def test_collector_toml_round_trips_settings_tables(tmp_path):
     assert cfg.agent_endpoint == "collector.example.net:7443" and cfg.enroll_endpoint == "collector.example.net:7444"
     assert cfg.server_names == ("collector.example.net", "localhost", "127.0.0.1")
     assert cfg.extra == settings
+
+
+def test_collector_toml_for_several_collectors_on_one_database(tmp_path):
+    """The multi-collector settings (issue 16): the shared KEK file, the CRL listener and its URL, an HSM."""
+    from collector.config.core import load_config
+
+    variables = {
+        "certfleet_collector_data_dir": str(tmp_path / "data"),
+        "certfleet_collector_database_url": "postgresql+psycopg://certfleet@db.example.net/certfleet",
+        "certfleet_collector_listen": "0.0.0.0:7443", "certfleet_collector_enroll_listen": "0.0.0.0:7444",
+        "certfleet_collector_advertise": "", "certfleet_collector_enroll_advertise": "",
+        "certfleet_collector_server_names": ["collector.example.net"],
+        "certfleet_collector_token_ttl": "1h", "certfleet_collector_agent_cert_lifetime": "30d",
+        "certfleet_collector_admin_cert_lifetime": "365d", "certfleet_collector_settings": {},
+        "certfleet_collector_kek": "c2VjcmV0", "certfleet_collector_kek_file": "/etc/certfleet/kek",
+        "certfleet_collector_crl_listen": "0.0.0.0:8080",
+        "certfleet_collector_crl_url": "http://collector.example.net:8080",
+        "certfleet_collector_pkcs11": {"module": "/usr/lib/softhsm/libsofthsm2.so", "token": "certfleet",
+                                       "pin_file": "/etc/certfleet/hsm.pin"},
+    }
+    render(ROLES / "certfleet_collector/templates/collector.toml.j2", variables, tmp_path / "collector.toml", tmp_path)
+    text = (tmp_path / "collector.toml").read_text()
+    assert "c2VjcmV0" not in text, "the KEK itself goes to its own 0600 file, never into the config"
+    cfg = load_config(tmp_path / "collector.toml")
+    assert cfg.keys["kek_file"] == "/etc/certfleet/kek"
+    assert cfg.keys["pkcs11"]["token"] == "certfleet"
+    assert cfg.crl == {"listen": "0.0.0.0:8080", "url": "http://collector.example.net:8080"}

@@ -1,6 +1,7 @@
 """Run the real programs as a user would: collector, admin CLI and agent as subprocesses."""
 from __future__ import annotations
 
+import datetime as dt
 import importlib.util
 import json
 import os
@@ -154,3 +155,17 @@ class Agent:
 
     def run_once(self, *extra: str) -> Result:
         return run("certfleet-agent", "run", "--config", str(self.config), "--once", *extra)
+
+
+def collector_ca(c: Collector):  # noqa: ANN201
+    """The collector CA of ``c`` as its registry holds it (wrapped with the KEK in its data_dir)."""
+    from collector.config.core import load_config  # test helper: only the tests that sign with the CA load these
+    from collector.pki.keywrap import load_key_wrapper
+    from collector.pki.shared import load_or_create_shared
+    from collector.registry import Registry
+
+    config = load_config(c.config)
+    with Registry.open(config.database_url) as registry:
+        wrapper = load_key_wrapper(config.keys, config.data_dir, config.base_dir)
+        return load_or_create_shared(registry.issuer_state, wrapper, config.pki_dir,
+                                     dt.datetime.now(dt.timezone.utc))

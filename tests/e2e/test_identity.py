@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from agent.identity import load_identity, make_key_and_csr
 from certfleet.v1 import agent_pb2, agent_pb2_grpc
 from collector.pki import CollectorCA
-from tests.e2e.harness import Agent, Collector
+from tests.e2e.harness import Agent, Collector, collector_ca
 
 
 def pem_store(path: pathlib.Path) -> str:
@@ -66,7 +66,7 @@ def _key_pem(key) -> bytes:  # noqa: ANN001
 def test_expired_agent_certificate_refused(short_lived) -> None:
     c, agent = short_lived
     ident = load_identity(agent.workdir / "data" / "identity")
-    ca = CollectorCA.load_or_create(c.workdir / "data" / "pki", dt.datetime.now(dt.timezone.utc))
+    ca = collector_ca(c)
     key, csr = make_key_and_csr()
     long_ago = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=60)
     cert = ca.issue_agent_certificate(csr, ident.agent_id, long_ago, lifetime=dt.timedelta(days=30))
@@ -77,7 +77,7 @@ def test_expired_agent_certificate_refused(short_lived) -> None:
 def test_unknown_agent_with_valid_certificate_refused(short_lived) -> None:
     c, agent = short_lived
     ident = load_identity(agent.workdir / "data" / "identity")
-    ca = CollectorCA.load_or_create(c.workdir / "data" / "pki", dt.datetime.now(dt.timezone.utc))
+    ca = collector_ca(c)
     key, csr = make_key_and_csr()
     cert = ca.issue_agent_certificate(csr, "never-enrolled", dt.datetime.now(dt.timezone.utc))
     err = _call_report(c, _key_pem(key), cert.public_bytes(Encoding.PEM), ident.ca_pem)

@@ -12,6 +12,7 @@
     leases       scheduler_leases
     audit        audit_events, audit_head
     authority    name_grants, name_allows, approvals
+    issuer_state ca_hierarchies, ca_issued, ca_revoked, issuer_secrets (issuers' shared state)
 
 These classes describe the schema; the migrations in ``collector/registry/migrations``
 create it, and a test checks the two agree. The stores read and write with Core
@@ -30,6 +31,7 @@ from collector.registry.models import (  # noqa: F401 - imported for Base.metada
     audit,
     authority,
     inventory,
+    issuer_state,
     jobs,
     leases,
     netscans,
