@@ -110,6 +110,10 @@ tool_pip() {  # pip of a throwaway venv on the target interpreter (wheels are bu
 }
 
 fill_wheelhouse() {
+  # a certfleet wheel of an earlier build (same version number, older dependencies) left in a kept
+  # wheelhouse is taken for the new one and its dependency list used: a dependency added since is
+  # then never fetched ("no matching distribution" at the offline install). Only ours goes.
+  rm -f "$wheelhouse"/certfleet-*.whl
   log "resolving dependencies against the package index into $wheelhouse"
   tool_pip wheel -q --wheel-dir "$wheelhouse" "setuptools>=68" wheel >&2
   rm -rf "$work/wheel"
