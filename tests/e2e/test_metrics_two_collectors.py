@@ -9,6 +9,7 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from collector.pki.keywrap import generate_kek_file
 from tests.conftest import free_port, need_tools
 from tests.e2e.harness import Agent, Collector
 from tests.e2e.test_renewal import wait_for
@@ -33,8 +34,11 @@ def pg_url(pg_admin):  # noqa: ANN001, ANN201, F811
 def test_two_collectors_one_database(tmp_path: pathlib.Path, pg_url: str) -> None:
     need_tools("openssl")
     ports = [free_port(), free_port()]
+    kek = tmp_path / "kek"                           # collectors on one database share the key-encryption key
+    generate_kek_file(kek)
     collectors = [Collector(tmp_path / f"c{i}", database_url=pg_url,
-                            extra_tables=f'[metrics]\nlisten = "127.0.0.1:{ports[i]}"\nrefresh = "1s"\n')
+                            extra_tables=f'[metrics]\nlisten = "127.0.0.1:{ports[i]}"\nrefresh = "1s"\n'
+                                         f'[keys]\nkek_file = "{kek}"\n')
                   for i in range(2)]
     for c in collectors:
         c.start()

@@ -143,6 +143,7 @@ def test_a_collector_renews_with_the_key_in_the_token(tmp_path, softhsm, pg_url)
         assert st.code == 0, st.err
         assert "issuing key: pkcs11 token, label certfleet-internal-issuing-" in st.out and "never exported" in st.out
         assert c.init_admin().code == 0
+        c.authorize("*.example.test")          # since issue 11 only granted names are issued
         site = tmp_path / "site"
         site.mkdir()
         subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
