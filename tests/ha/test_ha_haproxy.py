@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
+from collector.pki.auditkey import load_or_create_audit_key
 from collector.pki.keywrap import generate_kek_file
 from tests.conftest import free_port, need_tools
 from tests.e2e.harness import BIN, Agent, Collector
@@ -86,13 +87,17 @@ def test_kill_one_collector_behind_haproxy_and_roll_the_other(tmp_path: Path, pg
         pytest.skip("needs haproxy (packaging/dev/setup.sh installs it)")
     kek = tmp_path / "kek.master"
     generate_kek_file(kek)
+    audit_key = tmp_path / "audit.key.master"      # the audit chain's HMAC key: shared too (one chain, one key)
+    load_or_create_audit_key(audit_key)
     cs: list[Collector] = []
     for name in "ab":
         d = tmp_path / name
         d.mkdir()
-        shutil.copy(kek, d / "kek")
-        os.chmod(d / "kek", 0o600)
-        cs.append(Collector(d, database_url=pg_url, extra_tables=ISSUERS + f'\n[keys]\nkek_file = "{d / "kek"}"\n'))
+        for src, dst in ((kek, d / "kek"), (audit_key, d / "audit.key")):
+            shutil.copy(src, dst)
+            os.chmod(dst, 0o600)
+        cs.append(Collector(d, database_url=pg_url, extra_tables=ISSUERS + f'\n[keys]\nkek_file = "{d / "kek"}"\n'
+                                                                        f'\n[audit]\nkey_file = "{d / "audit.key"}"\n'))
     lb = HAProxy(tmp_path / "haproxy", cs)
     for c in cs:
         c.extra_config = f'advertise = "127.0.0.1:{lb.port}"\nenroll_advertise = "127.0.0.1:{lb.enroll_port}"'
