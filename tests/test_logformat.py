@@ -1,10 +1,12 @@
 """certfleet/logformat.py: the JSON log lines both daemons write with --log-format json."""
 from __future__ import annotations
 
+import contextvars
 import io
 import json
 import logging
 import threading
+import uuid
 
 import pytest
 
@@ -15,7 +17,8 @@ def capture() -> tuple[logging.Logger, io.StringIO]:
     out = io.StringIO()
     handler = logging.StreamHandler(out)
     handler.setFormatter(JsonFormatter())
-    logger = logging.getLogger(f"certfleet.test.{id(out)}")
+    logger = logging.getLogger(f"certfleet.test.{uuid.uuid4().hex}")
+    logger.disabled = False
     logger.handlers[:] = [handler]
     logger.propagate = False
     logger.setLevel(logging.DEBUG)
@@ -27,6 +30,15 @@ def lines(out: io.StringIO) -> list[dict]:
     return [json.loads(ln) for ln in text.splitlines()]
 
 
+def fresh(fn):  # noqa: ANN001, ANN201
+    """Run ``fn`` in an empty context: log fields another test left in this thread's context do not leak in."""
+    def run() -> None:
+        contextvars.Context().run(fn)
+    run.__name__ = fn.__name__
+    return run
+
+
+@fresh
 def test_one_line_per_event_with_the_fields() -> None:
     log, out = capture()
     log.info("report from %s: %d upserted", "agent-1", 3)
@@ -44,6 +56,7 @@ def test_one_line_per_event_with_the_fields() -> None:
     assert "agent_id" not in got[0] and "request_id" not in got[0]
 
 
+@fresh
 def test_context_fields_follow_the_call_and_its_threads() -> None:
     log, out = capture()
     with log_context(request_id="r-1", agent_id="agent-7"):
@@ -61,6 +74,7 @@ def test_context_fields_follow_the_call_and_its_threads() -> None:
     assert "request_id" not in got[3] and got[3]["job_id"] == "job-x"
 
 
+@fresh
 def test_only_the_message_is_written_not_the_arguments_behind_it() -> None:
     log, out = capture()
     log.info("connected", extra={"password": "hunter2", "secret": object()})
