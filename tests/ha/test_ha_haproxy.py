@@ -165,8 +165,8 @@ def test_kill_one_collector_behind_haproxy_and_roll_the_other(tmp_path: Path, pg
         a.proc.send_signal(signal.SIGKILL)
         a.proc.wait(10)
         t0 = time.monotonic()
-        # KNOWN GAP (reported, not fixed here): a job whose CSR reached the killed collector
-        # (csr_received) is not resumed by the survivor; it waits for its deadline (stuck). The rest
+        # KNOWN GAP (reported, not fixed here; issue 16 stays open): a job whose command or CSR reached the
+        # killed collector (requested, csr_received) is not resumed by the survivor; it waits for its deadline (stuck). The rest
         # of the drill goes on with the agents whose jobs ended; the test ends as xfail naming it.
         try:
             final = wait_for(lambda: (lambda s: s if all(x in TERMINAL for x in s) else None)(states(jobs)), 60,
@@ -176,7 +176,9 @@ def test_kill_one_collector_behind_haproxy_and_roll_the_other(tmp_path: Path, pg
         t_inflight = time.monotonic() - t0
         print("\n" + "\n".join(f"{j[:8]} {ev}" for j, ev in seen.items()))
         left = {j[:8]: seen[j][-1][0] for j, st in zip(jobs, final) if st not in TERMINAL and j in seen}
-        assert set(final) - {"verified", "rolled_back"} <= {"csr_received", "key_pending", "issued", "installing"}, final
+        # (seen too, 1 run in the merged tree: a job left `requested` — its first command was taken by the killed one)
+        assert set(final) - {"verified", "rolled_back"} <= {"requested", "csr_received", "key_pending", "issued",
+                                                           "installing"}, final
         done = [i for i, st in enumerate(final) if st in TERMINAL]
         assert all(final[i] in ("verified", "rolled_back") for i in done), final
         # 2. after the kill every agent is reachable again through HAProxy: a new renewal goes through
