@@ -468,7 +468,7 @@ def test_upgrade_keeps_config_identity_and_state(deployment: Deployment) -> None
     assert deployment.collector is not None, "needs the running deployment of the previous test"
     kept = [ETC / "agent.toml", ETC / "collector.toml", LIB / "agent/identity/agent.key",
             LIB / "agent/identity/agent.pem", LIB / "agent/identity/collector.json", LIB / "agent/state.json",
-            LIB / "collector/pki/ca.key", deployment.admin_dir / "admin.pem"]
+            LIB / "collector/kek", deployment.admin_dir / "admin.pem"]
     kept = [p for p in kept if p.exists()]
     assert len(kept) >= 7, kept
     before = {p: (digest(p), mode_owner(p)) for p in kept}
@@ -492,7 +492,7 @@ def test_upgrade_keeps_config_identity_and_state(deployment: Deployment) -> None
     r = agent_unit.run(agent_unit.argv() + ["--once"])
     assert r.returncode == 0 and "delta report" in r.stdout, r.stdout + r.stderr   # same identity, same state
     agents = json.loads(deployment.cli("agents", "list", "--format", "json").stdout)
-    assert json.dumps(agents).count("pkgtest-host") == 1 and deployment.agent_id in json.dumps(agents)
+    assert [a["hostname"] for a in agents].count("pkgtest-host") == 1 and deployment.agent_id in json.dumps(agents)
     deployment.collector.stop()
     deployment.collector = None
 
@@ -503,7 +503,7 @@ def test_remove_keeps_and_purge_deletes(deployment: Deployment) -> None:
         assert status(p).startswith("deinstall ok config-files"), status(p)
     assert not Path("/opt/certfleet").exists() and not Path("/usr/bin/certfleet-agent").exists()
     for p in (ETC / "agent.toml", ETC / "collector.toml", LIB / "agent/identity/agent.key",
-              LIB / "collector/pki/ca.key", LIB / "collector/registry.db"):
+              LIB / "collector/kek", LIB / "collector/registry.db"):
         assert p.exists(), f"{p} was removed by dpkg -r"
     assert _user_exists()
 
