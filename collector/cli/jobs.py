@@ -28,6 +28,7 @@ POLL_SECONDS = 0.3
 
 
 def job_dict(j: admin_pb2.JobInfo) -> dict[str, Any]:
+    result = json.loads(j.result_detail) if j.result_detail else None
     return {
         "job_id": j.job_id,
         "kind": j.kind,
@@ -49,8 +50,8 @@ def job_dict(j: admin_pb2.JobInfo) -> dict[str, Any]:
         "updated_at": iso(ts(j.updated_at, j.HasField("updated_at"))),
         "deadline": iso(ts(j.deadline, j.HasField("deadline"))),
         "finished_at": iso(ts(j.finished_at, j.HasField("finished_at"))),
-        "result": json.loads(j.result_detail) if j.result_detail else None,
-        "verified_by": (json.loads(j.result_detail).get("verified_by") if j.result_detail else None) or None,
+        "result": result,
+        "verified_by": (result or {}).get("verified_by") or None,
         "events": [
             {"at": iso(ts(e.at)), "from": e.from_state, "to": e.to_state, "reason": e.reason, "actor": e.actor}
             for e in j.events
@@ -90,7 +91,7 @@ def job_detail(j: admin_pb2.JobInfo) -> str:
         lines.append("Install steps:")
         for st in d["result"].get("steps", []):
             lines.append(f"  {'ok ' if st['ok'] else 'FAIL'} {st['step']:<8} {st['seconds']:.2f}s  {st['detail']}")
-        if d["result"].get("verified_by") == VERIFIED_BY_NONE:
+        if d["verified_by"] == VERIFIED_BY_NONE:
             lines.append("  NOT verified: the store has no verify entry on the agent; no service was probed")
         if d["result"].get("reload_seconds"):
             lines.append(f"  service reload took {d['result']['reload_seconds']:.2f}s")
@@ -98,10 +99,7 @@ def job_detail(j: admin_pb2.JobInfo) -> str:
 
 
 def _nothing_verified(j: admin_pb2.JobInfo) -> bool:
-    try:
-        return bool(j.result_detail) and json.loads(j.result_detail).get("verified_by") == VERIFIED_BY_NONE
-    except (ValueError, AttributeError):
-        return False
+    return job_dict(j)["verified_by"] == VERIFIED_BY_NONE
 
 
 def follow_jobs(stub: admin_pb2_grpc.AdminServiceStub, job_ids: list[str], timeout: float,
